@@ -1,0 +1,138 @@
+"""The `nginxgen` command. Thin: parse flags, call the pipeline, report.
+
+Exit codes: 0 ok; 1 no valid config could be produced (validation failed, registry
+unreadable) or lint findings; 2 usage or spec error. Data goes to stdout, the human
+summary and logs to stderr, so pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .install import write_atomic
+from .pipeline import Build, NginxMissing, build, nginx_for_test
+from .sources import RegistryError, open_source
+from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Keep an nginx/OpenResty gateway in step with a service registry.",
+)
+err = Console(stderr=True, highlight=False)
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="Gateway spec (nginxgen.yaml).", show_default=True)
+]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load(config: Path) -> Spec:
+    try:
+        return load_spec(config)
+    except SpecError as exc:
+        fail(str(exc), 2)
+
+
+@app.command()
+def render(
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Where to write; '-' for stdout. Default: stdout."),
+    ] = None,
+    nginx_test: Annotated[
+        bool | None,
+        typer.Option(
+            "--nginx-test/--no-nginx-test",
+            help="Run `nginx -t` on the result. Default: when a binary is on PATH.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Read the registry, plan, render and verify nginx.conf; write it atomically."""
+    spec = load(config)
+    try:
+        binary = nginx_for_test(spec, nginx_test)
+    except NginxMissing as exc:
+        fail(str(exc), 2)
+    source = open_source(spec.registry, spec.service_names)
+    try:
+        catalog = source.read()
+    except RegistryError as exc:
+        fail(str(exc), 1)
+    finally:
+        source.close()
+    result = build(spec, catalog, binary=binary)
+    destination = output if output is not None else None
+    written = None
+    if result.verdict.ok:
+        if destination in (None, "-"):
+            sys.stdout.write(result.text)
+        else:
+            written = write_atomic(destination, result.text)
+    summarize(result, spec, written.path if written else None, as_json)
+    if not result.verdict.ok:
+        raise typer.Exit(1)
+
+
+def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> None:
+    plan, verdict = result.plan, result.verdict
+    if as_json:
+        summary = {
+            "ok": verdict.ok,
+            "output": written,
+            "services": len(plan.upstreams),
+            "servers": plan.server_count,
+            "routes": len(plan.locations),
+            "unavailable_routes": [loc.path for loc in plan.locations if loc.upstream is None],
+            "dropped": list(plan.dropped),
+            "notes": list(plan.notes),
+            "nginx_tested": verdict.nginx_tested,
+            "findings": [str(f) for f in verdict.findings],
+        }
+        # Data on stdout unless stdout already carries the config.
+        stream = sys.stderr if written is None and verdict.ok else sys.stdout
+        stream.write(json.dumps(summary, indent=2) + "\n")
+        return
+    for line in plan.dropped:
+        err.print(f"[yellow]dropped:[/] {line}", soft_wrap=True)
+    for line in plan.notes:
+        err.print(f"[yellow]note:[/] {line}", soft_wrap=True)
+    if not verdict.ok:
+        err.print("[bold red]invalid config, nothing written:[/]")
+        for finding in verdict.findings:
+            err.print(f"  {finding}", soft_wrap=True, markup=False)
+        return
+    tested = "crossplane + nginx -t" if verdict.nginx_tested else "crossplane (no nginx -t)"
+    where = f" → {written}" if written else ""
+    err.print(
+        f"[green]ok[/] {len(plan.upstreams)} upstreams, {plan.server_count} servers, "
+        f"{len(plan.locations)} routes; verified by {tested}{where}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the nginxgen version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""One pass of the pipeline without side effects on the target: read → plan → render → verify.
+
+`render` (one-shot) and `watch` (the sidecar loop) both call `build`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .catalog import Catalog
+from .nginx_bin import Binary, find_binary, lua_modules
+from .plan import Plan, make_plan
+from .render import render
+from .spec import Spec
+from .verify import Verdict, verify
+
+
+class NginxMissing(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Build:
+    plan: Plan
+    text: str
+    verdict: Verdict
+
+
+def nginx_for_test(spec: Spec, mode: bool | None) -> Binary | None:
+    """The binary for `nginx -t`: mode True requires it, None uses it when present."""
+    if mode is False:
+        return None
+    binary = find_binary(spec.nginx)
+    if binary is None and mode:
+        raise NginxMissing(
+            f"--nginx-test: no {spec.nginx.binary or spec.nginx.flavor} binary found on PATH"
+        )
+    return binary
+
+
+def build(
+    spec: Spec,
+    catalog: Catalog,
+    *,
+    binary: Binary | None,
+    now: datetime | None = None,
+) -> Build:
+    plan = make_plan(spec, catalog, now or datetime.now(timezone.utc))
+    modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
+    text = render(plan, spec.nginx, modules=modules)
+    if binary is not None:
+        ensure_runtime_dirs(spec)
+    return Build(plan, text, verify(text, plan, binary))
+
+
+def plan_uses_lua(plan: Plan) -> bool:
+    return False  # no Lua feature yet; the cache and metrics features switch this on
+
+
+def ensure_runtime_dirs(spec: Spec) -> None:
+    """Directories the rendered config points at must exist before nginx -t or a start."""
+    out = Path(spec.nginx.output).parent
+    temp = Path(spec.nginx.temp_dir) if spec.nginx.temp_dir else out / "tmp"
+    for d in (out, temp, Path(spec.nginx.pid).parent):
+        d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,99 @@
+"""Plan → nginx.conf text. Jinja lays out; every data value passes a quoting filter."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import __version__
+from .plan import Plan, Upstream
+from .resources import resource_dir
+from .spec import NginxSpec
+
+_BARE = re.compile(r"^[A-Za-z0-9_./:\[\]@%+=,~*-]+$")
+
+
+class RenderError(Exception):
+    pass
+
+
+def nginx_token(value: Any) -> str:
+    """Exactly one nginx token for `value`: bare when safe, else double-quoted.
+
+    `$` would start a variable inside quotes and control characters have no place in a
+    config, so both are refused: the catalog never lets them through, this is the backstop.
+    """
+    text = str(value)
+    if _BARE.match(text):
+        return text
+    if "$" in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise RenderError(f"refusing to place {text!r} in nginx.conf")
+    if "'" not in text:
+        return "'" + text.replace("\\", "\\\\") + "'"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def lua_string(value: Any) -> str:
+    """A Lua double-quoted string literal for `value` (inside *_by_lua_block)."""
+    out = []
+    for ch in str(value).encode("utf-8"):
+        c = chr(ch)
+        if c in '\\"':
+            out.append("\\" + c)
+        elif 0x20 <= ch < 0x7F and c not in "{}$'#;":
+            out.append(c)
+        else:  # braces too: crossplane's Lua lexer counts them even inside strings
+            out.append(f"\\{ch:03d}")
+    return '"' + "".join(out) + '"'
+
+
+def nginx_time(seconds: float) -> str:
+    """Seconds → nginx time token ('5s', '250ms')."""
+    ms = round(seconds * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def comment(value: Any) -> str:
+    """Text safe inside a `#` comment: one line, printable."""
+    return re.sub(r"[^\x20-\x7e]", "?", str(value))
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(q=nginx_token, lua=lua_string, time=nginx_time, comment=comment)
+    return env
+
+
+@lru_cache(maxsize=65536)
+def render_upstream(upstream: Upstream) -> str:
+    """One upstream block. Cached by value: an unchanged service is not rendered again."""
+    return environment().get_template("upstream.conf.j2").render(up=upstream)
+
+
+def render(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> str:
+    """The complete nginx.conf for `plan`."""
+    temp_dir = nginx.temp_dir or str(Path(nginx.output).parent / "tmp")
+    return (
+        environment()
+        .get_template("nginx.conf.j2")
+        .render(
+            plan=plan,
+            nginx=nginx,
+            upstreams=[render_upstream(u) for u in plan.upstreams],
+            modules=modules,
+            temp_dir=temp_dir,
+            version=__version__,
+        )
+    )

@@ -1,0 +1,160 @@
+"""Prove rendered text is what the Plan says: crossplane parse, plan round-trip, nginx -t.
+
+The round-trip is the injection guard: if any registry value had escaped its token, the
+parsed tree would hold a directive, server or block the Plan does not, and we refuse.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .nginx_bin import Binary, test_config
+from .nginx_parse import parse_text
+from .plan import Plan, Server, Upstream
+from .render import nginx_time
+
+# Directives nginxgen writes inside an upstream block; anything else is a smuggled one.
+_UPSTREAM_DIRECTIVES = {"server", "zone", "keepalive", "least_conn", "ip_hash", "hash", "random"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # "syntax", "round-trip", "nginx -t"
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"[{self.check}] {where}{self.message}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    findings: tuple[Finding, ...]
+    nginx_tested: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def verify(text: str, plan: Plan, binary: Binary | None = None) -> Verdict:
+    """Parse `text`, compare it with `plan`, and run `nginx -t` when `binary` is given."""
+    payload = parse_text(text, strict=True)
+    findings = [
+        Finding("syntax", e["error"].split(" in /")[0], e.get("line")) for e in payload["errors"]
+    ]
+    if not findings:
+        findings += round_trip(payload["config"][0]["parsed"], plan)
+    tested = False
+    if not findings and binary is not None:
+        findings += nginx_test(text, binary)
+        tested = True
+    return Verdict(tuple(findings), tested)
+
+
+def expected_server_args(server: Server) -> list[str]:
+    args = [
+        server.address,
+        f"weight={server.weight}",
+        f"max_fails={server.max_fails}",
+        f"fail_timeout={nginx_time(server.fail_timeout)}",
+    ]
+    if server.backup:
+        args.append("backup")
+    return args
+
+
+def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
+    """Each upstream holds exactly the planned servers; each route proxies where planned."""
+    http = _only(parsed, "http")
+    if http is None:
+        return [Finding("round-trip", "no single http block in the rendered config")]
+    findings: list[Finding] = []
+    blocks = [d for d in http.get("block", []) if d["directive"] == "upstream"]
+    planned = {u.name: u for u in plan.upstreams}
+    seen: set[str] = set()
+    for block in blocks:
+        name = block["args"][0] if block["args"] else ""
+        if name not in planned or name in seen:
+            findings.append(Finding("round-trip", f"unplanned upstream {name!r}", block["line"]))
+            continue
+        seen.add(name)
+        findings += _compare_upstream(block, planned[name])
+    for name in planned.keys() - seen:
+        findings.append(Finding("round-trip", f"planned upstream {name!r} is missing"))
+
+    servers = [d for d in http.get("block", []) if d["directive"] == "server"]
+    if len(servers) != 1:
+        findings.append(Finding("round-trip", f"expected 1 server block, found {len(servers)}"))
+        return findings
+    locations = {
+        tuple(d["args"]): d for d in servers[0].get("block", []) if d["directive"] == "location"
+    }
+    for loc in plan.locations:
+        key = ("=", loc.path) if loc.exact else (loc.path,)
+        block = locations.get(key)
+        if block is None:
+            findings.append(Finding("round-trip", f"route {loc.path!r} is missing"))
+            continue
+        passes = [d["args"] for d in block.get("block", []) if d["directive"] == "proxy_pass"]
+        want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
+        if passes != want:
+            findings.append(
+                Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])
+            )
+    expected_locations = len(plan.locations) + (1 if plan.catch_all else 0)
+    if len(locations) != expected_locations:
+        findings.append(
+            Finding(
+                "round-trip", f"expected {expected_locations} locations, found {len(locations)}"
+            )
+        )
+    return findings
+
+
+def _compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]:
+    findings = []
+    got = [d["args"] for d in block.get("block", []) if d["directive"] == "server"]
+    want = [expected_server_args(s) for s in upstream.servers]
+    if got != want:
+        findings.append(
+            Finding(
+                "round-trip",
+                f"upstream {upstream.name!r} has servers {got}, planned {want}",
+                block["line"],
+            )
+        )
+    for d in block.get("block", []):
+        if d["directive"] not in _UPSTREAM_DIRECTIVES:
+            findings.append(
+                Finding(
+                    "round-trip",
+                    f"upstream {upstream.name!r} has unplanned directive {d['directive']!r}",
+                    d["line"],
+                )
+            )
+    return findings
+
+
+def _only(parsed: list[dict[str, Any]], directive: str) -> dict[str, Any] | None:
+    matches = [d for d in parsed if d["directive"] == directive]
+    return matches[0] if len(matches) == 1 else None
+
+
+def nginx_test(text: str, binary: Binary) -> list[Finding]:
+    """`nginx -t` on a temporary copy, so a bad config never touches the real path."""
+    tmp = Path(tempfile.mkdtemp(prefix="nginxgen-test-"))
+    try:
+        conf = tmp / "nginx.conf"
+        conf.write_text(text, encoding="utf-8")
+        result = test_config(binary, conf)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if result.ok:
+        return []
+    return [Finding("nginx -t", line) for line in result.output.splitlines() if line.strip()]
