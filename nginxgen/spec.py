@@ -241,7 +241,7 @@ class Route(Model):
 class Spec(Model):
     registry: RegistrySpec
     # dict defaults are validated like user input, so default paths resolve against the spec.
-    nginx: NginxSpec = Field(default_factory=dict)  # type: ignore[arg-type]
+    nginx: NginxSpec = Field(default_factory=dict)  # type: ignore[assignment]
     defaults: Defaults = Defaults()
     services: dict[str, ServicePolicy] = {}
     routes: tuple[Route, ...] = Field(min_length=1)
