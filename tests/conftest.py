@@ -67,6 +67,7 @@ class Backend:
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
 
     @property
     def address(self) -> str:
@@ -85,6 +86,16 @@ class Backend:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with backend._lock:
+                    backend._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with backend._lock:
+                    backend._connections.discard(self.connection)
+                super().finish()
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -130,6 +141,13 @@ class Backend:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        # A dead process takes its kept-alive connections with it; so must a stopped backend.
+        with self._lock:
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 @pytest.fixture
