@@ -50,6 +50,23 @@ class SpecLoader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 would read `on:` (failover) as True."""
 
 
+def _no_duplicate_keys(loader: SpecLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    """PyYAML keeps the last of two equal keys silently; a spec must not."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+SpecLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    lambda loader, node: _no_duplicate_keys(loader, node),
+)
 SpecLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -267,15 +284,16 @@ class Spec(Model):
             }
         return data
 
-    @model_validator(mode="after")
-    def _unique_paths(self) -> Spec:
+    @field_validator("routes")
+    @classmethod
+    def _unique_paths(cls, routes: tuple[Route, ...]) -> tuple[Route, ...]:
         seen: set[tuple[bool, str]] = set()
-        for route in self.routes:
+        for route in routes:
             key = (route.exact, route.path)
             if key in seen:
                 raise ValueError(f"two routes have the same path {route.path!r}")
             seen.add(key)
-        return self
+        return routes
 
     def service_policy(self, name: str) -> ServicePolicy:
         if name in self.services:

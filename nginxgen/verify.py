@@ -17,9 +17,6 @@ from .nginx_parse import parse_text
 from .plan import Plan, Server, Upstream
 from .render import nginx_time
 
-# Directives nginxgen writes inside an upstream block; anything else is a smuggled one.
-_UPSTREAM_DIRECTIVES = {"server", "zone", "keepalive", "least_conn", "ip_hash", "hash", "random"}
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -67,6 +64,16 @@ def expected_server_args(server: Server) -> list[str]:
     if server.backup:
         args.append("backup")
     return args
+
+
+def expected_upstream_settings(upstream: Upstream) -> list[list[str]]:
+    """The non-server directives of an upstream block, as [directive, *args], in order."""
+    settings = []
+    if upstream.zone:
+        settings.append(["zone", upstream.name, upstream.zone])
+    if upstream.keepalive:
+        settings.append(["keepalive", str(upstream.keepalive)])
+    return settings
 
 
 def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
@@ -129,15 +136,16 @@ def _compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding
                 block["line"],
             )
         )
-    for d in block.get("block", []):
-        if d["directive"] not in _UPSTREAM_DIRECTIVES:
-            findings.append(
-                Finding(
-                    "round-trip",
-                    f"upstream {upstream.name!r} has unplanned directive {d['directive']!r}",
-                    d["line"],
-                )
+    others = [[d["directive"], *d["args"]] for d in block.get("block", [])]
+    others = [d for d in others if d[0] != "server"]
+    if others != expected_upstream_settings(upstream):
+        findings.append(
+            Finding(
+                "round-trip",
+                f"upstream {upstream.name!r} has unplanned directives {others}",
+                block["line"],
             )
+        )
     return findings
 
 

@@ -1,0 +1,119 @@
+"""The trust boundary: what a registry may and may not put into the catalog."""
+
+from __future__ import annotations
+
+import pytest
+
+from nginxgen.catalog import CatalogBuilder, InvalidEntry, make_instance, safe_name
+from nginxgen.sources.base import RegistryError
+from nginxgen.sources.file import parse_registry
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "port"),
+    [
+        ("127.0.0.1:80", "127.0.0.1", 80),
+        ("[::1]:8080", "::1", 8080),
+        ("[2001:DB8::1]:1", "2001:db8::1", 1),
+        ("Users.Example.com:443", "users.example.com", 443),
+        ("svc-1.internal.:9000", "svc-1.internal", 9000),
+    ],
+)
+def test_valid_addresses(address: str, host: str, port: int) -> None:
+    inst = make_instance("s", id="i", address=address)
+    assert (inst.host, inst.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "host:port"),
+        ("127.0.0.1:0", "out of range"),
+        ("127.0.0.1:65536", "out of range"),
+        ("127.0.0.1:http", "not a number"),
+        ("a;b:80", "not an IP address or DNS name"),
+        ("evil}server x:80", "not an IP address or DNS name"),
+        ("host\nname:80", "not an IP address or DNS name"),
+        ("$host:80", "not an IP address or DNS name"),
+        ("::1:80", "host:port"),
+        ("[::1]80", "[ipv6]:port"),
+        ("-bad.example:80", "not an IP address or DNS name"),
+        ("999.1.1.1:80", "not an IP address or DNS name"),
+        ("[fe80::1%eth0]:80", "scope"),
+    ],
+)
+def test_invalid_addresses_are_refused_with_the_reason(address: str, reason: str) -> None:
+    with pytest.raises(InvalidEntry, match=reason.replace("[", r"\[")):
+        make_instance("s", id="i", address=address)
+
+
+def test_weights_are_rounded_into_nginx_range() -> None:
+    assert make_instance("s", id="i", address="1.2.3.4:5", weight=0.4).weight == 1
+    assert make_instance("s", id="i", address="1.2.3.4:5", weight="7").weight == 7
+    assert make_instance("s", id="i", address="1.2.3.4:5", weight=10**9).weight == 1000
+    with pytest.raises(InvalidEntry, match="weight"):
+        make_instance("s", id="i", address="1.2.3.4:5", weight=-1)
+    with pytest.raises(InvalidEntry, match="weight"):
+        make_instance("s", id="i", address="1.2.3.4:5", weight="heavy")
+
+
+def test_unsafe_service_names_map_deterministically_without_collisions() -> None:
+    assert safe_name("users") == "users"
+    a, b = safe_name("user svc"), safe_name("user;svc")
+    assert a != b
+    assert a == safe_name("user svc")
+    assert a.startswith("user_svc_")
+    for name in (a, b, safe_name("ü"), safe_name("}{"), safe_name("_x")):
+        assert name[0].isalnum() and set(name) <= set(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+        )
+
+
+def test_builder_keeps_good_drops_bad_and_says_why() -> None:
+    b = CatalogBuilder("test")
+    b.add("api", id="ok", address="10.0.0.1:80")
+    b.add("api", id="ok", address="10.0.0.2:80")  # duplicate id
+    b.add("api", id="bad", address="10.0.0.3:80", state="sleeping")
+    b.add("api", id='x"y', address="10.0.0.4:80")
+    cat = b.build()
+    assert [i.id for i in cat.services["api"]] == ["ok"]
+    reasons = [str(d) for d in cat.dropped]
+    assert any("'ok'" in r and "duplicate" in r for r in reasons)
+    assert any("'bad'" in r and "state must be one of" in r for r in reasons)
+    assert any("not allowed" in r for r in reasons)
+
+
+def test_file_registry_envelope_and_entries() -> None:
+    cat = parse_registry(
+        b"""
+services:
+  users:
+    - {id: u1, address: 127.0.0.1:9001, weight: 2, registered_at: 2026-11-29T10:00:00Z}
+    - {id: u2, host: 127.0.0.1, port: 9002, colour: blue}
+    - [not, a, mapping]
+    - {address: 127.0.0.1:9003}
+  empty:
+""",
+        "services.yaml",
+    )
+    assert [i.id for i in cat.services["users"]] == ["u1"]
+    assert cat.services["empty"] == ()
+    reasons = "\n".join(map(str, cat.dropped))
+    assert "'u2': unknown field(s): colour" in reasons
+    assert "'#2': instance must be a mapping" in reasons
+    assert "'#3': missing 'id'" in reasons
+    with pytest.raises(RegistryError, match="services.yaml: expected a mapping"):
+        parse_registry(b"[1, 2]", "services.yaml")
+    with pytest.raises(RegistryError, match="not valid YAML"):
+        parse_registry(b"services: {a: [", "services.yaml")
+
+
+def test_fingerprint_ignores_read_time_and_order() -> None:
+    def cat(order: list[str]):
+        b = CatalogBuilder("t")
+        for i in order:
+            b.add("s", id=i, address=f"10.0.0.{i}:80")
+        return b.build()
+
+    assert cat(["1", "2"]).fingerprint() == cat(["2", "1"]).fingerprint()
+    assert cat(["1"]).fingerprint() != cat(["1", "2"]).fingerprint()
