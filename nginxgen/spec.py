@@ -50,7 +50,7 @@ class SpecLoader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 would read `on:` (failover) as True."""
 
 
-def _no_duplicate_keys(loader: SpecLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+def _no_duplicate_keys(loader: Any, node: Any, deep: bool = False) -> Any:
     """PyYAML keeps the last of two equal keys silently; a spec must not."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
@@ -63,10 +63,7 @@ def _no_duplicate_keys(loader: SpecLoader, node: yaml.MappingNode, deep: bool = 
     return yaml.SafeLoader.construct_mapping(loader, node, deep)
 
 
-SpecLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    lambda loader, node: _no_duplicate_keys(loader, node),
-)
+SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
 SpecLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
