@@ -64,7 +64,7 @@ def walk(block: list[dict[str, Any]]):
 
 
 def make_spec(tmp: Path, names: list[str]) -> Any:
-    routes = "\n".join(f"  - {{path: /r{i}/, service: {n}}}" for i, n in enumerate(names))
+    routes = "\n".join(f"  - {{path: /r{i}/, service: '{n}'}}" for i, n in enumerate(names))
     text = f"registry: {{kind: file, path: s.yaml}}\nnginx: {{listen: 8080}}\nroutes:\n{routes}\n"
     return parse_spec(text, tmp / "nginxgen.yaml")
 
