@@ -112,8 +112,13 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
         err.print(f"[yellow]note:[/] {line}", soft_wrap=True)
     if not verdict.ok:
         err.print("[bold red]invalid config, nothing written:[/]")
+        lines = result.text.splitlines()
         for finding in verdict.findings:
             err.print(f"  {finding}", soft_wrap=True, markup=False)
+            if finding.line and 0 < finding.line <= len(lines):
+                err.print(
+                    f"    {finding.line:>5} | {lines[finding.line - 1].strip()}", markup=False
+                )
         return
     tested = "crossplane + nginx -t" if verdict.nginx_tested else "crossplane (no nginx -t)"
     where = f" → {written}" if written else ""

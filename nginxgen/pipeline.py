@@ -13,6 +13,7 @@ from .catalog import Catalog
 from .nginx_bin import Binary, find_binary, lua_modules
 from .plan import Plan, make_plan
 from .render import render
+from .resolve import drop_unresolvable
 from .spec import Spec
 from .verify import Verdict, verify
 
@@ -47,7 +48,7 @@ def build(
     binary: Binary | None,
     now: datetime | None = None,
 ) -> Build:
-    plan = make_plan(spec, catalog, now or datetime.now(timezone.utc))
+    plan = make_plan(spec, drop_unresolvable(catalog), now or datetime.now(timezone.utc))
     modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
     text = render(plan, spec.nginx, modules=modules)
     if binary is not None:

@@ -6,6 +6,7 @@ parsed tree would hold a directive, server or block the Plan does not, and we re
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -165,4 +166,12 @@ def nginx_test(text: str, binary: Binary) -> list[Finding]:
         shutil.rmtree(tmp, ignore_errors=True)
     if result.ok:
         return []
-    return [Finding("nginx -t", line) for line in result.output.splitlines() if line.strip()]
+    findings = []
+    for line in result.output.splitlines():
+        if not line.strip() or line.endswith("test failed"):
+            continue
+        at = re.search(re.escape(str(conf)) + r":(\d+)", line)
+        message = line.replace(f" in {conf}:{at.group(1)}" if at else str(conf), "")
+        message = re.sub(r"^nginx: \[(\w+)\] |^\S+ \S+ \[(\w+)\] \d+#\d+: ", "", message)
+        findings.append(Finding("nginx -t", message, int(at.group(1)) if at else None))
+    return findings or [Finding("nginx -t", "nginx -t failed without saying why")]

@@ -70,19 +70,37 @@ def test_traffic_follows_weights_fails_over_and_answers_503(workdir, backends, n
 
 
 def test_invalid_config_is_never_written(workdir):
-    """A registry address nginx cannot resolve fails nginx -t: nothing is written."""
+    """A config nginx -t refuses (here: a worker user that does not exist) is not written."""
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {"flavor": "nginx", "listen": free_port(), "user": "no-such-user-x"},
+            "routes": [{"path": "/", "service": "x"}],
+        },
+        {"x": [{"id": "x1", "address": "127.0.0.1:9"}]},
+    )
+    out = workdir / "nginx.conf"
+    out.write_text("# the running config\n")
+    result = render(spec, out)
+    assert result.returncode == 1
+    assert 'getpwnam("no-such-user-x")' in result.stderr
+    assert "nothing written" in result.stderr
+    assert "user no-such-user-x;" in result.stderr  # the offending line is shown
+    assert out.read_text() == "# the running config\n"
+
+
+def test_unresolvable_instance_is_dropped_and_the_rest_still_serves(workdir, backends):
+    a = backends("a")
     spec = write_spec(
         workdir,
         {
             "nginx": {"flavor": "nginx", "listen": free_port()},
             "routes": [{"path": "/", "service": "x"}],
         },
-        {"x": [{"id": "x1", "address": "no-such-host.invalid:80"}]},
+        {"x": [{"id": "ok", "address": a.address}, {"id": "stale", "address": "gone.invalid:80"}]},
     )
     out = workdir / "nginx.conf"
-    out.write_text("# the running config\n")
     result = render(spec, out)
-    assert result.returncode == 1
-    assert "host not found" in result.stderr
-    assert "nothing written" in result.stderr
-    assert out.read_text() == "# the running config\n"
+    assert result.returncode == 0, result.stderr
+    assert "'stale': host 'gone.invalid' does not resolve" in result.stderr
+    assert a.address in out.read_text() and "gone.invalid" not in out.read_text()
