@@ -196,11 +196,19 @@ class RateLimit(Model):
 
 def _off_is_none(value: Any) -> Any:
     """`rate_limit: off` on a route opts it out of a limit set in `defaults`."""
-    return None if value in ("off", False) else value
+    return None if value == "off" or value is False else value
 
 
 OptionalRateLimit = Annotated[RateLimit | None, BeforeValidator(_off_is_none)]
-OptionalLimitConn = Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_off_is_none)]
+
+
+def _positive(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+OptionalLimitConn = Annotated[int | None, BeforeValidator(_off_is_none), AfterValidator(_positive)]
 
 
 class ApiKeys(Model):
