@@ -312,6 +312,15 @@ class NginxSpec(Model):
             raise ValueError(f"port out of range 1-65535: {port}")
         return v
 
+    @model_validator(mode="after")
+    def _status_port_apart(self) -> NginxSpec:
+        if (
+            self.status_listen
+            and self.status_listen.rsplit(":", 1)[1] == self.listen.rsplit(":", 1)[-1]
+        ):
+            raise ValueError("status_listen must use another port than listen")
+        return self
+
 
 # --- policies -------------------------------------------------------------------------
 

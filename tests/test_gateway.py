@@ -83,6 +83,10 @@ def test_keys_file_errors_name_the_line_never_the_key(tmp_path):
 def test_status_listen_must_be_loopback(tmp_path):
     message = spec_error(tmp_path, [{"path": "/", "service": "a"}], status_listen="0.0.0.0:9145")
     assert "nginx.status_listen: must be a loopback address:port" in message
+    message = spec_error(
+        tmp_path, [{"path": "/", "service": "a"}], listen=8080, status_listen="127.0.0.1:8080"
+    )
+    assert "status_listen must use another port than listen" in message
     ok = load_spec(spec_file(tmp_path, [{"path": "/", "service": "a"}], status_listen="[::1]:9"))
     assert ok.nginx.status_listen == "[::1]:9"
 
