@@ -123,6 +123,7 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
             for loc in plan.locations
             if loc.guard and (loc.guard.key_set or loc.guard.auth_location)
         ],
+        "limit_guards": [loc.guard for loc in plan.locations if loc.guard and loc.guard.limited],
         "conn_zone": gateway.CONN_ZONE,
         "metrics_dict": gateway.METRICS_DICT,
         "metrics_dict_size": gateway.METRICS_DICT_SIZE,

@@ -128,7 +128,7 @@ def test_a_header_key_gives_each_tenant_its_own_bucket(gateway, backends):
 
 def test_limit_conn_refuses_a_second_concurrent_request(gateway, backends):
     slow = backends("slow")
-    slow.delay = 1.5
+    slow.delay = 5.0  # the first request must still be in flight when the second arrives
     gw = gateway(
         [{"path": "/slow/", "service": "slow", "limit_conn": 1}],
         {"slow": [{"id": "s", "address": slow.address}]},
@@ -279,7 +279,12 @@ def test_metrics_count_what_was_sent_and_stay_off_the_public_listener(gateway, b
 
     def scrape() -> str | None:
         text = requests.get(f"{gw.status_url}/metrics", timeout=10).text
-        done = metric(text, "nginxgen_requests_total", route="/limited/", status="4xx") == 3
+        # Counted in the log phase, after each answer went out: wait for the last ones.
+        done = (
+            metric(text, "nginxgen_requests_total", route="/limited/", status="4xx") == 3
+            and metric(text, "nginxgen_requests_total", route="/api/", status="2xx") == 7
+            and metric(text, "nginxgen_requests_total", route="-", status="4xx") == 3
+        )
         return text if done else None
 
     text = poll(scrape)
