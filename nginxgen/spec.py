@@ -555,7 +555,13 @@ def _format_errors(
     prefix: tuple[Any, ...] = (),
 ) -> str:
     out = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
+        # pydantic also calls a list "too short" when its only item was invalid: noise.
+        if err["type"] == "too_short" and any(
+            e is not err and tuple(e["loc"][: len(err["loc"])]) == tuple(err["loc"]) for e in errors
+        ):
+            continue
         loc = _without_union_tag(prefix + tuple(err["loc"]))
         line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
         key = _dotted(loc) or "(top level)"

@@ -64,6 +64,7 @@ def test_bad_gateway_settings_are_named(tmp_path, route, expected):
     message = spec_error(tmp_path, [{"path": "/a/", "service": "a", **route}])
     assert expected in message, message
     assert "nginxgen.yaml:" in message
+    assert len(message.splitlines()) == 1, message  # one problem, one line
 
 
 def test_keys_file_errors_name_the_line_never_the_key(tmp_path):
