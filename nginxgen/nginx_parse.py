@@ -12,6 +12,7 @@ from typing import Any
 
 import crossplane
 from crossplane import analyzer as _a
+from crossplane import parser as _parser
 
 _HTTP = _a.NGX_HTTP_MAIN_CONF
 _SRV = _a.NGX_HTTP_SRV_CONF
@@ -50,6 +51,22 @@ LUA_DIRECTIVES["set_escape_uri"] = [_SRV | _LOC | _a.NGX_HTTP_SIF_CONF | _T2]
 
 for _name, _masks in LUA_DIRECTIVES.items():
     _a.DIRECTIVES.setdefault(_name, _masks)
+
+# Inside these blocks nginx reads "key value;" pairs, not directives. crossplane's strict
+# mode would call every key an unknown directive, so analysis stops at their boundary.
+_DATA_BLOCKS = frozenset({"map", "types", "geo", "split_clients", "match", "charset_map"})
+_crossplane_analyze = _parser.analyze
+
+
+def _analyze(
+    fname: str, stmt: dict[str, Any], term: str, ctx: tuple[str, ...] = (), **kw: Any
+) -> None:
+    if ctx and ctx[-1] in _DATA_BLOCKS:
+        return
+    _crossplane_analyze(fname, stmt, term, ctx, **kw)
+
+
+_parser.analyze = _analyze
 
 
 def parse_file(path: str, *, strict: bool = False, single: bool = False) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def build(
 
 
 def plan_uses_lua(plan: Plan) -> bool:
-    return False  # no Lua feature yet; the cache and metrics features switch this on
+    return plan.gateway.uses_lua  # API key digests and metrics run in Lua
 
 
 def ensure_runtime_dirs(spec: Spec) -> None:

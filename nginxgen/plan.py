@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .catalog import Catalog, Instance
+from .gateway import Gateway, Guard, plan_gateway
 from .spec import Failover, Spec, Timeouts
 
 # States whose instances take new requests. `draining` and `down` get none from the next
@@ -47,6 +48,7 @@ class Location:
     timeouts: Timeouts
     client_max_body_size: str | None
     unavailable_body: str = ""
+    guard: Guard | None = None  # rate limits, auth, metrics label (gateway.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Plan:
     services_seen: int = 0
     instances_seen: int = 0
     dropped: tuple[str, ...] = field(default=())
+    gateway: Gateway = Gateway()
 
     @property
     def server_count(self) -> int:
@@ -84,6 +87,7 @@ def make_plan(spec: Spec, catalog: Catalog, now: datetime | None = None) -> Plan
             continue
         upstreams[name] = upstream
 
+    gateway, guards = plan_gateway(spec)
     locations = tuple(
         Location(
             path=r.path,
@@ -97,8 +101,9 @@ def make_plan(spec: Spec, catalog: Catalog, now: datetime | None = None) -> Plan
             unavailable_body=json.dumps(
                 {"error": "service unavailable", "service": r.service}, separators=(",", ":")
             ),
+            guard=guard,
         )
-        for r in spec.routes
+        for r, guard in zip(spec.routes, guards, strict=True)
     )
     return Plan(
         upstreams=tuple(upstreams.values()),
@@ -110,6 +115,7 @@ def make_plan(spec: Spec, catalog: Catalog, now: datetime | None = None) -> Plan
         services_seen=len(catalog.services),
         instances_seen=catalog.instance_count,
         dropped=tuple(str(d) for d in catalog.dropped),
+        gateway=gateway,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__
+from . import __version__, gateway
 from .plan import Plan, Upstream
 from .resources import resource_dir
 from .spec import NginxSpec
@@ -57,6 +57,16 @@ def nginx_time(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
+_IDENT = re.compile(r"^\$?[a-z_][a-z0-9_]*$")
+
+
+def nginx_var(name: str) -> str:
+    """`$name` for a variable nginxgen named itself; anything else is refused."""
+    if not _IDENT.match(name):
+        raise RenderError(f"refusing {name!r} as an nginx variable name")
+    return name if name.startswith("$") else "$" + name
+
+
 def comment(value: Any) -> str:
     """Text safe inside a `#` comment: one line, printable."""
     return re.sub(r"[^\x20-\x7e]", "?", str(value))
@@ -72,7 +82,9 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(q=nginx_token, lua=lua_string, time=nginx_time, comment=comment)
+    env.filters.update(
+        q=nginx_token, lua=lua_string, time=nginx_time, comment=comment, var=nginx_var
+    )
     return env
 
 
@@ -95,5 +107,28 @@ def render(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> st
             modules=modules,
             temp_dir=temp_dir,
             version=__version__,
+            **gateway_context(plan),
         )
     )
+
+
+def gateway_context(plan: Plan) -> dict[str, Any]:
+    """Names and sizes the gateway partials need besides the Plan itself."""
+    gw = plan.gateway
+    keys = sum(len(ks.digests) for ks in gw.key_sets)
+    return {
+        "gw": gw,
+        "auth_guards": [
+            loc.guard
+            for loc in plan.locations
+            if loc.guard and (loc.guard.key_set or loc.guard.auth_location)
+        ],
+        "limit_guards": [loc.guard for loc in plan.locations if loc.guard and loc.guard.limited],
+        "conn_zone": gateway.CONN_ZONE,
+        "metrics_dict": gateway.METRICS_DICT,
+        "metrics_dict_size": gateway.METRICS_DICT_SIZE,
+        # nginx sizes the map hash itself up to this bound; more keys need a larger one.
+        "map_hash_max_size": max(2048, 2 * keys),
+        "lua_preload": gw.lua_modules,
+        "lua_dir": str(resource_dir("lua")),
+    }

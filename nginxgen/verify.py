@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .gateway_verify import check_guards, is_gateway_location, split_status_server
 from .nginx_bin import Binary, test_config
 from .nginx_parse import parse_text
 from .plan import Plan, Server, Upstream
@@ -97,12 +98,17 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
         findings.append(Finding("round-trip", f"planned upstream {name!r} is missing"))
 
     servers = [d for d in http.get("block", []) if d["directive"] == "server"]
+    servers, findings_gw = split_status_server(servers, plan)
+    findings += findings_gw
     if len(servers) != 1:
         findings.append(Finding("round-trip", f"expected 1 server block, found {len(servers)}"))
         return findings
     locations = {
-        tuple(d["args"]): d for d in servers[0].get("block", []) if d["directive"] == "location"
+        tuple(d["args"]): d
+        for d in servers[0].get("block", [])
+        if d["directive"] == "location" and not is_gateway_location(d["args"])
     }
+    findings += check_guards(locations, plan)
     for loc in plan.locations:
         key = ("=", loc.path) if loc.exact else (loc.path,)
         block = locations.get(key)
