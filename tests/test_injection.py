@@ -53,14 +53,15 @@ ALLOWED = {
     "server_name", "location", "return", "proxy_pass", "proxy_http_version",
     "proxy_set_header", "proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout",
     "proxy_next_upstream", "proxy_next_upstream_tries", "proxy_next_upstream_timeout",
-    "add_header",
+    "add_header", "map", "map_hash_bucket_size", "map_hash_max_size", "set", "log_format",
 }  # fmt: skip
 
 
 def walk(block: list[dict[str, Any]]):
     for d in block:
         yield d
-        yield from walk(d.get("block", []))
+        if d["directive"] != "map":  # map entries are data, not directives
+            yield from walk(d.get("block", []))
 
 
 def make_spec(tmp: Path, names: list[str]) -> Any:
