@@ -56,7 +56,7 @@ def build(
 
 
 def plan_uses_lua(plan: Plan) -> bool:
-    return False  # no Lua feature yet; the cache and metrics features switch this on
+    return plan.cache is not None
 
 
 def ensure_runtime_dirs(spec: Spec) -> None:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .cache import CacheSetup, RouteCache, cache_setup, route_cache
 from .catalog import Catalog, Instance
 from .spec import Failover, Spec, Timeouts
 
@@ -47,6 +48,7 @@ class Location:
     timeouts: Timeouts
     client_max_body_size: str | None
     unavailable_body: str = ""
+    cache: RouteCache | None = None  # served from Redis by lua/nginxgen/cache.lua
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Plan:
     services_seen: int = 0
     instances_seen: int = 0
     dropped: tuple[str, ...] = field(default=())
+    cache: CacheSetup | None = None  # set when a route with an upstream caches
 
     @property
     def server_count(self) -> int:
@@ -97,8 +100,10 @@ def make_plan(spec: Spec, catalog: Catalog, now: datetime | None = None) -> Plan
             unavailable_body=json.dumps(
                 {"error": "service unavailable", "service": r.service}, separators=(",", ":")
             ),
+            # A route answering 503 on purpose has nothing worth caching.
+            cache=route_cache(spec, i, r) if r.service in upstreams else None,
         )
-        for r in spec.routes
+        for i, r in enumerate(spec.routes)
     )
     return Plan(
         upstreams=tuple(upstreams.values()),
@@ -110,6 +115,7 @@ def make_plan(spec: Spec, catalog: Catalog, now: datetime | None = None) -> Plan
         services_seen=len(catalog.services),
         instances_seen=catalog.instance_count,
         dropped=tuple(str(d) for d in catalog.dropped),
+        cache=cache_setup(spec, tuple(loc.cache for loc in locations if loc.cache)),
     )
 
 
