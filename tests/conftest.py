@@ -278,6 +278,7 @@ class RedisServer:
         self.dir = directory
         self.port = port or free_port()
         self.password = password
+        self.unix_socket = directory / "redis.sock"  # also listened on, for nginx's workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
 
@@ -289,6 +290,7 @@ class RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         cmd += ["--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.log)]
+        cmd += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "777"]
         if self.password:
             cmd += ["--requirepass", self.password]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -263,6 +263,16 @@ def test_redis_outage_fails_open_and_caching_resumes(gateway, redis_server):
     assert "redis is back" in gw.nginx.errors()
 
 
+def test_redis_over_a_unix_socket_with_another_db(gateway, redis_server):
+    srv = redis_server()
+    gw = gateway({"ttl": "30s"}, redis={"socket": str(srv.unix_socket), "db": 3}, redis_srv=srv)
+    gw.get("/c/unix")
+    assert gw.get("/c/unix").headers["X-Cache"] == "HIT"
+    assert gw.backend.count == 1
+    assert srv.command("DBSIZE") == 0  # db 0 is untouched
+    assert "db3:keys=1" in srv.command("INFO", "keyspace")
+
+
 @pytest.fixture
 def silent_redis() -> Iterator[int]:
     """A port that accepts connections and never answers: Redis hung, not down."""
