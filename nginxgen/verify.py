@@ -14,8 +14,8 @@ from typing import Any
 
 from .nginx_bin import Binary, test_config
 from .nginx_parse import parse_text
-from .plan import Plan, Server, Upstream
-from .render import nginx_time
+from .plan import Location, Plan, Server, Upstream
+from .render import lua_string, nginx_time
 
 # Directives nginxgen writes inside an upstream block; anything else is a smuggled one.
 _UPSTREAM_DIRECTIVES = {"server", "zone", "keepalive", "least_conn", "ip_hash", "hash", "random"}
@@ -107,6 +107,7 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
             findings.append(
                 Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])
             )
+        findings += _compare_lua(block, loc)
     expected_locations = len(plan.locations) + (1 if plan.catch_all else 0)
     if len(locations) != expected_locations:
         findings.append(
@@ -139,6 +140,33 @@ def _compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding
                 )
             )
     return findings
+
+
+def expected_lua(loc: Location) -> list[tuple[str, str]]:
+    """The Lua one-liners a location runs: the cache's four phases when it caches."""
+    if loc.cache is None or loc.upstream is None:
+        return []
+    call = 'require("nginxgen.cache").'
+    return [
+        ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
+        ("header_filter_by_lua_block", f"{call}header_filter()"),
+        ("body_filter_by_lua_block", f"{call}body_filter()"),
+        ("log_by_lua_block", f"{call}log()"),
+    ]
+
+
+def _compare_lua(block: dict[str, Any], loc: Location) -> list[Finding]:
+    got = [
+        (d["directive"], " ".join(a.strip() for a in d["args"]))
+        for d in block.get("block", [])
+        if "_by_lua" in d["directive"]
+    ]
+    want = expected_lua(loc)
+    if got == want:
+        return []
+    return [
+        Finding("round-trip", f"route {loc.path!r} runs Lua {got}, planned {want}", block["line"])
+    ]
 
 
 def _only(parsed: list[dict[str, Any]], directive: str) -> dict[str, Any] | None:

@@ -137,3 +137,27 @@ def test_lua_literals_refuse_what_lua_cannot_hold():
         lua_value(float("nan"))
     with pytest.raises(RenderError):
         lua_value(object())
+
+
+def test_verify_catches_a_location_calling_another_routes_cache():
+    s = spec(
+        """
+redis: {}
+routes:
+  - {path: /a/, service: a, cache: {ttl: 1s}}
+  - {path: /b/, service: a, cache: {ttl: 1s}}
+  - {path: /c/, service: a}
+"""
+    )
+    plan = make_plan(s, catalog("a"))
+    text = render(plan, s.nginx)
+    assert verify(text, plan).ok
+    swapped = text.replace('access("/b/")', 'access("/a/")')
+    findings = verify(swapped, plan).findings
+    assert len(findings) == 1 and "'/b/' runs Lua" in findings[0].message
+    # Lua smuggled into an uncached location is caught too.
+    marker = "proxy_next_upstream_tries 2;\n"
+    last = text.rindex(marker)
+    smuggled = text[:last] + marker + "            log_by_lua_block { os.exit() }\n"
+    smuggled += text[last + len(marker) :]
+    assert any("'/c/' runs Lua" in f.message for f in verify(smuggled, plan).findings)
