@@ -5,6 +5,7 @@ Every test counts what reaches the backend: that is what the cache exists to red
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from nginxgen.resources import resource_dir
 from tests.conftest import Backend, Nginx, RedisServer, free_port, write_spec
 
 pytestmark = pytest.mark.skipif(
@@ -56,6 +58,7 @@ def gateway(workdir, backends, nginx_runner, redis_server):
         redis: dict[str, Any] | None = None,
         redis_srv: RedisServer | None = None,
         routes: list[dict[str, Any]] | None = None,
+        lua_dir: Path | None = None,
     ) -> Gateway:
         srv = redis_srv or redis_server()
         backend = backends("app")
@@ -77,6 +80,9 @@ def gateway(workdir, backends, nginx_runner, redis_server):
         conf = workdir / "nginx.conf"
         result = render(spec, conf)
         assert result.returncode == 0, result.stderr
+        if lua_dir is not None:  # as if nginxgen were installed there
+            text = conf.read_text()
+            conf.write_text(text.replace(str(resource_dir("lua")), str(lua_dir)))
         nginx = nginx_runner(conf, workdir / "nginx.pid", port)
         return Gateway(f"http://127.0.0.1:{port}", backend, nginx, conf)
 
@@ -271,6 +277,18 @@ def test_redis_over_a_unix_socket_with_another_db(gateway, redis_server):
     assert gw.backend.count == 1
     assert srv.command("DBSIZE") == 0  # db 0 is untouched
     assert "db3:keys=1" in srv.command("INFO", "keyspace")
+
+
+def test_the_module_works_from_a_directory_the_workers_cannot_read(gateway, tmp_path):
+    """pip installs under /root here; nginx's workers run as nobody. The master preloads."""
+    private = tmp_path / "site-packages" / "nginxgen" / "_data"
+    shutil.copytree(resource_dir("lua"), private / "lua")
+    tmp_path.chmod(0o700)
+    gw = gateway({"ttl": "30s"}, lua_dir=private / "lua")
+    assert str(private) in gw.conf.read_text()
+    assert gw.get("/c/x").headers["X-Cache"] == "MISS"
+    assert gw.get("/c/x").headers["X-Cache"] == "HIT"
+    assert "Permission denied" not in gw.nginx.errors()
 
 
 @pytest.fixture
