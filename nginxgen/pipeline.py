@@ -57,7 +57,8 @@ def build(
 
 
 def plan_uses_lua(plan: Plan) -> bool:
-    return plan.gateway.uses_lua  # API key digests and metrics run in Lua
+    # API key digests, metrics and the Redis cache run in Lua.
+    return plan.gateway.uses_lua or plan.cache is not None
 
 
 def ensure_runtime_dirs(spec: Spec) -> None:

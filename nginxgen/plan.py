@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .cache import CacheSetup, RouteCache, cache_setup, route_cache
 from .catalog import Catalog, Instance
 from .gateway import Gateway, Guard, plan_gateway
 from .spec import Failover, Spec, Timeouts
@@ -49,6 +50,7 @@ class Location:
     client_max_body_size: str | None
     unavailable_body: str = ""
     guard: Guard | None = None  # rate limits, auth, metrics label (gateway.py)
+    cache: RouteCache | None = None  # served from Redis by lua/nginxgen/cache.lua
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Plan:
     instances_seen: int = 0
     dropped: tuple[str, ...] = field(default=())
     gateway: Gateway = Gateway()
+    cache: CacheSetup | None = None  # set when a route with an upstream caches
 
     @property
     def server_count(self) -> int:
@@ -102,8 +105,10 @@ def make_plan(spec: Spec, catalog: Catalog, now: datetime | None = None) -> Plan
                 {"error": "service unavailable", "service": r.service}, separators=(",", ":")
             ),
             guard=guard,
+            # A route answering 503 on purpose has nothing worth caching.
+            cache=route_cache(spec, i, r) if r.service in upstreams else None,
         )
-        for r, guard in zip(spec.routes, guards, strict=True)
+        for i, (r, guard) in enumerate(zip(spec.routes, guards, strict=True))
     )
     return Plan(
         upstreams=tuple(upstreams.values()),
@@ -116,6 +121,7 @@ def make_plan(spec: Spec, catalog: Catalog, now: datetime | None = None) -> Plan
         instances_seen=catalog.instance_count,
         dropped=tuple(str(d) for d in catalog.dropped),
         gateway=gateway,
+        cache=cache_setup(spec, tuple(loc.cache for loc in locations if loc.cache)),
     )
 
 

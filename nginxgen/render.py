@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 
 from . import __version__, gateway
+from .cache import lua_config
 from .plan import Plan, Upstream
 from .resources import resource_dir
 from .spec import NginxSpec
@@ -51,6 +52,31 @@ def lua_string(value: Any) -> str:
     return '"' + "".join(out) + '"'
 
 
+def lua_value(value: Any) -> str:
+    """A Lua literal for plain data: nil, booleans, numbers, strings, lists and tables.
+
+    Keys and strings go through `lua_string`, so data can never become Lua code.
+    """
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RenderError(f"refusing to place {value!r} in a Lua table")
+        return repr(value)
+    if isinstance(value, str):
+        return lua_string(value)
+    if isinstance(value, (list, tuple)):
+        return "{" + ", ".join(lua_value(v) for v in value) + "}"
+    if isinstance(value, dict):
+        items = (f"[{lua_string(k)}] = {lua_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + ", ".join(items) + "}"
+    raise RenderError(f"no Lua literal for {type(value).__name__}")
+
+
 def nginx_time(seconds: float) -> str:
     """Seconds → nginx time token ('5s', '250ms')."""
     ms = round(seconds * 1000)
@@ -83,7 +109,12 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(
-        q=nginx_token, lua=lua_string, time=nginx_time, comment=comment, var=nginx_var
+        q=nginx_token,
+        lua=lua_string,
+        lua_value=lua_value,
+        time=nginx_time,
+        comment=comment,
+        var=nginx_var,
     )
     return env
 
@@ -108,6 +139,7 @@ def render(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> st
             temp_dir=temp_dir,
             version=__version__,
             **gateway_context(plan),
+            cache_config=lua_config(plan.cache) if plan.cache else None,
         )
     )
 

@@ -16,8 +16,8 @@ from typing import Any
 from .gateway_verify import check_guards, is_gateway_location, split_status_server
 from .nginx_bin import Binary, test_config
 from .nginx_parse import parse_text
-from .plan import Plan, Server, Upstream
-from .render import nginx_time
+from .plan import Location, Plan, Server, Upstream
+from .render import lua_string, nginx_time
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
             findings.append(
                 Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])
             )
+        findings += _compare_lua(block, loc, plan.gateway.metrics)
     expected_locations = len(plan.locations) + (1 if plan.catch_all else 0)
     if len(locations) != expected_locations:
         findings.append(
@@ -154,6 +155,35 @@ def _compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding
             )
         )
     return findings
+
+
+def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
+    """The cache's Lua one-liners a location runs (the gateway's are checked in
+    gateway_verify); with metrics on, the cache's log phase also counts the request."""
+    if loc.cache is None or loc.upstream is None:
+        return []
+    call = 'require("nginxgen.cache").'
+    log = f"{call}log()" + (' require("nginxgen.metrics").log()' if metrics else "")
+    return [
+        ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
+        ("header_filter_by_lua_block", f"{call}header_filter()"),
+        ("body_filter_by_lua_block", f"{call}body_filter()"),
+        ("log_by_lua_block", log),
+    ]
+
+
+def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:
+    got = [
+        (d["directive"], " ".join(a.strip() for a in d["args"]))
+        for d in block.get("block", [])
+        if "_by_lua" in d["directive"] and d["directive"] != "set_by_lua_block"
+    ]
+    want = expected_lua(loc, metrics)
+    if got == want:
+        return []
+    return [
+        Finding("round-trip", f"route {loc.path!r} runs Lua {got}, planned {want}", block["line"])
+    ]
 
 
 def _only(parsed: list[dict[str, Any]], directive: str) -> dict[str, Any] | None:

@@ -263,3 +263,110 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,::1")
     os.environ.setdefault("NGINXGEN_TEST", "1")
+
+
+# --- redis ----------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A real redis-server on a loopback port, in a temp dir, without persistence.
+
+    stop() and start() again keep the port, so a test can simulate an outage and recovery.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None, password: str | None = None):
+        self.dir = directory
+        self.port = port or free_port()
+        self.password = password
+        self.unix_socket = directory / "redis.sock"  # also listened on, for nginx's workers
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "redis.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        cmd += ["--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.log)]
+        cmd += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "777"]
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if self.command("PING") in ("PONG", "NOAUTH"):
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def command(self, *args: str) -> Any:
+        """One command over RESP; returns a str, int, list, or None (nil)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            f = s.makefile("rwb")
+            if self.password:
+                f.write(_resp(("AUTH", self.password)))
+            f.write(_resp(args))
+            f.flush()
+            if self.password:
+                _read_resp(f)
+            return _read_resp(f)
+
+
+def _resp(args: tuple[str, ...] | list[str]) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        data = a.encode() if isinstance(a, str) else a
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _read_resp(f: Any) -> Any:
+    line = f.readline().rstrip(b"\r\n")
+    kind, rest = line[:1], line[1:].decode()
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        return rest.split(" ", 1)[0]  # e.g. NOAUTH, WRONGPASS
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        if rest == "-1":
+            return None
+        data = f.read(int(rest) + 2)[:-2]
+        return data.decode(errors="replace")
+    if kind == b"*":
+        return [_read_resp(f) for _ in range(int(rest))]
+    raise OSError(f"unexpected reply from redis: {line!r}")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[Callable[..., RedisServer]]:
+    """Factory: redis_server() starts a redis-server (optionally password=...)."""
+    started: list[RedisServer] = []
+
+    def start(password: str | None = None) -> RedisServer:
+        r = RedisServer(world_readable_dir("nginxgen-redis-"), password=password).start()
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
+        shutil.rmtree(r.dir, ignore_errors=True)
