@@ -48,6 +48,12 @@ def lint(
     nginx_test: Annotated[
         bool, typer.Option("--nginx-test", help="Also run `nginx -t` (or openresty) on each file.")
     ] = False,
+    nginx_binary: Annotated[
+        str | None,
+        typer.Option(
+            "--nginx-binary", help="Binary for --nginx-test. Default: openresty, else nginx."
+        ),
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the gate too.")] = False,
     disable: Annotated[
         str | None, typer.Option("--disable", help="Rules to skip: RULE,RULE (ids or names).")
@@ -84,9 +90,10 @@ def lint(
             disabled.add(rid)
     binary = None
     if nginx_test:
-        binary = find_binary(NginxSpec())
+        binary = find_binary(NginxSpec(binary=nginx_binary))
         if binary is None:
-            usage("--nginx-test: no openresty or nginx binary found on PATH")
+            wanted = nginx_binary or "openresty or nginx binary"
+            usage(f"--nginx-test: no {wanted} found on PATH")
     if security and not external.gixy_available():
         usage("--security: gixy-next is not installed (pip install 'nginxgen[security]')")
     options = Options(
