@@ -11,6 +11,7 @@ import pytest
 
 from nginxgen.lint import RULES, Options, lint_file, lint_paths
 from nginxgen.lint.config import load_project_config
+from nginxgen.lint.external import gixy_available
 from tests.conftest import REPO
 
 CORPUS = REPO / "tests" / "lint_corpus"
@@ -79,6 +80,8 @@ def test_rendered_example_config_is_clean(tmp_path: Path) -> None:
     assert rendered.returncode == 0, rendered.stderr
     assert "# nginxgen: spec=" in conf.read_text()  # so the round-trip rule runs on it
     assert found(conf) == set()
+    if gixy_available():  # gixy-next has nothing to say about it either
+        assert found(conf, Options(security=True)) == set()
     result = lint_cli("--strict", str(conf))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""

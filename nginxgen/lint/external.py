@@ -100,7 +100,7 @@ def gixy_findings(path: str, known: Mapping[str, str]) -> tuple[list[Finding], l
                 file, line = _where(issue.directives, path)
                 text = _one_line(issue.summary or plugin.summary)
                 if issue.reason:
-                    text += f": {_one_line(issue.reason)}"
+                    text = f"{text.rstrip('.')}: {_one_line(issue.reason)}"
                 findings.append(
                     Finding(rid, severity, text, known.get(os.path.realpath(file), file), line)
                 )

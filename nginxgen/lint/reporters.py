@@ -82,12 +82,14 @@ def text(outcome: Outcome, out: TextIO, *, color: bool) -> None:
 
 def to_json(outcome: Outcome, *, strict: bool) -> str:
     c = counts(outcome)
+    table = rule_table(outcome)
+    findings = list(all_findings(outcome))
+    ok = not any(f.fails(strict) for f in findings) and not any(r.io_error for r in outcome.results)
     return json.dumps(
         {
             "version": 1,
             "tool": {"name": "nginxgen", "version": __version__},
-            "ok": not any(f.fails(strict) for f in all_findings(outcome))
-            and not any(r.io_error for r in outcome.results),
+            "ok": ok,
             "summary": {"files": len(outcome.results), **{f"{k}s": v for k, v in c.items()}},
             "files": [
                 {"path": r.path, "files": list(r.files), "io_error": r.io_error}
@@ -96,16 +98,14 @@ def to_json(outcome: Outcome, *, strict: bool) -> str:
             "findings": [
                 {
                     "rule": f.rule,
-                    "name": rule_table(outcome)[f.rule].name
-                    if f.rule in rule_table(outcome)
-                    else f.rule,
+                    "name": table[f.rule].name if f.rule in table else f.rule,
                     "severity": f.severity,
                     "message": f.message,
                     "file": f.file,
                     "line": f.line,
                     "source": f.source,
                 }
-                for f in all_findings(outcome)
+                for f in findings
             ],
         },
         indent=2,
