@@ -288,3 +288,17 @@ def test_explain() -> None:
     assert result.stdout.startswith("NGX009 keepalive-without-http11 (warning)")
     assert 'proxy_set_header Connection ""' in result.stdout
     assert lint_cli("--explain", "NGX999").returncode == 2
+
+
+def test_docs_list_every_rule_and_ci_files_are_valid() -> None:
+    import yaml
+
+    docs = (REPO / "docs" / "lint.md").read_text()
+    for rule in RULES.values():
+        assert f"| {rule.id} | `{rule.name}` | {rule.severity} |" in docs, rule.id
+    (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    assert hook["id"] == "nginxgen-lint" and hook["entry"] == "nginxgen lint"
+    workflow = yaml.safe_load((REPO / "examples" / "ci" / "nginxgen-lint.yml").read_text())
+    steps = workflow["jobs"]["lint"]["steps"]
+    assert any("--format sarif" in s.get("run", "") for s in steps)
+    assert any(s.get("uses", "").startswith("github/codeql-action/upload-sarif") for s in steps)

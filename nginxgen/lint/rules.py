@@ -11,6 +11,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+# What nginxgen writes inside an upstream: verify.py's list, so the two never drift apart.
+from ..verify import _UPSTREAM_DIRECTIVES as GENERATED_UPSTREAM_DIRECTIVES
 from .findings import Rule, Severity
 from .tree import (
     TIMEOUTS,
@@ -237,7 +239,6 @@ NEXT_UPSTREAM_VALUES = {
     "http_403", "http_404", "http_429", "non_idempotent", "off",
 }  # fmt: skip
 HASH_BALANCERS = {"hash", "ip_hash", "random"}
-UPSTREAM_DIRECTIVES = {"server", "zone", "keepalive", "least_conn", "ip_hash", "hash", "random"}
 CACHE_KEYS = {"proxy_cache_key", "fastcgi_cache_key", "uwsgi_cache_key", "scgi_cache_key"}
 _GENERATED_SERVER = re.compile(r"^weight=\d+$|^max_fails=\d+$|^fail_timeout=\d+m?s$")
 
@@ -268,7 +269,7 @@ def check_upstream(node: Node, w: Walk) -> None:
             balancer = d
         elif d == "keepalive":
             keepalive = True
-        elif d not in UPSTREAM_DIRECTIVES and w.facts.generated:
+        elif d not in GENERATED_UPSTREAM_DIRECTIVES and w.facts.generated:
             w.facts.generated_problems.append(
                 (w.file, child["line"], f"upstream {name!r} has directive {d!r}", w.suppressed)
             )
