@@ -17,6 +17,7 @@ from rich.console import Console
 
 from . import __version__
 from .install import write_atomic
+from .lint.command import lint as lint_command
 from .pipeline import Build, NginxMissing, build, nginx_for_test
 from .sources import RegistryError, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
@@ -127,6 +128,9 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
         f"{len(plan.locations)} routes; verified by {tested}{where}",
         soft_wrap=True,
     )
+
+
+app.command(name="lint")(lint_command)
 
 
 @app.command()

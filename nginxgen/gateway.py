@@ -17,6 +17,8 @@ from .spec import RateLimit, Route, Spec
 ROUTE_VAR = "nginxgen_route"
 CONN_ZONE = "nginxgen_conn_client_ip"
 METRICS_DICT = "nginxgen_metrics"
+# server_name of the loopback status/metrics server; lint recognises it by this name.
+STATUS_SERVER_NAME = "nginxgen_status"
 METRICS_DICT_SIZE = "4m"  # ~10k routes x status classes x buckets fits comfortably
 AUTH_PREFIX = "/_nginxgen/auth/"  # internal locations for auth_request subrequests
 

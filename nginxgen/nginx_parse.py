@@ -69,15 +69,26 @@ def _analyze(
 _parser.analyze = _analyze
 
 
-def parse_file(path: str, *, strict: bool = False, single: bool = False) -> dict[str, Any]:
-    """crossplane's payload for `path` (errors collected, not raised)."""
+def parse_file(
+    path: str,
+    *,
+    strict: bool = False,
+    single: bool = False,
+    comments: bool = False,
+    check_ctx: bool = True,
+) -> dict[str, Any]:
+    """crossplane's payload for `path` (errors collected, not raised).
+
+    Relative `include` paths resolve against the directory of `path`, as nginx resolves
+    them against the directory of the file given to `-c` (its conf prefix).
+    """
     return crossplane.parse(
         path,
         catch_errors=True,
         strict=strict,
         single=single,
-        comments=False,
-        check_ctx=True,
+        comments=comments,
+        check_ctx=check_ctx,
         check_args=True,
     )
 

@@ -56,6 +56,12 @@ def verify(text: str, plan: Plan, binary: Binary | None = None) -> Verdict:
     return Verdict(tuple(findings), tested)
 
 
+# Every directive nginxgen may write inside an upstream block (lint's NGX016 reads this).
+UPSTREAM_DIRECTIVES = frozenset(
+    {"server", "zone", "keepalive", "least_conn", "ip_hash", "hash", "random"}
+)
+
+
 def expected_server_args(server: Server) -> list[str]:
     args = [
         server.address,

@@ -45,7 +45,8 @@ REGISTRY = st.dictionaries(
 
 # Everything the templates write; a directive outside this set was smuggled in.
 ALLOWED = {
-    "worker_processes", "worker_rlimit_nofile", "pid", "error_log", "events", "worker_connections", "http",
+    "worker_processes", "worker_rlimit_nofile", "pid", "error_log", "events",
+    "worker_connections", "http",
     "server_tokens", "default_type", "sendfile", "keepalive_timeout", "access_log",
     "client_max_body_size", "client_body_temp_path", "proxy_temp_path", "fastcgi_temp_path",
     "uwsgi_temp_path", "scgi_temp_path", "variables_hash_max_size",

@@ -1,0 +1,287 @@
+"""One pass over a crossplane payload: includes inlined, scopes inherited, suppressions seen.
+
+Rules never walk the tree themselves. The walk calls the checks registered for each
+directive name (`ON`), keeps the proxy settings each level inherits (`Scope`), records
+what later checks need to know about the whole file (`Facts`), and files every hit with
+the inline suppressions in force where it was found. That keeps a lint at one traversal,
+which is what makes a 10,000-upstream config lint in about the time crossplane parses it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossplane.analyzer import DIRECTIVES
+
+Node = dict[str, Any]
+Check = Callable[[Node, "Walk"], None]
+
+# Checks per directive name, and checks run once the whole file has been walked.
+ON: dict[str, list[Check]] = {}
+AT_END: list[Callable[[Walk], None]] = []
+
+# Blocks whose children are data (map keys, MIME types), not directives.
+DATA_BLOCKS = {"map", "geo", "types", "split_clients", "charset_map", "match"}
+# Blocks that open a new level of http configuration (inherit from the level above).
+SCOPE_BLOCKS = {"http", "server", "location", "if", "limit_except"}
+TIMEOUTS = ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout")
+
+_SUPPRESS = re.compile(r"^\s*nginxgen:\s*disable=([A-Za-z0-9_/,.-]*)\s*(.*?)\s*$")
+_HEADER = re.compile(r"^\s*nginxgen:\s*spec=(.*)\s+catalog=([0-9a-fA-F]*)\s*$")
+NONE: frozenset[str] = frozenset()
+
+
+def on(*directives: str) -> Callable[[Check], Check]:
+    def register(check: Check) -> Check:
+        for d in directives:
+            ON.setdefault(d, []).append(check)
+        return check
+
+    return register
+
+
+def at_end(check: Callable[[Walk], None]) -> Callable[[Walk], None]:
+    AT_END.append(check)
+    return check
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Proxy settings in force at one level of http configuration.
+
+    nginx inherits `proxy_set_header` as a whole list, and only when a level sets none of
+    its own; everything else here inherits value by value.
+    """
+
+    in_http: bool = False
+    http_version: str | None = None
+    headers: tuple[tuple[str, str], ...] | None = None  # (lowercased name, value)
+    timeouts: frozenset[str] = NONE
+
+    def enter(self, kind: str, children: list[Node]) -> Scope:
+        version, timeouts = self.http_version, set(self.timeouts)
+        headers: tuple[tuple[str, str], ...] | None = None
+        for child in children:
+            d = child["directive"]
+            if d == "proxy_http_version" and child["args"]:
+                version = child["args"][0]
+            elif d == "proxy_set_header" and len(child["args"]) >= 2:
+                headers = (headers or ()) + ((child["args"][0].lower(), child["args"][1]),)
+            elif d in TIMEOUTS:
+                timeouts.add(d)
+        return Scope(
+            in_http=self.in_http or kind == "http",
+            http_version=version,
+            headers=headers if headers is not None else self.headers,
+            timeouts=frozenset(timeouts),
+        )
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers or ():
+            if key == name:
+                return value
+        return None
+
+
+@dataclass
+class UpstreamFact:
+    name: str
+    file: str
+    line: int
+    keepalive: bool
+    primaries: int
+    suppressed: frozenset[str]
+
+
+@dataclass
+class ProxyPassFact:
+    target: str
+    file: str
+    line: int
+    scope: Scope
+    suppressed: frozenset[str]
+
+
+@dataclass
+class LocationFact:
+    args: tuple[str, ...]
+    file: str
+    line: int
+    proxies: bool
+    returns: bool
+    suppressed: frozenset[str]
+
+
+@dataclass
+class Facts:
+    """What the end-of-file checks need: the whole file's upstreams, proxy_passes..."""
+
+    upstreams: dict[str, UpstreamFact] = field(default_factory=dict)
+    duplicate_upstreams: list[UpstreamFact] = field(default_factory=list)
+    proxy_passes: list[ProxyPassFact] = field(default_factory=list)
+    locations: list[LocationFact] = field(default_factory=list)
+    http_blocks: int = 0
+    server_blocks: int = 0
+    generated: tuple[str, str] | None = None  # (spec, catalog) from the nginxgen header
+    generated_problems: list[tuple[str, int, str, frozenset[str]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Hit:
+    rule: str
+    file: str
+    line: int | None
+    message: str | None  # None: the rule's own one-line message
+    suppressed: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Suppression:
+    file: str
+    line: int
+    rules: tuple[str, ...]
+    reason: str
+
+
+class Walk:
+    """Walk one parsed file (with its includes) once, calling the registered checks."""
+
+    def __init__(self, payload: dict[str, Any], *, top_scope: Scope | None = None) -> None:
+        self.configs: list[dict[str, Any]] = payload["config"]
+        self.hits: list[Hit] = []
+        self.facts = Facts()
+        self.suppressions: list[Suppression] = []
+        self.file = self.configs[0]["file"] if self.configs else ""
+        self.parents: list[Node] = []
+        self.scope = top_scope or Scope()
+        self.suppressed: frozenset[str] = NONE  # rules off at the current node
+        self._in_data = 0
+
+    # --- what checks call ---------------------------------------------------------------
+
+    def hit(
+        self,
+        rule: str,
+        line: int | None,
+        message: str | None = None,
+        *,
+        file: str | None = None,
+        suppressed: frozenset[str] | None = None,
+    ) -> None:
+        self.hits.append(
+            Hit(
+                rule,
+                file or self.file,
+                line,
+                message,
+                self.suppressed if suppressed is None else suppressed,
+            )
+        )
+
+    def children(self, node: Node) -> Iterator[Node]:
+        """A block's directives with includes spliced in (comments left out)."""
+        for child in node.get("block", ()):
+            if child["directive"] == "#":
+                continue
+            if child["directive"] == "include" and child.get("includes"):
+                for index in child["includes"]:
+                    yield from (c for c in self.configs[index]["parsed"] if c["directive"] != "#")
+            else:
+                yield child
+
+    @property
+    def parent(self) -> str:
+        return self.parents[-1]["directive"] if self.parents else ""
+
+    def inside(self, directive: str) -> bool:
+        return any(p["directive"] == directive for p in self.parents)
+
+    # --- the walk -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.configs:
+            self._walk(self.configs[0]["parsed"], self.configs[0]["file"])
+        for check in AT_END:
+            check(self)
+
+    def _walk(self, nodes: list[Node], file: str) -> None:
+        outer_file, self.file = self.file, file
+        outer_suppressed = self.suppressed
+        block_off = outer_suppressed  # rules off for this whole block (or file)
+        pending = NONE  # from an own-line comment: off for the next directive
+        started = False
+        last_line = -1
+        on = ON
+        for i, node in enumerate(nodes):
+            d = node["directive"]
+            if d == "#":
+                rules = self._comment(node, file)
+                if rules is None:
+                    continue
+                if not started:
+                    block_off = block_off | rules
+                elif node["line"] != last_line:
+                    pending = pending | rules
+                continue
+            started = True
+            last_line = node["line"]
+            off = block_off | pending
+            pending = NONE
+            # A trailing comment on this directive's line (it comes right after it).
+            nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+            if nxt is not None and nxt["directive"] == "#" and nxt["line"] == last_line:
+                rules = self._comment(nxt, file, record=False)
+                if rules:
+                    off = off | rules
+            self.suppressed = off
+            if self._in_data:
+                pass
+            elif d not in DIRECTIVES and not d.endswith("_by_lua_block"):
+                self.hit("NGX018", node["line"], f"unknown directive {d!r}")
+            checks = on.get(d)
+            if checks is not None:
+                for check in checks:
+                    check(node, self)
+            includes = node.get("includes")
+            if includes:
+                for index in includes:
+                    included = self.configs[index]
+                    self._walk(included["parsed"], included["file"])
+                    self.suppressed = off
+            block = node.get("block")
+            if block is not None:
+                self._enter(node, block, file)
+            self.suppressed = block_off
+        self.suppressed = outer_suppressed
+        self.file = outer_file
+
+    def _enter(self, node: Node, block: list[Node], file: str) -> None:
+        d = node["directive"]
+        outer_scope = self.scope
+        if d in SCOPE_BLOCKS:
+            self.scope = outer_scope.enter(d, list(self.children(node)))
+        data = d in DATA_BLOCKS
+        self._in_data += data
+        self.parents.append(node)
+        self._walk(block, file)
+        self.parents.pop()
+        self._in_data -= data
+        self.scope = outer_scope
+
+    def _comment(self, node: Node, file: str, *, record: bool = True) -> frozenset[str] | None:
+        text = node.get("comment", "")
+        if "nginxgen:" not in text:
+            return None
+        m = _SUPPRESS.match(text)
+        if m is None:
+            header = _HEADER.match(text)
+            if header and record and not self.parents and node["line"] <= 5:
+                self.facts.generated = (header.group(1).strip(), header.group(2))
+            return None
+        rules = tuple(r for r in m.group(1).split(",") if r)
+        if record:
+            self.suppressions.append(Suppression(file, node["line"], rules, m.group(2)))
+        return frozenset(rules)
