@@ -15,6 +15,7 @@ from .plan import Plan, make_plan
 from .render import render
 from .spec import Spec
 from .verify import Verdict, verify
+from .warmup import Observed
 
 
 class NginxMissing(Exception):
@@ -46,8 +47,9 @@ def build(
     *,
     binary: Binary | None,
     now: datetime | None = None,
+    observed: Observed | None = None,
 ) -> Build:
-    plan = make_plan(spec, catalog, now or datetime.now(timezone.utc))
+    plan = make_plan(spec, catalog, now or datetime.now(timezone.utc), observed)
     modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
     text = render(plan, spec.nginx, modules=modules)
     if binary is not None:

@@ -63,6 +63,8 @@ def expected_server_args(server: Server) -> list[str]:
     ]
     if server.backup:
         args.append("backup")
+    if server.down:
+        args.append("down")
     return args
 
 
@@ -71,6 +73,8 @@ def expected_upstream_settings(upstream: Upstream) -> list[list[str]]:
     settings = []
     if upstream.zone:
         settings.append(["zone", upstream.name, upstream.zone])
+    if upstream.balance:
+        settings.append(list(upstream.balance))
     if upstream.keepalive:
         settings.append(["keepalive", str(upstream.keepalive)])
     return settings
