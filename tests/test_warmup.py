@@ -200,3 +200,33 @@ def test_corrupt_state_file_is_replaced_without_ramping_the_fleet(tmp_path, capl
     obs = PolicyState(path).observe(cat, at(0))
     assert weights(make_plan(spec(), cat, at(0), obs)) == {"a": 1, "b": 1}
     assert "not a nginxgen state file" in caplog.text
+
+
+def test_cli_render_records_first_seen_and_ramps_a_newcomer(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import write_spec
+
+    spec_doc = {"nginx": {"output": "out/nginx.conf"}, "routes": [{"path": "/", "service": "app"}]}
+    one = [{"id": "a", "address": "127.0.0.1:9001"}]
+    spec_path = write_spec(tmp_path, spec_doc, {"app": one})
+    out = tmp_path / "nginx.conf"
+
+    def render() -> dict:
+        cmd = [sys.executable, "-m", "nginxgen.cli", "render", "-c", str(spec_path)]
+        cmd += ["-o", str(out), "--no-nginx-test", "--json"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert render()["next_change_at"] is None
+    state = tmp_path / "out" / "nginxgen-state.json"
+    assert json.loads(state.read_text())["instances"]["app/a@127.0.0.1:9001"]["first_seen"] is None
+    write_spec(tmp_path, spec_doc, {"app": one + [{"id": "b", "address": "127.0.0.1:9002"}]})
+    summary = render()
+    assert summary["next_change_at"] is not None
+    assert any("'b': warming up, step 1 of 10" in n for n in summary["notes"]), summary
+    assert "server 127.0.0.1:9002 weight=1 " in out.read_text()
+    assert "server 127.0.0.1:9001 weight=10 " in out.read_text()
