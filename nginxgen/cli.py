@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -19,6 +20,7 @@ from . import __version__
 from .install import write_atomic
 from .lint.command import lint as lint_command
 from .pipeline import Build, NginxMissing, build, nginx_for_test
+from .policy_state import PolicyState, state_path
 from .sources import RegistryError, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
 
@@ -75,7 +77,11 @@ def render(
         fail(str(exc), 1)
     finally:
         source.close()
-    result = build(spec, catalog, binary=binary)
+    # Warm-up needs to know when each instance was first seen; only a render that writes
+    # a file records it (a render to stdout is a look, not a deployment).
+    state = PolicyState(state_path(spec))
+    now = datetime.now(timezone.utc)
+    result = build(spec, catalog, binary=binary, now=now, observed=state.observe(catalog, now))
     destination = output if output is not None else None
     written = None
     if result.verdict.ok:
@@ -83,6 +89,7 @@ def render(
             sys.stdout.write(result.text)
         else:
             written = write_atomic(destination, result.text)
+            state.save()
     summarize(result, spec, written.path if written else None, as_json)
     if not result.verdict.ok:
         raise typer.Exit(1)
@@ -100,6 +107,7 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
             "unavailable_routes": [loc.path for loc in plan.locations if loc.upstream is None],
             "dropped": list(plan.dropped),
             "notes": list(plan.notes),
+            "next_change_at": plan.next_change_at.isoformat() if plan.next_change_at else None,
             "nginx_tested": verdict.nginx_tested,
             "findings": [str(f) for f in verdict.findings],
         }

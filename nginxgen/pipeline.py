@@ -16,6 +16,7 @@ from .render import render
 from .resolve import drop_unresolvable
 from .spec import Spec
 from .verify import Verdict, verify
+from .warmup import Observed
 
 
 class NginxMissing(Exception):
@@ -47,8 +48,9 @@ def build(
     *,
     binary: Binary | None,
     now: datetime | None = None,
+    observed: Observed | None = None,
 ) -> Build:
-    plan = make_plan(spec, drop_unresolvable(catalog), now or datetime.now(timezone.utc))
+    plan = make_plan(spec, drop_unresolvable(catalog), now or datetime.now(timezone.utc), observed)
     modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
     text = render(plan, spec.nginx, modules=modules)
     if binary is not None:

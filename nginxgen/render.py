@@ -13,7 +13,7 @@ from . import __version__, gateway
 from .cache import lua_config
 from .plan import Plan, Upstream
 from .resources import resource_dir
-from .spec import NginxSpec
+from .spec import HASH_KEY, NginxSpec
 
 _BARE = re.compile(r"^[A-Za-z0-9_./:\[\]@%+=,~*-]+$")
 
@@ -77,6 +77,18 @@ def lua_value(value: Any) -> str:
     raise RenderError(f"no Lua literal for {type(value).__name__}")
 
 
+def balance_arg(value: Any) -> str:
+    """An argument of the balancing directive: a vetted `hash` key or `consistent`.
+
+    Hash keys are nginx variables, which `nginx_token` rightly refuses; only the forms the
+    spec accepts (HASH_KEY) may pass, so registry data can never reach this spot.
+    """
+    text = str(value)
+    if text == "consistent" or HASH_KEY.match(text):
+        return text
+    raise RenderError(f"refusing to place {text!r} in an upstream balancing directive")
+
+
 def nginx_time(seconds: float) -> str:
     """Seconds → nginx time token ('5s', '250ms')."""
     ms = round(seconds * 1000)
@@ -115,6 +127,7 @@ def environment() -> jinja2.Environment:
         time=nginx_time,
         comment=comment,
         var=nginx_var,
+        balance_arg=balance_arg,
     )
     return env
 

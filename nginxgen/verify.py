@@ -71,6 +71,8 @@ def expected_server_args(server: Server) -> list[str]:
     ]
     if server.backup:
         args.append("backup")
+    if server.down:
+        args.append("down")
     return args
 
 
@@ -79,6 +81,8 @@ def expected_upstream_settings(upstream: Upstream) -> list[list[str]]:
     settings = []
     if upstream.zone:
         settings.append(["zone", upstream.name, upstream.zone])
+    if upstream.balance:
+        settings.append(list(upstream.balance))
     if upstream.keepalive:
         settings.append(["keepalive", str(upstream.keepalive)])
     return settings
