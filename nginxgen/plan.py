@@ -138,3 +138,11 @@ def _upstream(spec: Spec, name: str, instances: tuple[Instance, ...]) -> Upstrea
         keepalive=policy.keepalive,
         zone=zone,
     )
+
+
+def next_change_at(spec: Spec, catalog: Catalog, now: datetime) -> datetime | None:
+    """When the plan for this catalog will change by itself (a warm-up step falls due).
+
+    `watch` wakes at that time even if the registry is quiet. None: nothing time-based.
+    """
+    return None

@@ -137,6 +137,29 @@ class NginxSpec(Model):
     modules_path: str | None = None  # stock nginx: where ndk/lua .so live (default: nginx -V)
     upstream_zone: Token | Literal["off"] = "64k"
     client_max_body_size: Token = "1m"
+    # Loopback-only listener answering the config generation; `watch` polls it after a
+    # reload to confirm the new config is serving. "off": no listener, no confirmation.
+    status_listen: str = "127.0.0.1:9181"
+    # How `watch` reloads: SIGHUP to the master in `pid`, or `<binary> -s reload`.
+    reload: Literal["signal", "binary"] = "signal"
+    reload_command: tuple[str, ...] | None = None  # overrides `reload`, e.g. [supervisorctl, ...]
+
+    @field_validator("status_listen")
+    @classmethod
+    def _status_listen(cls, v: str) -> str:
+        if v == "off":
+            return v
+        m = re.fullmatch(r"(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost):(\d{1,5})", v)
+        if not m or not 1 <= int(m.group(2)) <= 65535:
+            raise ValueError(f"must be a loopback host:port such as 127.0.0.1:9181, or off: {v!r}")
+        return v
+
+    @field_validator("reload_command", mode="before")
+    @classmethod
+    def _reload_command(cls, v: Any) -> Any:
+        import shlex
+
+        return shlex.split(v) if isinstance(v, str) else v
 
     @field_validator("listen")
     @classmethod
@@ -238,6 +261,55 @@ class Route(Model):
         return v
 
 
+# --- watch ------------------------------------------------------------------------------
+
+
+class Debounce(Model):
+    """Apply once the registry has been quiet for `min`, but never later than `max`."""
+
+    min: Duration = 0.2
+    max: Duration = 2.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Debounce:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}s) must not be shorter than min ({self.min}s)")
+        return self
+
+
+class Backoff(Model):
+    """Retry delay after registry errors: doubles from `initial` up to `max`, with jitter."""
+
+    initial: Duration = 0.5
+    max: Duration = 30.0
+
+
+class RemovalGuard(Model):
+    """Hold reads that suddenly empty a service or remove more than `max_removed_share`
+    of it, until `confirm_reads` consecutive reads over `confirm_period` agree."""
+
+    max_removed_share: float = Field(0.5, ge=0.0, le=1.0)
+    confirm_reads: int = Field(3, ge=1)
+    confirm_period: Duration = 10.0
+
+
+def _loopback_or_off(v: str) -> str:
+    if v != "off" and not re.fullmatch(r"(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost):\d{1,5}", v):
+        raise ValueError(f"must be a loopback host:port such as 127.0.0.1:9180, or off: {v!r}")
+    return v
+
+
+class WatchSpec(Model):
+    debounce: Debounce = Debounce()
+    backoff: Backoff = Backoff()
+    guard: RemovalGuard = RemovalGuard()
+    listen: Annotated[str, AfterValidator(_loopback_or_off)] = "127.0.0.1:9180"
+    confirm_timeout: Duration = 10.0  # how long a reload may take to serve the new config
+    # Read the registry in full at least this often even without a change signal, so a
+    # registry that broke silently (deleted file, lost watch) shows up as stale.
+    resync: Duration = 30.0
+
+
 class Spec(Model):
     registry: RegistrySpec
     # dict defaults are validated like user input, so default paths resolve against the spec.
@@ -245,6 +317,7 @@ class Spec(Model):
     defaults: Defaults = Defaults()
     services: dict[str, ServicePolicy] = {}
     routes: tuple[Route, ...] = Field(min_length=1)
+    watch: WatchSpec = WatchSpec()
     source_path: str = ""  # set by load_spec; where this spec came from
 
     @model_validator(mode="before")

@@ -89,6 +89,10 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
         findings.append(Finding("round-trip", f"planned upstream {name!r} is missing"))
 
     servers = [d for d in http.get("block", []) if d["directive"] == "server"]
+    status = [s for s in servers if is_status_server(s)]
+    servers = [s for s in servers if not is_status_server(s)]
+    if len(status) > 1:
+        findings.append(Finding("round-trip", f"{len(status)} status servers, expected 1"))
     if len(servers) != 1:
         findings.append(Finding("round-trip", f"expected 1 server block, found {len(servers)}"))
         return findings
@@ -139,6 +143,24 @@ def _compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding
                 )
             )
     return findings
+
+
+# The loopback status server (templates/status.conf.j2) may only answer fixed text.
+_STATUS_SERVER = {"listen", "access_log", "location"}
+_STATUS_LOCATION = {"default_type", "return"}
+
+
+def is_status_server(block: dict[str, Any]) -> bool:
+    """True for a server block shaped exactly like the generation status server."""
+    inner = block.get("block", [])
+    if {d["directive"] for d in inner} - _STATUS_SERVER:
+        return False
+    locations = [d for d in inner if d["directive"] == "location"]
+    if [loc["args"] for loc in locations] != [["=", "/nginxgen/generation"], ["/"]]:
+        return False
+    return all(
+        {d["directive"] for d in loc.get("block", [])} <= _STATUS_LOCATION for loc in locations
+    )
 
 
 def _only(parsed: list[dict[str, Any]], directive: str) -> dict[str, Any] | None:
