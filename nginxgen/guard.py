@@ -80,6 +80,7 @@ class RemovalHold:
     def __init__(self, config: RemovalGuard) -> None:
         self.config = config
         self._keys: frozenset[tuple[str, str]] = frozenset()
+        self._base: Catalog | None = None  # the accepted catalog from before the hold
         self._since = 0.0
         self._reads = 0
 
@@ -93,18 +94,21 @@ class RemovalHold:
         return max(0.05, self.config.confirm_period / self.config.confirm_reads)
 
     def check(self, accepted: Catalog | None, current: Catalog, now: float) -> GuardResult:
-        if accepted is None:
+        # While holding, compare with the catalog from before the hold: the effective one
+        # has the held instances put back and would make the removal look smaller.
+        previous = self._base if self._keys and self._base is not None else accepted
+        if previous is None:
             return GuardResult(current, None)
-        keys, reasons = suspicious_removals(accepted, current, self.config.max_removed_share)
+        keys, reasons = suspicious_removals(previous, current, self.config.max_removed_share)
         if not keys:
-            self._keys = frozenset()
+            self._keys, self._base = frozenset(), None
             return GuardResult(current, None)
         if keys != self._keys:  # a new suspicion starts its own confirmation
-            self._keys, self._since, self._reads = keys, now, 0
+            self._keys, self._base, self._since, self._reads = keys, previous, now, 0
         self._reads += 1
         if self._reads >= self.config.confirm_reads and now - self._since >= (
             self.config.confirm_period
         ):
-            self._keys = frozenset()
+            self._keys, self._base = frozenset(), None
             return GuardResult(current, None, released=reasons)
-        return GuardResult(restore(current, accepted, keys), Held(keys, reasons))
+        return GuardResult(restore(current, previous, keys), Held(keys, reasons))

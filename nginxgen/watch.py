@@ -88,13 +88,19 @@ class Options:
 
 
 class Watcher:
-    def __init__(self, config_path: Path, spec: Spec, options: Options | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        spec: Spec,
+        options: Options | None = None,
+        source: Source | None = None,  # tests pass a fake; default: spec.registry
+    ) -> None:
         self.config_path = config_path
         self.spec = spec
         self.options = options or Options()
         self.metrics = Metrics()
         self.health = Health()
-        self.source: Source = open_source(spec.registry, spec.service_names)
+        self.source: Source = source or open_source(spec.registry, spec.service_names)
         self.binary: Binary | None = nginx_for_test(spec, None)
         self.hold = RemovalHold(spec.watch.guard)
         self.backoff = Backoff(spec.watch.backoff)
