@@ -4,8 +4,10 @@ consul-template and confd render whatever the registry answers; an empty answer 
 registry hiccup empties upstreams that were serving. Here a read that suddenly empties a
 service, or removes more than a configured share of its instances at once, is held: the
 instances stay in the effective catalog until consecutive reads over a period agree that
-they are gone. Removals the registry announced first (the instance was `draining` or
-`down` in the previous catalog, or still is) are deliberate and pass at once.
+they are gone. Instances replaced by new ones in the same read are a deploy, not an
+outage, and count against the share only net. Removals the registry announced first (the
+instance was `draining` or `down` in the previous catalog, or still is) are deliberate
+and pass at once.
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ def suspicious_removals(
             continue
         serving = [i for i in before if i.state not in DELIBERATE_STATES]
         left = [i for i in current.services.get(name, ()) if i.state not in DELIBERATE_STATES]
-        share = len(sudden) / max(1, len(serving))
+        # New instances in the same read make it a replacement (a deploy), not an outage.
+        before_ids = {i.id for i in before}
+        arrived = sum(1 for i in left if i.id not in before_ids)
+        share = (len(sudden) - arrived) / max(1, len(serving))
         if not left:
             what = "gone from the registry" if name not in current.services else "emptied"
             reasons.append(f"service {name!r} {what}: {len(sudden)} instance(s) vanished")
         elif share > max_share:
             reasons.append(
                 f"service {name!r} lost {len(sudden)} of {len(serving)} instances at once "
-                f"({share:.0%} > {max_share:.0%})"
+                f"({arrived} new; net {share:.0%} > {max_share:.0%})"
             )
         else:
             continue

@@ -74,16 +74,25 @@ def test_restore_keeps_current_versions_of_present_instances():
     assert [(i.id, i.weight) for i in merged.services["a"]] == [("a-1", 1), ("a-2", 7)]
 
 
-def test_hold_compares_with_the_catalog_from_before_the_hold():
-    """The effective catalog has the held instances back; it must not dilute the removal."""
+def test_hold_counts_reads_against_the_catalog_from_before_the_hold():
     hold = RemovalHold(RemovalGuard(confirm_reads=3, confirm_period=0))
-    accepted = cat(a=[inst("a", 1)])
-    only_new = cat(a=[inst("a", 2)])
-    first = hold.check(accepted, only_new, now=0)
+    accepted = cat(a=[inst("a", 1), inst("a", 2), inst("a", 3)])
+    mostly_gone = cat(a=[inst("a", 9)])  # 3 gone, 1 new: net 2 of 3
+    first = hold.check(accepted, mostly_gone, now=0)
     assert first.held is not None
-    second = hold.check(first.catalog, only_new, now=1)  # a-1 + a-2 effective; still held
-    assert second.held is not None and {i.id for i in second.catalog.services["a"]} == {
-        "a-1",
-        "a-2",
-    }
-    assert hold.check(second.catalog, only_new, now=2).held is None
+    # Each held read keeps a-1..a-3 next to the new a-9 until the third read confirms.
+    second = hold.check(first.catalog, mostly_gone, now=1)
+    assert second.held is not None
+    assert {i.id for i in second.catalog.services["a"]} == {"a-1", "a-2", "a-3", "a-9"}
+    assert hold.check(second.catalog, mostly_gone, now=2).held is None
+
+
+def test_replacement_in_one_read_is_a_deploy_not_an_outage():
+    before = cat(a=[inst("a", 1), inst("a", 2)])
+    assert suspicious_removals(before, cat(a=[inst("a", 3), inst("a", 4)]), 0.5)[0] == set()
+    # Two gone, one new: net loss 1 of 2 is within the share.
+    assert suspicious_removals(before, cat(a=[inst("a", 3)]), 0.5)[0] == set()
+    # Four gone, one new: net 3 of 4 is not.
+    four = cat(a=[inst("a", i) for i in range(1, 5)])
+    keys, reasons = suspicious_removals(four, cat(a=[inst("a", 9)]), 0.5)
+    assert len(keys) == 4 and "1 new" in reasons[0]
