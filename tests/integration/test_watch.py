@@ -413,3 +413,51 @@ def test_once_and_dry_run_exit_codes(workdir, backends):
     broken = run_cli("watch", "-c", str(spec), "--once", "--log-format", "json")
     assert broken.returncode == 1
     assert '"level": "error"' in broken.stderr and "not valid YAML" in broken.stderr
+
+
+def test_sigkill_of_the_watch_loop_at_random_points_never_tears_nginx_conf(workdir):
+    """The real loop flipping between two registry states, killed at random moments."""
+    services = {
+        f"s{i}": [{"id": f"s{i}-1", "address": f"127.0.0.1:{10000 + i}"}] for i in range(300)
+    }
+    flipped = {k: [{**v[0], "weight": 2}] for k, v in services.items()}
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {"flavor": "nginx", "listen": free_port(), "output": "nginx.conf"},
+            "watch": {"listen": "off", "debounce": {"min": "0s", "max": "0s"}},
+            "routes": [{"path": f"/s{i}/", "service": f"s{i}"} for i in range(300)],
+        },
+        services,
+    )
+    data = yaml.safe_load(spec.read_text())
+    data["registry"]["poll"] = "10ms"
+    spec.write_text(yaml.safe_dump(data))
+    texts = []
+    for state in (flipped, services):  # ends on `services`, the first state of each round
+        write_registry(workdir, state)
+        assert run_cli("watch", "-c", str(spec), "--once").returncode == 0
+        texts.append((workdir / "nginx.conf").read_text())
+    assert texts[0] != texts[1]
+    rng = random.Random(7)
+    seen: set[str] = set()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(spec)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + 1.5 + rng.random() * 2
+        i = 0
+        while time.monotonic() < deadline:
+            write_registry(workdir, (services, flipped)[i % 2])
+            i += 1
+            time.sleep(0.05 + rng.random() * 0.1)
+        proc.kill()
+        proc.wait(10)
+        now = (workdir / "nginx.conf").read_text()
+        assert now in texts
+        seen.add(now)
+    assert len(seen) == 2  # the loop did install while being killed
