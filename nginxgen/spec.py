@@ -293,9 +293,10 @@ class RemovalGuard(Model):
     confirm_period: Duration = 10.0
 
 
-def _loopback_or_off(v: str) -> str:
-    if v != "off" and not re.fullmatch(r"(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost):\d{1,5}", v):
-        raise ValueError(f"must be a loopback host:port such as 127.0.0.1:9180, or off: {v!r}")
+def _host_port_or_off(v: str) -> str:
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", v)
+    if v != "off" and (not m or not 1 <= int(m.group(2)) <= 65535):
+        raise ValueError(f"must be host:port such as 127.0.0.1:9180, or off: {v!r}")
     return v
 
 
@@ -303,7 +304,8 @@ class WatchSpec(Model):
     debounce: Debounce = Debounce()
     backoff: Backoff = Backoff()
     guard: RemovalGuard = RemovalGuard()
-    listen: Annotated[str, AfterValidator(_loopback_or_off)] = "127.0.0.1:9180"
+    # /healthz and /metrics. Loopback by default; 0.0.0.0:9180 lets Prometheus scrape a pod.
+    listen: Annotated[str, AfterValidator(_host_port_or_off)] = "127.0.0.1:9180"
     confirm_timeout: Duration = 10.0  # how long a reload may take to serve the new config
     # Read the registry in full at least this often even without a change signal, so a
     # registry that broke silently (deleted file, lost watch) shows up as stale.

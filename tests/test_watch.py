@@ -219,3 +219,10 @@ def test_once_exits_1_when_the_registry_cannot_be_read(watcher):
     w = watcher(source)
     w.options = Options(once=True)
     assert w._one_pass() == 1
+
+
+def test_the_sidecar_example_spec_is_valid():
+    from nginxgen.spec import load_spec
+
+    spec = load_spec(Path(__file__).parent.parent / "examples/sidecar/nginxgen.yaml")
+    assert spec.watch.debounce.min == 0.2 and spec.nginx.status_listen == "127.0.0.1:9181"
