@@ -81,6 +81,22 @@ def _write_replace(target: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temps(path: str | Path) -> list[str]:
+    """Delete temp files a killed writer left next to `path` (`.<name>.*.tmp`).
+
+    Only safe while no other writer targets the same file, so `watch` calls it at start.
+    """
+    target = Path(path)
+    removed = []
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            continue
+        removed.append(str(tmp))
+    return removed
+
+
 def restore_backup(written: WriteResult) -> bool:
     """Put the previous config back after a failed reload. False: there was none."""
     if written.backup is None:

@@ -36,6 +36,7 @@ from .install import (
     WriteResult,
     confirm_generation,
     reload_nginx,
+    remove_stale_temps,
     restore_backup,
     serving_generation,
     write_atomic,
@@ -116,6 +117,9 @@ class Watcher:
         self._server: StatusServer | None = None
         if self.binary is None:
             event(logging.WARNING, "no nginx binary found: configs are checked by crossplane only")
+        if not self.options.dry_run:
+            for tmp in remove_stale_temps(spec.nginx.output):
+                event(logging.INFO, f"removed {tmp}, left by an interrupted install")
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -461,3 +461,16 @@ def test_sigkill_of_the_watch_loop_at_random_points_never_tears_nginx_conf(workd
         assert now in texts
         seen.add(now)
     assert len(seen) == 2  # the loop did install while being killed
+    # A new watcher clears what interrupted installs left behind.
+    (workdir / ".nginx.conf.leftover.tmp").write_text("half")
+    assert run_cli("watch", "-c", str(spec), "--once").returncode == 0
+    assert not list(workdir.glob(".nginx.conf.*.tmp"))
+
+
+def test_reload_through_the_binary_follows_the_registry(gateway, backends):
+    a, b = backends("a"), backends("b")
+    gw = gateway(app(a), reload="binary")
+    write_registry(gw.dir, app(b))
+    eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
+    assert gw.metric("nginxgen_reloads_total") >= 1
+    assert gw.stop_watch() == 0
