@@ -114,12 +114,14 @@ class Watcher:
         self.reload_spec = False
         self._interruptible = False
         self._said_in_place = False
+        self._dropped_said: set[str] = set()
+        self._nginx_running = True
         self._server: StatusServer | None = None
         if self.binary is None:
             event(logging.WARNING, "no nginx binary found: configs are checked by crossplane only")
         if not self.options.dry_run:
             for tmp in remove_stale_temps(spec.nginx.output):
-                event(logging.INFO, f"removed {tmp}, left by an interrupted install")
+                event(logging.INFO, f"removed {tmp}, left behind by an interrupted install")
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -184,8 +186,11 @@ class Watcher:
             event(logging.INFO, "registry readable again", source=catalog.source)
         self.health.stale_since = None
         self.metrics.stale.set(0)
-        for dropped in catalog.dropped:
-            event(logging.WARNING, f"dropped {dropped}")
+        # Say each refused entry once, not on every read while it stays in the registry.
+        dropped = {str(d) for d in catalog.dropped}
+        for line in sorted(dropped - self._dropped_said):
+            event(logging.WARNING, f"dropped {line}")
+        self._dropped_said = dropped
         return catalog
 
     def _registry_failed(self, message: str) -> None:
@@ -299,7 +304,7 @@ class Watcher:
         diff = diff_plans(self.applied_plan, plan)
         event(
             logging.INFO,
-            f"reloaded: {diff.summary()}",
+            f"{'reloaded' if self._nginx_running else 'installed'}: {diff.summary()}",
             generation=generation,
             upstreams=len(plan.upstreams),
             servers=plan.server_count,
@@ -315,6 +320,7 @@ class Watcher:
         """None when the new config serves; else why not (after rolling back)."""
         nginx = self.spec.nginx
         reload = reload_nginx(nginx, self.binary)
+        self._nginx_running = reload.running
         if not reload.running:
             event(logging.WARNING, f"installed; {reload.message}: it starts on the new config")
             return None
