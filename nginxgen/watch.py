@@ -147,7 +147,7 @@ class Watcher:
             catalog = self._read()
         except RegistryError:
             return 1
-        result = self.apply(catalog, time.monotonic())
+        result = self._apply_safely(catalog, time.monotonic())
         return 0 if result in (Result.APPLIED, Result.UNCHANGED) else 1
 
     def _loop(self) -> None:
@@ -166,7 +166,7 @@ class Watcher:
             self.backoff.reset()
             if self.stopping:
                 break
-            self.apply(catalog, changed_at)
+            self._apply_safely(catalog, changed_at)
             first = False
             self._wait_for_change(catalog.version)
             changed_at = time.monotonic()
@@ -256,6 +256,17 @@ class Watcher:
         if at is None:
             return None
         return time.monotonic() + max(0.0, (at - now) / timedelta(seconds=1))
+
+    def _apply_safely(self, catalog: Catalog, changed_at: float) -> Result:
+        """`apply`, but a failure nobody planned for (disk full, a template error) is
+        reported like any failed apply: the sidecar must outlive it."""
+        try:
+            return self.apply(catalog, changed_at)
+        except Exception as exc:  # noqa: BLE001 - the loop must not die; the log says what
+            why = f"{type(exc).__name__}: {exc}"
+            self.health.applied, self.health.apply_error = False, why
+            event(logging.ERROR, f"apply failed unexpectedly: {why}; will retry")
+            return Result.FAILED
 
     def apply(self, catalog: Catalog, changed_at: float) -> Result:
         """guard → plan → render → verify → install → reload → confirm → record."""

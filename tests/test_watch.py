@@ -226,3 +226,16 @@ def test_the_sidecar_example_spec_is_valid():
 
     spec = load_spec(Path(__file__).parent.parent / "examples/sidecar/nginxgen.yaml")
     assert spec.watch.debounce.min == 0.2 and spec.nginx.status_listen == "127.0.0.1:9181"
+
+
+def test_an_unexpected_failure_is_reported_not_fatal(watcher, tmp_path, monkeypatch):
+    source = FakeSource(9001)
+    w = watcher(source)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(watch_mod, "write_atomic", full_disk)
+    assert w._apply_safely(source.read(), time.monotonic()) is Result.FAILED
+    code, text = w.health.status()
+    assert code == 503 and "No space left on device" in text
