@@ -180,6 +180,9 @@ class Watcher:
         except RegistryError as exc:
             self._registry_failed(str(exc))
             raise
+        except Exception as exc:  # an adapter bug must not end the loop either
+            self._registry_failed(f"{type(exc).__name__}: {exc}")
+            raise RegistryError(str(exc)) from exc
         self.metrics.reads.inc()
         self.last_read = time.monotonic()
         if self.health.stale_since is not None:
@@ -219,7 +222,11 @@ class Watcher:
             remaining = quiet_until - time.monotonic()
             if remaining <= 0:
                 break
-            moved = self._idle(self.source.wait, catalog.version, remaining)
+            try:
+                moved = self._idle(self._wait, catalog.version, remaining)
+            except RegistryError as exc:
+                self._registry_failed(str(exc))
+                raise
             if not moved:
                 break
             catalog = self._read()
@@ -240,12 +247,20 @@ class Watcher:
                 return
             timeout = min(WAIT_SLICE, deadline - now)
             try:
-                if self._idle(self.source.wait, version, timeout):
+                if self._idle(self._wait, version, timeout):
                     return
             except RegistryError as exc:
                 self._registry_failed(str(exc))
                 self._sleep(self.backoff.next())
                 return
+
+    def _wait(self, version: str, timeout: float) -> bool:
+        try:
+            return self.source.wait(version, timeout)
+        except (RegistryError, _Interrupted):
+            raise
+        except Exception as exc:  # an adapter bug must not end the loop either
+            raise RegistryError(f"{type(exc).__name__}: {exc}") from exc
 
     def _schedule_due(self) -> float | None:
         """next_change_at as a monotonic deadline (the plan's clock is wall time)."""

@@ -239,3 +239,15 @@ def test_an_unexpected_failure_is_reported_not_fatal(watcher, tmp_path, monkeypa
     assert w._apply_safely(source.read(), time.monotonic()) is Result.FAILED
     code, text = w.health.status()
     assert code == 503 and "No space left on device" in text
+
+
+def test_an_adapter_bug_becomes_a_registry_error(watcher):
+    source = FakeSource(9001)
+    w = watcher(source)
+    source.read = lambda: {}["boom"]  # type: ignore[method-assign]
+    with pytest.raises(RegistryError):
+        w._read()
+    assert "KeyError" in w.health.stale_reason
+    source.wait = lambda version, timeout: 1 / 0  # type: ignore[method-assign]
+    with pytest.raises(RegistryError, match="ZeroDivisionError"):
+        w._wait("0", 0.1)
