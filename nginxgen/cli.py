@@ -142,6 +142,37 @@ app.command(name="lint")(lint_command)
 
 
 @app.command()
+def watch(
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass: exit 0 applied or unchanged, 1 failed.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show a diff of what would change; install nothing."),
+    ] = False,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text (readable lines) or json (JSON lines).")
+    ] = "text",
+) -> None:
+    """Keep the running nginx in step with the registry: render, verify, install, reload."""
+    from .telemetry import setup_logging
+    from .watch import Options, Watcher
+
+    if log_format not in ("text", "json"):
+        fail(f"--log-format must be text or json, got {log_format!r}", 2)
+    spec = load(config)
+    setup_logging(log_format)
+    try:
+        watcher = Watcher(config, spec, Options(once=once, dry_run=dry_run))
+    except RegistryError as exc:
+        fail(str(exc), 2)
+    except OSError as exc:  # the health port is taken, typically
+        fail(f"watch.listen {spec.watch.listen}: {exc.strerror or exc}", 2)
+    raise typer.Exit(watcher.run())
+
+
+@app.command()
 def version() -> None:
     """Print the nginxgen version."""
     print(__version__)

@@ -73,12 +73,9 @@ class Gateway:
     zones: tuple[LimitZone, ...] = ()
     conn_zone: bool = False
     key_sets: tuple[KeySet, ...] = ()
-    status_listen: str | None = None
+    status_listen: str | None = None  # the loopback status server, None when off
+    metrics: bool = False  # Lua request counters, served on the status server
     json_log: bool = False
-
-    @property
-    def metrics(self) -> bool:
-        return self.status_listen is not None
 
     @property
     def lua_modules(self) -> tuple[str, ...]:
@@ -159,7 +156,8 @@ def plan_gateway(spec: Spec) -> tuple[Gateway, tuple[Guard, ...]]:
         zones=tuple(zones.values()),
         conn_zone=any(r.limit_conn for r in spec.routes),
         key_sets=tuple(key_sets.values()),
-        status_listen=spec.nginx.status_listen,
+        status_listen=None if spec.nginx.status_listen == "off" else spec.nginx.status_listen,
+        metrics=spec.nginx.metrics,
         json_log=spec.nginx.access_log_format == "json",
     )
     return gateway, tuple(guards)

@@ -12,10 +12,10 @@ from pathlib import Path
 from .catalog import Catalog
 from .nginx_bin import Binary, find_binary, lua_modules
 from .plan import Plan, make_plan
-from .render import render
+from .render import render_parts
 from .resolve import drop_unresolvable
 from .spec import Spec
-from .verify import Verdict, verify
+from .verify import Verdict, verify_rendered
 from .warmup import Observed
 
 
@@ -52,10 +52,11 @@ def build(
 ) -> Build:
     plan = make_plan(spec, drop_unresolvable(catalog), now or datetime.now(timezone.utc), observed)
     modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
-    text = render(plan, spec.nginx, modules=modules)
+    rendered = render_parts(plan, spec.nginx, modules=modules)
     if binary is not None:
         ensure_runtime_dirs(spec)
-    return Build(plan, text, verify(text, plan, binary))
+    # Incremental: only blocks that changed since the last good verify are parsed again.
+    return Build(plan, rendered.text, verify_rendered(rendered, plan, binary))
 
 
 def plan_uses_lua(plan: Plan) -> bool:

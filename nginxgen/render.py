@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import jinja2
 
 from . import __version__, gateway
 from .cache import lua_config
-from .plan import Plan, Upstream
+from .plan import Location, Plan, Upstream
 from .resources import resource_dir
 from .spec import HASH_KEY, NginxSpec
 
@@ -138,23 +140,94 @@ def render_upstream(upstream: Upstream) -> str:
     return environment().get_template("upstream.conf.j2").render(up=upstream)
 
 
+@lru_cache(maxsize=65536)
+def render_location(loc: Location, metrics: bool = False) -> str:
+    """One location block, cached by value like upstreams: 10,000 routes re-render cheaply.
+
+    `metrics`: the gateway counts requests in Lua, and a cached route's own log phase
+    must call the counter too (a location's log handler replaces the server's).
+    """
+    return (
+        environment()
+        .get_template("location.conf.j2")
+        .render(loc=loc, gw={"metrics": metrics}, conn_zone=gateway.CONN_ZONE)
+    )
+
+
+# Marks where the cached blocks and the status server go. NUL can never come out of a
+# template filter, so a mark cannot collide with rendered data.
+_UPSTREAMS, _LOCATIONS, _STATUS = "\x00U\n", "\x00L\n", "\x00S"
+GENERATION_RE = re.compile(r"return 200 ([0-9a-f]{16});")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A config and the pieces it was assembled from, so verify can check only new ones."""
+
+    text: str
+    skeleton: str  # `text` without the upstream and location blocks
+    upstreams: tuple[tuple[Upstream, str], ...]
+    locations: tuple[tuple[Location, str], ...]
+
+
 def render(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> str:
     """The complete nginx.conf for `plan`."""
+    return render_parts(plan, nginx, modules=modules).text
+
+
+def render_parts(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> Rendered:
+    """Render the skeleton once with marks, then splice in the cached per-block texts.
+
+    Rendering the main template with one mark instead of 20,000 blocks keeps a
+    one-instance change cheap at 10,000 services. The loopback status server answers
+    the config's generation: a hash of everything else in the file, so a watcher can
+    tell which config the running workers loaded.
+    """
     temp_dir = nginx.temp_dir or str(Path(nginx.output).parent / "tmp")
-    return (
+    marked = (
         environment()
         .get_template("nginx.conf.j2")
         .render(
             plan=plan,
             nginx=nginx,
-            upstreams=[render_upstream(u) for u in plan.upstreams],
+            upstreams=[_UPSTREAMS[:-1]],
+            locations=[_LOCATIONS[:-1]],
             modules=modules,
             temp_dir=temp_dir,
             version=__version__,
             **gateway_context(plan),
             cache_config=lua_config(plan.cache) if plan.cache else None,
+            status_server=_STATUS,
         )
     )
+    ups = tuple((u, render_upstream(u)) for u in plan.upstreams)
+    metrics = plan.gateway.metrics
+    locs = tuple((loc, render_location(loc, metrics)) for loc in plan.locations)
+    # Split the small marked text rather than replacing in the 10 MB one: no big copies.
+    head, rest = marked.split(_UPSTREAMS)
+    middle, rest = rest.split(_LOCATIONS)
+    before_status, _, tail = rest.partition(_STATUS)
+    blocks_u = "".join([t + "\n" for _, t in ups])
+    blocks_l = "".join([t + "\n" for _, t in locs])
+    parts = [head, blocks_u, middle, blocks_l, before_status, tail]
+    status = ""
+    if plan.gateway.status_listen:
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part.encode("utf-8"))
+        gen = digest.hexdigest()[:16]
+        template = environment().get_template("status_server.conf.j2")
+        context = gateway_context(plan)
+        status = template.render(generation=gen, **context).rstrip("\n")
+    text = "".join([head, blocks_u, middle, blocks_l, before_status, status, tail])
+    skeleton = head + middle + before_status + status + tail
+    return Rendered(text, skeleton, ups, locs)
+
+
+def config_generation(text: str) -> str | None:
+    """The generation a rendered config announces on its status listener, if any."""
+    m = GENERATION_RE.search(text[-4000:])
+    return m.group(1) if m else None
 
 
 def gateway_context(plan: Plan) -> dict[str, Any]:

@@ -157,6 +157,8 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 
 
 def _loopback_listen(value: Any) -> Any:
+    if value == "off":
+        return value
     m = _LOOPBACK.match(str(value))
     if not m or not 1 <= int(m.group(1)) <= 65535:
         raise ValueError(
@@ -310,9 +312,23 @@ class NginxSpec(Model):
     # Warm-up and probe state that must survive a restart; default: next to `output`.
     state_file: SpecPath | None = None
     client_max_body_size: Token = "1m"
-    # Gateway monitoring (docs/gateway.md): a loopback-only status server, JSON access logs.
-    status_listen: LoopbackListen | None = None
     access_log_format: Literal["combined", "json"] = "combined"
+    # Loopback-only status server: the config generation (`watch` polls it after a reload
+    # to confirm the new config serves), stub_status, and /metrics when `metrics` is on.
+    # "off": no status server, and `watch` cannot confirm reloads.
+    status_listen: LoopbackListen = "127.0.0.1:9181"  # or "off"
+    # Lua request counters per route, served as Prometheus text on the status server.
+    metrics: bool = False
+    # How `watch` reloads: SIGHUP to the master in `pid`, or `<binary> -s reload`.
+    reload: Literal["signal", "binary"] = "signal"
+    reload_command: tuple[str, ...] | None = None  # overrides `reload`, e.g. [supervisorctl, ...]
+
+    @field_validator("reload_command", mode="before")
+    @classmethod
+    def _reload_command(cls, v: Any) -> Any:
+        import shlex
+
+        return shlex.split(v) if isinstance(v, str) else v
 
     @field_validator("listen")
     @classmethod
@@ -330,10 +346,11 @@ class NginxSpec(Model):
 
     @model_validator(mode="after")
     def _status_port_apart(self) -> NginxSpec:
-        if (
-            self.status_listen
-            and self.status_listen.rsplit(":", 1)[1] == self.listen.rsplit(":", 1)[-1]
-        ):
+        if self.status_listen == "off":
+            if self.metrics:
+                raise ValueError("metrics are served on status_listen, which is off")
+            return self
+        if self.status_listen.rsplit(":", 1)[1] == self.listen.rsplit(":", 1)[-1]:
             raise ValueError("status_listen must use another port than listen")
         return self
 
@@ -722,6 +739,57 @@ class Route(Model):
         return v
 
 
+# --- watch ------------------------------------------------------------------------------
+
+
+class Debounce(Model):
+    """Apply once the registry has been quiet for `min`, but never later than `max`."""
+
+    min: Duration = 0.2
+    max: Duration = 2.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Debounce:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}s) must not be shorter than min ({self.min}s)")
+        return self
+
+
+class Backoff(Model):
+    """Retry delay after registry errors: doubles from `initial` up to `max`, with jitter."""
+
+    initial: Duration = 0.5
+    max: Duration = 30.0
+
+
+class RemovalGuard(Model):
+    """Hold reads that suddenly empty a service or remove more than `max_removed_share`
+    of it, until `confirm_reads` consecutive reads over `confirm_period` agree."""
+
+    max_removed_share: float = Field(0.5, ge=0.0, le=1.0)
+    confirm_reads: int = Field(3, ge=1)
+    confirm_period: Duration = 10.0
+
+
+def _host_port_or_off(v: str) -> str:
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", v)
+    if v != "off" and (not m or not 1 <= int(m.group(2)) <= 65535):
+        raise ValueError(f"must be host:port such as 127.0.0.1:9180, or off: {v!r}")
+    return v
+
+
+class WatchSpec(Model):
+    debounce: Debounce = Debounce()
+    backoff: Backoff = Backoff()
+    guard: RemovalGuard = RemovalGuard()
+    # /healthz and /metrics. Loopback by default; 0.0.0.0:9180 lets Prometheus scrape a pod.
+    listen: Annotated[str, AfterValidator(_host_port_or_off)] = "127.0.0.1:9180"
+    confirm_timeout: Duration = 10.0  # how long a reload may take to serve the new config
+    # Read the registry in full at least this often even without a change signal, so a
+    # registry that broke silently (deleted file, lost watch) shows up as stale.
+    resync: Duration = 30.0
+
+
 class Spec(Model):
     registry: RegistrySpec
     # dict defaults are validated like user input, so default paths resolve against the spec.
@@ -730,6 +798,7 @@ class Spec(Model):
     services: dict[str, ServicePolicy] = {}
     routes: tuple[Route, ...] = Field(min_length=1)
     redis: RedisSpec | None = None
+    watch: WatchSpec = WatchSpec()
     source_path: str = ""  # set by load_spec; where this spec came from
 
     @model_validator(mode="before")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .gateway_verify import check_guards, is_gateway_location, split_status_server
+from .gateway_verify import check_guard, is_gateway_location, split_status_server
 from .nginx_bin import Binary, test_config
 from .nginx_parse import parse_text
 from .plan import Location, Plan, Server, Upstream
-from .render import lua_string, nginx_time
+from .render import Rendered, lua_string, nginx_time
 
 
 @dataclass(frozen=True)
@@ -118,20 +118,13 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
         for d in servers[0].get("block", [])
         if d["directive"] == "location" and not is_gateway_location(d["args"])
     }
-    findings += check_guards(locations, plan)
     for loc in plan.locations:
         key = ("=", loc.path) if loc.exact else (loc.path,)
         block = locations.get(key)
         if block is None:
             findings.append(Finding("round-trip", f"route {loc.path!r} is missing"))
             continue
-        passes = [d["args"] for d in block.get("block", []) if d["directive"] == "proxy_pass"]
-        want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
-        if passes != want:
-            findings.append(
-                Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])
-            )
-        findings += _compare_lua(block, loc, plan.gateway.metrics)
+        findings += _compare_location(block, loc, plan.gateway.metrics)
     expected_locations = len(plan.locations) + (1 if plan.catch_all else 0)
     if len(locations) != expected_locations:
         findings.append(
@@ -196,6 +189,16 @@ def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Fi
     ]
 
 
+def _compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:
+    """One route's block: proxies exactly where planned, runs exactly the planned Lua,
+    and keeps every guard (auth, API key, rate and connection limits) the plan gave it."""
+    passes = [d["args"] for d in block.get("block", []) if d["directive"] == "proxy_pass"]
+    want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
+    if passes != want:
+        return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
+    return _compare_lua(block, loc, metrics) + check_guard(block, loc)
+
+
 def _only(parsed: list[dict[str, Any]], directive: str) -> dict[str, Any] | None:
     matches = [d for d in parsed if d["directive"] == directive]
     return matches[0] if len(matches) == 1 else None
@@ -221,3 +224,99 @@ def nginx_test(text: str, binary: Binary) -> list[Finding]:
         message = re.sub(r"^nginx: \[(\w+)\] |^\S+ \S+ \[(\w+)\] \d+#\d+: ", "", message)
         findings.append(Finding("nginx -t", message, int(at.group(1)) if at else None))
     return findings or [Finding("nginx -t", "nginx -t failed without saying why")]
+
+
+# --- incremental verification -------------------------------------------------------------
+#
+# At 10,000 services crossplane needs seconds for the whole file, yet one registry event
+# changes one upstream block. `verify_rendered` checks the skeleton (everything but the
+# upstream and location blocks) and only the blocks it has not seen verified before, each
+# parsed on its own inside a minimal http/server wrapper. That is sound because every
+# block must parse as exactly one balanced block of its kind with exactly the planned
+# content, and the blocks are spliced between whole statements of the skeleton, so the
+# file parses to the skeleton's tree with those blocks inserted. `nginx -t` still runs
+# on the whole candidate.
+
+# Past this many unseen blocks one parse of the whole file is cheaper than many small ones.
+FULL_PARSE_AT = 200
+_VERIFIED: set[tuple[object, str]] = set()  # (planned block, its text) known to be good
+_VERIFIED_MAX = 262_144
+
+
+def verify_rendered(rendered: Rendered, plan: Plan, binary: Binary | None = None) -> Verdict:
+    """Like `verify`, but re-parses only blocks that changed since the last good verify."""
+    pieces: list[tuple[object, str]] = [*rendered.upstreams, *rendered.locations]
+    unseen = [p for p in pieces if p not in _VERIFIED]
+    if len(unseen) > FULL_PARSE_AT:
+        verdict = verify(rendered.text, plan, binary)
+        if verdict.ok:
+            _remember(pieces)
+        return verdict
+    findings = _verify_skeleton(rendered.skeleton, plan)
+    for planned, text in unseen:
+        if isinstance(planned, Upstream):
+            findings += _verify_upstream_piece(text, planned)
+        elif isinstance(planned, Location):
+            findings += _verify_location_piece(text, planned, plan.gateway.metrics)
+    if len({u.name for u in plan.upstreams}) != len(plan.upstreams):
+        findings.append(Finding("round-trip", "two upstreams have the same name"))
+    tested = False
+    if not findings and binary is not None:
+        findings += nginx_test(rendered.text, binary)
+        tested = True
+    if not findings:
+        _remember(unseen)
+    return Verdict(tuple(findings), tested)
+
+
+def _remember(pieces: list[tuple[object, str]]) -> None:
+    if len(_VERIFIED) + len(pieces) > _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED.update(pieces)
+
+
+def _verify_skeleton(skeleton: str, plan: Plan) -> list[Finding]:
+    """The skeleton holds no upstream and no route: only the catch-all and status server."""
+    payload = parse_text(skeleton, strict=True)
+    findings = [Finding("syntax", _error(e), e.get("line")) for e in payload["errors"]]
+    if findings:
+        return findings
+    bare = replace(plan, upstreams=(), locations=())
+    return round_trip(payload["config"][0]["parsed"], bare)
+
+
+def _verify_upstream_piece(text: str, upstream: Upstream) -> list[Finding]:
+    errors, parsed = _parse_piece("http {\n" + text + "}\n", f"upstream {upstream.name!r}")
+    if errors:
+        return errors
+    inner = parsed[0].get("block", []) if len(parsed) == 1 else []
+    if (
+        len(inner) != 1
+        or inner[0]["directive"] != "upstream"
+        or inner[0]["args"] != [upstream.name]
+    ):
+        return [Finding("round-trip", f"upstream {upstream.name!r} is not one upstream block")]
+    return _compare_upstream(inner[0], upstream)
+
+
+def _verify_location_piece(text: str, loc: Location, metrics: bool) -> list[Finding]:
+    errors, parsed = _parse_piece("http {\nserver {\n" + text + "}\n}\n", f"route {loc.path!r}")
+    if errors:
+        return errors
+    servers = parsed[0].get("block", []) if len(parsed) == 1 else []
+    inner = servers[0].get("block", []) if len(servers) == 1 else []
+    key = ["=", loc.path] if loc.exact else [loc.path]
+    if len(inner) != 1 or inner[0]["directive"] != "location" or inner[0]["args"] != key:
+        return [Finding("round-trip", f"route {loc.path!r} is not one location block")]
+    return _compare_location(inner[0], loc, metrics)
+
+
+def _parse_piece(text: str, what: str) -> tuple[list[Finding], list[Any]]:
+    """(syntax findings, parsed top level) of one block in its wrapper."""
+    payload = parse_text(text, strict=True)
+    errors = [Finding("syntax", f"{what}: {_error(e)}", e.get("line")) for e in payload["errors"]]
+    return errors, ([] if errors else payload["config"][0]["parsed"])
+
+
+def _error(e: dict[str, Any]) -> str:
+    return str(e["error"]).split(" in /")[0]

@@ -250,6 +250,10 @@ def write_spec(directory: Path, spec: dict[str, Any], services: dict[str, Any]) 
     import yaml
 
     (directory / "services.yaml").write_text(yaml.safe_dump({"services": services}))
+    # The status listener defaults to a fixed port; tests run side by side need their own.
+    nginx = spec.get("nginx", {})
+    if "status_listen" not in nginx:
+        spec = {**spec, "nginx": {**nginx, "status_listen": f"127.0.0.1:{free_port()}"}}
     full = {"registry": {"kind": "file", "path": "services.yaml"}, **spec}
     path = directory / "nginxgen.yaml"
     path.write_text(yaml.safe_dump(full, sort_keys=False))

@@ -54,7 +54,8 @@ ALLOWED = {
     "server_name", "location", "return", "proxy_pass", "proxy_http_version",
     "proxy_set_header", "proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout",
     "proxy_next_upstream", "proxy_next_upstream_tries", "proxy_next_upstream_timeout",
-    "add_header", "map", "map_hash_bucket_size", "map_hash_max_size", "set", "log_format",
+    "add_header", "allow", "deny", "stub_status", "map", "map_hash_bucket_size",
+    "map_hash_max_size", "set", "log_format",
 }  # fmt: skip
 
 

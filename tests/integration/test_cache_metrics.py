@@ -24,6 +24,7 @@ def test_cached_route_is_counted_and_its_hits_never_reach_the_backend(
                 "flavor": "nginx",
                 "listen": f"127.0.0.1:{port}",
                 "status_listen": f"127.0.0.1:{status}",
+                "metrics": True,
                 "pid": "nginx.pid",
             },
             "redis": {"host": "127.0.0.1", "port": redis.port},

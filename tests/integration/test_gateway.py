@@ -53,6 +53,7 @@ def gateway(workdir: Path, nginx_runner: Callable[..., Nginx]) -> Callable[..., 
             "listen": f"127.0.0.1:{port}",
             "pid": "nginx.pid",
             "status_listen": f"127.0.0.1:{status_port}",
+            "metrics": True,
             **nginx,
         }
         spec = write_spec(workdir, {"nginx": options, "routes": routes}, services)

@@ -1,0 +1,476 @@
+"""`nginxgen watch` against a real nginx, real backends and the file registry."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import REPO, Backend, Nginx, free_port, write_spec
+from tests.conftest import who_answers as _who_answers
+
+
+def write_registry(directory: Path, services: dict[str, Any]) -> None:
+    """Replace services.yaml atomically, as a registry agent would."""
+    tmp = directory / ".services.yaml.tmp"
+    tmp.write_text(yaml.safe_dump({"services": services}))
+    os.replace(tmp, directory / "services.yaml")
+
+
+def app(*members: tuple[Backend, int] | Backend, state: str = "up") -> dict[str, Any]:
+    out = []
+    for m in members:
+        backend, weight = m if isinstance(m, tuple) else (m, 1)
+        out.append(
+            {"id": backend.name, "address": backend.address, "weight": weight, "state": state}
+        )
+    return {"app": out}
+
+
+def who_answers(url: str, n: int) -> Counter[str]:
+    """conftest's who_answers on fresh connections: a kept-alive one may be closed by an
+    old worker during a reload, which is nginx's graceful behaviour, not a failed request."""
+    return _who_answers(url, n, headers={"Connection": "close"})
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nginxgen.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+@dataclass
+class Gateway:
+    dir: Path
+    spec: Path
+    port: int
+    health_port: int
+    nginx: Nginx
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=Path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "nginx.conf"
+
+    def healthz(self) -> tuple[int, str]:
+        try:
+            r = requests.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=5)
+        except requests.ConnectionError:
+            return 0, "not listening"
+        return r.status_code, r.text
+
+    def metrics(self) -> str:
+        return requests.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5).text
+
+    def metric(self, name: str) -> float:
+        return metric(self.metrics(), name)
+
+    def start_watch(self) -> None:
+        self.log = self.dir / "watch.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(self.spec)],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        eventually(lambda: self.healthz()[0] == 200, 30, f"healthy watcher; log: {self.logs()}")
+
+    def stop_watch(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(30)
+        self.proc = None
+        return rc
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.is_file() else ""
+
+    def serves_only(self, name: str, n: int = 6) -> bool:
+        return who_answers(self.url, n) == {name: n}
+
+
+@pytest.fixture
+def gateway(workdir, nginx_runner) -> Iterator[Callable[..., Gateway]]:
+    made: list[Gateway] = []
+
+    def make(services: dict[str, Any], watch: dict[str, Any] | None = None, **nginx: Any):
+        port, health = free_port(), free_port()
+        spec = write_spec(
+            workdir,
+            {
+                "nginx": {
+                    "flavor": "nginx",
+                    "listen": f"127.0.0.1:{port}",
+                    "output": "nginx.conf",
+                    "pid": "nginx.pid",
+                    **nginx,
+                },
+                "watch": {
+                    "listen": f"127.0.0.1:{health}",
+                    "debounce": {"min": "100ms", "max": "1s"},
+                    "backoff": {"initial": "100ms", "max": "1s"},
+                    "confirm_timeout": "10s",
+                    **(watch or {}),
+                },
+                "routes": [{"path": "/", "service": "app"}],
+            },
+            services,
+        )
+        # The registry polls fast so the tests do not wait on it.
+        data = yaml.safe_load(spec.read_text())
+        data["registry"]["poll"] = "50ms"
+        spec.write_text(yaml.safe_dump(data, sort_keys=False))
+        first = run_cli("watch", "-c", str(spec), "--once")
+        assert first.returncode == 0, first.stderr
+        assert "nginx is not running" in first.stderr
+        server = nginx_runner(workdir / "nginx.conf", workdir / "nginx.pid", port)
+        gw = Gateway(workdir, spec, port, health, server)
+        made.append(gw)
+        gw.start_watch()
+        return gw
+
+    yield make
+    for gw in made:
+        if gw.proc is not None:
+            gw.proc.kill()
+            gw.proc.wait(10)
+
+
+class Client(threading.Thread):
+    """Requests in a loop on fresh connections until stopped (bounded), recording results."""
+
+    def __init__(self, url: str, limit: int = 20000) -> None:
+        super().__init__(daemon=True)
+        self.url, self.limit = url, limit
+        self.results: list[str] = []
+        self.failures: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set() and len(self.results) < self.limit:
+            try:
+                r = requests.get(self.url, headers={"Connection": "close"}, timeout=10)
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+                continue
+            if r.status_code != 200:
+                self.failures.append(f"HTTP {r.status_code}: {r.text[:100]}")
+            self.results.append(r.headers.get("X-Backend", "?"))
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def test_traffic_follows_ten_registry_changes_under_load_without_a_failed_request(
+    gateway, backends
+):
+    a, b, c = backends("a"), backends("b"), backends("c")
+    gw = gateway(app(a))
+    assert gw.serves_only("a")
+    client = Client(gw.url)
+    client.start()
+    try:
+        plan = [b, c, a, b, a, c, b, c, a, b]
+        for i, target in enumerate(plan):
+            # Half the moves go through a shared step, as a rolling deploy would.
+            if i % 2 == 0:
+                reloads = gw.metric("nginxgen_reloads_total")
+                write_registry(gw.dir, app((target, 5), (a if target is not a else b, 1)))
+                eventually(lambda r=reloads: gw.metric("nginxgen_reloads_total") > r, 20, "reload")
+            write_registry(gw.dir, app(target))
+            eventually(lambda t=target: gw.serves_only(t.name), 20, f"traffic on {target.name}")
+            eventually(lambda i=i: gw.healthz()[0] == 200, 10, "healthy")
+    finally:
+        client.stop()
+    assert client.failures == [], client.failures[:5]
+    assert len(client.results) > 50
+    assert {"a", "b", "c"} <= set(client.results)
+    assert gw.metric("nginxgen_reload_failures_total") == 0
+    assert gw.metric("nginxgen_rollbacks_total") == 0
+    assert "reloaded: " in gw.logs()
+    assert gw.stop_watch() == 0
+
+
+def test_invalid_config_is_not_installed_and_health_says_why(gateway, backends):
+    a, b = backends("a"), backends("b")
+    gw = gateway(app(a))
+    good = gw.conf.read_text()
+    # The operator edits the spec into something nginx refuses, then sends SIGHUP.
+    spec = yaml.safe_load(gw.spec.read_text())
+    spec["nginx"]["client_max_body_size"] = "1x"
+    gw.spec.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    eventually(lambda: gw.metric("nginxgen_validation_failures_total") >= 1, 20, "refusal")
+    code, reason = gw.healthz()
+    assert code == 503 and "validation" in reason and "client_max_body_size" in reason, reason
+    assert gw.conf.read_text() == good
+    assert gw.serves_only("a")
+    # A registry change still cannot install the broken spec; nginx keeps serving.
+    write_registry(gw.dir, app(b))
+    eventually(lambda: gw.metric("nginxgen_validation_failures_total") >= 2, 20, "refusal")
+    assert gw.conf.read_text() == good and gw.serves_only("a")
+    # Fixed spec + SIGHUP: the pending registry change goes through.
+    spec["nginx"]["client_max_body_size"] = "2m"
+    gw.spec.write_text(yaml.safe_dump(spec, sort_keys=False))
+    gw.proc.send_signal(signal.SIGHUP)
+    eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
+    eventually(lambda: gw.healthz()[0] == 200, 10, "healthy again")
+    assert gw.stop_watch() == 0
+
+
+def test_reload_that_does_not_serve_is_rolled_back(gateway, backends):
+    a = backends("a")
+    gw = gateway(app(a), watch={"confirm_timeout": "2s"})
+    good = gw.conf.read_text()
+    # nginx -t passes, but the master cannot bind the new port: it keeps the old config.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        spec = yaml.safe_load(gw.spec.read_text())
+        spec["nginx"]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        gw.spec.write_text(yaml.safe_dump(spec, sort_keys=False))
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: gw.metric("nginxgen_rollbacks_total") == 1, 30, "rollback")
+    assert gw.metric("nginxgen_reload_failures_total") >= 1
+    code, reason = gw.healthz()
+    assert code == 503 and "did not serve generation" in reason, reason
+    assert gw.conf.read_text() == good
+    assert gw.serves_only("a")
+    assert gw.stop_watch() == 0
+
+
+def test_registry_outage_keeps_traffic_goes_stale_and_catches_up(gateway, backends):
+    a, b = backends("a"), backends("b")
+    gw = gateway(app(a), watch={"resync": "500ms"})
+    registry = gw.dir / "services.yaml"
+    client = Client(gw.url)
+    client.start()
+    try:
+        registry.unlink()  # the registry is gone: no change signal, only the resync notices
+        eventually(lambda: gw.healthz()[0] == 503, 20, "stale health")
+        assert "stale" in gw.healthz()[1]
+        registry.write_text("services: [broken")  # then it answers garbage
+        eventually(lambda: gw.metric("nginxgen_registry_errors_total") >= 3, 20, "retries")
+        assert gw.metric("nginxgen_registry_stale") == 1
+        assert gw.proc is not None and gw.proc.poll() is None
+        assert gw.serves_only("a")
+        write_registry(gw.dir, app(b))  # back, with news
+        eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
+        eventually(lambda: gw.healthz()[0] == 200, 10, "healthy")
+        assert gw.metric("nginxgen_registry_stale") == 0
+    finally:
+        client.stop()
+    assert client.failures == []
+    assert gw.stop_watch() == 0
+
+
+def test_hundred_changes_inside_the_quiet_period_give_one_reload(gateway, backends):
+    a, b = backends("a"), backends("b")
+    gw = gateway(app(a), watch={"debounce": {"min": "1500ms", "max": "30s"}})
+    before = gw.metric("nginxgen_reloads_total")
+    for weight in range(1, 101):
+        write_registry(gw.dir, app(a, (b, weight)))
+        time.sleep(0.01)
+    eventually(lambda: gw.metric("nginxgen_reloads_total") > before, 30, "the reload")
+    time.sleep(2.0)  # a second reload would come within one more quiet period
+    assert gw.metric("nginxgen_reloads_total") == before + 1
+    assert "weight=100" in gw.conf.read_text()
+    assert gw.stop_watch() == 0
+
+
+def test_sudden_emptying_is_held_until_confirmed_but_drained_removal_is_not(gateway, backends):
+    a, b = backends("a"), backends("b")
+    gw = gateway(
+        app(a, b), watch={"guard": {"confirm_reads": 3, "confirm_period": "2s"}, "resync": "1s"}
+    )
+    write_registry(gw.dir, {"app": []})  # a registry hiccup answers "nobody"
+    eventually(lambda: gw.metric("nginxgen_removals_held") == 2, 20, "hold")
+    code, text = gw.healthz()
+    assert code == 200 and "holding" in text and "'app' emptied" in text, text
+    assert set(who_answers(gw.url, 10)) == {"a", "b"}
+    # Still empty on the following reads: it was real; routes now answer 503.
+    eventually(lambda: who_answers(gw.url, 2) == {"HTTP 503": 2}, 20, "503 after confirmation")
+    # Drain first, then remove: deliberate, applied at once.
+    write_registry(gw.dir, app(a, b))
+    eventually(lambda: set(who_answers(gw.url, 10)) == {"a", "b"}, 20, "both back")
+    write_registry(gw.dir, {"app": [*app(a)["app"], *app(b, state="draining")["app"]]})
+    eventually(lambda: gw.serves_only("a"), 20, "b drained")
+    write_registry(gw.dir, app(a))
+    eventually(lambda: gw.metric("nginxgen_service_instances") == 1, 20, "b removed")
+    assert gw.metric("nginxgen_removals_held") == 0
+    assert gw.stop_watch() == 0
+
+
+def test_sigkill_during_install_leaves_the_old_or_the_new_file(workdir):
+    old, new = "# old\n" + "a" * 2_000_000 + "\n", "# new\n" + "b" * 3_000_000 + "\n"
+    target = workdir / "nginx.conf"
+    target.write_text(old)
+    code = (
+        "import sys\n"
+        "from nginxgen.install import write_atomic\n"
+        f"texts = [open({str(workdir / 'old')!r}).read(),"
+        f" open({str(workdir / 'new')!r}).read()]\n"
+        "i = 0\n"
+        "while True:\n"
+        f"    write_atomic({str(target)!r}, texts[i % 2]); i += 1\n"
+    )
+    (workdir / "old").write_text(old)
+    (workdir / "new").write_text(new)
+    rng = random.Random(4)
+    for _ in range(25):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)}
+        )
+        time.sleep(0.3 + rng.random() * 0.4)
+        proc.kill()
+        proc.wait(10)
+        assert target.read_text() in (old, new)
+
+
+def test_once_and_dry_run_exit_codes(workdir, backends):
+    a = backends("a")
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {"flavor": "nginx", "listen": free_port(), "output": "nginx.conf"},
+            "routes": [{"path": "/", "service": "app"}],
+        },
+        app(a),
+    )
+    conf = workdir / "nginx.conf"
+    dry = run_cli("watch", "-c", str(spec), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"+        server {a.address} weight=1" in dry.stdout
+    assert not conf.exists()
+    assert run_cli("watch", "-c", str(spec), "--once").returncode == 0
+    installed = conf.read_text()
+    assert run_cli("watch", "-c", str(spec), "--dry-run").stdout.strip() == ""
+
+    data = yaml.safe_load(spec.read_text())
+    data["nginx"]["client_max_body_size"] = "1x"
+    spec.write_text(yaml.safe_dump(data))
+    bad = run_cli("watch", "-c", str(spec), "--once")
+    assert bad.returncode == 1
+    assert "client_max_body_size" in bad.stderr and "Traceback" not in bad.stderr
+    dry_bad = run_cli("watch", "-c", str(spec), "--dry-run")
+    assert dry_bad.returncode == 1
+    assert "-    client_max_body_size 1m;" in dry_bad.stdout
+    assert conf.read_text() == installed
+
+    missing = run_cli("watch", "-c", str(workdir / "nope.yaml"), "--once")
+    assert missing.returncode == 2 and "spec file not found" in missing.stderr
+    usage = run_cli("watch", "-c", str(spec), "--log-format", "xml")
+    assert usage.returncode == 2
+    (workdir / "services.yaml").write_text("services: [")
+    data["nginx"]["client_max_body_size"] = "1m"
+    spec.write_text(yaml.safe_dump(data))
+    broken = run_cli("watch", "-c", str(spec), "--once", "--log-format", "json")
+    assert broken.returncode == 1
+    assert '"level": "error"' in broken.stderr and "not valid YAML" in broken.stderr
+
+
+def test_sigkill_of_the_watch_loop_at_random_points_never_tears_nginx_conf(workdir):
+    """The real loop flipping between two registry states, killed at random moments."""
+    services = {
+        f"s{i}": [{"id": f"s{i}-1", "address": f"127.0.0.1:{10000 + i}"}] for i in range(300)
+    }
+    flipped = {k: [{**v[0], "weight": 2}] for k, v in services.items()}
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {"flavor": "nginx", "listen": free_port(), "output": "nginx.conf"},
+            "watch": {"listen": "off", "debounce": {"min": "0s", "max": "0s"}},
+            "routes": [{"path": f"/s{i}/", "service": f"s{i}"} for i in range(300)],
+        },
+        services,
+    )
+    data = yaml.safe_load(spec.read_text())
+    data["registry"]["poll"] = "10ms"
+    spec.write_text(yaml.safe_dump(data))
+    texts = []
+    for state in (flipped, services):  # ends on `services`, the first state of each round
+        write_registry(workdir, state)
+        assert run_cli("watch", "-c", str(spec), "--once").returncode == 0
+        texts.append((workdir / "nginx.conf").read_text())
+    assert texts[0] != texts[1]
+    rng = random.Random(7)
+    seen: set[str] = set()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(spec)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + 1.5 + rng.random() * 2
+        i = 0
+        while time.monotonic() < deadline:
+            write_registry(workdir, (services, flipped)[i % 2])
+            i += 1
+            time.sleep(0.05 + rng.random() * 0.1)
+        proc.kill()
+        proc.wait(10)
+        now = (workdir / "nginx.conf").read_text()
+        assert now in texts
+        seen.add(now)
+    assert len(seen) == 2  # the loop did install while being killed
+    # A new watcher clears what interrupted installs left behind.
+    (workdir / ".nginx.conf.leftover.tmp").write_text("half")
+    assert run_cli("watch", "-c", str(spec), "--once").returncode == 0
+    assert not list(workdir.glob(".nginx.conf.*.tmp"))
+
+
+def test_reload_through_the_binary_follows_the_registry(gateway, backends):
+    a, b = backends("a"), backends("b")
+    gw = gateway(app(a), reload="binary")
+    write_registry(gw.dir, app(b))
+    eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
+    assert gw.metric("nginxgen_reloads_total") >= 1
+    assert gw.stop_watch() == 0

@@ -1,0 +1,253 @@
+"""The watch loop's pieces, driven by a fake Source (no nginx needed)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nginxgen import watch as watch_mod
+from nginxgen.catalog import Catalog, Instance
+from nginxgen.sources import RegistryError
+from nginxgen.spec import Backoff as BackoffSpec
+from nginxgen.spec import Spec
+from nginxgen.telemetry import Health, Metrics
+from nginxgen.watch import Backoff, Options, Result, Watcher
+
+
+class FakeSource:
+    """A registry in memory: `set()` publishes a new version; `broken` fails reads."""
+
+    def __init__(self, *ports: int) -> None:
+        self.version = 0
+        self.ports = ports
+        self.broken = False
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def set(self, *ports: int) -> None:
+        with self.lock:
+            self.ports, self.version = ports, self.version + 1
+
+    def read(self) -> Catalog:
+        if self.broken:
+            raise RegistryError("fake registry: connection refused")
+        with self.lock:
+            self.reads += 1
+            insts = tuple(Instance(f"i{p}", "app", "127.0.0.1", p) for p in self.ports)
+            return Catalog({"app": insts}, version=str(self.version))
+
+    def wait(self, version: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if str(self.version) != version:
+                return True
+            time.sleep(0.005)
+        return str(self.version) != version
+
+    def close(self) -> None:
+        pass
+
+
+def make_spec(tmp_path: Path, **watch: object) -> Spec:
+    return Spec.model_validate(
+        {
+            "registry": {"kind": "file", "path": str(tmp_path / "unused.yaml")},
+            "nginx": {
+                "flavor": "nginx",
+                "output": str(tmp_path / "nginx.conf"),
+                "pid": str(tmp_path / "nginx.pid"),
+                "status_listen": "off",
+            },
+            "watch": {"listen": "off", **watch},
+            "routes": [{"path": "/", "service": "app"}],
+        }
+    )
+
+
+@pytest.fixture
+def watcher(tmp_path, monkeypatch):
+    def make(source: FakeSource, **watch: object) -> Watcher:
+        monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
+        w = Watcher(tmp_path / "nginxgen.yaml", make_spec(tmp_path, **watch), source=source)
+        return w
+
+    return make
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
+    b = Backoff(BackoffSpec(initial=1, max=8), random.Random(1))
+    delays = [b.next() for _ in range(6)]
+    for delay, base in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
+        assert base / 2 <= delay <= base
+    b.reset()
+    assert b.next() <= 1
+
+
+def test_apply_installs_then_reports_unchanged(watcher, tmp_path):
+    w = watcher(FakeSource(9001))
+    assert w.apply(w.source.read(), time.monotonic()) is Result.APPLIED
+    assert "server 127.0.0.1:9001" in (tmp_path / "nginx.conf").read_text()
+    assert w.health.status()[0] == 200
+    assert w.apply(w.source.read(), time.monotonic()) is Result.UNCHANGED
+
+
+def test_invalid_text_is_not_installed_nor_retried_until_something_changes(
+    watcher, tmp_path, monkeypatch
+):
+    source = FakeSource(9001)
+    w = watcher(source)
+    w.apply(source.read(), time.monotonic())
+    good = (tmp_path / "nginx.conf").read_text()
+    from nginxgen import verify
+
+    real = verify.round_trip
+    monkeypatch.setattr(verify, "round_trip", lambda parsed, plan: [verify.Finding("x", "bad")])
+    source.set(9001, 9002)
+    assert w.apply(source.read(), time.monotonic()) is Result.FAILED
+    assert (tmp_path / "nginx.conf").read_text() == good
+    assert w.health.status() == (503, "last apply failed: validation: [x] bad")
+    assert w.apply(source.read(), time.monotonic()) is Result.SKIPPED
+    monkeypatch.setattr(verify, "round_trip", real)
+    source.set(9001, 9003)
+    assert w.apply(source.read(), time.monotonic()) is Result.APPLIED
+    assert w.metrics.validation_failures._value.get() == 1
+
+
+def test_debounce_applies_the_last_state_once_the_registry_is_quiet(watcher):
+    source = FakeSource(9001)
+    w = watcher(source, debounce={"min": "150ms", "max": "5s"})
+    catalog = source.read()
+
+    def storm() -> None:
+        for port in range(9002, 9022):
+            source.set(port)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=storm)
+    start = time.monotonic()
+    t.start()
+    settled = w._settle(catalog, start)
+    t.join()
+    assert [i.port for i in settled.services["app"]] == [9021]
+    assert 0.15 <= time.monotonic() - start < 3
+
+
+def test_debounce_gives_up_waiting_for_quiet_at_max(watcher):
+    source = FakeSource(9001)
+    w = watcher(source, debounce={"min": "200ms", "max": "500ms"})
+    stop = threading.Event()
+
+    def endless() -> None:
+        while not stop.is_set():
+            source.set(source.ports[0] + 1)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=endless)
+    start = time.monotonic()
+    t.start()
+    try:
+        w._settle(source.read(), start)
+    finally:
+        stop.set()
+        t.join()
+    assert 0.45 <= time.monotonic() - start < 1.5
+
+
+def test_registry_errors_mark_stale_and_keep_the_applied_config(watcher, tmp_path):
+    source = FakeSource(9001)
+    w = watcher(source)
+    w.apply(source.read(), time.monotonic())
+    source.broken = True
+    with pytest.raises(RegistryError):
+        w._read()
+    code, text = w.health.status()
+    assert code == 503 and "stale" in text and "connection refused" in text
+    assert w.metrics.stale._value.get() == 1
+    assert "127.0.0.1:9001" in (tmp_path / "nginx.conf").read_text()
+    source.broken = False
+    w._read()
+    assert w.health.status()[0] == 200
+
+
+def test_loop_wakes_when_a_planned_change_falls_due(watcher, monkeypatch):
+    source = FakeSource(9001)
+    w = watcher(source)
+    w.apply(w._read(), time.monotonic())
+    monkeypatch.setattr(
+        watch_mod, "next_change_at", lambda spec, cat, now: now + timedelta(milliseconds=200)
+    )
+    start = time.monotonic()
+    w._wait_for_change(str(source.version))
+    assert 0.15 <= time.monotonic() - start < 0.9  # well before the 1s wait slice + resync
+
+
+def test_next_change_at_hook_is_none_without_time_based_policies(tmp_path):
+    from nginxgen.plan import next_change_at
+
+    assert next_change_at(make_spec(tmp_path), Catalog({}), datetime.now()) is None
+
+
+def test_health_explains_itself():
+    h = Health()
+    assert h.status() == (503, "no config applied yet")
+    h.applied, h.generation, h.held = True, "abc", "service 'a' emptied"
+    assert h.status() == (200, "ok: generation abc; holding: service 'a' emptied")
+    h.stale_since, h.stale_reason = 100.0, "etcd: timeout"
+    assert h.status(now=130.0) == (
+        503,
+        "registry stale for 30s, serving the last good catalog: etcd: timeout",
+    )
+
+
+def test_metrics_follow_services_that_come_and_go():
+    m = Metrics()
+    m.set_catalog(Catalog({"a": (Instance("a1", "a", "127.0.0.1", 1),), "b": ()}))
+    m.set_catalog(Catalog({"a": ()}))
+    text = m.exposition().decode()
+    assert 'nginxgen_service_instances{service="a"} 0.0' in text
+    assert 'service="b"' not in text
+
+
+def test_once_exits_1_when_the_registry_cannot_be_read(watcher):
+    source = FakeSource(9001)
+    source.broken = True
+    w = watcher(source)
+    w.options = Options(once=True)
+    assert w._one_pass() == 1
+
+
+def test_the_sidecar_example_spec_is_valid():
+    from nginxgen.spec import load_spec
+
+    spec = load_spec(Path(__file__).parent.parent / "examples/sidecar/nginxgen.yaml")
+    assert spec.watch.debounce.min == 0.2 and spec.nginx.status_listen == "127.0.0.1:9181"
+
+
+def test_an_unexpected_failure_is_reported_not_fatal(watcher, tmp_path, monkeypatch):
+    source = FakeSource(9001)
+    w = watcher(source)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(watch_mod, "write_atomic", full_disk)
+    assert w._apply_safely(source.read(), time.monotonic()) is Result.FAILED
+    code, text = w.health.status()
+    assert code == 503 and "No space left on device" in text
+
+
+def test_an_adapter_bug_becomes_a_registry_error(watcher):
+    source = FakeSource(9001)
+    w = watcher(source)
+    source.read = lambda: {}["boom"]  # type: ignore[method-assign]
+    with pytest.raises(RegistryError):
+        w._read()
+    assert "KeyError" in w.health.stale_reason
+    source.wait = lambda version, timeout: 1 / 0  # type: ignore[method-assign]
+    with pytest.raises(RegistryError, match="ZeroDivisionError"):
+        w._wait("0", 0.1)
