@@ -17,6 +17,7 @@ from rich.console import Console
 
 from . import __version__
 from .install import write_atomic
+from .listing import catalog_json, catalog_table
 from .pipeline import Build, NginxMissing, build, nginx_for_test
 from .sources import RegistryError, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
@@ -121,6 +122,36 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
         f"[green]ok[/] {len(plan.upstreams)} upstreams, {plan.server_count} servers, "
         f"{len(plan.locations)} routes; verified by {tested}{where}",
         soft_wrap=True,
+    )
+
+
+@app.command()
+def services(
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
+) -> None:
+    """Show what the registry says: every service and instance, as the catalog sees it."""
+    spec = load(config)
+    try:
+        source = open_source(spec.registry, spec.service_names)
+        catalog = source.read()
+    except RegistryError as exc:
+        fail(str(exc), 1)
+    finally:
+        if "source" in locals():
+            source.close()
+    for dropped in catalog.dropped:
+        err.print(f"[yellow]dropped:[/] {dropped}", soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(catalog_json(catalog), indent=2) + "\n")
+        return
+    out = Console(highlight=False)
+    out.print(catalog_table(catalog))
+    err.print(
+        f"{len(catalog.services)} services, {catalog.instance_count} instances "
+        f"from {catalog.source}",
+        soft_wrap=True,
+        markup=False,
     )
 
 
