@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -96,6 +97,9 @@ class EtcdSource:
         self._resume = 0  # next revision the stream must deliver
         self._error: str | None = None  # why the stream is down, while it is
         self._stream: requests.Response | None = None
+        # Counters for operators (and tests): how often the stream had to be re-opened.
+        self.reconnects = 0
+        self.compactions = 0
 
     # --- requests with endpoint failover ----------------------------------------------
 
@@ -213,6 +217,7 @@ class EtcdSource:
             except _Reopen:
                 continue
             except RegistryError as exc:
+                self.reconnects += 1
                 with self._cond:
                     self._error = f"{exc} (watch; retrying)"
                 self._stop.wait(backoff)
@@ -230,6 +235,9 @@ class EtcdSource:
         r = self._post("/v3/watch", create, stream=True, read=STREAM_IDLE)
         url = f"{self.endpoints[self._current]}/v3/watch"
         self._stream = r
+        if self._stop.is_set():  # close() ran while the stream was being opened
+            r.close()
+            return
         try:
             for line in r.iter_lines():
                 if self._stop.is_set():
@@ -266,6 +274,7 @@ class EtcdSource:
                 # so the caller re-reads in full, and watch on from what still exists.
                 self._latest = max(self._latest, compacted)
                 self._resume = compacted
+                self.compactions += 1
                 self._cond.notify_all()
                 raise _Reopen()
             for event in result.get("events") or ():
@@ -279,5 +288,18 @@ class EtcdSource:
         self._stop.set()
         stream = self._stream
         if stream is not None:
-            stream.close()
+            _interrupt(stream)
         self.http.close()
+
+
+def _interrupt(stream: requests.Response) -> None:
+    """Wake the watcher thread blocked in recv(): closing a socket from another thread
+    does not, shutting it down does."""
+    conn = getattr(stream.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    stream.close()
