@@ -138,3 +138,10 @@ def test_bad_instance_among_good_ones(eureka):
     assert "port out of range" in reasons["10.0.0.2:a:0"]
     assert "unknown status 'ZOMBIE'" in reasons["10.0.0.3:a:80"]
     assert "not an object" in reasons["#3"]
+
+
+def test_instance_without_instance_id_gets_eurekas_default_id(eureka):
+    inst = eureka_instance("a", "10.0.0.1", 80)
+    del inst["instanceId"]
+    eureka.apps["A"] = [inst]
+    assert source(f"{eureka.url}/eureka").read().services["a"][0].id == "10.0.0.1:a:80"

@@ -17,6 +17,7 @@ import base64
 import json
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ import requests
 from ..catalog import Catalog, CatalogBuilder
 from ..spec import EtcdRegistry
 from .base import RegistryError
-from .http import Http, describe, secret_value
+from .http import Http, HttpStatusError, describe, secret_value
 
 FIELDS = ("address", "host", "port", "weight", "state", "registered_at", "tags", "meta", "id")
 # A silent stream is re-opened after this long, so a half-open TCP connection is noticed.
@@ -158,10 +159,12 @@ class EtcdSource:
                     raise self.http.fail(endpoint + path, "HTTP 401 (check username/password)")
                 self._current = (self._current + attempt) % len(self.endpoints)
                 return r
+            except HttpStatusError as exc:
+                if exc.status < 500:  # the request itself is refused: another member agrees
+                    raise
+                errors.append(str(exc))  # this member is unwell (no leader, overloaded)
             except RegistryError as exc:
                 errors.append(str(exc))
-                if "HTTP " in str(exc):  # the endpoint answered: failing over will not help
-                    raise
         if len(errors) == 1:
             raise RegistryError(errors[0])
         raise RegistryError(f"{self._where()}: every endpoint failed; last: {errors[-1]}")
@@ -238,17 +241,21 @@ class EtcdSource:
         if self._stop.is_set():  # close() ran while the stream was being opened
             r.close()
             return
+        last_message = time.monotonic()
         try:
             for line in r.iter_lines():
                 if self._stop.is_set():
                     return
                 if line:
+                    last_message = time.monotonic()
                     self._handle(line, url)
         except (RegistryError, _Reopen):
             raise
         except Exception as exc:  # close() from another thread breaks the read in odd ways
             if self._stop.is_set():
                 return
+            if time.monotonic() - last_message >= STREAM_IDLE * 0.9:
+                raise _Reopen() from None  # just quiet: re-open, not an outage
             if isinstance(exc, requests.RequestException):
                 raise self.http.fail(url, describe(exc, STREAM_IDLE)) from None
             raise self.http.fail(url, f"watch stream broke: {type(exc).__name__}") from None
@@ -266,6 +273,9 @@ class EtcdSource:
         if "error" in message:
             raise self.http.fail(url, f"watch error: {message['error']}")
         result = message.get("result") or {}
+        if result.get("canceled") and not result.get("compact_revision"):
+            reason = result.get("cancel_reason") or "no reason given"
+            raise self.http.fail(url, f"watch canceled by etcd: {reason}")
         with self._cond:
             self._error = None
             compacted = int(result.get("compact_revision") or 0)

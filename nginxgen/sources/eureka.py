@@ -46,8 +46,9 @@ def add_instance(builder: CatalogBuilder, name: str, n: int, inst: Any, prefer_i
     if not isinstance(inst, dict):
         builder.drop(name, f"#{n}", "instance is not an object")
         return
-    inst_id = inst.get("instanceId") or f"#{n}"
     port = inst.get("port")
+    # Eureka's own default id when a client sent none: host:app:port.
+    inst_id = inst.get("instanceId") or f"{inst.get('hostName')}:{name}:{port_number(port)}"
     if not enabled(port):
         why = "only the secure port is enabled (nginxgen proxies plain HTTP)"
         builder.drop(name, str(inst_id), why if enabled(inst.get("securePort")) else "no port")

@@ -56,6 +56,14 @@ def describe(exc: requests.RequestException, timeout: float) -> str:
     return type(exc).__name__
 
 
+class HttpStatusError(RegistryError):
+    """The registry answered, with a status we did not expect."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Http:
     """One registry's HTTP client. Sessions are pooled: requests.Session is not thread-safe,
     and the adapters run blocking queries from several threads at once."""
@@ -130,7 +138,7 @@ class Http:
         if r.status_code not in tuple(ok):
             body = " ".join(r.text[:160].split()) if not kwargs.get("stream") else ""
             reason = f"HTTP {r.status_code}" + (f": {body}" if body else "")
-            raise self.fail(url, reason)
+            raise HttpStatusError(str(self.fail(url, reason)), r.status_code)
         return r
 
     def json(self, r: requests.Response, url: str) -> Any:

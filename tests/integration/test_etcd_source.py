@@ -285,3 +285,12 @@ def test_malformed_json(fake_etcd):
 def test_empty_prefix_is_an_empty_catalog(fake_etcd):
     catalog = source(fake_etcd.url).read()
     assert catalog.services == {} and catalog.version == "7"
+
+
+def test_an_unwell_member_is_skipped_but_a_refusal_is_not(etcd_server, fake_etcd):
+    put(etcd_server, "/services/web/w1", {"address": "127.0.0.1:9201"})
+    fake_etcd.fail_with = 503  # e.g. "etcdserver: no leader"
+    assert ids(source(endpoints=[fake_etcd.url, etcd_server.url]).read(), "web") == {"w1"}
+    fake_etcd.fail_with = 403
+    with pytest.raises(RegistryError, match=r"HTTP 403"):
+        source(endpoints=[fake_etcd.url, etcd_server.url]).read()
