@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .install import write_atomic
@@ -35,7 +36,7 @@ ConfigOpt = Annotated[
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -107,17 +108,18 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
         stream = sys.stderr if written is None and verdict.ok else sys.stdout
         stream.write(json.dumps(summary, indent=2) + "\n")
         return
+    # Registry text is data, never rich markup: a name like "[/x]" must print as itself.
     for line in plan.dropped:
-        err.print(f"[yellow]dropped:[/] {line}", soft_wrap=True)
+        err.print(f"[yellow]dropped:[/] {escape(line)}", soft_wrap=True)
     for line in plan.notes:
-        err.print(f"[yellow]note:[/] {line}", soft_wrap=True)
+        err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
     if not verdict.ok:
         err.print("[bold red]invalid config, nothing written:[/]")
         for finding in verdict.findings:
             err.print(f"  {finding}", soft_wrap=True, markup=False)
         return
     tested = "crossplane + nginx -t" if verdict.nginx_tested else "crossplane (no nginx -t)"
-    where = f" → {written}" if written else ""
+    where = f" → {escape(written)}" if written else ""
     err.print(
         f"[green]ok[/] {len(plan.upstreams)} upstreams, {plan.server_count} servers, "
         f"{len(plan.locations)} routes; verified by {tested}{where}",
@@ -141,7 +143,7 @@ def services(
         if "source" in locals():
             source.close()
     for dropped in catalog.dropped:
-        err.print(f"[yellow]dropped:[/] {dropped}", soft_wrap=True)
+        err.print(f"[yellow]dropped:[/] {escape(str(dropped))}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(catalog_json(catalog), indent=2) + "\n")
         return

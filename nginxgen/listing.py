@@ -27,7 +27,7 @@ def age(since: datetime | None, now: datetime) -> str:
 
 def catalog_table(catalog: Catalog, now: datetime | None = None) -> Table:
     now = now or datetime.now(timezone.utc)
-    table = Table(title=f"{catalog.source}", title_justify="left")
+    table = Table(title=Text(catalog.source), title_justify="left")
     for column in ("service", "instance", "address", "state", "weight"):
         table.add_column(column, no_wrap=True)
     table.add_column("registered")

@@ -47,6 +47,7 @@ class FakeServer:
         self.garbage = False
         self.delay = 0.0
         self._server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -63,6 +64,14 @@ class FakeServer:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                fake._connections.discard(self.connection)
+                super().finish()
 
             def _do(self) -> None:
                 parts = urlsplit(self.path)
@@ -107,10 +116,16 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        """Stop like a dead process: the listener and every open connection go away."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for conn in list(self._connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def closed_port_url() -> str:

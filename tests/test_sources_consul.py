@@ -234,3 +234,13 @@ def test_bad_instances_are_dropped_with_their_names(consul):
     assert "not an IP address or DNS name" in reasons["web-evil"]
     assert "unknown status 'sleepy'" in reasons["web-odd"]
     assert "no Service object" in reasons["#4"]
+
+
+def test_wait_raises_when_consul_goes_away(consul):
+    consul.set("web", [consul_entry("web", "w1", "10.0.0.1", 80)])
+    src = source(consul.url, services=["web"])
+    version = src.read().version
+    consul.stop()
+    with pytest.raises(RegistryError, match=r"^consul .*/v1/health/service/web: "):
+        src.wait(version, timeout=5)
+    src.close()
