@@ -26,7 +26,7 @@ import requests
 from ..catalog import Catalog, CatalogBuilder
 from ..spec import EtcdRegistry
 from .base import RegistryError
-from .http import Http, HttpStatusError, describe, secret_value
+from .http import Http, HttpStatusError, describe, printable, secret_value
 
 FIELDS = ("address", "host", "port", "weight", "state", "registered_at", "tags", "meta", "id")
 # A silent stream is re-opened after this long, so a half-open TCP connection is noticed.
@@ -271,10 +271,10 @@ class EtcdSource:
         except ValueError:
             raise self.http.fail(url, "watch sent a line that is not JSON") from None
         if "error" in message:
-            raise self.http.fail(url, f"watch error: {message['error']}")
+            raise self.http.fail(url, f"watch error: {printable(str(message['error']))[:200]}")
         result = message.get("result") or {}
         if result.get("canceled") and not result.get("compact_revision"):
-            reason = result.get("cancel_reason") or "no reason given"
+            reason = printable(str(result.get("cancel_reason") or "no reason given"))[:200]
             raise self.http.fail(url, f"watch canceled by etcd: {reason}")
         with self._cond:
             self._error = None

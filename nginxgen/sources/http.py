@@ -136,7 +136,7 @@ class Http:
         finally:
             self._give_back(s)
         if r.status_code not in tuple(ok):
-            body = " ".join(r.text[:160].split()) if not kwargs.get("stream") else ""
+            body = printable(r.text[:160]) if not kwargs.get("stream") else ""
             reason = f"HTTP {r.status_code}" + (f": {body}" if body else "")
             raise HttpStatusError(str(self.fail(url, reason)), r.status_code)
         return r
@@ -153,6 +153,12 @@ class Http:
                 s.close()
             self._all.clear()
             self._idle.clear()
+
+
+def printable(text: str) -> str:
+    """Server text for a one-line message: whitespace collapsed, control characters out."""
+    text = " ".join(text.split())
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def dumps(value: Any) -> str:
