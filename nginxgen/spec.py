@@ -163,7 +163,9 @@ class ConsulRegistry(_NetworkRegistry):
     tag: str | None = None  # only services (and instances) carrying this tag
     stale: bool = False  # let any server answer (faster, may lag the leader slightly)
     warning: Literal["up", "draining", "down"] = "up"  # state for a warning check
-    min_interval: Duration = 0.1  # between two blocking queries for the same service
+    # Pace of blocking queries per service once Consul answers faster than changes matter
+    # (burst of 2, then one per min_interval); the quiet case is never delayed.
+    min_interval: Duration = 1.0
 
 
 class EtcdRegistry(_NetworkRegistry, _Credentials):

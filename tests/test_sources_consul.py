@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nginxgen.sources import RegistryError, open_source
-from nginxgen.sources.consul import ConsulSource, reconcile
+from nginxgen.sources.consul import ConsulSource, Pace, reconcile
 from nginxgen.spec import ConsulRegistry
 from tests.fakes import FakeConsul, closed_port_url, consul_entry
 
@@ -154,6 +154,13 @@ def test_blocking_query_times_out_without_change(consul):
     src.close()
 
 
+def test_pace_allows_a_burst_of_two_then_one_per_interval():
+    pace = Pace(10.0)
+    assert pace.delay("k") == 0 and pace.delay("k") == 0
+    assert 9.0 < pace.delay("k") <= 10.0
+    assert pace.delay("other") == 0
+
+
 def test_index_reset_rules():
     assert reconcile(100, 120) == 120
     assert reconcile(100, 90) == 0  # went backwards: start over
@@ -163,7 +170,7 @@ def test_index_reset_rules():
 
 def test_index_going_backwards_is_a_change_and_queries_are_rate_limited(consul):
     consul.set("web", [consul_entry("web", "w1", "10.0.0.1", 80)])
-    src = source(consul.url, services=["web"], min_interval=0.2)
+    src = source(consul.url, services=["web"], min_interval=0.25)
     version = src.read().version
     consul.index_override = 3  # a restored snapshot: the index went backwards
     threading.Timer(0.2, lambda: consul.set("web", consul.services["web"])).start()
@@ -174,7 +181,9 @@ def test_index_going_backwards_is_a_change_and_queries_are_rate_limited(consul):
     version = src.read().version
     n = len(consul.log)
     src.wait(version, timeout=1.0)
-    assert len(consul.log) - n <= 7, "blocking queries were not rate limited"
+    queries = [r for r in consul.log[n:] if "index" in r.query]
+    assert 2 <= len(queries) <= 7, f"{len(queries)} queries in 1s: not paced"
+    assert all(r.query["index"] == "1" for r in queries)  # never block on index 0
     src.close()
 
 

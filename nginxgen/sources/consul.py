@@ -28,8 +28,9 @@ CATALOG = ""  # key of the service list's own index in the version
 
 
 def reconcile(previous: int, new: int | None) -> int:
-    """Consul's rules for X-Consul-Index: reset to 0 when it is missing, invalid, zero or
-    went backwards (a snapshot restore, a leader change); otherwise take it."""
+    """Consul's rules for X-Consul-Index: reset to 0 when it went backwards (a snapshot
+    restore, an upgrade), or is missing or invalid; otherwise take it. Blocking queries
+    then use at least 1, so a zero index can never turn into a busy loop."""
     if new is None or new <= 0 or new < previous:
         return 0
     return new
@@ -111,6 +112,31 @@ def add_entries(builder: CatalogBuilder, name: str, entries: list[Any], warning:
         )
 
 
+class Pace:
+    """Token bucket per query key (burst 2), as Consul's docs advise for blocking loops:
+    a couple of quick successive deliveries pass at once, while a churning or broken
+    index degrades to one query per `interval` instead of a busy loop."""
+
+    def __init__(self, interval: float, burst: float = 2.0) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def delay(self, key: str) -> float:
+        """Take a token for key; returns how long to wait before querying."""
+        if self.interval <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) / self.interval)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return 0.0
+        wait = (1 - tokens) * self.interval
+        self._buckets[key] = (0.0, now + wait)  # the token that arrives then is spent
+        return wait
+
+
 class ConsulSource:
     def __init__(self, config: ConsulRegistry, services: Sequence[str] = ()) -> None:
         self.config = config
@@ -123,7 +149,7 @@ class ConsulSource:
         self._authed = False
         # One blocking query in flight per key, reused across wait() calls.
         self._pending: dict[str, tuple[int, Future[int]]] = {}
-        self._last_query: dict[str, float] = {}
+        self._pace = Pace(config.min_interval)
 
     def _auth(self) -> None:
         if self._authed:
@@ -188,14 +214,13 @@ class ConsulSource:
 
     def _block(self, key: str, index: int, wait: float) -> int:
         """One blocking query; returns the reconciled new index."""
-        pause = self._last_query.get(key, 0.0) + self.config.min_interval - time.monotonic()
+        pause = self._pace.delay(key)
         if pause > 0:  # never hammer Consul, even if it answers at once every time
             time.sleep(pause)
-        self._last_query[key] = time.monotonic()
         seconds = min(600, max(1, math.ceil(wait)))
         # Consul adds up to wait/16 of jitter before answering.
         read_timeout = seconds + seconds / 16 + self.config.read_timeout
-        extra = {"index": str(index), "wait": f"{seconds}s"}
+        extra = {"index": str(max(index, 1)), "wait": f"{seconds}s"}
         _, new = self._get(key, extra, read_timeout)
         return reconcile(index, new)
 
