@@ -15,10 +15,12 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .install import write_atomic
 from .lint.command import lint as lint_command
+from .listing import catalog_json, catalog_table
 from .pipeline import Build, NginxMissing, build, nginx_for_test
 from .policy_state import PolicyState, state_path
 from .sources import RegistryError, open_source
@@ -37,7 +39,7 @@ ConfigOpt = Annotated[
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -115,10 +117,11 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
         stream = sys.stderr if written is None and verdict.ok else sys.stdout
         stream.write(json.dumps(summary, indent=2) + "\n")
         return
+    # Registry text is data, never rich markup: a name like "[/x]" must print as itself.
     for line in plan.dropped:
-        err.print(f"[yellow]dropped:[/] {line}", soft_wrap=True)
+        err.print(f"[yellow]dropped:[/] {escape(line)}", soft_wrap=True)
     for line in plan.notes:
-        err.print(f"[yellow]note:[/] {line}", soft_wrap=True)
+        err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
     if not verdict.ok:
         err.print("[bold red]invalid config, nothing written:[/]")
         lines = result.text.splitlines()
@@ -130,7 +133,7 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
                 )
         return
     tested = "crossplane + nginx -t" if verdict.nginx_tested else "crossplane (no nginx -t)"
-    where = f" → {written}" if written else ""
+    where = f" → {escape(written)}" if written else ""
     err.print(
         f"[green]ok[/] {len(plan.upstreams)} upstreams, {plan.server_count} servers, "
         f"{len(plan.locations)} routes; verified by {tested}{where}",
@@ -170,6 +173,36 @@ def watch(
     except OSError as exc:  # the health port is taken, typically
         fail(f"watch.listen {spec.watch.listen}: {exc.strerror or exc}", 2)
     raise typer.Exit(watcher.run())
+
+
+@app.command()
+def services(
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
+) -> None:
+    """Show what the registry says: every service and instance, as the catalog sees it."""
+    spec = load(config)
+    try:
+        source = open_source(spec.registry, spec.service_names)
+        catalog = source.read()
+    except RegistryError as exc:
+        fail(str(exc), 1)
+    finally:
+        if "source" in locals():
+            source.close()
+    for dropped in catalog.dropped:
+        err.print(f"[yellow]dropped:[/] {escape(str(dropped))}", soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(catalog_json(catalog), indent=2) + "\n")
+        return
+    out = Console(highlight=False)
+    out.print(catalog_table(catalog))
+    err.print(
+        f"{len(catalog.services)} services, {catalog.instance_count} instances "
+        f"from {catalog.source}",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 @app.command()

@@ -374,3 +374,91 @@ def redis_server() -> Iterator[Callable[..., RedisServer]]:
     for r in started:
         r.stop()
         shutil.rmtree(r.dir, ignore_errors=True)
+
+
+# --- etcd -----------------------------------------------------------------------------
+
+
+class Etcd:
+    """A real single-member etcd on free loopback ports. stop()/start() keep the data dir and
+    the ports, so a test can restart it under a running watch."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self) -> Etcd:
+        client, peer = self.url, f"http://127.0.0.1:{self.peer_port}"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    shutil.which("etcd") or "etcd",
+                    "--name=test",
+                    f"--data-dir={self.data_dir}",
+                    f"--listen-client-urls={client}",
+                    f"--advertise-client-urls={client}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=test={peer}",
+                    "--initial-cluster-state=new",
+                    "--log-level=error",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited: {self.log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{client}/health", timeout=1).json().get("health") == "true":
+                    return self
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"etcd did not become healthy: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def ctl(self, *args: str, timeout: float = 15) -> str:
+        """Run etcdctl against this server; returns stdout."""
+        out = subprocess.run(
+            [shutil.which("etcdctl") or "etcdctl", f"--endpoints={self.url}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"etcdctl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[Etcd]:
+    """A running etcd; `.url`, `.ctl(...)`, `.restart()`. Stopped after the test."""
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    server = Etcd(tmp_path / "etcd-data").start()
+    yield server
+    server.stop()

@@ -16,4 +16,20 @@ def open_source(config: RegistrySpec, services: Sequence[str]) -> Source:
         from .file import FileSource
 
         return FileSource(config, services)
+    if config.kind == "consul":
+        from .consul import ConsulSource
+
+        return ConsulSource(config, services)
+    if config.kind == "etcd":
+        from .etcd import EtcdSource
+
+        return EtcdSource(config, services)
+    if config.kind == "nacos":
+        from .nacos import NacosSource
+
+        return NacosSource(config, services)
+    if config.kind == "eureka":
+        from .eureka import EurekaSource
+
+        return EurekaSource(config, services)
     raise RegistryError(f"registry kind {config.kind!r} is not supported yet")

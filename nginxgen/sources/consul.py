@@ -1,0 +1,262 @@
+"""Consul: /v1/health/service/<name> per service, blocking queries to wait for changes.
+
+State comes from the Checks Consul returns with each entry, judged here rather than by a
+server-side `?passing` filter: a critical check means down, a maintenance check
+(`_node_maintenance`, `_service_maintenance:<id>`) means draining, a warning check means
+whatever `warning:` says (default up, weighted with Service.Weights.Warning).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
+from typing import Any
+from urllib.parse import quote
+
+from ..catalog import Catalog, CatalogBuilder
+from ..spec import ConsulRegistry
+from .base import RegistryError
+from .http import Http, dumps, in_thread, secret_value
+from .states import meta_overrides, worst
+
+CATALOG = ""  # key of the service list's own index in the version
+
+
+def reconcile(previous: int, new: int | None) -> int:
+    """Consul's rules for X-Consul-Index: reset to 0 when it went backwards (a snapshot
+    restore, an upgrade), or is missing or invalid; otherwise take it. Blocking queries
+    then use at least 1, so a zero index can never turn into a busy loop."""
+    if new is None or new <= 0 or new < previous:
+        return 0
+    return new
+
+
+def parse_index(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def check_state(checks: Any, warning: str) -> tuple[str, bool]:
+    """(state, any warning check) from an entry's Checks. Raises ValueError when malformed."""
+    if checks is None:
+        return "up", False
+    if not isinstance(checks, list):
+        raise ValueError("Checks must be a list")
+    critical = maintenance = warned = False
+    for check in checks:
+        if not isinstance(check, dict):
+            raise ValueError("a check is not an object")
+        check_id, status = check.get("CheckID"), check.get("Status")
+        if isinstance(check_id, str) and (
+            check_id == "_node_maintenance" or check_id.startswith("_service_maintenance:")
+        ):
+            maintenance = True  # reported as critical; it is a deliberate drain, not a fault
+        elif status == "critical":
+            critical = True
+        elif status == "warning":
+            warned = True
+        elif status != "passing":
+            raise ValueError(f"check {check_id!r} has unknown status {status!r}")
+    if critical:
+        return "down", warned
+    if maintenance:
+        return "draining", warned
+    if warned:
+        return warning, True
+    return "up", False
+
+
+def add_entries(builder: CatalogBuilder, name: str, entries: list[Any], warning: str) -> None:
+    if builder.service(name) is None:
+        return
+    ids = [
+        e["Service"].get("ID")
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("Service"), dict)
+    ]
+    repeated = {i for i in ids if ids.count(i) > 1}
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("Service"), dict):
+            builder.drop(name, f"#{n}", "entry has no Service object")
+            continue
+        svc = entry["Service"]
+        node: dict[str, Any] = entry["Node"] if isinstance(entry.get("Node"), dict) else {}
+        sid = svc.get("ID") or svc.get("Service")
+        # Service IDs are unique per agent only; the same ID on two nodes gets the node name.
+        inst_id = f"{node.get('Node')}/{sid}" if sid in repeated and node.get("Node") else sid
+        try:
+            state, warned = check_state(entry.get("Checks"), warning)
+        except ValueError as exc:
+            builder.drop(name, str(inst_id), str(exc))
+            continue
+        meta = svc.get("Meta") or None
+        over = meta_overrides(meta)
+        weights: dict[str, Any] = svc["Weights"] if isinstance(svc.get("Weights"), dict) else {}
+        weight = over.get("weight", weights.get("Warning" if warned else "Passing"))
+        builder.add(
+            name,
+            id=inst_id,
+            host=svc.get("Address") or node.get("Address"),
+            port=svc.get("Port"),
+            weight=weight,
+            state=worst(state, over.get("state")),
+            registered_at=over.get("registered_at"),
+            tags=svc.get("Tags"),
+            meta=meta,
+        )
+
+
+class Pace:
+    """Token bucket per query key (burst 2), as Consul's docs advise for blocking loops:
+    a couple of quick successive deliveries pass at once, while a churning or broken
+    index degrades to one query per `interval` instead of a busy loop."""
+
+    def __init__(self, interval: float, burst: float = 2.0) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def delay(self, key: str) -> float:
+        """Take a token for key; returns how long to wait before querying."""
+        if self.interval <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) / self.interval)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return 0.0
+        wait = (1 - tokens) * self.interval
+        self._buckets[key] = (0.0, now + wait)  # the token that arrives then is spent
+        return wait
+
+
+class ConsulSource:
+    def __init__(self, config: ConsulRegistry, services: Sequence[str] = ()) -> None:
+        self.config = config
+        self.http = Http(
+            "consul",
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            tls=config.tls,
+        )
+        self._authed = False
+        # One blocking query in flight per key, reused across wait() calls.
+        self._pending: dict[str, tuple[int, Future[int]]] = {}
+        self._pace = Pace(config.min_interval)
+
+    def _auth(self) -> None:
+        if self._authed:
+            return
+        token = secret_value(self.config.token, None, "token", f"consul {self.config.url}")
+        token = token or os.environ.get(self.config.token_env) or None
+        if token:
+            self.http.headers["X-Consul-Token"] = token
+            self.http.secrets.append(token)
+        self._authed = True
+
+    def _params(self) -> dict[str, str]:
+        params: dict[str, str] = {}
+        if self.config.datacenter:
+            params["dc"] = self.config.datacenter
+        if self.config.stale:
+            params["stale"] = ""
+        return params
+
+    def _path(self, key: str) -> str:
+        if key == CATALOG:
+            return "/v1/catalog/services"
+        return f"/v1/health/service/{quote(key, safe='')}"
+
+    def _get(
+        self, key: str, extra: dict[str, str] | None = None, read_timeout: float | None = None
+    ) -> tuple[Any, int]:
+        url = self.config.url + self._path(key)
+        params = self._params()
+        if key != CATALOG and self.config.tag:
+            params["tag"] = self.config.tag
+        params.update(extra or {})
+        r = self.http.request("GET", url, params=params, read_timeout=read_timeout)
+        index = reconcile(0, parse_index(r.headers.get("X-Consul-Index")))
+        return self.http.json(r, url), index
+
+    def _names(self) -> tuple[list[str], int | None]:
+        if self.config.services is not None:
+            return list(self.config.services), None
+        data, index = self._get(CATALOG)
+        if not isinstance(data, dict):
+            raise self.http.fail(self.config.url + self._path(CATALOG), "expected an object")
+        tag = self.config.tag
+        names = [n for n, tags in data.items() if tag is None or tag in (tags or [])]
+        return sorted(names), index
+
+    def read(self) -> Catalog:
+        self._auth()
+        names, catalog_index = self._names()
+        builder = CatalogBuilder(f"consul:{self.config.url}")
+        indexes: dict[str, int] = {}
+        if catalog_index is not None:
+            indexes[CATALOG] = catalog_index
+        for name in names:
+            entries, indexes[name] = self._get(name)
+            if not isinstance(entries, list):
+                raise self.http.fail(
+                    self.config.url + self._path(name), "expected a list of service entries"
+                )
+            add_entries(builder, name, entries, self.config.warning)
+        return builder.build(dumps(indexes))
+
+    def _block(self, key: str, index: int, wait: float) -> int:
+        """One blocking query; returns the reconciled new index."""
+        pause = self._pace.delay(key)
+        if pause > 0:  # never hammer Consul, even if it answers at once every time
+            time.sleep(pause)
+        seconds = min(600, max(1, math.ceil(wait)))
+        # Consul adds up to wait/16 of jitter before answering.
+        read_timeout = seconds + seconds / 16 + self.config.read_timeout
+        extra = {"index": str(max(index, 1)), "wait": f"{seconds}s"}
+        _, new = self._get(key, extra, read_timeout)
+        return reconcile(index, new)
+
+    def wait(self, version: str, timeout: float) -> bool:
+        try:
+            indexes = json.loads(version)
+        except ValueError:
+            return True
+        if not isinstance(indexes, dict) or not indexes:
+            return True
+        self._auth()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            futures: dict[Future[int], str] = {}
+            for key, index in indexes.items():
+                pending = self._pending.get(key)
+                if pending is None or pending[0] != index:
+                    pending = (index, in_thread(self._block, key, index, remaining))
+                    self._pending[key] = pending
+                futures[pending[1]] = key
+            done, _ = wait_futures(futures, timeout=remaining, return_when=FIRST_COMPLETED)
+            if not done:
+                return False
+            for fut in done:
+                key = futures[fut]
+                self._pending.pop(key, None)
+                try:
+                    new = fut.result()
+                except RegistryError:
+                    raise
+                if new != indexes[key]:
+                    return True
+
+    def close(self) -> None:
+        self._pending.clear()
+        self.http.close()

@@ -1,0 +1,315 @@
+"""etcd v3 through its JSON gateway (/v3/kv/range, /v3/watch), no gRPC dependency.
+
+Layout: `<prefix><service>/<instance-id>` → a JSON object
+    {"address": "10.0.0.5:8080"} or {"host": "10.0.0.5", "port": 8080},
+    plus optional weight, state, registered_at, tags, meta.
+Instances write their key with a lease and keep it alive; when the heartbeat stops etcd
+deletes the key and the instance leaves the catalog. That is the failure detection.
+
+Changes: one watch stream over the prefix, kept open by a background thread. It resumes
+from the last revision it saw after a disconnect (trying the next endpoint), and after a
+compaction it reports a change so the caller does a full re-read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from ..catalog import Catalog, CatalogBuilder
+from ..spec import EtcdRegistry
+from .base import RegistryError
+from .http import Http, HttpStatusError, describe, printable, secret_value
+
+FIELDS = ("address", "host", "port", "weight", "state", "registered_at", "tags", "meta", "id")
+# A silent stream is re-opened after this long, so a half-open TCP connection is noticed.
+STREAM_IDLE = 60.0
+
+
+class _Reopen(Exception):
+    """The stream must be re-opened from _resume; not an outage."""
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with prefix (etcd's range_end)."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] < 0xFF:
+            return prefix[:i] + bytes([prefix[i] + 1])
+    return b"\0"
+
+
+def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
+    """One key-value from the range answer → one instance (or a drop with the key named)."""
+    try:
+        key = base64.b64decode(kv["key"]).decode("utf-8")
+    except (KeyError, TypeError, ValueError):
+        builder.drop("?", "?", "key is not valid base64 UTF-8")
+        return
+    rest = key[len(prefix) :]
+    service, sep, instance = rest.partition("/")
+    if not sep or not service or not instance or "/" in instance:
+        builder.drop(service or "?", key, f"key must look like {prefix}<service>/<instance-id>")
+        return
+    try:
+        value = json.loads(base64.b64decode(kv.get("value", "")) or b"null")
+    except ValueError:
+        builder.drop(service, instance, "value is not valid JSON")
+        return
+    if not isinstance(value, dict):
+        builder.drop(service, instance, "value must be a JSON object")
+        return
+    unknown = sorted(set(map(str, value)) - set(FIELDS))
+    if unknown:
+        builder.drop(service, instance, f"unknown field(s): {', '.join(unknown)}")
+        return
+    fields = {k: v for k, v in value.items() if k != "id"}
+    builder.add(service, id=instance, **fields)
+
+
+class EtcdSource:
+    def __init__(self, config: EtcdRegistry, services: Sequence[str] = ()) -> None:
+        self.config = config
+        self.endpoints = list(config.all_endpoints)
+        self._current = 0
+        self.prefix = config.prefix.encode()
+        self.http = Http(
+            "etcd",
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            tls=config.tls,
+        )
+        self._token: str | None = None
+        # Watch state, shared with the watcher thread under _cond.
+        self._cond = threading.Condition()
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._latest = 0  # highest revision known to have changed something under the prefix
+        self._resume = 0  # next revision the stream must deliver
+        self._error: str | None = None  # why the stream is down, while it is
+        self._stream: requests.Response | None = None
+        # Counters for operators (and tests): how often the stream had to be re-opened.
+        self.reconnects = 0
+        self.compactions = 0
+
+    # --- requests with endpoint failover ----------------------------------------------
+
+    def _where(self) -> str:
+        return f"etcd {', '.join(self.endpoints)}"
+
+    def _authenticate(self, endpoint: str) -> None:
+        if not self.config.username or self._token is not None:
+            return
+        password = secret_value(
+            self.config.password, self.config.password_env, "password", self._where()
+        )
+        url = f"{endpoint}/v3/auth/authenticate"
+        if password:
+            self.http.secrets.append(password)
+        r = self.http.request(
+            "POST", url, json={"name": self.config.username, "password": password}
+        )
+        token = self.http.json(r, url).get("token") if r.content else None
+        if not isinstance(token, str) or not token:
+            raise self.http.fail(url, "authentication answered without a token")
+        self.http.secrets.append(token)
+        self._token = token
+
+    def _post(
+        self, path: str, body: dict[str, Any], *, stream: bool = False, read: float | None = None
+    ) -> requests.Response:
+        """POST to the current endpoint; on a transport failure try the others in turn."""
+        errors: list[str] = []
+        for attempt in range(len(self.endpoints)):
+            endpoint = self.endpoints[(self._current + attempt) % len(self.endpoints)]
+            try:
+                self._authenticate(endpoint)
+                headers = {"Authorization": self._token} if self._token else {}
+                r = self.http.request(
+                    "POST",
+                    endpoint + path,
+                    json=body,
+                    headers=headers,
+                    stream=stream,
+                    read_timeout=read,
+                    ok=(200, 401),
+                )
+                if r.status_code == 401 and self._token:  # token expired: log in again once
+                    self._token = None
+                    self._authenticate(endpoint)
+                    r = self.http.request(
+                        "POST",
+                        endpoint + path,
+                        json=body,
+                        headers={"Authorization": self._token or ""},
+                        stream=stream,
+                        read_timeout=read,
+                    )
+                elif r.status_code == 401:
+                    raise self.http.fail(endpoint + path, "HTTP 401 (check username/password)")
+                self._current = (self._current + attempt) % len(self.endpoints)
+                return r
+            except HttpStatusError as exc:
+                if exc.status < 500:  # the request itself is refused: another member agrees
+                    raise
+                errors.append(str(exc))  # this member is unwell (no leader, overloaded)
+            except RegistryError as exc:
+                errors.append(str(exc))
+        if len(errors) == 1:
+            raise RegistryError(errors[0])
+        raise RegistryError(f"{self._where()}: every endpoint failed; last: {errors[-1]}")
+
+    # --- read -------------------------------------------------------------------------
+
+    def read(self) -> Catalog:
+        body = {"key": b64(self.prefix), "range_end": b64(prefix_end(self.prefix))}
+        r = self._post("/v3/kv/range", body)
+        url = f"{self.endpoints[self._current]}/v3/kv/range"
+        data = self.http.json(r, url)
+        try:
+            revision = int(data["header"]["revision"])
+        except (KeyError, TypeError, ValueError):
+            raise self.http.fail(url, "answer has no header.revision") from None
+        kvs = data.get("kvs") or []
+        if not isinstance(kvs, list):
+            raise self.http.fail(url, "kvs is not a list")
+        builder = CatalogBuilder(f"etcd:{self.endpoints[self._current]}{self.config.prefix}")
+        for kv in kvs:
+            if not isinstance(kv, dict):
+                builder.drop("?", "?", "range entry is not an object")
+                continue
+            add_kv(builder, self.config.prefix, kv)
+        return builder.build(str(revision))
+
+    # --- wait -------------------------------------------------------------------------
+
+    def wait(self, version: str, timeout: float) -> bool:
+        try:
+            target = int(version)
+        except ValueError:
+            return True
+        with self._cond:
+            if self._watcher is None or not self._watcher.is_alive():
+                self._resume = max(self._resume, target + 1)
+                self._stop.clear()
+                self._watcher = threading.Thread(
+                    target=self._watch_loop, daemon=True, name="nginxgen-etcd-watch"
+                )
+                self._watcher.start()
+            changed = self._cond.wait_for(lambda: self._latest > target, timeout)
+            if not changed and self._error:
+                raise RegistryError(self._error)
+            return changed
+
+    def _watch_loop(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                self._watch_once()
+                backoff = 0.05
+            except _Reopen:
+                continue
+            except RegistryError as exc:
+                self.reconnects += 1
+                with self._cond:
+                    self._error = f"{exc} (watch; retrying)"
+                self._stop.wait(backoff)
+                backoff = min(2.0, backoff * 2)
+                self._current = (self._current + 1) % len(self.endpoints)
+
+    def _watch_once(self) -> None:
+        create = {
+            "create_request": {
+                "key": b64(self.prefix),
+                "range_end": b64(prefix_end(self.prefix)),
+                "start_revision": str(self._resume),
+            }
+        }
+        r = self._post("/v3/watch", create, stream=True, read=STREAM_IDLE)
+        url = f"{self.endpoints[self._current]}/v3/watch"
+        self._stream = r
+        if self._stop.is_set():  # close() ran while the stream was being opened
+            r.close()
+            return
+        last_message = time.monotonic()
+        try:
+            for line in r.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line:
+                    last_message = time.monotonic()
+                    self._handle(line, url)
+        except (RegistryError, _Reopen):
+            raise
+        except Exception as exc:  # close() from another thread breaks the read in odd ways
+            if self._stop.is_set():
+                return
+            if time.monotonic() - last_message >= STREAM_IDLE * 0.9:
+                raise _Reopen() from None  # just quiet: re-open, not an outage
+            if isinstance(exc, requests.RequestException):
+                raise self.http.fail(url, describe(exc, STREAM_IDLE)) from None
+            raise self.http.fail(url, f"watch stream broke: {type(exc).__name__}") from None
+        finally:
+            r.close()
+            self._stream = None
+        if not self._stop.is_set():
+            raise self.http.fail(url, "watch stream ended")
+
+    def _handle(self, line: bytes, url: str) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise self.http.fail(url, "watch sent a line that is not JSON") from None
+        if "error" in message:
+            raise self.http.fail(url, f"watch error: {printable(str(message['error']))[:200]}")
+        result = message.get("result") or {}
+        if result.get("canceled") and not result.get("compact_revision"):
+            reason = printable(str(result.get("cancel_reason") or "no reason given"))[:200]
+            raise self.http.fail(url, f"watch canceled by etcd: {reason}")
+        with self._cond:
+            self._error = None
+            compacted = int(result.get("compact_revision") or 0)
+            if compacted:
+                # History before compacted is gone: what changed is unknown. Report a change
+                # so the caller re-reads in full, and watch on from what still exists.
+                self._latest = max(self._latest, compacted)
+                self._resume = compacted
+                self.compactions += 1
+                self._cond.notify_all()
+                raise _Reopen()
+            for event in result.get("events") or ():
+                rev = int((event.get("kv") or {}).get("mod_revision") or 0)
+                self._latest = max(self._latest, rev)
+                self._resume = max(self._resume, rev + 1)
+            if result.get("events"):
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            _interrupt(stream)
+        self.http.close()
+
+
+def _interrupt(stream: requests.Response) -> None:
+    """Wake the watcher thread blocked in recv(): closing a socket from another thread
+    does not, shutting it down does."""
+    conn = getattr(stream.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    stream.close()
