@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -128,7 +129,57 @@ class FileRegistry(Model):
     poll: Duration = 1.0
 
 
-RegistrySpec = Annotated[FileRegistry, Field(discriminator="kind")]
+# --- network registries (minimal: what `nginxgen agent` needs to write) --------------------
+# The registry readers define richer models of the same kinds with these same field names;
+# when both exist, theirs win.
+
+
+def _http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"must be an http:// or https:// URL without query, got {value!r}")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class _NetworkRegistry(Model):
+    # Short by default: a registry that does not answer quickly is treated as down.
+    connect_timeout: Duration = 2.0
+    read_timeout: Duration = 5.0
+
+
+class EtcdRegistry(_NetworkRegistry):
+    kind: Literal["etcd"]
+    url: HttpUrl | None = None
+    endpoints: tuple[HttpUrl, ...] = ()
+    prefix: str = "/services/"
+    username: str | None = None
+    password: SecretStr | None = None  # prefer password_env: secrets stay out of the spec
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> EtcdRegistry:
+        if self.url and self.endpoints:
+            raise ValueError("use url or endpoints, not both")
+        if not self.prefix.endswith("/"):
+            raise ValueError(f"prefix must end with '/', got {self.prefix!r}")
+        return self
+
+    @property
+    def all_endpoints(self) -> tuple[str, ...]:
+        return self.endpoints or (self.url or "http://127.0.0.1:2379",)
+
+
+class ConsulRegistry(_NetworkRegistry):
+    kind: Literal["consul"]
+    url: HttpUrl = "http://127.0.0.1:8500"
+    token: SecretStr | None = None
+    token_env: str = "CONSUL_HTTP_TOKEN"
+    datacenter: Token | None = None
+
+
+RegistrySpec = Annotated[FileRegistry | EtcdRegistry | ConsulRegistry, Field(discriminator="kind")]
 REGISTRY_KINDS = ("file", "consul", "etcd", "nacos", "eureka")
 
 
