@@ -263,3 +263,99 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,::1")
     os.environ.setdefault("NGINXGEN_TEST", "1")
+
+
+# --- etcd -----------------------------------------------------------------------------
+
+
+class EtcdServer:
+    """A real single-member etcd on free loopback ports, data in a temp dir.
+
+    Restartable on the same ports (`restart(wipe=True)` also throws the data away, as a
+    replaced cluster would). Reads go through etcd's v3 JSON gateway.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.log = root / "etcd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> EtcdServer:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    shutil.which("etcd") or "etcd",
+                    "--name=default",
+                    f"--data-dir={self.data_dir}",
+                    f"--listen-client-urls={self.url}",
+                    f"--advertise-client-urls={self.url}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=default={peer}",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited: {self.log.read_text()[-2000:]}")
+            try:
+                r = requests.get(self.url + "/health", timeout=1)
+                if r.ok and r.json().get("health") == "true":
+                    return self
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"etcd not healthy after {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self, wipe: bool = False) -> None:
+        self.stop()
+        if wipe:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.start()
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = requests.post(self.url + path, json=body, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        """(JSON value, lease id; 0 = no lease) of one key, or (None, 0) when absent."""
+        import base64
+
+        answer = self._call("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        kvs = answer.get("kvs") or []
+        if not kvs:
+            return None, 0
+        value = json.loads(base64.b64decode(kvs[0]["value"]))
+        return value, int(kvs[0].get("lease") or 0)
+
+    def lease_ttl(self, lease: int) -> int:
+        """Seconds left on a lease; -1 when it does not exist."""
+        return int(self._call("/v3/lease/timetolive", {"ID": lease}).get("TTL", -1))
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
+    server = EtcdServer(tmp_path / "etcd")
+    server.root.mkdir()
+    server.start()
+    yield server
+    server.stop()
