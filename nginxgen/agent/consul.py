@@ -99,7 +99,7 @@ class ConsulRegistrar:
         verb, note = ("fail", "health URL failing") if record.state == DOWN else ("pass", "")
         self._call(
             "PUT",
-            f"/v1/agent/check/{verb}/{quote(self.check_id, safe='')}",
+            f"/v1/agent/check/{verb}/{quote(self.check_id, safe=':')}",
             params={"note": note} if note else None,
         )
 

@@ -240,13 +240,15 @@ class Agent:
                     f"(registered_at {record.registered_at_iso}, ttl {_secs(self.config.ttl)})"
                 )
             elif self.written != record.state:
+                # Logged where the state was decided; a failed write logs the outage.
                 self.registrar.update(record)
-                self.log(f"{self.registrar.name}: state {self.written} → {record.state}")
             else:
                 self.registrar.heartbeat(record)
         except LeaseLost as exc:
             if self.written is not None:
                 self.log(f"registration lost ({exc}): registering again")
+            elif not self.lost_in_row:
+                self.log(f"registration refused ({exc}); retrying with backoff")
             self.written = None
             # Register again at once; if that is refused too, back off like an outage.
             self.next_retry = now + (self.backoff.next() if self.lost_in_row else 0.0)
