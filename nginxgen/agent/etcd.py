@@ -58,7 +58,7 @@ class EtcdRegistrar:
                 self.name = f"etcd {self.endpoints[0]}"
                 continue
             return self._answer(r, url, path, body)
-        raise RegistryDown(f"etcd unreachable ({last})")
+        raise RegistryDown(f"etcd {last}")
 
     def _answer(
         self, r: requests.Response, url: str, path: str, body: dict[str, Any]
