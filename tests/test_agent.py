@@ -122,3 +122,30 @@ def test_bad_registry_settings_are_a_spec_error(tmp_path):
     result = agent_cli(tmp_path, "--service", "a", "--address", "h:1")
     assert result.returncode == 2
     assert "registry: prefix must end with '/'" in result.stderr
+
+
+def test_network_registry_models(tmp_path):
+    from nginxgen.spec import SpecError, parse_spec
+
+    routes = "routes: [{path: /, service: a}]\n"
+    spec = parse_spec(
+        "registry: {kind: etcd, endpoints: ['http://10.0.0.1:2379/', 'http://10.0.0.2:2379']}\n"
+        + routes,
+        tmp_path / "s.yaml",
+    )
+    assert spec.registry.kind == "etcd"
+    assert spec.registry.all_endpoints == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
+    assert spec.registry.prefix == "/services/"
+    spec = parse_spec("registry: {kind: consul}\n" + routes, tmp_path / "s.yaml")
+    assert spec.registry.kind == "consul"
+    assert (spec.registry.url, spec.registry.token_env) == (
+        "http://127.0.0.1:8500",
+        "CONSUL_HTTP_TOKEN",
+    )
+    with pytest.raises(SpecError, match=r"s\.yaml:1: registry: use url or endpoints, not both"):
+        parse_spec(
+            "registry: {kind: etcd, url: 'http://a:1', endpoints: ['http://b:1']}\n" + routes,
+            tmp_path / "s.yaml",
+        )
+    with pytest.raises(SpecError, match=r"registry\.url: must be an http:// or https:// URL"):
+        parse_spec("registry: {kind: consul, url: 'ftp://x'}\n" + routes, tmp_path / "s.yaml")
