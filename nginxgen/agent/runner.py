@@ -152,8 +152,8 @@ class Agent:
                     self._forward(signum)
                 elif drain_started is None:
                     drain_started = self.clock()
-                    if self.record is None:
-                        self.log(f"{name}: stopping (never registered)")
+                    if self.record is None or not self.ever_registered:
+                        self.log(f"{name}: stopping (never registered, nothing to drain)")
                         skip_drain = True
                     else:
                         self.record = self.record.with_state(DRAINING)
@@ -209,9 +209,7 @@ class Agent:
                     wake = drain_end
             else:
                 wake = next_health if cfg.health_url else float("inf")
-            if self.record is not None:
-                wake = min(wake, self.next_retry if self._pending() else self.next_beat)
-            self._sleep_until(wake)
+            self._sleep_until(min(wake, self._registry_due()))
 
         self._deregister()
         return self._stop_child()
@@ -220,13 +218,25 @@ class Agent:
 
     def _pending(self) -> bool:
         """A registration or state change still has to reach the registry."""
-        return self.record is not None and self.written != self.record.state
+        record = self.record
+        if record is None or (record.state == DRAINING and self.written is None):
+            return False  # never add a unit to the registry on its way out
+        return self.written != record.state
+
+    def _registry_due(self) -> float:
+        """When the registry needs us next: a retry, a heartbeat, or never."""
+        record = self.record
+        if record is None or (record.state == DRAINING and self.written is None):
+            return float("inf")
+        return self.next_retry if self._pending() else self.next_beat
 
     def _sync(self) -> None:
         """Bring the registry in line with self.record, or heartbeat when due."""
         record, now = self.record, self.clock()
         if record is None:
             return
+        if record.state == DRAINING and self.written is None:
+            return  # see _pending
         if self._pending() and now < self.next_retry:
             return
         if not self._pending() and now < self.next_beat:

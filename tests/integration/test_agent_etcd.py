@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import textwrap
@@ -252,3 +253,28 @@ def test_program_that_exits_by_itself_is_deregistered(spec, etcd_server, agents,
     assert agent.wait(30) == 5
     assert state(etcd_server) is None
     assert "exited by itself with code 5" in agent.log()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_sigterm_during_an_outage_drains_quietly_and_exits_0(spec, etcd_server, agents, backends):
+    app = backends("app")
+    agent = agents(
+        spec,
+        *("--service", "app", "--id", "app-1", "--address", app.address, "--ttl", "2s"),
+        *("--drain", "3s"),
+    )
+    eventually(lambda: state(etcd_server) == "up", 30, "state up", agent)
+    etcd_server.stop()
+    agent.wait_log("registry unreachable")
+    used = cpu_seconds(agent.proc.pid)
+    agent.signal(signal.SIGTERM)
+    agent.wait_log("drain time 3s is over")
+    # Waiting is sleeping: no busy loop while the registry is away.
+    assert cpu_seconds(agent.proc.pid) - used < 1.0
+    assert agent.wait(30) == 0
+    assert "could not deregister" in agent.log()
+    assert "when its TTL runs out" in agent.log()
