@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -203,6 +204,92 @@ def services(
         soft_wrap=True,
         markup=False,
     )
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def agent(
+    service: Annotated[str, typer.Option("--service", help="Service name to register under.")],
+    address: Annotated[str, typer.Option("--address", help="HOST:PORT the unit serves on.")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="After `--`: a program to run, watch and stop after draining."),
+    ] = None,
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    instance_id: Annotated[
+        str | None, typer.Option("--id", help="Instance id. Default: SERVICE-HOST-PORT.")
+    ] = None,
+    weight: Annotated[int, typer.Option(help="Weight, 1-1000.")] = 1,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help="k=v metadata; repeatable.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag; repeatable.")] = None,
+    ttl: Annotated[str, typer.Option(help="Lease/check TTL; heartbeat every TTL/3.")] = "10s",
+    health_url: Annotated[
+        str | None, typer.Option(help="GET it every --health-interval; 2xx is healthy.")
+    ] = None,
+    health_interval: Annotated[str, typer.Option(help="Between two health probes.")] = "2s",
+    rise: Annotated[int, typer.Option(help="Passes in a row that mark the unit up.")] = 2,
+    fall: Annotated[int, typer.Option(help="Failures in a row that mark the unit down.")] = 3,
+    wait_healthy: Annotated[
+        bool, typer.Option(help="Register only after the health URL first answers 2xx.")
+    ] = False,
+    drain: Annotated[str, typer.Option(help="On SIGTERM/SIGINT: draining time.")] = "15s",
+    inflight_url: Annotated[
+        str | None,
+        typer.Option(help='Ends the drain early when it reports 0 (a number or {"inflight": n}).'),
+    ] = None,
+    drain_min: Annotated[
+        str, typer.Option(help="Least drain time before an in-flight count of 0 counts.")
+    ] = "2s",
+    stop_timeout: Annotated[
+        str, typer.Option(help="After SIGTERM, how long the program gets before SIGKILL.")
+    ] = "30s",
+) -> None:
+    """Register this unit in the registry, heartbeat, follow its health, drain on shutdown.
+
+    Exit code: 0 after a clean shutdown, the program's own code with `-- CMD`,
+    2 for a usage or spec error. A registry outage never ends the agent.
+    """
+    from .agent import open_registrar
+    from .agent.cli_args import AgentArgsError, agent_config
+    from .agent.runner import Agent, ChildError
+
+    spec = load(config)
+    try:
+        cfg = agent_config(
+            service=service,
+            address=address,
+            instance_id=instance_id,
+            weight=weight,
+            meta=meta or [],
+            tags=tag or [],
+            ttl=ttl,
+            health_url=health_url,
+            health_interval=health_interval,
+            rise=rise,
+            fall=fall,
+            wait_healthy=wait_healthy,
+            drain=drain,
+            drain_min=drain_min,
+            inflight_url=inflight_url,
+            stop_timeout=stop_timeout,
+            command=command or [],
+        )
+        registrar = open_registrar(spec.registry, cfg.service, cfg.instance_id, cfg.ttl)
+    except (AgentArgsError, ValueError) as exc:
+        fail(str(exc), 2)
+
+    def log(line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        err.print(
+            f"{stamp} agent {cfg.label}: {line}", markup=False, highlight=False, soft_wrap=True
+        )
+
+    try:
+        code = Agent(cfg, registrar, log).run()
+    except ChildError as exc:
+        fail(str(exc), 2)
+    raise typer.Exit(code)
 
 
 @app.command()

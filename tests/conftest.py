@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -436,9 +437,30 @@ class Etcd:
                 self.proc.wait(5)
         self.proc = None
 
-    def restart(self) -> None:
+    def restart(self, wipe: bool = False) -> None:
+        """Stop and start on the same ports; `wipe` throws the data away (a replaced cluster)."""
         self.stop()
+        if wipe:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         self.start()
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = requests.post(self.url + path, json=body, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        """(JSON value, lease id; 0 = no lease) of one key, or (None, 0) when absent."""
+        answer = self._call("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        kvs = answer.get("kvs") or []
+        if not kvs:
+            return None, 0
+        value = json.loads(base64.b64decode(kvs[0]["value"]))
+        return value, int(kvs[0].get("lease") or 0)
+
+    def lease_ttl(self, lease: int) -> int:
+        """Seconds left on a lease; -1 when it does not exist."""
+        return int(self._call("/v3/lease/timetolive", {"ID": lease}).get("TTL", -1))
 
     def ctl(self, *args: str, timeout: float = 15) -> str:
         """Run etcdctl against this server; returns stdout."""

@@ -1,0 +1,140 @@
+"""What the agent writes, and what every registry writer provides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import requests
+
+# States the agent writes; the same vocabulary every registry reader understands.
+STARTING, UP, DOWN, DRAINING = "starting", "up", "down", "draining"
+
+
+class RegistryDown(Exception):
+    """The registry did not answer, or answered with an error: retry later.
+
+    The message names the registry and what happened, in one line, without secrets.
+    """
+
+
+class LeaseLost(Exception):
+    """The registry no longer holds our registration (lease expired, agent restarted,
+    data wiped): register again from scratch."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    service: str
+    instance_id: str
+    address: str  # host:port, validated
+    weight: int = 1
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+    ttl: float = 10.0
+    health_url: str | None = None
+    health_interval: float = 2.0
+    rise: int = 2
+    fall: int = 3
+    wait_healthy: bool = False
+    drain: float = 15.0
+    drain_min: float = 2.0
+    inflight_url: str | None = None
+    stop_timeout: float = 30.0
+    command: tuple[str, ...] = ()
+
+    @property
+    def heartbeat_every(self) -> float:
+        """A third of the TTL: two beats can be lost before the registry gives up on us."""
+        return max(0.2, self.ttl / 3)
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}/{self.instance_id}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One instance as the registry should hold it."""
+
+    service: str
+    instance_id: str
+    address: str
+    weight: int
+    state: str
+    registered_at: datetime
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def first(cls, config: AgentConfig, state: str, now: datetime) -> Record:
+        return cls(
+            config.service,
+            config.instance_id,
+            config.address,
+            config.weight,
+            state,
+            now,
+            config.tags,
+            config.meta,
+        )
+
+    def with_state(self, state: str) -> Record:
+        return dataclasses.replace(self, state=state)
+
+    @property
+    def registered_at_iso(self) -> str:
+        return self.registered_at.isoformat().replace("+00:00", "Z")
+
+    def to_json(self) -> dict[str, Any]:
+        """The value the etcd and file registries hold (the readers' field names)."""
+        return {
+            "id": self.instance_id,
+            "address": self.address,
+            "weight": self.weight,
+            "state": self.state,
+            "registered_at": self.registered_at_iso,
+            "tags": list(self.tags),
+            "meta": dict(self.meta),
+        }
+
+
+class Registrar(Protocol):
+    """Writes one instance into one registry. Every method may raise RegistryDown."""
+
+    name: str  # e.g. "etcd http://10.0.0.1:2379", for log lines
+
+    def register(self, record: Record) -> None:
+        """Write the record as a fresh registration (new lease / new service entry)."""
+        ...
+
+    def update(self, record: Record) -> None:
+        """Change the written record (its state). Raises LeaseLost when it is gone."""
+        ...
+
+    def heartbeat(self, record: Record) -> None:
+        """Tell the registry we are alive. Raises LeaseLost when the registration is gone."""
+        ...
+
+    def deregister(self) -> None:
+        """Remove the registration now; a missing one is not an error."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def http_reason(exc: BaseException) -> str:
+    """The human part of a requests error (no urllib3 object reprs in log lines)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, requests.ReadTimeout):
+        return "read timeout"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        for hint in ("Connection refused", "Name or service not known", "Connection reset"):
+            if hint in text:
+                return hint.lower()
+        return "connection failed"
+    return type(exc).__name__
