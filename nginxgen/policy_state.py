@@ -45,6 +45,8 @@ class PolicyState:
         self.path = path
         self._entries: dict[str, dict[str, Any]] = {}
         self._fresh = True  # no state to build on: what we see now predates us
+        # What was last written: the watch loop saves after every pass, mostly unchanged.
+        self._saved: str | None = None
         if path is not None:
             self._load(path)
 
@@ -120,8 +122,12 @@ class PolicyState:
                 for k, e in sorted(self._entries.items())
             },
         }
+        text = json.dumps(data, indent=1) + "\n"
+        if text == self._saved:
+            return
         try:
-            write_atomic(self.path, json.dumps(data, indent=1) + "\n", backup=False)
+            write_atomic(self.path, text, backup=False)
+            self._saved = text
         except OSError as exc:
             log.warning("state file %s: cannot write (%s)", self.path, exc.strerror)
 
