@@ -271,6 +271,8 @@ def test_invalid_config_is_not_installed_and_health_says_why(gateway, backends):
     gw.proc.send_signal(signal.SIGHUP)
     eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
     eventually(lambda: gw.healthz()[0] == 200, 10, "healthy again")
+    assert gw.metric('nginxgen_reloads_total{reason="spec"}') == 1
+    assert "(spec reloaded)" in gw.logs()
     assert gw.stop_watch() == 0
 
 
