@@ -160,3 +160,33 @@ def test_sighup_keeps_the_probe_verdicts_unless_the_probe_settings_change(watche
     assert w.policies is not first
     assert w.policies.state is first.state  # same state file: the ramps go on
     assert first.prober is not None and first.prober._stop.is_set()
+
+
+def test_probe_verdicts_apply_on_the_last_good_catalog_while_the_registry_is_down(
+    watcher, tmp_path
+):
+    source = FakeSource(9001, 9002)
+    w = watcher(source, {"warmup": "off", "probe": PROBE})
+    prober = w.policies.prober
+    assert prober is not None
+    sick: set[str] = set()
+    prober.checker = lambda t: "no answer within 2s" if t.address in sick else ""
+    loop = threading.Thread(target=w._loop, daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "nginx.conf").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert weights(tmp_path) == {9001: 1, 9002: 1}
+        source.broken = True
+        sick.add("127.0.0.1:9002")
+        prober.probe_all()
+        prober.probe_all()
+        while weights(tmp_path) != {9001: 1} and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert weights(tmp_path) == {9001: 1}
+        assert w.health.stale_since is not None  # and /healthz still says the data is stale
+    finally:
+        w.stopping = True
+        loop.join(10)
+    assert not loop.is_alive()
