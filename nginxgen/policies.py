@@ -15,10 +15,14 @@ import threading
 from datetime import datetime
 
 from .catalog import Catalog
+from .plan import Plan
 from .policy_state import PolicyState, state_path
 from .probe import Prober
-from .spec import Spec
+from .spec import Probe, Spec
 from .warmup import Observed
+
+# The plan's note for an instance on its ramp (plan.py writes it; docs/policies.md shows it).
+WARMING_NOTE = ": warming up, step "
 
 
 class Policies:
@@ -51,3 +55,32 @@ class Policies:
     def close(self) -> None:
         if self.prober:
             self.prober.stop()
+
+    @property
+    def probe_interval(self) -> float | None:
+        """The shortest probe interval of any routed service; None when nothing probes."""
+        intervals = [p.interval for p in _probes(self.spec).values() if p.enabled]
+        return min(intervals, default=None)
+
+    def reusable_for(self, spec: Spec) -> bool:
+        """Can a reloaded spec keep this object (and its probe history)?
+
+        Only when the probes and the state file stay the same: keeping them means a
+        SIGHUP does not let a pseudo-dead instance back in while it is probed afresh.
+        """
+        return _probes(spec) == _probes(self.spec) and state_path(spec) == state_path(self.spec)
+
+    def adopt(self, spec: Spec) -> None:
+        """Carry on under a reloaded spec that `reusable_for` accepted."""
+        self.spec = spec
+        if self.prober:
+            self.prober.spec = spec
+
+
+def warming_count(plan: Plan) -> int:
+    """Instances the plan keeps on a warm-up ramp (one note each)."""
+    return sum(WARMING_NOTE in note for note in plan.notes)
+
+
+def _probes(spec: Spec) -> dict[str, Probe]:
+    return {n: spec.service_policy(n).probe for n in spec.service_names}

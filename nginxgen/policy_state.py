@@ -45,6 +45,9 @@ class PolicyState:
         self.path = path
         self._entries: dict[str, dict[str, Any]] = {}
         self._fresh = True  # no state to build on: what we see now predates us
+        # Something to write: the watch loop saves after every pass, mostly unchanged, and
+        # writing 10,000 entries each time would cost more than planning them.
+        self._dirty = True
         if path is not None:
             self._load(path)
 
@@ -72,6 +75,7 @@ class PolicyState:
             self._entries = {}
             return
         self._fresh = False
+        self._dirty = False
 
     def observe(self, catalog: Catalog, now: datetime, dead: Collection[str] = ()) -> Observed:
         """Record what `catalog` (and the prober's `dead` keys) show at `now`."""
@@ -94,6 +98,8 @@ class PolicyState:
                     entry["serving"] = serving
                 entries[key] = entry
         # Instances gone from the registry are forgotten: if they register again, they ramp.
+        if entries != self._entries:
+            self._dirty = True
         self._entries = entries
         self._fresh = False
         return self.observed(dead)
@@ -107,7 +113,7 @@ class PolicyState:
 
     def save(self) -> None:
         """Write the state atomically (call after a config was installed)."""
-        if self.path is None:
+        if self.path is None or not self._dirty:
             return
         data = {
             "format": FORMAT,
@@ -122,6 +128,7 @@ class PolicyState:
         }
         try:
             write_atomic(self.path, json.dumps(data, indent=1) + "\n", backup=False)
+            self._dirty = False
         except OSError as exc:
             log.warning("state file %s: cannot write (%s)", self.path, exc.strerror)
 

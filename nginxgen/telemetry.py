@@ -64,9 +64,11 @@ def setup_logging(fmt: str, level: int = logging.INFO) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(TextFormatter())
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
+    # On the package's logger, so the prober's and the state file's lines come out alike.
+    root = logging.getLogger("nginxgen")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
 
 
 class _RichFields(logging.Formatter):
@@ -80,6 +82,10 @@ def event(level: int, msg: str, **fields: Any) -> None:
 
 
 # --- metrics ----------------------------------------------------------------------------
+
+# Why a reload happened, first match wins: the first config of this process; a reloaded
+# spec (SIGHUP); a different catalog; a different pseudo-dead set; a warm-up step (the clock).
+RELOAD_REASONS = ("start", "spec", "registry", "probe", "warmup")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -100,8 +106,13 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter(
-            "nginxgen_reloads", "Reloads of nginx onto a new config.", registry=r
+            "nginxgen_reloads",
+            "Reloads of nginx onto a new config, by what caused them (see RELOAD_REASONS).",
+            ["reason"],
+            registry=r,
         )
+        for reason in RELOAD_REASONS:
+            self.reloads.labels(reason)  # every reason shows, at 0, from the start
         self.reload_failures = Counter(
             "nginxgen_reload_failures",
             "Reloads that failed or did not serve the new config in time.",
@@ -128,6 +139,16 @@ class Metrics:
         )
         self.stale = Gauge(
             "nginxgen_registry_stale", "1 while serving the last good catalog.", registry=r
+        )
+        self.warming = Gauge(
+            "nginxgen_instances_warming_up",
+            "Instances on a warm-up ramp in the last planned config.",
+            registry=r,
+        )
+        self.pseudo_dead = Gauge(
+            "nginxgen_instances_pseudo_dead",
+            "Instances failing their health probes (kept out unless their whole service fails).",
+            registry=r,
         )
         self.latency = Histogram(
             "nginxgen_change_to_served_seconds",

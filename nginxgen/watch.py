@@ -2,9 +2,14 @@
 
 The loop, one step at a time:
 
-    wait for a change ─▶ debounce ─▶ read ─▶ guard ─▶ plan+render ─▶ same text? stop
-        ▲                                                   │
+    wait for a change ─▶ debounce ─▶ read ─▶ guard ─▶ observe ─▶ plan+render ─▶ same text? stop
+        ▲                                                               │
         └── record ◀── confirm ◀── reload ◀── install ◀── verify (crossplane, nginx -t)
+
+A change is a registry event, a warm-up step falling due (the plan's next_change_at), the
+prober finding an instance pseudo-dead or healthy again, or a SIGHUP. `observe` hands the
+plan what the traffic policies saw over time (first-seen times from the state file, the
+prober's dead set); the state file is saved once a config built from it serves.
 
 Registry errors never end the loop: the last good catalog stays in force, reads are
 retried with capped exponential backoff and jitter, and /healthz says the data is stale.
@@ -43,7 +48,9 @@ from .install import (
 )
 from .nginx_bin import Binary
 from .pipeline import build, nginx_for_test
-from .plan import Plan, next_change_at
+from .plan import Plan
+from .policies import Policies, warming_count
+from .policy_state import state_path
 from .render import config_generation, environment, render_location, render_upstream
 from .sources import RegistryError, Source, open_source
 from .spec import Backoff as BackoffSpec
@@ -52,6 +59,16 @@ from .telemetry import Health, Metrics, StatusServer, event
 
 # Longest single block on the registry: SIGHUP, schedules and holds are noticed this fast.
 WAIT_SLICE = 1.0
+# Wake this much after a warm-up step boundary, so the plan surely sees the new step.
+SCHEDULE_MARGIN = 0.01
+# Reload reasons as the log line says them (telemetry.RELOAD_REASONS are the metric labels).
+REASON_WORDS = {
+    "start": "first config of this run",
+    "spec": "spec reloaded",
+    "registry": "registry changed",
+    "probe": "health probes changed",
+    "warmup": "warm-up step",
+}
 
 
 class Result(Enum):
@@ -108,6 +125,12 @@ class Watcher:
         self.backoff = Backoff(spec.watch.backoff)
         self.accepted: Catalog | None = None  # the effective catalog last planned with
         self.applied_plan: Plan | None = None
+        # Traffic policies: warm-up state file, pseudo-dead probes (started by `run`).
+        self.policies = Policies(spec)
+        self.next_change: datetime | None = None  # the last plan's next warm-up step
+        self._observed_dead: frozenset[str] = frozenset()  # in the last build
+        self._applied_dead: frozenset[str] = frozenset()  # in the config that serves
+        self._spec_reloaded = False  # since the last successful apply
         self.failed_text: str | None = None  # do not retry this exact text
         self.last_read = 0.0
         self.stopping = False
@@ -133,10 +156,12 @@ class Watcher:
             event(logging.INFO, "health and metrics listening", listen=self.spec.watch.listen)
         try:
             if self.options.once or self.options.dry_run:
-                return self._one_pass()
+                return self._one_pass()  # the ramp as it stands now; no probes, no waiting
+            self.policies.start()
             self._loop()
             return 0
         finally:
+            self.policies.close()
             if self._server:
                 self._server.stop()
             self.source.close()
@@ -152,23 +177,29 @@ class Watcher:
 
     def _loop(self) -> None:
         changed_at = time.monotonic()
-        first = True
+        woke = "start"  # what ended the last wait (see _wait_for_change)
         while not self.stopping:
             if self.reload_spec:
                 self._reread_spec()
             try:
+                if woke == "probe":
+                    # Instances failing together flip within moments: one reload for all.
+                    self._sleep(self.spec.watch.debounce.min)
                 catalog = self._read()
-                if not first:
+                if woke == "registry":
                     catalog = self._settle(catalog, changed_at)
             except RegistryError:
+                if woke in ("probe", "warmup") and self.accepted is not None:
+                    # Probe verdicts and ramp steps do not wait for the registry to return.
+                    self._apply_safely(self.accepted, changed_at)
+                    woke = "error"
                 self._sleep(self.backoff.next())
                 continue
             self.backoff.reset()
             if self.stopping:
                 break
             self._apply_safely(catalog, changed_at)
-            first = False
-            self._wait_for_change(catalog.version)
+            woke = self._wait_for_change(catalog.version)
             changed_at = time.monotonic()
 
     # --- the steps ---------------------------------------------------------------------
@@ -232,27 +263,45 @@ class Watcher:
             catalog = self._read()
         return catalog
 
-    def _wait_for_change(self, version: str) -> None:
-        """Block until the registry moves, a planned change falls due, a held removal
-        needs another look, a resync is due, or a signal asks for attention."""
+    def _wait_for_change(self, version: str) -> str:
+        """Block until the registry moves ("registry"), a warm-up step falls due
+        ("warmup"), the prober's verdict changes ("probe"), a held removal needs another
+        look ("hold"), a resync is due ("resync"), waiting failed ("error"), or a signal
+        asks for attention ("spec", "stop"). Returns which."""
         due = self._schedule_due()
-        while not (self.stopping or self.reload_spec):
+        slice_ = self._wait_slice()
+        while True:
+            if self.stopping:
+                return "stop"
+            if self.reload_spec:
+                return "spec"
+            if self.policies.changed.is_set():
+                return "probe"
             now = time.monotonic()
-            deadline = self.last_read + self.spec.watch.resync
-            if self.hold.holding:
-                deadline = min(deadline, self.last_read + self.hold.recheck_every)
-            if due is not None:
-                deadline = min(deadline, due)
+            deadline, why = self.last_read + self.spec.watch.resync, "resync"
+            if self.hold.holding and self.last_read + self.hold.recheck_every < deadline:
+                deadline, why = self.last_read + self.hold.recheck_every, "hold"
+            if due is not None and due < deadline:
+                deadline, why = due, "warmup"
             if now >= deadline:
-                return
-            timeout = min(WAIT_SLICE, deadline - now)
+                return why
+            timeout = min(slice_, deadline - now)
             try:
                 if self._idle(self._wait, version, timeout):
-                    return
+                    return "registry"
             except RegistryError as exc:
                 self._registry_failed(str(exc))
                 self._sleep(self.backoff.next())
-                return
+                return "error"
+
+    def _wait_slice(self) -> float:
+        """How long one registry wait may block. The prober's `changed` event cannot cut a
+        registry wait short, so with probes on the wait is cut into half probe intervals:
+        a flip is noticed within the time the prober needed to see it anyway."""
+        interval = self.policies.probe_interval
+        if interval is None:
+            return WAIT_SLICE
+        return min(WAIT_SLICE, max(0.05, interval / 2))
 
     def _wait(self, version: str, timeout: float) -> bool:
         try:
@@ -263,14 +312,12 @@ class Watcher:
             raise RegistryError(f"{type(exc).__name__}: {exc}") from exc
 
     def _schedule_due(self) -> float | None:
-        """next_change_at as a monotonic deadline (the plan's clock is wall time)."""
-        if self.accepted is None:
+        """The last plan's next_change_at as a monotonic deadline (the plan's clock is
+        wall time)."""
+        if self.next_change is None:
             return None
-        now = datetime.now(timezone.utc)
-        at = next_change_at(self.spec, self.accepted, now)
-        if at is None:
-            return None
-        return time.monotonic() + max(0.0, (at - now) / timedelta(seconds=1))
+        delay = (self.next_change - datetime.now(timezone.utc)) / timedelta(seconds=1)
+        return time.monotonic() + max(0.0, delay) + SCHEDULE_MARGIN
 
     def _apply_safely(self, catalog: Catalog, changed_at: float) -> Result:
         """`apply`, but a failure nobody planned for (disk full, a template error) is
@@ -284,7 +331,8 @@ class Watcher:
             return Result.FAILED
 
     def apply(self, catalog: Catalog, changed_at: float) -> Result:
-        """guard → plan → render → verify → install → reload → confirm → record."""
+        """guard → observe → plan → render → verify → install → reload → confirm → record."""
+        self.next_change = None  # until this pass plans again: never wake on a stale step
         guarded = self.hold.check(self.accepted, catalog, time.monotonic())
         for reason in guarded.released:
             event(logging.WARNING, f"removal confirmed by consecutive reads: {reason}")
@@ -296,9 +344,15 @@ class Watcher:
         self.accepted = effective = guarded.catalog
         self.metrics.set_catalog(effective)
 
-        result = build(self.spec, effective, binary=self.binary)
+        now = datetime.now(timezone.utc)
+        observed = self.policies.observe(effective, now)
+        self._observed_dead = observed.dead
+        result = build(self.spec, effective, binary=self.binary, now=now, observed=observed)
         self.metrics.renders.inc()
         text, plan = result.text, result.plan
+        self.next_change = plan.next_change_at
+        self.metrics.warming.set(warming_count(plan))
+        self.metrics.pseudo_dead.set(len(observed.dead))
         output = Path(self.spec.nginx.output)
         installed = _read_text(output)
         generation = config_generation(text) or ""
@@ -324,13 +378,16 @@ class Watcher:
         if written and written.in_place and not self._said_in_place:
             self._said_in_place = True
             event(logging.WARNING, f"{output}: rename impossible (bind mount?); writing in place")
-        outcome = self._reload_and_confirm(generation, written)
+        reason = self._reason(plan)
+        outcome = self._reload_and_confirm(generation, written, reason)
         if outcome is not None:
             return self._failed(text, outcome)
         diff = diff_plans(self.applied_plan, plan)
+        verb = "reloaded" if self._nginx_running else "installed"
         event(
             logging.INFO,
-            f"{'reloaded' if self._nginx_running else 'installed'}: {diff.summary()}",
+            f"{verb}: {diff.summary()} ({REASON_WORDS[reason]})",
+            reason=reason,
             generation=generation,
             upstreams=len(plan.upstreams),
             servers=plan.server_count,
@@ -342,7 +399,23 @@ class Watcher:
         settle_heap()  # after the reload: off the change-to-served path
         return Result.APPLIED
 
-    def _reload_and_confirm(self, generation: str, written: WriteResult | None) -> str | None:
+    def _reason(self, plan: Plan) -> str:
+        """Why this config differs from the one serving (telemetry.RELOAD_REASONS)."""
+        last = self.applied_plan
+        if last is None:
+            return "start"
+        if self._spec_reloaded:
+            return "spec"
+        if plan.catalog_fingerprint != last.catalog_fingerprint:
+            return "registry"
+        if self._observed_dead != self._applied_dead:
+            return "probe"
+        # Same spec, registry and probe verdicts: only the clock moved a ramp on.
+        return "warmup" if last.next_change_at is not None else "registry"
+
+    def _reload_and_confirm(
+        self, generation: str, written: WriteResult | None, reason: str
+    ) -> str | None:
         """None when the new config serves; else why not (after rolling back)."""
         nginx = self.spec.nginx
         reload = reload_nginx(nginx, self.binary)
@@ -354,7 +427,7 @@ class Watcher:
             self.metrics.reload_failures.inc()
             self._rollback(written, reload_again=False)
             return f"reload: {reload.message}"
-        self.metrics.reloads.inc()
+        self.metrics.reloads.labels(reason).inc()
         if nginx.status_listen == "off":
             return None
         seen = confirm_generation(nginx.status_listen, generation, self.spec.watch.confirm_timeout)
@@ -390,6 +463,9 @@ class Watcher:
 
     def _succeeded(self, plan: Plan, generation: str, changed_at: float, *, observe: bool) -> None:
         self.applied_plan = plan
+        self._applied_dead = self._observed_dead
+        self._spec_reloaded = False
+        self.policies.installed()  # first-seen times count from a config that serves
         self.failed_text = None
         self.health.applied, self.health.apply_error = True, ""
         self.health.generation = generation
@@ -477,7 +553,22 @@ class Watcher:
         self.hold = RemovalHold(spec.watch.guard)
         self.backoff = Backoff(spec.watch.backoff)
         self.failed_text = None
+        self._reload_policies(spec)
+        self._spec_reloaded = True
         event(logging.INFO, "SIGHUP: spec and templates reloaded", spec=str(self.config_path))
+
+    def _reload_policies(self, spec: Spec) -> None:
+        """Keep the policies (and the prober's verdicts) when their settings stay;
+        otherwise start afresh, keeping the state file's times when its path stays."""
+        if self.policies.reusable_for(spec):
+            self.policies.adopt(spec)
+            return
+        old = self.policies
+        same_file = state_path(spec) == state_path(old.spec)
+        old.close()
+        self.policies = Policies(spec, state=old.state if same_file else None).start()
+        # The new prober knows nothing yet: the next pass plans without pseudo-dead ones.
+        event(logging.INFO, "SIGHUP: probe or state file settings changed; policies start afresh")
 
 
 def settle_heap() -> None:

@@ -173,6 +173,20 @@ def test_state_file_survives_a_restart_and_a_new_address_restarts_the_ramp(tmp_p
     assert weights(make_plan(sp, moved, at(70), obs)) == {"old": 10, "n": 1}
 
 
+def test_state_file_is_written_only_when_something_changed(tmp_path) -> None:
+    path = tmp_path / "state.json"
+    state = PolicyState(path)
+    state.observe(catalog(OLD), at(0))
+    state.save()
+    path.unlink()  # a marker: a save that writes brings the file back
+    state.observe(catalog(OLD), at(10))
+    state.save()
+    assert not path.exists()  # the watch loop saves every pass; this one had nothing new
+    state.observe(catalog(OLD, {"id": "n", "address": "10.0.0.2:80"}), at(20))
+    state.save()
+    assert "app/n@10.0.0.2:80" in path.read_text()
+
+
 def test_starting_gets_no_traffic_and_ramps_from_when_it_turns_up(tmp_path) -> None:
     state = PolicyState(tmp_path / "s.json")
     state.observe(catalog(OLD), at(-100))

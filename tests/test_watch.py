@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -174,15 +174,13 @@ def test_registry_errors_mark_stale_and_keep_the_applied_config(watcher, tmp_pat
     assert w.health.status()[0] == 200
 
 
-def test_loop_wakes_when_a_planned_change_falls_due(watcher, monkeypatch):
+def test_loop_wakes_when_a_planned_change_falls_due(watcher):
     source = FakeSource(9001)
     w = watcher(source)
     w.apply(w._read(), time.monotonic())
-    monkeypatch.setattr(
-        watch_mod, "next_change_at", lambda spec, cat, now: now + timedelta(milliseconds=200)
-    )
+    w.next_change = datetime.now(timezone.utc) + timedelta(milliseconds=200)
     start = time.monotonic()
-    w._wait_for_change(str(source.version))
+    assert w._wait_for_change(str(source.version)) == "warmup"
     assert 0.15 <= time.monotonic() - start < 0.9  # well before the 1s wait slice + resync
 
 

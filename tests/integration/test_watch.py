@@ -70,10 +70,15 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") 
 
 
 def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
+    """A sample's value: `name` alone sums every label set, `name{label="x"}` is one."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or (line.startswith(name + "{") and "{" not in name)
+    ]
+    if not values:
+        raise KeyError(name)
+    return sum(values)
 
 
 @dataclass
@@ -136,7 +141,12 @@ class Gateway:
 def gateway(workdir, nginx_runner) -> Iterator[Callable[..., Gateway]]:
     made: list[Gateway] = []
 
-    def make(services: dict[str, Any], watch: dict[str, Any] | None = None, **nginx: Any):
+    def make(
+        services: dict[str, Any],
+        watch: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,  # more top-level spec keys (defaults, ...)
+        **nginx: Any,
+    ):
         port, health = free_port(), free_port()
         spec = write_spec(
             workdir,
@@ -156,6 +166,7 @@ def gateway(workdir, nginx_runner) -> Iterator[Callable[..., Gateway]]:
                     **(watch or {}),
                 },
                 "routes": [{"path": "/", "service": "app"}],
+                **(extra or {}),
             },
             services,
         )
@@ -260,6 +271,8 @@ def test_invalid_config_is_not_installed_and_health_says_why(gateway, backends):
     gw.proc.send_signal(signal.SIGHUP)
     eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
     eventually(lambda: gw.healthz()[0] == 200, 10, "healthy again")
+    assert gw.metric('nginxgen_reloads_total{reason="spec"}') == 1
+    assert "(spec reloaded)" in gw.logs()
     assert gw.stop_watch() == 0
 
 

@@ -1,0 +1,192 @@
+"""The watch loop drives the traffic policies: warm-up steps, probe verdicts, state file.
+
+A fake registry and a fake probe checker; no nginx (installs, no reloads).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nginxgen import watch as watch_mod
+from nginxgen.spec import Spec
+from nginxgen.watch import Options, Result, Watcher
+from tests.test_watch import FakeSource
+
+STEP = {"step_percent": 25, "period": "300ms"}
+PROBE = {"path": "/healthz", "interval": "200ms", "fall": 2, "rise": 1}
+
+
+def make_spec(tmp_path: Path, defaults: dict[str, Any]) -> Spec:
+    return Spec.model_validate(
+        {
+            "registry": {"kind": "file", "path": str(tmp_path / "unused.yaml")},
+            "nginx": {
+                "flavor": "nginx",
+                "output": str(tmp_path / "nginx.conf"),
+                "pid": str(tmp_path / "nginx.pid"),
+                "status_listen": "off",
+            },
+            "watch": {"listen": "off"},
+            "defaults": defaults,
+            "routes": [{"path": "/", "service": "app"}],
+        }
+    )
+
+
+@pytest.fixture
+def watcher(tmp_path, monkeypatch):
+    monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
+    made: list[Watcher] = []
+
+    def make(source: FakeSource, defaults: dict[str, Any], **options: Any) -> Watcher:
+        w = Watcher(
+            tmp_path / "nginxgen.yaml",
+            make_spec(tmp_path, defaults),
+            Options(**options),
+            source=source,
+        )
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.policies.close()
+
+
+def weights(tmp_path: Path) -> dict[int, int]:
+    text = (tmp_path / "nginx.conf").read_text()
+    return {int(p): int(w) for p, w in re.findall(r"server 127\.0\.0\.1:(\d+) weight=(\d+)", text)}
+
+
+def reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.fields["reason"] for r in caplog.records if "reason" in getattr(r, "fields", {})]
+
+
+def test_warmup_steps_wake_the_loop_and_each_step_is_installed(watcher, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="nginxgen")
+    source = FakeSource(9001)
+    w = watcher(source, {"warmup": STEP})
+    w.apply(w._read(), time.monotonic())  # no state file yet: 9001 predates nginxgen
+    assert w.next_change is None and weights(tmp_path) == {9001: 1}
+    source.set(9001, 9002)
+    w.apply(w._read(), time.monotonic())
+    seen = [weights(tmp_path)]
+    assert w.metrics.warming._value.get() == 1
+    while w.next_change is not None:
+        started = time.monotonic()
+        assert w._wait_for_change(str(source.version)) == "warmup"
+        assert time.monotonic() - started < 0.9  # the step's own time, not the 1s slice
+        assert w.apply(w._read(), time.monotonic()) is Result.APPLIED
+        seen.append(weights(tmp_path))
+    assert seen == [
+        {9001: 4, 9002: 1},
+        {9001: 4, 9002: 2},
+        {9001: 4, 9002: 3},
+        {9001: 1, 9002: 1},
+    ]
+    assert w.metrics.warming._value.get() == 0
+    assert reasons(caplog) == ["start", "registry", "warmup", "warmup", "warmup"]
+
+
+def test_a_new_watcher_continues_the_ramp_from_the_state_file(watcher, tmp_path):
+    source = FakeSource(9001)
+    w = watcher(source, {"warmup": {"step_percent": 25, "period": "1h"}})
+    w.apply(w._read(), time.monotonic())
+    source.set(9001, 9002)
+    w.apply(w._read(), time.monotonic())
+    assert weights(tmp_path) == {9001: 4, 9002: 1}
+    state = (tmp_path / "nginxgen-state.json").read_text()
+    assert "app/i9002@127.0.0.1:9002" in state
+
+    # A restart: a new process that has never seen 9002 reads when it was first seen.
+    again = watcher(source, {"warmup": {"step_percent": 25, "period": "1h"}}, once=True)
+    assert again._one_pass() == 0
+    assert weights(tmp_path) == {9001: 4, 9002: 1}
+    assert again.next_change is not None and again.next_change == w.next_change
+    assert (tmp_path / "nginxgen-state.json").read_text() == state
+
+
+def test_once_applies_the_ramp_as_it_stands(watcher, tmp_path):
+    source = FakeSource(9001)
+    assert watcher(source, {"warmup": STEP}, once=True)._one_pass() == 0
+    source.set(9001, 9002)
+    assert watcher(source, {"warmup": STEP}, once=True)._one_pass() == 0
+    assert weights(tmp_path) == {9001: 4, 9002: 1}  # step 1 of 4, at once
+
+
+def test_a_probe_verdict_wakes_the_loop_and_takes_the_instance_out(watcher, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="nginxgen")
+    source = FakeSource(9001, 9002)
+    w = watcher(source, {"warmup": "off", "probe": PROBE})
+    prober = w.policies.prober
+    assert prober is not None
+    sick: set[str] = set()
+    prober.checker = lambda t: "HTTP 500 from /healthz" if t.address in sick else ""
+    w.apply(w._read(), time.monotonic())
+    assert weights(tmp_path) == {9001: 1, 9002: 1}
+
+    sick.add("127.0.0.1:9002")
+    threading.Timer(0.2, lambda: [prober.probe_all() for _ in range(2)]).start()
+    started = time.monotonic()
+    assert w._wait_for_change(str(source.version)) == "probe"
+    assert time.monotonic() - started < 0.6  # half a probe interval, not the 1s slice
+    w.apply(w._read(), time.monotonic())
+    assert weights(tmp_path) == {9001: 1}
+    assert w.metrics.pseudo_dead._value.get() == 1
+
+    sick.clear()
+    prober.probe_all()
+    assert w._wait_for_change(str(source.version)) == "probe"
+    w.apply(w._read(), time.monotonic())
+    assert weights(tmp_path) == {9001: 1, 9002: 1}
+    assert w.metrics.pseudo_dead._value.get() == 0
+    assert reasons(caplog) == ["start", "probe", "probe"]
+
+
+def test_sighup_keeps_the_probe_verdicts_unless_the_probe_settings_change(watcher, tmp_path):
+    source = FakeSource(9001)
+    w = watcher(source, {"probe": PROBE})
+    first = w.policies
+    w._reload_policies(make_spec(tmp_path, {"probe": PROBE, "warmup": "off"}))
+    assert w.policies is first
+    w._reload_policies(make_spec(tmp_path, {"probe": {**PROBE, "fall": 5}}))
+    assert w.policies is not first
+    assert w.policies.state is first.state  # same state file: the ramps go on
+    assert first.prober is not None and first.prober._stop.is_set()
+
+
+def test_probe_verdicts_apply_on_the_last_good_catalog_while_the_registry_is_down(
+    watcher, tmp_path
+):
+    source = FakeSource(9001, 9002)
+    w = watcher(source, {"warmup": "off", "probe": PROBE})
+    prober = w.policies.prober
+    assert prober is not None
+    sick: set[str] = set()
+    prober.checker = lambda t: "no answer within 2s" if t.address in sick else ""
+    loop = threading.Thread(target=w._loop, daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "nginx.conf").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert weights(tmp_path) == {9001: 1, 9002: 1}
+        source.broken = True
+        sick.add("127.0.0.1:9002")
+        prober.probe_all()
+        prober.probe_all()
+        while weights(tmp_path) != {9001: 1} and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert weights(tmp_path) == {9001: 1}
+        assert w.health.stale_since is not None  # and /healthz still says the data is stale
+    finally:
+        w.stopping = True
+        loop.join(10)
+    assert not loop.is_alive()
