@@ -163,7 +163,7 @@ def test_sigterm_drains_the_unit_while_its_slow_request_completes(
     both_serving(gw)
 
     # One slow request in flight on a (requests to b come back at once).
-    a.delay = 4.0
+    a.delay = 6.0
     slow: dict[str, Any] = {}
 
     def until_a() -> None:
@@ -183,7 +183,7 @@ def test_sigterm_drains_the_unit_while_its_slow_request_completes(
     agent_a.signal(signal.SIGTERM)
     eventually(lambda: state(etcd_server, "a") == "draining", 10, "a draining")
     # The gateway stops sending a new requests while the slow one is still running.
-    # (Wait on the watcher, not on requests: a request to a would take 4s.)
+    # (Wait on the watcher, not on requests: a request to a would take 6s.)
     eventually(lambda: f"servers removed: app {a.address}" in gw.logs(), 20, "a out")
     in_flight = a.count
     assert gw.serves_only("b", 20)
