@@ -266,3 +266,23 @@ def test_etcd_outage_under_agents_and_watch(etcd_gateway, etcd_server, agents, b
         client.stop()
     assert client.failures == [], client.failures[:5]
     assert gw.stop_watch() == 0
+
+
+def test_watch_and_agent_stop_promptly_while_etcd_is_down(
+    etcd_gateway, etcd_server, agents, backends
+):
+    a = backends("a")
+    gw = etcd_gateway()
+    agent_a = start_agent(agents, gw, a, "--drain", "1s")
+    eventually(lambda: gw.serves_only("a", 4), 40, "traffic on a")
+    etcd_server.stop()
+    eventually(lambda: gw.healthz()[0] == 503, 20, "stale health")
+    agent_a.wait_log("registry unreachable")
+    asked = time.monotonic()
+    agent_a.signal(signal.SIGTERM)
+    assert gw.stop_watch() == 0
+    assert time.monotonic() - asked < SLACK
+    # The agent drains for 1s, tries to deregister for max(TTL, 5s), leaves it to the TTL.
+    assert agent_a.wait(30) == 0
+    assert "when its TTL runs out" in agent_a.log()
+    assert gw.serves_only("a", 4)  # nginx itself keeps serving the last good config
