@@ -1,142 +1,227 @@
 #!/usr/bin/env bash
-# End-to-end demo of `nginxgen agent`: two backends, each wrapped by an agent that registers
-# it in etcd; a gateway (nginx/OpenResty driven by `nginxgen watch`) follows the registry.
+# End-to-end demo of the whole loop: two backends, each wrapped by `nginxgen agent`, which
+# registers it in etcd; nginx kept in step with etcd by `nginxgen watch`. Walks through
+# start, a failing health check, recovery, an etcd outage, a crashed agent and a graceful
+# shutdown, printing what etcd holds and who answers requests through nginx at each step.
 #
-#   examples/agent-demo.sh            # needs: etcd, etcdctl, nginx (+ lua module), python3
+#   examples/agent-demo.sh        # needs: etcd, etcdctl, nginx, curl, python3 (about 60s)
 #
-# Without `nginxgen watch` (or with DEMO_GATEWAY=0) it shows the registry side only: what
-# the agents write to etcd on start, failure, recovery and shutdown.
+# Everything listens on free 127.0.0.1 ports and lives in a temp dir; the trap stops every
+# process it started and removes the dir, also on Ctrl-C or a failed step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
 NGINXGEN=(python3 -m nginxgen.cli)
+for tool in etcd etcdctl nginx curl python3; do
+  command -v "$tool" >/dev/null || { echo "agent-demo: $tool is not installed" >&2; exit 2; }
+done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-step() { printf '\n\033[1;34m## %s\033[0m\n' "$*"; }
+say() { printf '\n$ %s\n' "$*"; }
+step() { printf '\n## %s\n' "$*"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+# wait_for SECONDS WHAT CMD...: poll CMD until it succeeds; say how long it took.
+wait_for() {
+  local limit=$1 what=$2 start
+  shift 2
+  start=$(now)
+  until "$@"; do
+    if awk -v a="$start" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }'; then
+      echo "agent-demo: gave up waiting for $what after ${limit}s" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "($what after $(since "$start"))"
+}
 
 DEMO=$(mktemp -d /tmp/nginxgen-agent-demo.XXXXXX)
-chmod 755 "$DEMO"  # nginx workers (user nobody) read the config from here
+chmod 755 "$DEMO" # nginx's workers (user nobody when started as root) read from here
 ETCD_PORT=$(free_port) PEER_PORT=$(free_port) GW_PORT=$(free_port)
-A_PORT=$(free_port) B_PORT=$(free_port)
+STATUS_PORT=$(free_port) HEALTH_PORT=$(free_port) A_PORT=$(free_port) B_PORT=$(free_port)
 export ETCDCTL_API=3 ETCDCTL_ENDPOINTS="http://127.0.0.1:$ETCD_PORT"
-pids=()
+ETCD_PID= NGINX_PID= WATCH_PID= AGENT_a= AGENT_b=
+
+stop() { # stop PID...: SIGTERM, a second one (agents: skip the drain), SIGKILL after 10s
+  local pid
+  for pid in "$@"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.2
+  for pid in "$@"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    [ -n "$pid" ] || continue
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
 cleanup() {
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
+  trap - EXIT INT TERM
+  # Agents first, while etcd can still take their deregistration; etcd last.
+  stop "$AGENT_a" "$AGENT_b"
+  stop "$WATCH_PID" "$NGINX_PID"
+  stop "$ETCD_PID"
   wait 2>/dev/null || true
   rm -rf "$DEMO"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-gateway=1
-if [ "${DEMO_GATEWAY:-1}" = 0 ] || ! "${NGINXGEN[@]}" watch --help >/dev/null 2>&1; then
-  gateway=0
-fi
-
-step "etcd on 127.0.0.1:$ETCD_PORT"
-etcd --name demo --data-dir "$DEMO/etcd" \
-  --listen-client-urls "$ETCDCTL_ENDPOINTS" --advertise-client-urls "$ETCDCTL_ENDPOINTS" \
-  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster "demo=http://127.0.0.1:$PEER_PORT" >"$DEMO/etcd.log" 2>&1 &
-pids+=($!)
-until etcdctl endpoint health >/dev/null 2>&1; do sleep 0.2; done
+step "etcd on 127.0.0.1:$ETCD_PORT (data in a temp dir)"
+start_etcd() {
+  etcd --name demo --data-dir "$DEMO/etcd" \
+    --listen-client-urls "$ETCDCTL_ENDPOINTS" --advertise-client-urls "$ETCDCTL_ENDPOINTS" \
+    --listen-peer-urls "http://127.0.0.1:$PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+    --initial-cluster "demo=http://127.0.0.1:$PEER_PORT" >>"$DEMO/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  wait_for 30 "etcd healthy" etcdctl endpoint health --command-timeout=1s >/dev/null 2>&1
+}
+start_etcd
 
 cat >"$DEMO/nginxgen.yaml" <<YAML
 registry: {kind: etcd, url: "http://127.0.0.1:$ETCD_PORT"}
-nginx: {listen: "127.0.0.1:$GW_PORT", output: build/nginx.conf, pid: build/nginx.pid}
+nginx:
+  listen: 127.0.0.1:$GW_PORT
+  status_listen: 127.0.0.1:$STATUS_PORT
+  output: build/nginx.conf
+  pid: build/nginx.pid
+watch:
+  listen: 127.0.0.1:$HEALTH_PORT
+  debounce: {min: 200ms, max: 2s}
 routes:
   - {path: /, service: web}
 YAML
+say "cat nginxgen.yaml"
+cat "$DEMO/nginxgen.yaml"
 
-registry() {  # one line per instance: key → state
+registry() { # one line per instance: key, state, address, registered_at
   say "etcdctl get --prefix /services/web/"
-  etcdctl get --prefix /services/web/ | paste - - | \
-    python3 -c 'import json, sys
-seen = False
-for line in sys.stdin:
-    seen = True
-    key, value = line.rstrip("\n").split("\t", 1)
+  etcdctl get --prefix /services/web/ | paste - - | python3 -c '
+import json, sys
+lines = [line.rstrip("\n").split("\t", 1) for line in sys.stdin]
+for key, value in lines:
     v = json.loads(value)
     print(key, "state=" + v["state"], "address=" + v["address"], "registered_at=" + v["registered_at"])
-if not seen: print("(no instances)")'
+if not lines:
+    print("(no instances)")'
 }
 
-traffic() {  # who answers 20 requests through the gateway
-  [ "$gateway" = 1 ] || return 0
+answer() { # the first line of one answer through nginx
+  local line
+  line=$(curl -s --max-time 5 -w '\n' "127.0.0.1:$GW_PORT/" | head -n 1) || true
+  echo "${line:-(no answer)}"
+}
+
+traffic() { # who answers 20 requests through nginx
   say "for i in \$(seq 20); do curl -s 127.0.0.1:$GW_PORT/; done | sort | uniq -c"
-  for _ in $(seq 20); do curl -s --max-time 2 "127.0.0.1:$GW_PORT/" || echo "(no answer)"; echo; done | sort | uniq -c
+  for _ in $(seq 20); do answer; done | sort | uniq -c
 }
 
-start_backend() {  # name port: a python http.server wrapped by the agent
+healthz() {
+  say "curl 127.0.0.1:$HEALTH_PORT/healthz   # nginxgen watch"
+  curl -s -w ' (HTTP %{http_code})\n' "127.0.0.1:$HEALTH_PORT/healthz" || true
+}
+
+# The gateway answers only from these backends (20 requests, each answering).
+only() {
+  local seen
+  seen=$(for _ in $(seq 20); do answer; done | sort -u | paste -sd ' ')
+  [ "$seen" = "$*" ]
+}
+key_state() { # key_state NAME STATE: etcd holds web-NAME in STATE ("gone": no key)
+  local value
+  value=$(etcdctl get --print-value-only "/services/web/web-$1" 2>/dev/null) || return 1
+  if [ "$2" = gone ]; then [ -z "$value" ]; else [[ "$value" == *"\"state\":\"$2\""* ]]; fi
+}
+
+start_backend() { # name port: python's http.server, wrapped by an agent
   local name=$1 port=$2
   mkdir -p "$DEMO/$name"
   echo "backend $name" >"$DEMO/$name/index.html"
   echo ok >"$DEMO/$name/healthz"
+  # Only the agent's own lines (http.server logs every health probe).
   "${NGINXGEN[@]}" agent -c "$DEMO/nginxgen.yaml" --service web --id "web-$name" \
     --address "127.0.0.1:$port" --ttl 3s --health-url "http://127.0.0.1:$port/healthz" \
     --health-interval 0.5s --rise 2 --fall 3 --wait-healthy --drain 3s -- \
     python3 -m http.server "$port" --bind 127.0.0.1 --directory "$DEMO/$name" \
-    2> >(grep --line-buffered -E ' agent |error' >&2) &
-  pids+=($!)
+    > /dev/null 2> >(grep --line-buffered ' agent ' >&2) &
   eval "AGENT_$name=$!"
 }
 
-step "start: two backends, each wrapped by an agent (registers once healthy)"
-say "nginxgen agent -c nginxgen.yaml --service web --id web-a --address 127.0.0.1:$A_PORT --ttl 3s --health-url http://127.0.0.1:$A_PORT/healthz --health-interval 0.5s --wait-healthy --drain 3s -- python3 -m http.server $A_PORT ..."
+step "start: two backends, each wrapped by an agent that registers it once healthy"
+say "nginxgen agent -c nginxgen.yaml --service web --id web-a --address 127.0.0.1:$A_PORT \\
+    --ttl 3s --health-url http://127.0.0.1:$A_PORT/healthz --health-interval 0.5s --rise 2 --fall 3 \\
+    --wait-healthy --drain 3s -- python3 -m http.server $A_PORT --bind 127.0.0.1   # and web-b on $B_PORT"
 start_backend a "$A_PORT"
 start_backend b "$B_PORT"
-for _ in $(seq 100); do
-  [ "$(etcdctl get --prefix /services/web/ --keys-only | grep -c web-)" = 2 ] && break
-  sleep 0.2
-done
+wait_for 30 "both registered" eval 'key_state a up && key_state b up'
 registry
 
-if [ "$gateway" = 1 ]; then
-  step "gateway: nginx on 127.0.0.1:$GW_PORT, kept in step by nginxgen watch"
-  mkdir -p "$DEMO/build"
-  "${NGINXGEN[@]}" render -c "$DEMO/nginxgen.yaml" -o "$DEMO/build/nginx.conf"
-  nginx -c "$DEMO/build/nginx.conf" -e stderr -g 'daemon off;' 2>"$DEMO/nginx.log" &
-  pids+=($!)
-  "${NGINXGEN[@]}" watch -c "$DEMO/nginxgen.yaml" 2>"$DEMO/watch.log" &
-  pids+=($!)
-  until curl -s "127.0.0.1:$GW_PORT/" >/dev/null; do sleep 0.2; done
-  sleep 3  # past the warm-up ramp
-  traffic
-fi
+step "gateway: nginx on 127.0.0.1:$GW_PORT, kept in step with etcd by nginxgen watch"
+mkdir -p "$DEMO/build"
+say "nginxgen watch -c nginxgen.yaml --once   # first config, before nginx runs"
+"${NGINXGEN[@]}" watch -c "$DEMO/nginxgen.yaml" --once 2>&1 | grep -v '^$' || true
+say "nginx -c build/nginx.conf; nginxgen watch -c nginxgen.yaml &"
+nginx -c "$DEMO/build/nginx.conf" -e "$DEMO/nginx.log" -g 'daemon off;' 2>>"$DEMO/nginx.log" &
+NGINX_PID=$!
+"${NGINXGEN[@]}" watch -c "$DEMO/nginxgen.yaml" \
+  2> >(grep --line-buffered -vE 'listening|^ *$' >&2) &
+WATCH_PID=$!
+wait_for 30 "watch healthy" curl -sf "127.0.0.1:$HEALTH_PORT/healthz" -o /dev/null
+wait_for 30 "gateway answering" only "backend a" "backend b"
+traffic
+healthz
 
 step "failure: backend a's health URL starts failing (its process stays up)"
 say "mv a/healthz a/healthz.off"
 mv "$DEMO/a/healthz" "$DEMO/a/healthz.off"
-sleep 2.5  # fall 3 x 0.5s, plus the gateway's debounce
+wait_for 30 "a out of the gateway" only "backend b"
 registry
 traffic
 
-step "recovery: a is healthy again"
+step "recovery: a's health URL answers again"
 say "mv a/healthz.off a/healthz"
 mv "$DEMO/a/healthz.off" "$DEMO/a/healthz"
-sleep 2
+wait_for 30 "a back in the gateway" only "backend a" "backend b"
+registry
+
+step "registry outage: etcd stops; nginx keeps the last good config, nobody exits"
+say "kill -TERM <etcd>"
+stop "$ETCD_PID"
+wait_for 30 "watch reports stale data" eval '! curl -sf "127.0.0.1:$HEALTH_PORT/healthz" >/dev/null'
+sleep 4 # longer than the agents' 3s TTL
+healthz
+traffic
+say "etcd ...   # the same data dir and ports"
+start_etcd
+wait_for 30 "watch healthy again" curl -sf "127.0.0.1:$HEALTH_PORT/healthz" -o /dev/null
+wait_for 30 "both registered" eval 'key_state a up && key_state b up'
 registry
 traffic
 
-step "shutdown: SIGTERM to b's agent (drains 3s, deregisters, then stops the server)"
-say "kill -TERM <agent b>"
-kill -TERM "$AGENT_b"
-sleep 1
-registry
-traffic
-rc=0; wait "$AGENT_b" || rc=$?
-echo "agent b exited with code $rc (http.server's own: 128 + SIGTERM; a graceful server gives 0)"
-registry
-
-step "crash: SIGKILL to a's agent; etcd drops the key when the 3s lease runs out"
+step "crash: SIGKILL to a's agent (its server dies with it); etcd drops the key when the 3s lease runs out"
 say "kill -KILL <agent a>"
 kill -KILL "$AGENT_a"
 wait "$AGENT_a" 2>/dev/null || true
-sleep 0.5
+AGENT_a=
+traffic # a's server is gone: nginx retries those requests on b (see nginx.log)
+wait_for 30 "a's key expired" key_state a gone
+wait_for 30 "a out of the gateway" only "backend b"
 registry
-sleep 4
+
+step "shutdown: SIGTERM to b's agent (draining 3s, deregister, then stop the server)"
+say "kill -TERM <agent b>"
+kill -TERM "$AGENT_b"
+wait_for 10 "b draining" key_state b draining
 registry
-traffic
-say "curl 127.0.0.1:$A_PORT/   # the wrapped server got SIGTERM when its agent died"
-curl -s --max-time 2 "127.0.0.1:$A_PORT/" || echo "(connection refused)"
+rc=0
+wait "$AGENT_b" || rc=$?
+AGENT_b=
+echo "agent b exited with code $rc (http.server's own: 128 + SIGTERM; a graceful server gives 0)"
+registry
+wait_for 30 "the route answering 503" only '{"error":"service unavailable","service":"web"}'
+say "curl -si 127.0.0.1:$GW_PORT/"
+curl -si "127.0.0.1:$GW_PORT/" | grep -vE '^(Server|Date|Connection|Content-Length):' || true
+echo

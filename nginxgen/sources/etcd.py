@@ -98,9 +98,11 @@ class EtcdSource:
         self._resume = 0  # next revision the stream must deliver
         self._error: str | None = None  # why the stream is down, while it is
         self._stream: requests.Response | None = None
+        self._epoch = 0  # bumped when the cluster's history restarts; the stream re-opens
         # Counters for operators (and tests): how often the stream had to be re-opened.
         self.reconnects = 0
         self.compactions = 0
+        self.history_resets = 0
 
     # --- requests with endpoint failover ----------------------------------------------
 
@@ -183,6 +185,7 @@ class EtcdSource:
         kvs = data.get("kvs") or []
         if not isinstance(kvs, list):
             raise self.http.fail(url, "kvs is not a list")
+        self._follow_history(revision)
         builder = CatalogBuilder(f"etcd:{self.endpoints[self._current]}{self.config.prefix}")
         for kv in kvs:
             if not isinstance(kv, dict):
@@ -190,6 +193,21 @@ class EtcdSource:
                 continue
             add_kv(builder, self.config.prefix, kv)
         return builder.build(str(revision))
+
+    def _follow_history(self, revision: int) -> None:
+        """A revision below one already seen means the cluster's history started over (its
+        data was wiped, or it was replaced). The revisions the stream waits for will come
+        again as other changes, and the ones seen would make every wait return at once:
+        a read loop that spins until the new history catches up. Watch from here instead."""
+        with self._cond:
+            if revision >= max(self._latest, self._resume - 1):
+                return
+            self._latest, self._resume = revision, revision + 1
+            self._epoch += 1
+            self.history_resets += 1
+            stream = self._stream
+        if stream is not None:
+            _interrupt(stream)  # the watcher re-opens from the new revision
 
     # --- wait -------------------------------------------------------------------------
 
@@ -228,6 +246,7 @@ class EtcdSource:
                 self._current = (self._current + 1) % len(self.endpoints)
 
     def _watch_once(self) -> None:
+        epoch = self._epoch
         create = {
             "create_request": {
                 "key": b64(self.prefix),
@@ -241,6 +260,9 @@ class EtcdSource:
         if self._stop.is_set():  # close() ran while the stream was being opened
             r.close()
             return
+        if self._epoch != epoch:  # history restarted while opening: from the new revision
+            r.close()
+            raise _Reopen()
         last_message = time.monotonic()
         try:
             for line in r.iter_lines():
@@ -254,6 +276,8 @@ class EtcdSource:
         except Exception as exc:  # close() from another thread breaks the read in odd ways
             if self._stop.is_set():
                 return
+            if self._epoch != epoch:
+                raise _Reopen() from None  # interrupted by _follow_history
             if time.monotonic() - last_message >= STREAM_IDLE * 0.9:
                 raise _Reopen() from None  # just quiet: re-open, not an outage
             if isinstance(exc, requests.RequestException):
@@ -262,6 +286,8 @@ class EtcdSource:
         finally:
             r.close()
             self._stream = None
+        if self._epoch != epoch:
+            raise _Reopen()
         if not self._stop.is_set():
             raise self.http.fail(url, "watch stream ended")
 

@@ -177,6 +177,55 @@ def test_watch_survives_an_etcd_restart(etcd_server):
         src.close()
 
 
+def test_a_wiped_etcd_is_watched_from_its_new_history(etcd_server):
+    """Revisions start over in a wiped (or replaced) cluster. Waiting for the old ones
+    would make every wait return at once — a spinning read loop — and miss new changes."""
+    for i in range(10):  # the old history runs well past where the new one starts
+        put(etcd_server, "/services/web/w1", {"address": "127.0.0.1:9201", "weight": i + 1})
+    src = source(etcd_server.url)
+    try:
+        old = src.read().version
+        assert src.wait(old, timeout=0.3) is False  # the stream is open at the old revision
+        etcd_server.restart(wipe=True)
+        put(etcd_server, "/services/web/w2", {"address": "127.0.0.1:9202"})
+        catalog = wait_for_read(src)
+        assert int(catalog.version) < int(old) and ids(catalog, "web") == {"w2"}
+        assert src.history_resets == 1
+        # Quiet registry: the wait waits (no instant True) ...
+        started = time.monotonic()
+        assert wait_quietly(src, catalog.version, 1.0) is False
+        assert time.monotonic() - started >= 0.9
+        # ... and a change in the new history is noticed.
+        threading.Timer(0.2, lambda: etcd_server.ctl("del", "/services/web/w2")).start()
+        assert wait_quietly(src, catalog.version, 10) is True
+        assert ids(src.read(), "web") == set()
+    finally:
+        src.close()
+
+
+def wait_for_read(src: EtcdSource, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return src.read()
+        except RegistryError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def wait_quietly(src: EtcdSource, version: str, timeout: float) -> bool:
+    """wait(), but a stream still reconnecting after the restart is not the answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return src.wait(version, max(0.0, deadline - time.monotonic()))
+        except RegistryError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_compaction_makes_the_caller_read_again(etcd_server):
     put(etcd_server, "/services/web/w1", {"address": "127.0.0.1:9201"})
     src = source(etcd_server.url)
