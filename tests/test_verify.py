@@ -83,3 +83,22 @@ def test_lua_string_escapes_everything_unsafe() -> None:
 
 def test_nginx_time() -> None:
     assert [nginx_time(x) for x in (5, 0.25, 0, 90)] == ["5s", "250ms", "0s", "90s"]
+
+
+def test_registry_changes_that_serve_nothing_new_render_the_same_text(tmp_path: Path) -> None:
+    """Meta, tags, and draining/down instances coming and going must not cause a reload."""
+    spec = parse_spec(SPEC, tmp_path / "nginxgen.yaml")
+
+    def text(meta: str, extra_state: str | None) -> str:
+        b = CatalogBuilder("t")
+        b.add("a", id="a1", address="127.0.0.1:9001", meta={"build": meta}, tags=[meta])
+        if extra_state:
+            b.add("a", id="a2", address="127.0.0.1:9002", state=extra_state)
+        b.add("b", id="b1", address="127.0.0.1:9003")
+        return build(spec, b.build(), binary=None).text
+
+    first = text("1", None)
+    assert text("2", None) == first
+    assert text("1", "draining") == first
+    assert text("3", "down") == first
+    assert text("1", "up") != first

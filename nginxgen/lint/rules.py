@@ -196,7 +196,7 @@ RULES: dict[str, Rule] = {
             "nginxgen-round-trip",
             "error",
             "generated config differs from what nginxgen generates",
-            """The file carries nginxgen's header (`# nginxgen: spec=... catalog=...`), so it
+            """The file carries nginxgen's header (`# nginxgen: spec=...`), so it
             must keep the generator's invariants: one http block with one server block;
             upstreams hold only server/zone/keepalive/balancer directives, each server as
             `address weight= max_fails= fail_timeout= [backup]`; no upstream is defined

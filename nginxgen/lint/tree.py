@@ -30,7 +30,8 @@ SCOPE_BLOCKS = {"http", "server", "location", "if", "limit_except"}
 TIMEOUTS = ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout")
 
 _SUPPRESS = re.compile(r"^\s*nginxgen:\s*disable=([A-Za-z0-9_/,.-]*)\s*(.*?)\s*$")
-_HEADER = re.compile(r"^\s*nginxgen:\s*spec=(.*)\s+catalog=([0-9a-fA-F]*)\s*$")
+# `catalog=HASH` was written by nginxgen 0.1 development builds; still recognised.
+_HEADER = re.compile(r"^\s*nginxgen:\s*spec=(.*?)(?:\s+catalog=([0-9a-fA-F]*))?\s*$")
 NONE: frozenset[str] = frozenset()
 
 
@@ -279,7 +280,7 @@ class Walk:
         if m is None:
             header = _HEADER.match(text)
             if header and record and not self.parents and node["line"] <= 5:
-                self.facts.generated = (header.group(1).strip(), header.group(2))
+                self.facts.generated = (header.group(1).strip(), header.group(2) or "")
             return None
         rules = tuple(r for r in m.group(1).split(",") if r)
         if record:
