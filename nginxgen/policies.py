@@ -21,7 +21,7 @@ from .probe import Prober
 from .spec import Probe, Spec
 from .warmup import Observed
 
-# The plan's note for an instance on its ramp (plan.py writes it; docs/policies.md shows it).
+# The plan's note for an instance on its ramp (plan.py writes it; the README shows it).
 WARMING_NOTE = ": warming up, step "
 
 

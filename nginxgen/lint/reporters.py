@@ -18,7 +18,7 @@ from .rules import RULES
 
 FORMATS = ("text", "json", "sarif", "github", "junit")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-HELP_URI = "https://github.com/nginxgen/nginxgen/blob/main/docs/lint.md"
+HELP_URI = "https://github.com/nginxgen/nginxgen/blob/main/README.md#nginxgen-lint-the-ci-gate-for-nginx-configs"
 
 
 def all_findings(outcome: Outcome) -> Iterator[Finding]:
