@@ -29,13 +29,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nginxgen import verify as verify_mod  # noqa: E402
 from nginxgen.catalog import Catalog, Instance  # noqa: E402
 from nginxgen.diff import diff_plans  # noqa: E402
 from nginxgen.guard import RemovalHold  # noqa: E402
 from nginxgen.nginx_bin import find_binary  # noqa: E402
-from nginxgen.pipeline import build, ensure_runtime_dirs  # noqa: E402
-from nginxgen.render import environment, render_location, render_upstream  # noqa: E402
+from nginxgen.pipeline import build, ensure_runtime_dirs, forget_caches  # noqa: E402
 from nginxgen.spec import RemovalGuard, Spec  # noqa: E402
 from nginxgen.telemetry import Metrics  # noqa: E402
 from nginxgen.watch import settle_heap  # noqa: E402
@@ -133,9 +131,7 @@ def scale(services: int) -> dict[str, float]:
         )
 
     def cold() -> None:
-        for cache in (environment, render_upstream, render_location):
-            cache.cache_clear()
-        verify_mod._VERIFIED.clear()
+        forget_caches()  # per-service plans, block texts, verified blocks, digests
 
     binary = find_binary(spec.nginx)
     before, after = catalog(1), catalog(7)

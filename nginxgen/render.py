@@ -13,6 +13,7 @@ import jinja2
 
 from . import __version__, gateway
 from .cache import lua_config
+from .heap import without_collector
 from .plan import Location, Plan, Upstream
 from .resources import resource_dir
 from .spec import HASH_KEY, NginxSpec
@@ -175,6 +176,7 @@ def render(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> st
     return render_parts(plan, nginx, modules=modules).text
 
 
+@without_collector
 def render_parts(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> Rendered:
     """Render the skeleton once with marks, then splice in the cached per-block texts.
 

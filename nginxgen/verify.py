@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .gateway_verify import check_guard, is_gateway_location, split_status_server
+from .heap import without_collector
 from .nginx_bin import Binary, test_config
 from .nginx_parse import parse_text
 from .plan import Location, Plan, Server, Upstream
@@ -41,6 +42,7 @@ class Verdict:
         return not self.findings
 
 
+@without_collector
 def verify(text: str, plan: Plan, binary: Binary | None = None) -> Verdict:
     """Parse `text`, compare it with `plan`, and run `nginx -t` when `binary` is given."""
     payload = parse_text(text, strict=True)
@@ -243,6 +245,7 @@ _VERIFIED: set[tuple[object, str]] = set()  # (planned block, its text) known to
 _VERIFIED_MAX = 262_144
 
 
+@without_collector
 def verify_rendered(rendered: Rendered, plan: Plan, binary: Binary | None = None) -> Verdict:
     """Like `verify`, but re-parses only blocks that changed since the last good verify."""
     pieces: list[tuple[object, str]] = [*rendered.upstreams, *rendered.locations]
