@@ -21,6 +21,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from nginxgen.catalog import Catalog, CatalogBuilder
@@ -29,6 +30,7 @@ from nginxgen.nginx_bin import Binary, lua_modules
 from nginxgen.pipeline import ensure_runtime_dirs, forget_caches, plan_uses_lua
 from nginxgen.plan import make_plan
 from nginxgen.render import render_parts
+from nginxgen.resolve import drop_unresolvable
 from nginxgen.spec import Spec, parse_spec
 from nginxgen.verify import nginx_test, verify_rendered
 
@@ -53,7 +55,8 @@ def one_run(spec: Spec, catalog: Catalog, nginx: str | None) -> dict[str, float]
     # One pass with the cycle collector paused, as pipeline.build runs it ...
     with collector_paused():
         t0 = time.perf_counter()
-        plan = make_plan(spec, catalog)
+        # What pipeline.build does: drop unresolvable names, plan at the current time.
+        plan = make_plan(spec, drop_unresolvable(catalog), datetime.now(timezone.utc))
         modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
         rendered = render_parts(plan, spec.nginx, modules=modules)
         t_render = time.perf_counter() - t0

@@ -309,9 +309,10 @@ def _plan_service(
     chosen: dict[str, tuple[Instance, bool]] = {}  # address -> (instance, down)
     for inst, down in [(i, False) for i in serving] + [(i, True) for i in held_out]:
         # Two registry entries for one address would make nginx count it twice.
-        if inst.address in chosen:
+        address = inst.address
+        if address in chosen:
             continue
-        if _is_backup(inst) and method in NO_BACKUP_METHODS:
+        if method in NO_BACKUP_METHODS and _is_backup(inst):
             if not down:
                 refused.append(
                     f"service {name!r} instance {inst.id!r}: backup instances cannot be used "
@@ -319,8 +320,9 @@ def _plan_service(
                     "round_robin or least_conn, or remove the backup tag"
                 )
             continue
-        chosen[inst.address] = (inst, down)
-    primaries = [i for i, down in chosen.values() if not down and not _is_backup(i)]
+        chosen[address] = (inst, down)
+    backups = {a for a, (i, _) in chosen.items() if _is_backup(i)}
+    primaries = [(a, i) for a, (i, down) in chosen.items() if not down and a not in backups]
     if not primaries:
         # nothing to serve (only backups would still render, but never serve)
         return _Planned(None, tuple(notes), tuple(refused)), ALWAYS, keys
@@ -328,9 +330,9 @@ def _plan_service(
     ramps: dict[str, Ramp] = {}
     windows: list[Window] = []
     if now is not None:
-        for i in primaries:
+        for address, i in primaries:
             start = ramp_start(i, now, observed)
-            step = ramps[i.address] = ramp(policy.warmup, start, now)
+            step = ramps[address] = ramp(policy.warmup, start, now)
             if policy.warmup.enabled and start is not None:
                 windows.append(ramp_window(step, start, now, policy.warmup.period))
     ramping = {a: r for a, r in ramps.items() if r.ramping}
@@ -348,8 +350,8 @@ def _plan_service(
         changes = [r.next_at for r in ramping.values() if r.next_at is not None]
 
     servers = []
-    for inst, down in chosen.values():
-        r = ramping.get(inst.address)
+    for address, (inst, down) in chosen.items():
+        r = ramping.get(address)
         weight = ramped_weight(inst.weight, r.fraction if r else 1.0, factor)
         if r:
             notes.append(
@@ -358,12 +360,12 @@ def _plan_service(
             )
         servers.append(
             Server(
-                address=inst.address,
+                address=address,
                 weight=weight,
                 max_fails=policy.health.max_fails,
                 fail_timeout=policy.health.fail_timeout,
                 instance_id=inst.id,
-                backup=_is_backup(inst),
+                backup=address in backups,
                 down=down,
             )
         )
@@ -379,4 +381,4 @@ def _plan_service(
 
 
 def _is_backup(inst: Instance) -> bool:
-    return "backup" in inst.tags or inst.meta_dict.get("backup") == "true"
+    return "backup" in inst.tags or (bool(inst.meta) and inst.meta_dict.get("backup") == "true")
