@@ -42,6 +42,13 @@ class Instance:
     tags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
 
+    def __eq__(self, other: object) -> bool:
+        # Compared by the tens of thousands on every pass (the plan and digest memos):
+        # one dict comparison in C instead of two 9-tuples built per call.
+        if other.__class__ is self.__class__:
+            return self.__dict__ == other.__dict__
+        return NotImplemented
+
     @property
     def address(self) -> str:
         """host:port as nginx wants it (IPv6 in brackets)."""

@@ -84,5 +84,6 @@ def forget_caches() -> None:
         cache.cache_clear()
     resolve._is_ip.cache_clear()
     verify._VERIFIED.clear()
+    render._DIGESTS.clear()
     plan.forget_plans()
     catalog._DIGESTS.clear()
