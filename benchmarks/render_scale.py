@@ -1,16 +1,20 @@
 """Render, verify and `nginx -t` one large gateway from cold caches; print the times and ratio.
 
-    PYTHONPATH=. python benchmarks/render_scale.py [--services 10000] [--instances 10] [--runs 3]
+    PYTHONPATH=. python benchmarks/render_scale.py [--services 10000] [--instances 10]
+        [--runs 3] [--workers 4]
 
 Goal (issue 2): (render + verify) / nginx -t <= 2.0, for a full render from cold caches:
 every service planned, every block rendered, the whole file parsed by crossplane and
 compared with the plan (verify_rendered, as `nginxgen render` runs it), the default
 loopback status server included. Each run starts with every memo dropped.
 
-Measured on the 2-core test machine (shared with other jobs), 10,000 x 10:
-  before (cycle collector running through the pass): plan+render 1.53 s, verify 6.32 s,
+Measured on the 2-core test machine (shared with other jobs), 10,000 x 10, 360,074 lines:
+  before (collector running through the pass, one core): render 1.53 s, verify 6.32 s,
     nginx -t 4.27 s, ratio 1.84
-  after  (collector paused during a pass): see README "Measured" for the recorded runs
+  after, verify on 2 cores: render 1.26-1.33 s, verify 2.45-2.57 s, nginx -t 2.47-2.73 s,
+    ratio 1.39-1.55 (median 1.42-1.43 over 8 runs)
+  after, --workers 1: render 1.30-1.36 s, verify 4.55-4.78 s, nginx -t 2.63-2.91 s,
+    ratio 2.06-2.31: one core alone does not meet the goal
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from nginxgen import forked
 from nginxgen.catalog import Catalog, CatalogBuilder
 from nginxgen.heap import collector_paused
 from nginxgen.nginx_bin import Binary, lua_modules
@@ -90,7 +95,9 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=10_000)
     ap.add_argument("--instances", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=forked.MAX_WORKERS, help="cores for verify")
     args = ap.parse_args()
+    forked.MAX_WORKERS = args.workers
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     tmp = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     try:
@@ -98,7 +105,10 @@ def main() -> None:
         ensure_runtime_dirs(spec)
         runs = [one_run(spec, catalog, nginx) for _ in range(args.runs)]
         lines = int(runs[0]["lines"])
-        print(f"{args.services} services x {args.instances} instances: {lines} lines")
+        print(
+            f"{args.services} services x {args.instances} instances: {lines} lines; "
+            f"verify on {forked.workers()} core(s)"
+        )
         head = ["render (plan+jinja)", "verify (crossplane)"]
         print(f"{'run':<5}{head[0]:>21}{head[1]:>21}{'nginx -t':>10}{'ratio':>8}")
         ratios = []

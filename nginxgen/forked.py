@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -23,6 +25,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 MAX_WORKERS = 4
+# A child still running after this long is killed and its share done here; a share of
+# a cold 10,000-service verify takes seconds.
+CHILD_TIMEOUT = 300.0
 
 
 def workers() -> int:
@@ -52,11 +57,13 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
         while pending:
             pid, read_end, i = pending.pop(0)
             try:
-                with os.fdopen(read_end, "rb") as pipe:
-                    data = pipe.read()
+                data = _read_all(read_end, time.monotonic() + CHILD_TIMEOUT)
+                if data is None:  # hung: a lock another thread held at fork time?
+                    os.kill(pid, signal.SIGKILL)
             finally:
+                os.close(read_end)
                 _, status = os.waitpid(pid, 0)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and data:
+            if data and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 results[i] = pickle.loads(data)
             else:
                 results[i] = tasks[i]()  # the child failed: do its share here
@@ -69,6 +76,21 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
                 os.waitpid(pid, 0)
             except OSError:
                 pass
+
+
+def _read_all(fd: int, deadline: float) -> bytes | None:
+    """Everything the child writes until it exits; None if that takes past `deadline`."""
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
 def _child(task: Callable[[], object], read_end: int, write_end: int) -> None:

@@ -319,7 +319,8 @@ def _verify_run(run: list[Piece], metrics: bool) -> list[Finding]:
     blocks: list[dict[str, Any]] | None = None
     if not payload["errors"]:
         parsed = payload["config"][0]["parsed"]
-        outer = parsed[0].get("block", []) if len(parsed) == 1 else []
+        only_http = len(parsed) == 1 and parsed[0]["directive"] == "http"
+        outer = parsed[0].get("block", []) if only_http else []
         if upstreams:
             blocks = outer
         elif len(outer) == 1 and outer[0]["directive"] == "server":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,19 @@ def children() -> set[str]:
     if not tasks.exists():
         pytest.skip("needs /proc")
     return {pid for t in tasks.iterdir() for pid in (t / "children").read_text().split()}
+
+
+def test_a_hung_child_is_killed_and_its_task_redone(monkeypatch) -> None:
+    monkeypatch.setattr(forked, "CHILD_TIMEOUT", 0.5)
+    parent = os.getpid()
+
+    def hangs() -> str:
+        if os.getpid() != parent:
+            time.sleep(60)
+        return "done here"
+
+    before = children()
+    started = time.monotonic()
+    assert forked.run_all([lambda: "first", hangs]) == ["first", "done here"]
+    assert time.monotonic() - started < 30
+    assert children() == before
