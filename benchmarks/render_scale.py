@@ -1,25 +1,43 @@
-"""Render, verify and `nginx -t` one large gateway; print the times and their ratio.
+"""Render, verify and `nginx -t` one large gateway from cold caches; print the times and ratio.
 
-    python benchmarks/render_scale.py [--services 10000] [--instances 10]
+    PYTHONPATH=. python benchmarks/render_scale.py [--services 10000] [--instances 10]
+        [--runs 3] [--workers 4]
 
-Goal (issue 2): (render + verify) / nginx -t <= 2.0.
+Goal (issue 2): (render + verify) / nginx -t <= 2.0, for a full render from cold caches:
+every service planned, every block rendered, the whole file parsed by crossplane and
+compared with the plan (verify_rendered, as `nginxgen render` runs it), the default
+loopback status server included. Each run starts with every memo dropped.
+
+Measured on the 2-core test machine (shared with other jobs), 10,000 x 10, 360,074 lines:
+  before (collector running through the pass, one core): render 1.53 s, verify 6.32 s,
+    nginx -t 4.27 s, ratio 1.84
+  after, verify on 2 cores: render 1.26-1.33 s, verify 2.45-2.57 s, nginx -t 2.47-2.73 s,
+    ratio 1.39-1.55 (median 1.42-1.43 over 8 runs)
+  after, --workers 1: render 1.30-1.36 s, verify 4.55-4.78 s, nginx -t 2.63-2.91 s,
+    ratio 2.06-2.31: one core alone does not meet the goal
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
+import statistics
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+from nginxgen import forked
 from nginxgen.catalog import Catalog, CatalogBuilder
-from nginxgen.nginx_bin import Binary
-from nginxgen.pipeline import ensure_runtime_dirs
+from nginxgen.heap import collector_paused
+from nginxgen.nginx_bin import Binary, lua_modules
+from nginxgen.pipeline import ensure_runtime_dirs, forget_caches, plan_uses_lua
 from nginxgen.plan import make_plan
-from nginxgen.render import render, render_upstream
+from nginxgen.render import render_parts
+from nginxgen.resolve import drop_unresolvable
 from nginxgen.spec import Spec, parse_spec
-from nginxgen.verify import nginx_test, verify
+from nginxgen.verify import nginx_test, verify_rendered
 
 
 def make_inputs(tmp: Path, services: int, instances: int) -> tuple[Spec, Catalog]:
@@ -36,43 +54,73 @@ def make_inputs(tmp: Path, services: int, instances: int) -> tuple[Spec, Catalog
     return spec, b.build()
 
 
+def one_run(spec: Spec, catalog: Catalog, nginx: str | None) -> dict[str, float]:
+    forget_caches()
+    gc.collect()
+    # One pass with the cycle collector paused, as pipeline.build runs it ...
+    with collector_paused():
+        t0 = time.perf_counter()
+        # What pipeline.build does: drop unresolvable names, plan at the current time.
+        plan = make_plan(spec, drop_unresolvable(catalog), datetime.now(timezone.utc))
+        modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
+        rendered = render_parts(plan, spec.nginx, modules=modules)
+        t_render = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        verdict = verify_rendered(rendered, plan)  # cold: crossplane parses the whole file
+        t_verify = time.perf_counter() - t0
+        assert verdict.ok, verdict.findings[:5]
+    # ... and the collection it deferred, counted with verify: the young generation holds
+    # everything the pass allocated, which is what the next automatic collection walks.
+    t0 = time.perf_counter()
+    gc.collect(0)
+    t_verify += time.perf_counter() - t0
+
+    t_nginx = float("nan")
+    if nginx:
+        t0 = time.perf_counter()
+        problems = nginx_test(rendered.text, Binary(nginx, "nginx"))
+        t_nginx = time.perf_counter() - t0
+        assert not problems, problems[:5]
+    return {
+        "render": t_render,
+        "verify": t_verify,
+        "nginx": t_nginx,
+        "lines": float(rendered.text.count("\n")),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=10_000)
     ap.add_argument("--instances", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=forked.MAX_WORKERS, help="cores for verify")
     args = ap.parse_args()
+    forked.MAX_WORKERS = args.workers
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     tmp = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     try:
         spec, catalog = make_inputs(tmp, args.services, args.instances)
         ensure_runtime_dirs(spec)
-
-        t0 = time.perf_counter()
-        plan = make_plan(spec, catalog)
-        text = render(plan, spec.nginx)
-        t_render = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        verdict = verify(text, plan)
-        t_verify = time.perf_counter() - t0
-        assert verdict.ok, verdict.findings[:5]
-
-        t_nginx = float("nan")
-        if nginx:
-            t0 = time.perf_counter()
-            problems = nginx_test(text, Binary(nginx, "nginx"))
-            t_nginx = time.perf_counter() - t0
-            assert not problems, problems[:5]
-
-        render_upstream.cache_clear()
-        lines = text.count("\n")
-        print(f"{args.services} services x {args.instances} instances: {lines} lines")
-        print(f"{'step':<22}{'seconds':>10}")
-        print(f"{'render (plan+jinja)':<22}{t_render:>10.2f}")
-        print(f"{'verify (crossplane)':<22}{t_verify:>10.2f}")
-        print(f"{'nginx -t':<22}{t_nginx:>10.2f}")
-        ratio = (t_render + t_verify) / t_nginx
-        print(f"(render+verify)/nginx -t = {ratio:.2f}  (goal <= 2.0)")
+        runs = [one_run(spec, catalog, nginx) for _ in range(args.runs)]
+        lines = int(runs[0]["lines"])
+        print(
+            f"{args.services} services x {args.instances} instances: {lines} lines; "
+            f"verify on {forked.workers()} core(s)"
+        )
+        head = ["render (plan+jinja)", "verify (crossplane)"]
+        print(f"{'run':<5}{head[0]:>21}{head[1]:>21}{'nginx -t':>10}{'ratio':>8}")
+        ratios = []
+        for i, r in enumerate(runs, 1):
+            ratio = (r["render"] + r["verify"]) / r["nginx"]
+            ratios.append(ratio)
+            print(f"{i:<5}{r['render']:>21.2f}{r['verify']:>21.2f}{r['nginx']:>10.2f}{ratio:>8.2f}")
+        median = statistics.median(ratios)
+        verdict = "met" if median <= 2.0 else "MISSED"
+        print(
+            f"(render+verify)/nginx -t, median of {len(runs)}: {median:.2f} (goal <= 2: {verdict})"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -47,7 +47,7 @@ def diff_plans(old: Plan | None, new: Plan) -> PlanDiff:
     after = {u.name: u for u in new.upstreams}
     added, removed, reweighted = [], [], []
     for name in before.keys() & after.keys():
-        if before[name] == after[name]:
+        if before[name] is after[name] or before[name] == after[name]:
             continue
         b = {s.address: s for s in before[name].servers}
         a = {s.address: s for s in after[name].servers}

@@ -42,6 +42,8 @@ def suspicious_removals(
     keys: set[tuple[str, str]] = set()
     reasons: list[str] = []
     for name, before in previous.services.items():
+        if current.services.get(name) == before:
+            continue  # most services, most reads: nothing vanished
         after_ids = {i.id for i in current.services.get(name, ())}
         vanished = [i for i in before if i.id not in after_ids]
         sudden = [i for i in vanished if i.state not in DELIBERATE_STATES]

@@ -82,7 +82,7 @@ def parse_file(
     Relative `include` paths resolve against the directory of `path`, as nginx resolves
     them against the directory of the file given to `-c` (its conf prefix).
     """
-    return crossplane.parse(
+    payload: dict[str, Any] = crossplane.parse(
         path,
         catch_errors=True,
         strict=strict,
@@ -91,6 +91,13 @@ def parse_file(
         check_ctx=check_ctx,
         check_args=True,
     )
+    # crossplane's recursive inner function closes over itself and over the payload, a
+    # reference cycle that would keep the whole parsed tree (640,000 objects at 10,000
+    # services) alive until the cycle collector runs. Hand out a copy and empty the
+    # original, so the tree goes away as soon as the caller drops it.
+    out = dict(payload)
+    payload.clear()
+    return out
 
 
 def parse_text(text: str, *, strict: bool = False) -> dict[str, Any]:

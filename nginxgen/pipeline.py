@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .catalog import Catalog
+from .heap import without_collector
 from .nginx_bin import Binary, find_binary, lua_modules
 from .plan import Plan, make_plan
 from .render import render_parts
@@ -42,6 +43,7 @@ def nginx_for_test(spec: Spec, mode: bool | None) -> Binary | None:
     return binary
 
 
+@without_collector
 def build(
     spec: Spec,
     catalog: Catalog,
@@ -70,3 +72,18 @@ def ensure_runtime_dirs(spec: Spec) -> None:
     temp = Path(spec.nginx.temp_dir) if spec.nginx.temp_dir else out / "tmp"
     for d in (out, temp, Path(spec.nginx.pid).parent):
         d.mkdir(parents=True, exist_ok=True)
+
+
+def forget_caches() -> None:
+    """Drop every memo a pass reuses (per-service plans, block texts, verified blocks,
+    catalog digests), so the next pass runs cold. Benchmarks use this; a watcher never
+    needs to: each memo checks its inputs."""
+    from . import catalog, plan, render, resolve, verify
+
+    for cache in (render.environment, render.render_upstream, render.render_location):
+        cache.cache_clear()
+    resolve._is_ip.cache_clear()
+    verify._VERIFIED.clear()
+    render._DIGESTS.clear()
+    plan.forget_plans()
+    catalog._DIGESTS.clear()

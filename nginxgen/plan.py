@@ -7,14 +7,26 @@ route does when its service has nobody alive); templates only lay the Plan out.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 from .cache import CacheSetup, RouteCache, cache_setup, route_cache
 from .catalog import Catalog, Instance
 from .gateway import Gateway, Guard, plan_gateway
-from .spec import NO_BACKUP_METHODS, Failover, Spec, Timeouts, balance_args
-from .warmup import Observed, instance_key, ramp, ramp_start, ramped_weight, scale_factor
+from .heap import without_collector
+from .plan_memo import ALWAYS, ServiceMemo, Window, intersect, ramp_window
+from .spec import NO_BACKUP_METHODS, Failover, ServicePolicy, Spec, Timeouts, balance_args
+from .warmup import (
+    Observed,
+    Ramp,
+    instance_key,
+    ramp,
+    ramp_start,
+    ramped_weight,
+    scale_factor,
+)
 
 # States whose instances take new requests. `draining` and `down` get none from the next
 # reload on; nginx's graceful reload lets requests already in flight to them finish.
@@ -37,17 +49,35 @@ class Server:
     down: bool = False  # kept in a hash/ip_hash upstream so the mapping stays stable
 
 
+class _HashedOnce:
+    """For frozen values that render and verify look up by value on every pass: the hash
+    is computed once per object (a dataclass hashes all its fields on every call), and
+    never pickled, since string hashes differ between processes."""
+
+    def _hash_once(self) -> int:
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))  # type: ignore[arg-type]
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+
 @dataclass(frozen=True)
-class Upstream:
+class Upstream(_HashedOnce):
     name: str
     servers: tuple[Server, ...]
     keepalive: int
     zone: str | None
     balance: tuple[str, ...] = ()  # the balancing directive; () for round robin
 
+    __hash__ = _HashedOnce._hash_once
+
 
 @dataclass(frozen=True)
-class Location:
+class Location(_HashedOnce):
     path: str
     exact: bool
     service: str
@@ -59,6 +89,8 @@ class Location:
     unavailable_body: str = ""
     guard: Guard | None = None  # rate limits, auth, metrics label (gateway.py)
     cache: RouteCache | None = None  # served from Redis by lua/nginxgen/cache.lua
+
+    __hash__ = _HashedOnce._hash_once
 
 
 @dataclass(frozen=True)
@@ -85,6 +117,7 @@ class Plan:
         return next((u for u in self.upstreams if u.name == name), None)
 
 
+@without_collector
 def make_plan(
     spec: Spec,
     catalog: Catalog,
@@ -95,55 +128,53 @@ def make_plan(
 
     `now` places warm-up ramps (None: no ramp at all); `observed` carries what nginxgen saw
     over time (first-seen and return times, pseudo-dead instances) as plain data.
+    Services whose inputs did not change since an earlier plan reuse its result
+    (plan_memo.py), so one changed instance among 10,000 services re-plans one service.
     """
     observed = observed or Observed()
     notes: list[str] = []
     refused: list[str] = []
     changes: list[datetime] = []
     upstreams: dict[str, Upstream] = {}
-    for name in spec.service_names:
-        instances = catalog.services.get(name)
-        if instances is None:
-            notes.append(f"service {name!r}: not in the registry; its routes answer 503")
-            continue
-        upstream = _upstream(spec, name, instances, now, observed, notes, refused, changes)
-        if upstream is None:
-            notes.append(f"service {name!r}: no live instance; its routes answer 503")
-            continue
-        upstreams[name] = upstream
+    with _SERVICES.lock:
+        fixed = _spec_plan(spec)
+        _SERVICES.sync(observed)
+        for name in fixed.service_names:
+            instances = catalog.services.get(name)
+            if instances is None:
+                notes.append(f"service {name!r}: not in the registry; its routes answer 503")
+                continue
+            policy = fixed.policy(name)
+            planned = _SERVICES.get(name, instances, policy, fixed.zone, now)
+            if planned is None:
+                planned, window, keys = _plan_service(
+                    name, instances, policy, fixed.zone, now, observed
+                )
+                _SERVICES.put(name, instances, policy, fixed.zone, window, keys, planned)
+            if planned.notes:
+                notes += planned.notes
+            if planned.refused:
+                refused += planned.refused
+            if planned.changes:
+                changes += planned.changes
+            if planned.upstream is None:
+                notes.append(f"service {name!r}: no live instance; its routes answer 503")
+                continue
+            upstreams[name] = planned.upstream
+        locations, cache = fixed.locations(upstreams.keys())
 
-    gateway, guards = plan_gateway(spec)
-    locations = tuple(
-        Location(
-            path=r.path,
-            exact=r.exact,
-            service=r.service,
-            upstream=r.service if r.service in upstreams else None,
-            strip_prefix=r.strip_prefix,
-            failover=r.failover,
-            timeouts=r.timeouts,
-            client_max_body_size=r.client_max_body_size,
-            unavailable_body=json.dumps(
-                {"error": "service unavailable", "service": r.service}, separators=(",", ":")
-            ),
-            guard=guard,
-            # A route answering 503 on purpose has nothing worth caching.
-            cache=route_cache(spec, i, r) if r.service in upstreams else None,
-        )
-        for i, (r, guard) in enumerate(zip(spec.routes, guards, strict=True))
-    )
     return Plan(
         upstreams=tuple(upstreams.values()),
         locations=locations,
-        catch_all=not any(r.path == "/" and not r.exact for r in spec.routes),
+        catch_all=fixed.catch_all,
         notes=tuple(notes),
         catalog_fingerprint=catalog.fingerprint(),
         spec_path=spec.source_path,
         services_seen=len(catalog.services),
         instances_seen=catalog.instance_count,
         dropped=tuple(str(d) for d in catalog.dropped) + tuple(refused),
-        gateway=gateway,
-        cache=cache_setup(spec, tuple(loc.cache for loc in locations if loc.cache)),
+        gateway=fixed.gateway,
+        cache=cache,
         next_change_at=min(changes, default=None),
     )
 
@@ -155,36 +186,133 @@ def next_change_at(
     return make_plan(spec, catalog, now, observed).next_change_at
 
 
-def _upstream(
-    spec: Spec,
+@dataclass(frozen=True)
+class _Planned:
+    """One service's share of a Plan."""
+
+    upstream: Upstream | None  # None: nobody to serve
+    notes: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+    changes: tuple[datetime, ...] = ()  # when its warm-up ramps take their next step
+
+
+_SERVICES: ServiceMemo[_Planned] = ServiceMemo()
+
+
+class _SpecPlan:
+    """What a Spec alone decides, worked out once per Spec object (specs are frozen):
+    policies, the gateway, and each route's Location with and without an upstream."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec  # held, so the identity check in _spec_plan stays sound
+        self.service_names = spec.service_names
+        self.zone = None if spec.nginx.upstream_zone == "off" else spec.nginx.upstream_zone
+        self.gateway, self.guards = plan_gateway(spec)
+        self.catch_all = not any(r.path == "/" and not r.exact for r in spec.routes)
+        self._default: ServicePolicy | None = None
+        n = len(spec.routes)
+        self._serving: list[Location | None] = [None] * n
+        self._unavailable: list[Location | None] = [None] * n
+        self._last: tuple[frozenset[str], tuple[Location, ...], CacheSetup | None] | None = None
+
+    def policy(self, name: str) -> ServicePolicy:
+        own = self.spec.services.get(name)
+        if own is not None:
+            return own
+        if self._default is None:  # one object for all, so the memo compares by identity
+            self._default = self.spec.service_policy(name)
+        return self._default
+
+    def locations(self, live: Collection[str]) -> tuple[tuple[Location, ...], CacheSetup | None]:
+        """Every route's Location for this set of services with an upstream."""
+        if self._last is not None and self._last[0] == live:
+            return self._last[1], self._last[2]
+        out = []
+        for i, r in enumerate(self.spec.routes):
+            serving = r.service in live
+            variants = self._serving if serving else self._unavailable
+            loc = variants[i]
+            if loc is None:
+                loc = variants[i] = self._location(i, serving)
+            out.append(loc)
+        locations = tuple(out)
+        cache = cache_setup(self.spec, tuple(loc.cache for loc in locations if loc.cache))
+        self._last = (frozenset(live), locations, cache)
+        return locations, cache
+
+    def _location(self, i: int, serving: bool) -> Location:
+        r = self.spec.routes[i]
+        return Location(
+            path=r.path,
+            exact=r.exact,
+            service=r.service,
+            upstream=r.service if serving else None,
+            strip_prefix=r.strip_prefix,
+            failover=r.failover,
+            timeouts=r.timeouts,
+            client_max_body_size=r.client_max_body_size,
+            unavailable_body=json.dumps(
+                {"error": "service unavailable", "service": r.service}, separators=(",", ":")
+            ),
+            guard=self.guards[i],
+            # A route answering 503 on purpose has nothing worth caching.
+            cache=route_cache(self.spec, i, r) if serving else None,
+        )
+
+
+_SPECS: dict[int, _SpecPlan] = {}
+_SPECS_MAX = 8
+
+
+def forget_plans() -> None:
+    """Drop what make_plan remembers (memory, or a cold measurement)."""
+    with _SERVICES.lock:
+        _SERVICES.clear()
+        _SPECS.clear()
+
+
+def _spec_plan(spec: Spec) -> _SpecPlan:
+    fixed = _SPECS.get(id(spec))
+    if fixed is None or fixed.spec is not spec:
+        if len(_SPECS) >= _SPECS_MAX:
+            del _SPECS[next(iter(_SPECS))]  # the oldest
+        fixed = _SPECS[id(spec)] = _SpecPlan(spec)
+    return fixed
+
+
+def _plan_service(
     name: str,
     instances: tuple[Instance, ...],
+    policy: ServicePolicy,
+    zone: str | None,
     now: datetime | None,
     observed: Observed,
-    notes: list[str],
-    refused: list[str],
-    changes: list[datetime],
-) -> Upstream | None:
-    policy = spec.service_policy(name)
+) -> tuple[_Planned, Window, list[str]]:
+    """One service's upstream, notes, refusals and ramp steps; plus the times `now` at
+    which that result holds and the observed-state keys it read (for plan_memo)."""
+    notes: list[str] = []
+    refused: list[str] = []
     balance = balance_args(policy.balance)
     method = balance[0] if balance else "round_robin"
-    up = [i for i in instances if i.state in LIVE_STATES]
-    dead = {instance_key(i) for i in up} & observed.dead
+    keys = [instance_key(i) for i in instances]
+    up = [(i, k) for i, k in zip(instances, keys, strict=True) if i.state in LIVE_STATES]
+    dead = {k for _, k in up} & observed.dead
     if dead and len(dead) == len(up):
         # Probe evidence alone never takes a whole service down: passive checks still run.
         notes.append(
             f"service {name!r}: every instance fails its health probe; keeping them all in"
         )
         dead = set()
-    serving = [i for i in up if instance_key(i) not in dead]
+    serving = [i for i, k in up if k not in dead]
     held_out = [i for i in instances if i not in serving] if method in STABLE_METHODS else []
 
     chosen: dict[str, tuple[Instance, bool]] = {}  # address -> (instance, down)
     for inst, down in [(i, False) for i in serving] + [(i, True) for i in held_out]:
         # Two registry entries for one address would make nginx count it twice.
-        if inst.address in chosen:
+        address = inst.address
+        if address in chosen:
             continue
-        if _is_backup(inst) and method in NO_BACKUP_METHODS:
+        if method in NO_BACKUP_METHODS and _is_backup(inst):
             if not down:
                 refused.append(
                     f"service {name!r} instance {inst.id!r}: backup instances cannot be used "
@@ -192,16 +320,21 @@ def _upstream(
                     "round_robin or least_conn, or remove the backup tag"
                 )
             continue
-        chosen[inst.address] = (inst, down)
-    primaries = [i for i, down in chosen.values() if not down and not _is_backup(i)]
+        chosen[address] = (inst, down)
+    backups = {a for a, (i, _) in chosen.items() if _is_backup(i)}
+    primaries = [(a, i) for a, (i, down) in chosen.items() if not down and a not in backups]
     if not primaries:
-        return None  # nothing to serve (only backups would still render, but never serve)
+        # nothing to serve (only backups would still render, but never serve)
+        return _Planned(None, tuple(notes), tuple(refused)), ALWAYS, keys
 
-    ramps = {
-        i.address: ramp(policy.warmup, ramp_start(i, now, observed), now)
-        for i in primaries
-        if now is not None
-    }
+    ramps: dict[str, Ramp] = {}
+    windows: list[Window] = []
+    if now is not None:
+        for address, i in primaries:
+            start = ramp_start(i, now, observed)
+            step = ramps[address] = ramp(policy.warmup, start, now)
+            if policy.warmup.enabled and start is not None:
+                windows.append(ramp_window(step, start, now, policy.warmup.period))
     ramping = {a: r for a, r in ramps.items() if r.ramping}
     if ramping and len(ramping) == len(primaries):
         notes.append(
@@ -210,14 +343,15 @@ def _upstream(
         )
         ramping = {}
     factor = 1
+    changes: list[datetime] = []
     if ramping:
         base_max = max(i.weight for i, _ in chosen.values())
         factor = scale_factor(policy.warmup.step_percent, base_max)
-        changes += [r.next_at for r in ramping.values() if r.next_at is not None]
+        changes = [r.next_at for r in ramping.values() if r.next_at is not None]
 
     servers = []
-    for inst, down in chosen.values():
-        r = ramping.get(inst.address)
+    for address, (inst, down) in chosen.items():
+        r = ramping.get(address)
         weight = ramped_weight(inst.weight, r.fraction if r else 1.0, factor)
         if r:
             notes.append(
@@ -226,24 +360,25 @@ def _upstream(
             )
         servers.append(
             Server(
-                address=inst.address,
+                address=address,
                 weight=weight,
                 max_fails=policy.health.max_fails,
                 fail_timeout=policy.health.fail_timeout,
                 instance_id=inst.id,
-                backup=_is_backup(inst),
+                backup=address in backups,
                 down=down,
             )
         )
-    zone = None if spec.nginx.upstream_zone == "off" else spec.nginx.upstream_zone
-    return Upstream(
+    upstream = Upstream(
         name=name,
         servers=tuple(servers),
         keepalive=policy.keepalive,
         zone=zone,
         balance=balance,
     )
+    planned = _Planned(upstream, tuple(notes), tuple(refused), tuple(changes))
+    return planned, intersect(windows), keys
 
 
 def _is_backup(inst: Instance) -> bool:
-    return "backup" in inst.tags or inst.meta_dict.get("backup") == "true"
+    return "backup" in inst.tags or (bool(inst.meta) and inst.meta_dict.get("backup") == "true")

@@ -13,6 +13,7 @@ import jinja2
 
 from . import __version__, gateway
 from .cache import lua_config
+from .heap import without_collector
 from .plan import Location, Plan, Upstream
 from .resources import resource_dir
 from .spec import HASH_KEY, NginxSpec
@@ -175,6 +176,7 @@ def render(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> st
     return render_parts(plan, nginx, modules=modules).text
 
 
+@without_collector
 def render_parts(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ()) -> Rendered:
     """Render the skeleton once with marks, then splice in the cached per-block texts.
 
@@ -184,6 +186,7 @@ def render_parts(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ())
     tell which config the running workers loaded.
     """
     temp_dir = nginx.temp_dir or str(Path(nginx.output).parent / "tmp")
+    context = gateway_context(plan)
     marked = (
         environment()
         .get_template("nginx.conf.j2")
@@ -195,7 +198,7 @@ def render_parts(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ())
             modules=modules,
             temp_dir=temp_dir,
             version=__version__,
-            **gateway_context(plan),
+            **context,
             cache_config=lua_config(plan.cache) if plan.cache else None,
             status_server=_STATUS,
         )
@@ -207,21 +210,40 @@ def render_parts(plan: Plan, nginx: NginxSpec, *, modules: tuple[str, ...] = ())
     head, rest = marked.split(_UPSTREAMS)
     middle, rest = rest.split(_LOCATIONS)
     before_status, _, tail = rest.partition(_STATUS)
-    blocks_u = "".join([t + "\n" for _, t in ups])
-    blocks_l = "".join([t + "\n" for _, t in locs])
-    parts = [head, blocks_u, middle, blocks_l, before_status, tail]
+    blocks_u = "\n".join([t for _, t in ups]) + "\n" if ups else ""
+    blocks_l = "\n".join([t for _, t in locs]) + "\n" if locs else ""
     status = ""
     if plan.gateway.status_listen:
+        # Blocks enter the hash by their own (cached) digests: hashing 10 MB on every
+        # pass would cost more than the rest of a one-change render.
         digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part.encode("utf-8"))
+        digest.update(head.encode("utf-8"))
+        for _, t in ups:
+            digest.update(_block_digest(t))
+        digest.update(middle.encode("utf-8"))
+        for _, t in locs:
+            digest.update(_block_digest(t))
+        digest.update(before_status.encode("utf-8"))
+        digest.update(tail.encode("utf-8"))
         gen = digest.hexdigest()[:16]
         template = environment().get_template("status_server.conf.j2")
-        context = gateway_context(plan)
         status = template.render(generation=gen, **context).rstrip("\n")
     text = "".join([head, blocks_u, middle, blocks_l, before_status, status, tail])
     skeleton = head + middle + before_status + status + tail
     return Rendered(text, skeleton, ups, locs)
+
+
+_DIGESTS: dict[str, bytes] = {}  # block text -> sha256, for the generation hash
+_DIGESTS_MAX = 262_144
+
+
+def _block_digest(text: str) -> bytes:
+    known = _DIGESTS.get(text)
+    if known is None:
+        if len(_DIGESTS) >= _DIGESTS_MAX:
+            _DIGESTS.clear()
+        known = _DIGESTS[text] = hashlib.sha256(text.encode("utf-8")).digest()
+    return known
 
 
 def config_generation(text: str) -> str | None:

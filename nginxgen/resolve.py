@@ -11,10 +11,12 @@ import ipaddress
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import lru_cache
 
 from .catalog import Catalog, Dropped
 
 
+@lru_cache(maxsize=65536)  # hosts repeat on every read; parsing 20,000 addresses is not free
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -10,10 +10,13 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import forked
 from .gateway_verify import check_guard, is_gateway_location, split_status_server
+from .heap import without_collector
 from .nginx_bin import Binary, test_config
 from .nginx_parse import parse_text
 from .plan import Location, Plan, Server, Upstream
@@ -41,6 +44,7 @@ class Verdict:
         return not self.findings
 
 
+@without_collector
 def verify(text: str, plan: Plan, binary: Binary | None = None) -> Verdict:
     """Parse `text`, compare it with `plan`, and run `nginx -t` when `binary` is given."""
     payload = parse_text(text, strict=True)
@@ -236,28 +240,38 @@ def nginx_test(text: str, binary: Binary) -> list[Finding]:
 # content, and the blocks are spliced between whole statements of the skeleton, so the
 # file parses to the skeleton's tree with those blocks inserted. `nginx -t` still runs
 # on the whole candidate.
+#
+# A cold verify (many unseen blocks) parses every block instead, in the runs the file
+# holds them in (all upstreams, then all locations), each run inside one wrapper and
+# required to parse as exactly its planned blocks in order. That proves what one parse
+# of the whole file proves, and the runs can be cut at block boundaries and parsed on
+# several cores (forked.py).
 
-# Past this many unseen blocks one parse of the whole file is cheaper than many small ones.
+# Past this many unseen blocks, parsing every block in long runs is cheaper than many
+# small parses.
 FULL_PARSE_AT = 200
 _VERIFIED: set[tuple[object, str]] = set()  # (planned block, its text) known to be good
 _VERIFIED_MAX = 262_144
 
+Piece = tuple[object, str]  # (planned Upstream or Location, its rendered text)
 
+
+@without_collector
 def verify_rendered(rendered: Rendered, plan: Plan, binary: Binary | None = None) -> Verdict:
     """Like `verify`, but re-parses only blocks that changed since the last good verify."""
-    pieces: list[tuple[object, str]] = [*rendered.upstreams, *rendered.locations]
+    pieces: list[Piece] = [*rendered.upstreams, *rendered.locations]
     unseen = [p for p in pieces if p not in _VERIFIED]
-    if len(unseen) > FULL_PARSE_AT:
-        verdict = verify(rendered.text, plan, binary)
-        if verdict.ok:
-            _remember(pieces)
-        return verdict
+    metrics = plan.gateway.metrics
     findings = _verify_skeleton(rendered.skeleton, plan)
-    for planned, text in unseen:
-        if isinstance(planned, Upstream):
-            findings += _verify_upstream_piece(text, planned)
-        elif isinstance(planned, Location):
-            findings += _verify_location_piece(text, planned, plan.gateway.metrics)
+    if len(unseen) > FULL_PARSE_AT:
+        unseen = pieces
+        runs: list[list[Piece]] = [list(rendered.upstreams), list(rendered.locations)]
+        tasks = [partial(_verify_runs, part, metrics) for part in _split(runs)]
+        for part_findings in forked.run_all(tasks):
+            findings += part_findings
+    else:
+        for piece in unseen:
+            findings += _verify_piece(piece, metrics)
     if len({u.name for u in plan.upstreams}) != len(plan.upstreams):
         findings.append(Finding("round-trip", "two upstreams have the same name"))
     tested = False
@@ -267,6 +281,75 @@ def verify_rendered(rendered: Rendered, plan: Plan, binary: Binary | None = None
     if not findings:
         _remember(unseen)
     return Verdict(tuple(findings), tested)
+
+
+def _split(runs: list[list[Piece]]) -> list[list[list[Piece]]]:
+    """Cut the runs at block boundaries into one share of about equal text per worker."""
+    total = sum(len(t) for run in runs for _, t in run)
+    target = total / forked.workers() + 1
+    parts: list[list[list[Piece]]] = [[]]
+    size = 0
+    for run in runs:
+        current: list[Piece] = []
+        parts[-1].append(current)
+        for piece in run:
+            if size >= target:
+                current = []
+                parts.append([current])
+                size = 0
+            current.append(piece)
+            size += len(piece[1])
+    return [[run for run in part if run] for part in parts if any(part)]
+
+
+def _verify_runs(runs: list[list[Piece]], metrics: bool) -> list[Finding]:
+    findings: list[Finding] = []
+    for run in runs:
+        findings += _verify_run(run, metrics)
+    return findings
+
+
+def _verify_run(run: list[Piece], metrics: bool) -> list[Finding]:
+    """Consecutive blocks of one kind, parsed together: exactly the planned blocks, in order.
+    On any mismatch each block is checked alone, so the finding names the block."""
+    upstreams = isinstance(run[0][0], Upstream)
+    body = "".join([text + "\n" for _, text in run])
+    wrapped = "http {\n" + body + "}\n" if upstreams else "http {\nserver {\n" + body + "}\n}\n"
+    payload = parse_text(wrapped, strict=True)
+    blocks: list[dict[str, Any]] | None = None
+    if not payload["errors"]:
+        parsed = payload["config"][0]["parsed"]
+        only_http = len(parsed) == 1 and parsed[0]["directive"] == "http"
+        outer = parsed[0].get("block", []) if only_http else []
+        if upstreams:
+            blocks = outer
+        elif len(outer) == 1 and outer[0]["directive"] == "server":
+            blocks = outer[0].get("block", [])
+    findings: list[Finding] = []
+    if blocks is not None and len(blocks) == len(run):
+        for block, (planned, _) in zip(blocks, run, strict=True):
+            if isinstance(planned, Upstream):
+                if block["directive"] != "upstream" or block["args"] != [planned.name]:
+                    break
+                findings += _compare_upstream(block, planned)
+            elif isinstance(planned, Location):
+                key = ["=", planned.path] if planned.exact else [planned.path]
+                if block["directive"] != "location" or block["args"] != key:
+                    break
+                findings += _compare_location(block, planned, metrics)
+        else:
+            return findings
+    findings = [f for piece in run for f in _verify_piece(piece, metrics)]
+    return findings or [Finding("round-trip", f"{len(run)} blocks do not parse as planned")]
+
+
+def _verify_piece(piece: Piece, metrics: bool) -> list[Finding]:
+    planned, text = piece
+    if isinstance(planned, Upstream):
+        return _verify_upstream_piece(text, planned)
+    if isinstance(planned, Location):
+        return _verify_location_piece(text, planned, metrics)
+    return [Finding("round-trip", f"unexpected block {type(planned).__name__}")]
 
 
 def _remember(pieces: list[tuple[object, str]]) -> None:

@@ -21,7 +21,6 @@ something changes (registry, spec, templates, or the clock).
 from __future__ import annotations
 
 import difflib
-import gc
 import logging
 import random
 import signal
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from . import heap
 from .catalog import Catalog
 from .diff import diff_plans
 from .guard import RemovalHold
@@ -572,16 +572,13 @@ class Watcher:
 
 
 def settle_heap() -> None:
-    """Collect everything, then move the survivors (plan, caches) out of the collector's sight.
+    """Collect, then move the survivors (plan, caches) out of the collector's sight.
 
     With 10,000 services the render caches hold hundreds of thousands of objects, and a
-    full collection walking them all would land in the middle of most applies. Unfreezing
-    first lets this collection reach cycles frozen last time, so nothing leaks; it runs
-    after the reload, off the change-to-served path.
+    full collection walking them all would land in the middle of most applies. This runs
+    after the reload, off the change-to-served path; heap.settle says when it is full.
     """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
+    heap.settle()
 
 
 def _nap(seconds: float) -> bool:

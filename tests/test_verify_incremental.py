@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from nginxgen import forked
 from nginxgen import verify as verify_mod
 from nginxgen.catalog import Catalog, Instance
 from nginxgen.plan import make_plan
@@ -50,11 +51,16 @@ def parses(monkeypatch):
     return calls
 
 
-def test_one_change_parses_the_skeleton_and_one_block(parses):
+def test_one_change_parses_the_skeleton_and_one_block(parses, monkeypatch):
+    monkeypatch.setattr(forked, "MAX_WORKERS", 1)  # count every parse in this process
     s = spec()
     plan = make_plan(s, catalog())
-    assert verify_rendered(render_parts(plan, s.nginx), plan).ok
-    assert len(parses) == 1  # cold: one parse of the whole file
+    cold = render_parts(plan, s.nginx)
+    assert verify_rendered(cold, plan).ok
+    # cold: the skeleton, then all upstreams in one run and all locations in another
+    assert len(parses) == 3
+    assert all(text in parses[1] for _, text in cold.upstreams)
+    assert all(text in parses[2] for _, text in cold.locations)
     parses.clear()
     changed = make_plan(s, catalog(weight_of_s7=5))
     rendered = render_parts(changed, s.nginx)
@@ -84,3 +90,26 @@ def test_a_tampered_block_or_skeleton_is_caught_even_when_the_rest_is_cached(par
         "    server {", "    upstream evil { server 6.6.6.6:80; }\n    server {", 1
     )
     assert not verify_rendered(replace(good, skeleton=skel), plan).ok
+
+
+@pytest.mark.parametrize("where", [0, N // 2, N - 1])
+def test_a_cold_verify_split_across_processes_catches_a_tampered_block_anywhere(where):
+    verify_mod._VERIFIED.clear()
+    s = spec()
+    plan = make_plan(s, catalog())
+    good = render_parts(plan, s.nginx)
+    loc, text = good.locations[where]
+    smuggled = text.replace(
+        "proxy_http_version 1.1;", "proxy_http_version 1.1; proxy_pass http://evil;"
+    )
+    locations = (*good.locations[:where], (loc, smuggled), *good.locations[where + 1 :])
+    findings = verify_rendered(replace(good, locations=locations), plan).findings
+    assert any(f"/s{where}/" in f.message and "evil" in f.message for f in findings), findings
+    verify_mod._VERIFIED.clear()
+    # A block that swallows its neighbour keeps every block count but not the structure.
+    loc, text = good.locations[where]
+    opened = text.rstrip().removesuffix("}") + "location /nested/ {\n"
+    closing = good.locations[where + 1] if where + 1 < N else None
+    if closing is not None:
+        locations = (*good.locations[:where], (loc, opened), *good.locations[where + 1 :])
+        assert not verify_rendered(replace(good, locations=locations), plan).ok
