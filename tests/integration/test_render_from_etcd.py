@@ -50,7 +50,7 @@ def test_backends_registered_in_etcd_get_the_traffic(etcd_server, workdir, backe
     result = nginxgen("render", "-c", str(spec), "-o", str(conf))
     assert result.returncode == 0, result.stderr
     assert "'evil'" in result.stderr and "dropped" in result.stderr
-    assert "418" not in conf.read_text()
+    assert "return 418" not in conf.read_text()
     nginx_runner(conf, workdir / "nginx.pid", port)
     assert set(who_answers(f"http://127.0.0.1:{port}/api/x", 20)) == {"a", "b"}
     r = requests.get(f"http://127.0.0.1:{port}/gone/x", timeout=5)
