@@ -10,7 +10,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.functional_validators import BeforeValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from .fields import Duration, Model, SpecPath, Token
 
@@ -36,6 +36,16 @@ def parse_size(value: Any) -> int:
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _at_least_1ms(seconds: float) -> float:
+    if seconds < 0.001:
+        raise ValueError("must be at least 1ms")
+    return seconds
+
+
+# Cache lifetimes: a duration, and 0 would store entries that expire at once.
+TTL = Annotated[Duration, AfterValidator(_at_least_1ms)]
 
 
 class RedisSpec(Model):
@@ -91,15 +101,8 @@ class RedisSpec(Model):
 class L1Cache(Model):
     """A per-route shared dict in front of Redis for the hottest keys."""
 
-    ttl: Duration = 1.0
+    ttl: TTL = 1.0
     size: Token = "10m"
-
-    @field_validator("ttl")
-    @classmethod
-    def _ttl(cls, v: float) -> float:
-        if v < 0.001:
-            raise ValueError("must be at least 1ms")
-        return v
 
     @field_validator("size")
     @classmethod
@@ -110,7 +113,7 @@ class L1Cache(Model):
 
 
 class CacheSpec(Model):
-    ttl: Duration
+    ttl: TTL
     statuses: tuple[int, ...] = (200,)
     headers: tuple[str, ...] = ()  # response headers stored besides Content-Type
     max_body: Size = 1024 * 1024
@@ -120,13 +123,6 @@ class CacheSpec(Model):
     use_request_host: bool = False  # key on the client's Host instead (virtual hosting)
     stampede_wait: Duration = 2.0  # how long concurrent misses wait for one fill
     l1: L1Cache | None = None
-
-    @field_validator("ttl")
-    @classmethod
-    def _ttl(cls, v: float) -> float:
-        if v < 0.001:
-            raise ValueError("must be at least 1ms")
-        return v
 
     @field_validator("statuses")
     @classmethod
