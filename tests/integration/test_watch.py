@@ -455,19 +455,28 @@ def test_sigkill_of_the_watch_loop_at_random_points_never_tears_nginx_conf(workd
     rng = random.Random(7)
     seen: set[str] = set()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = workdir / "watch.log"
     for _ in range(6):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(spec)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        deadline = time.monotonic() + 1.5 + rng.random() * 2
+        log.write_bytes(b"")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(spec)],
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+                env=env,
+            )
+        # The random window opens once the loop is installing (start-up is slow on a
+        # loaded machine), so every round kills a loop in the middle of its work.
+        started = time.monotonic() + 60
+        deadline = None
         i = 0
-        while time.monotonic() < deadline:
+        while deadline is None or time.monotonic() < deadline:
             write_registry(workdir, (services, flipped)[i % 2])
             i += 1
             time.sleep(0.05 + rng.random() * 0.1)
+            if deadline is None and "installed: " in log.read_text(errors="replace"):
+                deadline = time.monotonic() + 0.2 + rng.random() * 1.5
+            assert time.monotonic() < started, f"the loop never installed: {log.read_text()}"
         proc.kill()
         proc.wait(10)
         now = (workdir / "nginx.conf").read_text()
