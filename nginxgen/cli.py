@@ -1,8 +1,9 @@
 """The `nginxgen` command. Thin: parse flags, call the pipeline, report.
 
 Exit codes: 0 ok; 1 no valid config could be produced (validation failed, registry
-unreadable) or lint findings; 2 usage or spec error. Data goes to stdout, the human
-summary and logs to stderr, so pipes stay clean.
+unreadable) or lint findings; 2 usage, spec or output error (a `-o` that cannot be
+written, a configured nginx.binary that does not exist, a port already taken). Data
+goes to stdout, the human summary and logs to stderr, so pipes stay clean.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .install import write_atomic
+from .install import InstallError, install_target, write_atomic
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
-from .pipeline import Build, NginxMissing, build, nginx_for_test
+from .pipeline import Build, NginxMissing, build, nginx_for_test, untested_warning
 from .policy_state import PolicyState, state_path
 from .sources import RegistryError, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
@@ -71,8 +72,12 @@ def render(
     spec = load(config)
     try:
         binary = nginx_for_test(spec, nginx_test)
-    except NginxMissing as exc:
+        if output not in (None, "-"):
+            install_target(output)  # refuse a bad -o before reading the registry
+    except (NginxMissing, InstallError) as exc:
         fail(str(exc), 2)
+    if binary is None and nginx_test is None:
+        err.print(f"[yellow]warning:[/] {escape(untested_warning(spec))}", soft_wrap=True)
     source = open_source(spec.registry, spec.service_names)
     try:
         catalog = source.read()
@@ -85,13 +90,15 @@ def render(
     state = PolicyState(state_path(spec))
     now = datetime.now(timezone.utc)
     result = build(spec, catalog, binary=binary, now=now, observed=state.observe(catalog, now))
-    destination = output if output is not None else None
     written = None
     if result.verdict.ok:
-        if destination in (None, "-"):
+        if output in (None, "-"):
             sys.stdout.write(result.text)
         else:
-            written = write_atomic(destination, result.text)
+            try:
+                written = write_atomic(output, result.text)
+            except InstallError as exc:
+                fail(str(exc), 2)
             state.save()
     summarize(result, spec, written.path if written else None, as_json)
     if not result.verdict.ok:
@@ -161,7 +168,7 @@ def watch(
 ) -> None:
     """Keep the running nginx in step with the registry: render, verify, install, reload."""
     from .telemetry import setup_logging
-    from .watch import Options, Watcher
+    from .watch import ListenError, Options, Watcher
 
     if log_format not in ("text", "json"):
         fail(f"--log-format must be text or json, got {log_format!r}", 2)
@@ -169,10 +176,10 @@ def watch(
     setup_logging(log_format)
     try:
         watcher = Watcher(config, spec, Options(once=once, dry_run=dry_run))
-    except RegistryError as exc:
+    except (RegistryError, NginxMissing, ListenError) as exc:
         fail(str(exc), 2)
-    except OSError as exc:  # the health port is taken, typically
-        fail(f"watch.listen {spec.watch.listen}: {exc.strerror or exc}", 2)
+    except OSError as exc:  # the output's directories cannot be created, typically
+        fail(f"nginx.output {spec.nginx.output}: {(exc.strerror or str(exc)).lower()}", 2)
     raise typer.Exit(watcher.run())
 
 

@@ -32,15 +32,28 @@ class Build:
 
 
 def nginx_for_test(spec: Spec, mode: bool | None) -> Binary | None:
-    """The binary for `nginx -t`: mode True requires it, None uses it when present."""
+    """The binary for `nginx -t`: mode True requires it, None uses it when present,
+    False skips it. A configured `nginx.binary` that does not exist is an error whenever
+    nginx -t would run: only "none configured and none on PATH" may fall back."""
     if mode is False:
         return None
     binary = find_binary(spec.nginx)
+    configured = spec.nginx.binary
+    if binary is None and configured:
+        where = "is not on PATH" if "/" not in configured else "does not exist or is not executable"
+        raise NginxMissing(f"nginx.binary: {configured} {where}")
     if binary is None and mode:
-        raise NginxMissing(
-            f"--nginx-test: no {spec.nginx.binary or spec.nginx.flavor} binary found on PATH"
-        )
+        raise NginxMissing(f"--nginx-test: no {spec.nginx.flavor} binary found on PATH")
     return binary
+
+
+def untested_warning(spec: Spec) -> str:
+    """What to say when no binary is configured and none is found: nginx -t is skipped."""
+    names = {"auto": "nginx or openresty"}.get(spec.nginx.flavor, spec.nginx.flavor)
+    return (
+        f"no {names} binary on PATH (nginx.binary is not set): checked by crossplane only, "
+        "not by nginx -t"
+    )
 
 
 @without_collector

@@ -127,6 +127,8 @@ class PolicyState:
             },
         }
         try:
+            # nginxgen's own file at a place the spec names: its directory may be made.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, json.dumps(data, indent=1) + "\n", backup=False)
             self._dirty = False
         except OSError as exc:

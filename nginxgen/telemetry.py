@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,6 +146,11 @@ class Metrics:
             "Instances on a warm-up ramp in the last planned config.",
             registry=r,
         )
+        self.flap_held = Gauge(
+            "nginxgen_instances_flap_held",
+            "Instances pinned by flap damping until they are stable (watch.flap).",
+            registry=r,
+        )
         self.pseudo_dead = Gauge(
             "nginxgen_instances_pseudo_dead",
             "Instances failing their health probes (kept out unless their whole service fails).",
@@ -184,6 +190,10 @@ class Health:
     stale_reason: str = ""
     generation: str = ""
     held: str = ""
+    flapping: str = ""
+    # Asked on every /healthz once a config is applied: None when nginx serves this
+    # generation, else why not (nginx stopped, or reloaded onto something else).
+    served: Callable[[str], str | None] | None = None
 
     def status(self, now: float | None = None) -> tuple[int, str]:
         now = time.time() if now is None else now
@@ -196,7 +206,11 @@ class Health:
             return 503, "no config applied yet"
         if not self.applied:
             return 503, f"last apply failed: {self.apply_error}"
+        problem = self.served(self.generation) if self.served else None
+        if problem:
+            return 503, f"generation {self.generation or '-'} is not served: {problem}"
         note = f"; holding: {self.held}" if self.held else ""
+        note += f"; flapping, pinned: {self.flapping}" if self.flapping else ""
         return 200, f"ok: generation {self.generation or '-'}{note}"
 
 

@@ -14,15 +14,17 @@ prober's dead set); the state file is saved once a config built from it serves.
 Registry errors never end the loop: the last good catalog stays in force, reads are
 retried with capped exponential backoff and jitter, and /healthz says the data is stale.
 A config that fails verification is never installed; one that installs but does not
-serve in time is rolled back. Either way the same text is not tried again until
-something changes (registry, spec, templates, or the clock).
+serve in time is rolled back to exactly the bytes that were there (or to no file). Either
+way the same text is not tried again until something changes (registry, spec, templates,
+or the clock). An instance that flaps is pinned until it is stable (flap.py), so it costs
+no reload per debounce window.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -36,31 +38,42 @@ from typing import Any
 from . import heap
 from .catalog import Catalog
 from .diff import diff_plans
+from .flap import FlapDamper
 from .guard import RemovalHold
 from .install import (
+    InstallError,
     WriteResult,
     confirm_generation,
+    find_master,
     reload_nginx,
     remove_stale_temps,
-    restore_backup,
+    restore_previous,
     serving_generation,
     write_atomic,
 )
 from .nginx_bin import Binary
-from .pipeline import build, nginx_for_test
+from .pipeline import (
+    NginxMissing,
+    build,
+    ensure_runtime_dirs,
+    nginx_for_test,
+    untested_warning,
+)
 from .plan import Plan
 from .policies import Policies, warming_count
 from .policy_state import state_path
 from .render import config_generation, environment, render_location, render_upstream
 from .sources import RegistryError, Source, open_source
-from .spec import Backoff as BackoffSpec
 from .spec import Spec, SpecError, load_spec
 from .telemetry import Health, Metrics, StatusServer, event
+from .util.backoff import Backoff
 
 # Longest single block on the registry: SIGHUP, schedules and holds are noticed this fast.
 WAIT_SLICE = 1.0
 # Wake this much after a warm-up step boundary, so the plan surely sees the new step.
 SCHEDULE_MARGIN = 0.01
+# /healthz asks nginx's status listener whether the generation serves; never for longer.
+HEALTH_PROBE_TIMEOUT = 0.5
 # Reload reasons as the log line says them (telemetry.RELOAD_REASONS are the metric labels).
 REASON_WORDS = {
     "start": "first config of this run",
@@ -78,21 +91,8 @@ class Result(Enum):
     SKIPPED = "skipped"  # the same text failed before; wait for a change
 
 
-class Backoff:
-    """Capped exponential backoff with jitter: initial, 2x, 4x ... max, each 50-100%."""
-
-    def __init__(self, config: BackoffSpec, rng: random.Random | None = None) -> None:
-        self.config = config
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        base = min(self.config.max, self.config.initial * (2**self.failures))
-        self.failures += 1
-        return base * (0.5 + 0.5 * self._rng.random())
-
-    def reset(self) -> None:
-        self.failures = 0
+class ListenError(Exception):
+    """watch.listen cannot be bound; one sentence for the user (exit 2)."""
 
 
 class _Interrupted(Exception):
@@ -118,12 +118,15 @@ class Watcher:
         self.spec = spec
         self.options = options or Options()
         self.metrics = Metrics()
-        self.health = Health()
+        self.health = Health(served=self._not_served)
+        self.binary: Binary | None = nginx_for_test(spec, None)  # NginxMissing: exit 2
+        # Bound before anything is touched: a second watcher stops here, harmlessly.
+        self._server: StatusServer | None = self._bind()
         self.source: Source = source or open_source(spec.registry, spec.service_names)
-        self.binary: Binary | None = nginx_for_test(spec, None)
         self.hold = RemovalHold(spec.watch.guard)
-        self.backoff = Backoff(spec.watch.backoff)
-        self.accepted: Catalog | None = None  # the effective catalog last planned with
+        self.flaps = FlapDamper(spec.watch.flap)
+        self.backoff = Backoff(spec.watch.backoff.initial, spec.watch.backoff.max)
+        self.accepted: Catalog | None = None  # the guard's catalog last planned with
         self.applied_plan: Plan | None = None
         # Traffic policies: warm-up state file, pseudo-dead probes (started by `run`).
         self.policies = Policies(spec)
@@ -139,20 +142,35 @@ class Watcher:
         self._said_in_place = False
         self._dropped_said: set[str] = set()
         self._nginx_running = True
-        self._server: StatusServer | None = None
         if self.binary is None:
-            event(logging.WARNING, "no nginx binary found: configs are checked by crossplane only")
+            event(logging.WARNING, untested_warning(spec))
         if not self.options.dry_run:
+            # The directories the spec names (output, temp_dir, pid): nginx needs them.
+            ensure_runtime_dirs(spec)
             for tmp in remove_stale_temps(spec.nginx.output):
                 event(logging.INFO, f"removed {tmp}, left behind by an interrupted install")
+
+    def _bind(self) -> StatusServer | None:
+        """The /healthz and /metrics listener, bound now and served once `run` starts.
+        A dry run or a single pass binds nothing."""
+        listen = self.spec.watch.listen
+        opts = self.options
+        if not opts.listen or listen == "off" or opts.once or opts.dry_run:
+            return None
+        try:
+            return StatusServer(listen, self.health, self.metrics)
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            hint = " (is another nginxgen watch running?)" if exc.errno == errno.EADDRINUSE else ""
+            raise ListenError(f"watch.listen {listen}: cannot listen: {why}{hint}") from None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def run(self) -> int:
         """Loop until SIGTERM/SIGINT (exit 0). With --once: 0 applied, 1 failed."""
         self._install_signals()
-        if self.options.listen and self.spec.watch.listen != "off" and not self.options.once:
-            self._server = StatusServer(self.spec.watch.listen, self.health, self.metrics).start()
+        if self._server is not None:
+            self._server.start()
             event(logging.INFO, "health and metrics listening", listen=self.spec.watch.listen)
         try:
             if self.options.once or self.options.dry_run:
@@ -216,6 +234,7 @@ class Watcher:
             raise RegistryError(str(exc)) from exc
         self.metrics.reads.inc()
         self.last_read = time.monotonic()
+        self.flaps.observe(catalog, self.last_read)
         if self.health.stale_since is not None:
             event(logging.INFO, "registry readable again", source=catalog.source)
         self.health.stale_since = None
@@ -237,7 +256,7 @@ class Watcher:
             logging.ERROR,
             "registry unavailable; keeping the last good catalog",
             error=message,
-            retry_after=f"{self.backoff.config.initial:g}s..{self.backoff.config.max:g}s",
+            retry_after=f"{self.backoff.initial:g}s..{self.backoff.cap:g}s",
         )
 
     def _settle(self, catalog: Catalog, first_change: float) -> Catalog:
@@ -266,8 +285,9 @@ class Watcher:
     def _wait_for_change(self, version: str) -> str:
         """Block until the registry moves ("registry"), a warm-up step falls due
         ("warmup"), the prober's verdict changes ("probe"), a held removal needs another
-        look ("hold"), a resync is due ("resync"), waiting failed ("error"), or a signal
-        asks for attention ("spec", "stop"). Returns which."""
+        look ("hold"), a flapping instance is due for release ("flap"), a resync is due
+        ("resync"), waiting failed ("error"), or a signal asks for attention ("spec",
+        "stop"). Returns which."""
         due = self._schedule_due()
         slice_ = self._wait_slice()
         while True:
@@ -281,6 +301,9 @@ class Watcher:
             deadline, why = self.last_read + self.spec.watch.resync, "resync"
             if self.hold.holding and self.last_read + self.hold.recheck_every < deadline:
                 deadline, why = self.last_read + self.hold.recheck_every, "hold"
+            release = self.flaps.next_release()
+            if release is not None and release < deadline:
+                deadline, why = release, "flap"
             if due is not None and due < deadline:
                 deadline, why = due, "warmup"
             if now >= deadline:
@@ -330,6 +353,23 @@ class Watcher:
             event(logging.ERROR, f"apply failed unexpectedly: {why}; will retry")
             return Result.FAILED
 
+    def _not_served(self, generation: str) -> str | None:
+        """For /healthz: None when nginx serves `generation`, else why not. Cheap: one
+        loopback request with a short timeout, or (no status listener) a look at the
+        master's pid."""
+        nginx = self.spec.nginx
+        if self.options.dry_run:
+            return None
+        if nginx.status_listen != "off":
+            seen = serving_generation(nginx.status_listen, timeout=HEALTH_PROBE_TIMEOUT)
+            if seen == generation:
+                return None
+            if seen is None:
+                return f"nginx does not answer on its status listener {nginx.status_listen}"
+            return f"nginx serves generation {seen}, not {generation}"
+        pid, why = find_master(nginx.pid)
+        return None if pid is not None else f"nginx is not running ({why})"
+
     def apply(self, catalog: Catalog, changed_at: float) -> Result:
         """guard → observe → plan → render → verify → install → reload → confirm → record."""
         self.next_change = None  # until this pass plans again: never wake on a stale step
@@ -341,7 +381,15 @@ class Watcher:
                 event(logging.WARNING, f"holding a sudden removal until confirmed: {reason}")
         self.health.held = "; ".join(guarded.held.reasons) if guarded.held else ""
         self.metrics.held.set(len(guarded.held.keys) if guarded.held else 0)
-        self.accepted = effective = guarded.catalog
+        self.accepted = guarded.catalog
+        damped = self.flaps.apply(guarded.catalog, time.monotonic())
+        for line in damped.started:
+            event(logging.WARNING, line)
+        for line in damped.released:
+            event(logging.INFO, line)
+        self.health.flapping = ", ".join(damped.held)
+        self.metrics.flap_held.set(len(damped.held))
+        effective = damped.catalog
         self.metrics.set_catalog(effective)
 
         now = datetime.now(timezone.utc)
@@ -374,12 +422,25 @@ class Watcher:
             )
             return self._failed(text, f"validation: {first}")
 
-        written = write_atomic(output, text) if text != installed else None
+        try:
+            written = write_atomic(output, text) if text != installed else None
+        except InstallError as exc:
+            # Nothing changed on disk. Not remembered as failed text: once the disk has
+            # room again (or the path is fixed) the same config goes in on the next pass.
+            why = f"install: {exc}"
+            self.health.applied, self.health.apply_error = False, why
+            event(logging.ERROR, f"apply failed: {why}; nginx keeps the running config")
+            return Result.FAILED
         if written and written.in_place and not self._said_in_place:
             self._said_in_place = True
             event(logging.WARNING, f"{output}: rename impossible (bind mount?); writing in place")
         reason = self._reason(plan)
-        outcome = self._reload_and_confirm(generation, written, reason)
+        try:
+            outcome = self._reload_and_confirm(generation, written, reason)
+        except Exception:
+            # Whatever broke between install and confirm, the file goes back to what it was.
+            self._rollback(written, reload_again=True)
+            raise
         if outcome is not None:
             return self._failed(text, outcome)
         diff = diff_plans(self.applied_plan, plan)
@@ -443,15 +504,24 @@ class Watcher:
         )
 
     def _rollback(self, written: WriteResult | None, *, reload_again: bool) -> None:
-        if written is None or not restore_backup(written):
-            event(logging.ERROR, "no previous config to restore")
+        """Leave on disk exactly what was there before this apply: the old bytes, or no
+        file when there was none (the next nginx start must not pick up a config that
+        failed), then reload nginx onto the old bytes if it was reloaded onto the new."""
+        if written is None or not written.changed:
+            output = self.spec.nginx.output
+            event(logging.ERROR, f"{output} held this config before this apply; left as it was")
+            return
+        try:
+            what = restore_previous(written)
+        except InstallError as exc:
+            event(logging.ERROR, f"rollback failed: {exc}")
             return
         self.metrics.rollbacks.inc()
-        if reload_again:
+        if reload_again and written.previous is not None:
             again = reload_nginx(self.spec.nginx, self.binary)
-            event(logging.ERROR, "restored the previous config", reload=again.message)
+            event(logging.ERROR, what, reload=again.message)
         else:
-            event(logging.ERROR, "restored the previous config")
+            event(logging.ERROR, what)
 
     def _serving(self, generation: str) -> bool:
         """Is the running nginx on this generation (or is there no way to tell)?"""
@@ -540,7 +610,9 @@ class Watcher:
         self.reload_spec = False
         try:
             spec = load_spec(self.config_path)
-        except SpecError as exc:
+            binary = nginx_for_test(spec, None)
+            ensure_runtime_dirs(spec)
+        except (SpecError, NginxMissing, OSError) as exc:
             event(logging.ERROR, f"SIGHUP: spec not reloaded, keeping the running one: {exc}")
             return
         for cache in (environment, render_upstream, render_location):
@@ -549,9 +621,11 @@ class Watcher:
             self.source.close()
             self.source = open_source(spec.registry, spec.service_names)
         self.spec = spec
-        self.binary = nginx_for_test(spec, None)
+        self.binary = binary
         self.hold = RemovalHold(spec.watch.guard)
-        self.backoff = Backoff(spec.watch.backoff)
+        if spec.watch.flap != self.flaps.config:
+            self.flaps = FlapDamper(spec.watch.flap)
+        self.backoff = Backoff(spec.watch.backoff.initial, spec.watch.backoff.max)
         self.failed_text = None
         self._reload_policies(spec)
         self._spec_reloaded = True

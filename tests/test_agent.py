@@ -1,8 +1,8 @@
-"""The agent's pure parts: rise/fall, in-flight parsing, backoff, command-line checks."""
+"""The agent's pure parts: rise/fall, in-flight parsing, command-line checks (its backoff
+is nginxgen.util.backoff, tested in tests/test_backoff.py)."""
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from nginxgen.agent.base import AgentConfig, Record
-from nginxgen.agent.health import Backoff, HealthTracker, parse_inflight
+from nginxgen.agent.health import HealthTracker, parse_inflight
 from tests.conftest import REPO
 
 
@@ -47,16 +47,6 @@ def test_no_verdict_yet_needs_a_full_streak_either_way():
 )
 def test_inflight_parsing(body, count):
     assert parse_inflight(body) == count
-
-
-def test_backoff_grows_to_its_cap_with_jitter():
-    b = Backoff(0.5, 8.0, random.Random(1))
-    delays = [b.next() for _ in range(10)]
-    assert all(0.25 <= d <= 8.0 for d in delays)
-    assert delays[-1] >= 4.0  # capped at 8: jitter keeps it within [cap/2, cap]
-    assert len(set(delays)) == len(delays)
-    b.reset()
-    assert b.next() <= 0.5
 
 
 def test_record_json_is_what_the_readers_expect():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,10 +12,10 @@ import pytest
 from nginxgen import watch as watch_mod
 from nginxgen.catalog import Catalog, Instance
 from nginxgen.sources import RegistryError
-from nginxgen.spec import Backoff as BackoffSpec
 from nginxgen.spec import Spec
 from nginxgen.telemetry import Health, Metrics
-from nginxgen.watch import Backoff, Options, Result, Watcher
+from nginxgen.watch import Options, Result, Watcher
+from tests.test_install import fake_master
 
 
 class FakeSource:
@@ -79,21 +78,40 @@ def watcher(tmp_path, monkeypatch):
     return make
 
 
-def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
-    b = Backoff(BackoffSpec(initial=1, max=8), random.Random(1))
-    delays = [b.next() for _ in range(6)]
-    for delay, base in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
-        assert base / 2 <= delay <= base
-    b.reset()
-    assert b.next() <= 1
+@pytest.fixture
+def master(tmp_path):
+    """A process that passes for the nginx master in nginx.pid (ignores SIGHUP)."""
+    proc = fake_master("nginx: master process /usr/sbin/nginx", exit_on_hup=False)
+    (tmp_path / "nginx.pid").write_text(f"{proc.pid}\n")
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
 def test_apply_installs_then_reports_unchanged(watcher, tmp_path):
     w = watcher(FakeSource(9001))
     assert w.apply(w.source.read(), time.monotonic()) is Result.APPLIED
     assert "server 127.0.0.1:9001" in (tmp_path / "nginx.conf").read_text()
-    assert w.health.status()[0] == 200
     assert w.apply(w.source.read(), time.monotonic()) is Result.UNCHANGED
+
+
+def test_health_is_ok_only_while_a_master_serves_the_config(watcher, tmp_path):
+    """Installed is not served: without nginx running, /healthz must not say ok."""
+    w = watcher(FakeSource(9001))
+    assert w.apply(w.source.read(), time.monotonic()) is Result.APPLIED
+    pid_file = tmp_path / "nginx.pid"
+    code, text = w.health.status()
+    assert code == 503, text
+    # status_listen is off here: no generation to ask for, so the master's pid decides.
+    assert text == f"generation - is not served: nginx is not running (no pid in {pid_file})"
+    proc = fake_master("nginx: master process /usr/sbin/nginx", exit_on_hup=False)
+    try:
+        pid_file.write_text(f"{proc.pid}\n")
+        assert w.health.status() == (200, "ok: generation -")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert w.health.status()[1].endswith(f"(pid {proc.pid} from {pid_file} is gone)")
 
 
 def test_invalid_text_is_not_installed_nor_retried_until_something_changes(
@@ -158,7 +176,7 @@ def test_debounce_gives_up_waiting_for_quiet_at_max(watcher):
     assert 0.45 <= time.monotonic() - start < 1.5
 
 
-def test_registry_errors_mark_stale_and_keep_the_applied_config(watcher, tmp_path):
+def test_registry_errors_mark_stale_and_keep_the_applied_config(watcher, tmp_path, master):
     source = FakeSource(9001)
     w = watcher(source)
     w.apply(source.read(), time.monotonic())
@@ -237,6 +255,41 @@ def test_an_unexpected_failure_is_reported_not_fatal(watcher, tmp_path, monkeypa
     assert w._apply_safely(source.read(), time.monotonic()) is Result.FAILED
     code, text = w.health.status()
     assert code == 503 and "No space left on device" in text
+
+
+def test_a_failure_after_install_puts_the_old_bytes_back(watcher, tmp_path, monkeypatch):
+    source = FakeSource(9001)
+    w = watcher(source)
+    old = b"# hand-edited\r\n# caf\xe9\r\n"
+    (tmp_path / "nginx.conf").write_bytes(old)
+
+    def broken_reload(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("reload machinery broke")
+
+    monkeypatch.setattr(watch_mod, "reload_nginx", broken_reload)
+    assert w._apply_safely(source.read(), time.monotonic()) is Result.FAILED
+    assert (tmp_path / "nginx.conf").read_bytes() == old
+    assert "reload machinery broke" in w.health.status()[1]
+
+
+def test_an_install_error_keeps_the_file_and_is_retried(watcher, tmp_path, monkeypatch):
+    """Disk full: nothing changed, health says why, and the next pass tries again."""
+    source = FakeSource(9001)
+    w = watcher(source)
+    from nginxgen.install import InstallError
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise InstallError(f"cannot write {tmp_path / 'nginx.conf'}: no space left on device")
+
+    monkeypatch.setattr(watch_mod, "write_atomic", full)
+    assert w.apply(source.read(), time.monotonic()) is Result.FAILED
+    assert w.health.status() == (
+        503,
+        f"last apply failed: install: cannot write {tmp_path / 'nginx.conf'}: "
+        "no space left on device",
+    )
+    monkeypatch.undo()
+    assert w.apply(source.read(), time.monotonic()) is Result.APPLIED  # not SKIPPED
 
 
 def test_an_adapter_bug_becomes_a_registry_error(watcher):

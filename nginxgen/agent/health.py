@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 
 import requests
@@ -68,21 +67,3 @@ def inflight(session: requests.Session, url: str, timeout: float) -> int | None:
     except requests.RequestException:
         return None
     return parse_inflight(r.text) if r.status_code == 200 else None
-
-
-class Backoff:
-    """Capped exponential backoff with jitter, so a fleet of agents does not retry in step
-    against a registry that is coming back."""
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
-        self.base, self.cap = base, max(base, cap)
-        self.failures = 0
-        self.rng = rng or random.Random()
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2**self.failures)
-        self.failures += 1
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self.failures = 0

@@ -31,6 +31,7 @@ from typing import Any
 
 import requests
 
+from ..util.backoff import Backoff
 from .base import (
     DOWN,
     DRAINING,
@@ -42,7 +43,7 @@ from .base import (
     Registrar,
     RegistryDown,
 )
-from .health import Backoff, HealthTracker, inflight, probe
+from .health import HealthTracker, inflight, probe
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Passed straight to a wrapped program: reload, reopen logs and friends.
@@ -77,7 +78,7 @@ class Agent:
         self.now = now
         self.http = requests.Session()
         self.http.trust_env = False  # the unit is local: never through a proxy
-        self.backoff = Backoff(base=0.5, cap=max(1.0, min(30.0, config.heartbeat_every)))
+        self.backoff = Backoff(0.5, max(1.0, min(30.0, config.heartbeat_every)))
         self.child: subprocess.Popen[bytes] | None = None
         self._signals: list[int] = []
         self._wake = threading.Event()

@@ -1,9 +1,10 @@
-"""`watch:` — the sidecar loop's debounce, backoff, removal guard and health port."""
+"""`watch:` — the sidecar loop's debounce, backoff, removal guard, flap damping and
+health port."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     Field,
@@ -43,6 +44,22 @@ class RemovalGuard(Model):
     confirm_period: Duration = 10.0
 
 
+class Flap(Model):
+    """Flap damping: an instance that turns between serving and not serving more than
+    `changes` times within `window` is held out of nginx (or in, when it is the last one
+    its service has) until it has stayed the same for `hold`. `flap: off` turns it off."""
+
+    enabled: bool = True
+    changes: int = Field(3, ge=1)
+    window: Duration = Field(30.0, gt=0)
+    hold: Duration = Field(30.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        return {"enabled": False} if v in ("off", False) else v
+
+
 def _host_port_or_off(v: str) -> str:
     m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", v)
     if v != "off" and (not m or not 1 <= int(m.group(2)) <= 65535):
@@ -54,6 +71,7 @@ class WatchSpec(Model):
     debounce: Debounce = Debounce()
     backoff: Backoff = Backoff()
     guard: RemovalGuard = RemovalGuard()
+    flap: Flap = Flap()
     # /healthz and /metrics. Loopback by default; 0.0.0.0:9180 lets Prometheus scrape a pod.
     listen: Annotated[str, AfterValidator(_host_port_or_off)] = "127.0.0.1:9180"
     confirm_timeout: Duration = 10.0  # how long a reload may take to serve the new config

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,20 @@ class Gateway:
         return who_answers(self.url, n) == {name: n}
 
 
+@contextmanager
+def listening_on_a_taken_port(gw: Gateway) -> Iterator[None]:
+    """Point the spec's listen at a port another socket holds: nginx -t passes, but the
+    master cannot bind it on reload and keeps the old config (a reload that does not
+    serve)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        spec = yaml.safe_load(gw.spec.read_text())
+        spec["nginx"]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        gw.spec.write_text(yaml.safe_dump(spec, sort_keys=False))
+        yield
+
+
 @pytest.fixture
 def gateway(workdir, nginx_runner) -> Iterator[Callable[..., Gateway]]:
     made: list[Gateway] = []
@@ -220,7 +235,9 @@ def test_traffic_follows_ten_registry_changes_under_load_without_a_failed_reques
     gateway, backends
 ):
     a, b, c = backends("a"), backends("b"), backends("c")
-    gw = gateway(app(a))
+    # Ten moves in about 20 s turn each backend in and out more often than flap damping
+    # allows by default (it would pin them out); this test is about following every move.
+    gw = gateway(app(a), watch={"flap": "off"})
     assert gw.serves_only("a")
     client = Client(gw.url)
     client.start()
@@ -280,13 +297,7 @@ def test_reload_that_does_not_serve_is_rolled_back(gateway, backends):
     a = backends("a")
     gw = gateway(app(a), watch={"confirm_timeout": "2s"})
     good = gw.conf.read_text()
-    # nginx -t passes, but the master cannot bind the new port: it keeps the old config.
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        spec = yaml.safe_load(gw.spec.read_text())
-        spec["nginx"]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
-        gw.spec.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with listening_on_a_taken_port(gw):
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGHUP)
         eventually(lambda: gw.metric("nginxgen_rollbacks_total") == 1, 30, "rollback")
@@ -455,19 +466,28 @@ def test_sigkill_of_the_watch_loop_at_random_points_never_tears_nginx_conf(workd
     rng = random.Random(7)
     seen: set[str] = set()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = workdir / "watch.log"
     for _ in range(6):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(spec)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        deadline = time.monotonic() + 1.5 + rng.random() * 2
+        log.write_bytes(b"")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(spec)],
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+                env=env,
+            )
+        # The random window opens once the loop is installing (start-up is slow on a
+        # loaded machine), so every round kills a loop in the middle of its work.
+        started = time.monotonic() + 60
+        deadline = None
         i = 0
-        while time.monotonic() < deadline:
+        while deadline is None or time.monotonic() < deadline:
             write_registry(workdir, (services, flipped)[i % 2])
             i += 1
             time.sleep(0.05 + rng.random() * 0.1)
+            if deadline is None and "installed: " in log.read_text(errors="replace"):
+                deadline = time.monotonic() + 0.2 + rng.random() * 1.5
+            assert time.monotonic() < started, f"the loop never installed: {log.read_text()}"
         proc.kill()
         proc.wait(10)
         now = (workdir / "nginx.conf").read_text()
@@ -487,3 +507,161 @@ def test_reload_through_the_binary_follows_the_registry(gateway, backends):
     eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
     assert gw.metric("nginxgen_reloads_total") >= 1
     assert gw.stop_watch() == 0
+
+
+def flapping(
+    directory: Path, steady: Backend, flapper: Backend, seconds: float, until: Callable[[], bool]
+) -> float:
+    """Turn `flapper` down and up every 50 ms next to `steady`, for `seconds` or until
+    `until()` holds (checked every 0.5 s), then leave it up. Returns how long it took."""
+    start = time.monotonic()
+    next_check, i = start + 0.5, 0
+    while time.monotonic() - start < seconds:
+        state = "down" if i % 2 == 0 else "up"
+        write_registry(directory, {"app": [*app(steady)["app"], *app(flapper, state=state)["app"]]})
+        i += 1
+        time.sleep(0.05)
+        if time.monotonic() >= next_check:
+            next_check += 0.5
+            if until():
+                break
+    write_registry(directory, app(steady, flapper))
+    return time.monotonic() - start
+
+
+def test_a_flapping_instance_costs_far_fewer_reloads_when_damped(gateway, backends):
+    a, b = backends("a"), backends("b")
+    debounce = {"min": "100ms", "max": "500ms"}
+    gw = gateway(app(b, a), watch={"flap": "off", "debounce": debounce})
+    assert set(who_answers(gw.url, 10)) == {"a", "b"}
+
+    # Undamped: a reload whenever a pass (debounce, nginx -t, reload, confirm) finds `a`
+    # in the other state. Flap until that has made 4 reloads: a loaded machine is slower.
+    before = gw.metric("nginxgen_reloads_total")
+    took = flapping(
+        gw.dir, b, a, 90.0, until=lambda: gw.metric("nginxgen_reloads_total") >= before + 4
+    )
+    undamped = gw.metric("nginxgen_reloads_total") - before
+    assert undamped >= 4, gw.logs()
+    eventually(lambda: set(who_answers(gw.url, 10)) == {"a", "b"}, 20, "both serving")
+
+    # Damping on, with a short hold so that the release shows too; flap as long again.
+    spec = yaml.safe_load(gw.spec.read_text())
+    spec["watch"]["flap"] = {"changes": 3, "window": "30s", "hold": "3s"}
+    gw.spec.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    eventually(lambda: "SIGHUP: spec and templates reloaded" in gw.logs(), 20, "spec reload")
+    before = gw.metric("nginxgen_reloads_total")
+    client = Client(gw.url)
+    client.start()
+    try:
+        flapping(gw.dir, b, a, max(took, 5.0), until=lambda: False)
+        damped = gw.metric("nginxgen_reloads_total") - before
+    finally:
+        client.stop()
+    # Damped: the one reload that pins `a` out, then none while it keeps flapping.
+    assert damped <= 1, gw.logs()
+    assert client.failures == [], client.failures[:5]
+    flap_lines = [line for line in gw.logs().splitlines() if "is flapping" in line]
+    assert len(flap_lines) == 1 and "service 'app' instance 'a'" in flap_lines[0], flap_lines
+    assert "held out of nginx until it has been stable for 3s" in flap_lines[0]
+    # Quiet (up) for the hold: released, and back in nginx.
+    eventually(lambda: "stable for 3s, released" in gw.logs(), 20, "release")
+    eventually(lambda: set(who_answers(gw.url, 10)) == {"a", "b"}, 20, "a back")
+    assert gw.stop_watch() == 0
+
+
+def test_health_says_not_served_while_nginx_is_down(gateway, backends):
+    a = backends("a")
+    gw = gateway(app(a))
+    assert gw.healthz()[0] == 200
+    gw.nginx.stop()
+    code, text = eventually(lambda: (h := gw.healthz())[0] == 503 and h, 10, "503")
+    assert "is not served: nginx does not answer on its status listener" in text, text
+    gw.nginx.start(gw.port)
+    eventually(lambda: gw.healthz()[0] == 200, 10, "healthy again")
+    assert gw.stop_watch() == 0
+
+
+def test_a_dry_run_next_to_a_running_watcher_binds_nothing_a_second_watcher_exits_2(
+    gateway, backends
+):
+    a, b = backends("a"), backends("b")
+    gw = gateway(app(a))
+    installed = gw.conf.read_text()
+    write_registry(gw.dir, app(b))
+    eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
+    dry = run_cli("watch", "-c", str(gw.spec), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "Traceback" not in dry.stderr and dry.stdout.strip() == ""  # in step: no diff
+    second = run_cli("watch", "-c", str(gw.spec))
+    assert second.returncode == 2, second.stderr
+    assert "Traceback" not in second.stderr
+    listen = f"127.0.0.1:{gw.health_port}"
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"error: watch.listen {listen}: cannot listen: address already in use "
+        "(is another nginxgen watch running?)"
+    )
+    assert gw.conf.read_text() != installed and gw.healthz()[0] == 200
+    assert gw.stop_watch() == 0
+
+
+@pytest.mark.parametrize("reload", ["signal", "binary"])
+def test_watch_never_signals_a_process_that_reused_the_nginx_pid(workdir, backends, reload):
+    a = backends("a")
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {
+                "flavor": "nginx",
+                "listen": free_port(),
+                "output": "nginx.conf",
+                "pid": "nginx.pid",
+                "reload": reload,
+            },
+            "routes": [{"path": "/", "service": "app"}],
+        },
+        app(a),
+    )
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        (workdir / "nginx.pid").write_text(f"{stranger.pid}\n")
+        result = run_cli("watch", "-c", str(spec), "--once")
+        assert result.returncode == 0, result.stderr
+        time.sleep(0.2)  # a signal, had one been sent, has arrived by now
+        assert stranger.poll() is None, "the unrelated process was signalled"
+        said = [line for line in result.stderr.splitlines() if str(stranger.pid) in line]
+        assert len(said) == 1, result.stderr
+        assert (
+            f"nginx is not running (pid {stranger.pid} from {workdir / 'nginx.pid'} is "
+            "`sleep 60`, not an nginx master): it starts on the new config"
+        ) in said[0]
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_failed_apply_leaves_exactly_the_old_bytes_or_no_file(gateway, backends):
+    a = backends("a")
+    gw = gateway(app(a), watch={"confirm_timeout": "2s"})
+    assert gw.stop_watch() == 0
+    # Hand-edited on another system: CRLF line ends and a Latin-1 comment. nginx takes it.
+    odd = gw.conf.read_bytes().replace(b"\n", b"\r\n") + b"# edited by caf\xe9\r\n"
+    gw.conf.write_bytes(odd)
+    gw.nginx.reload()
+    eventually(lambda: gw.serves_only("a"), 20, "nginx on the edited file")
+    with listening_on_a_taken_port(gw):
+        failed = run_cli("watch", "-c", str(gw.spec), "--once")
+        assert failed.returncode == 1, failed.stderr
+        assert f"restored the previous {gw.conf}" in failed.stderr, failed.stderr
+        assert gw.conf.read_bytes() == odd
+        # No file before (deleted while nginx ran on it): none after a failed apply either,
+        # so that the next start of nginx cannot pick up the config that failed.
+        gw.conf.unlink()
+        failed = run_cli("watch", "-c", str(gw.spec), "--once")
+        assert failed.returncode == 1, failed.stderr
+        assert f"removed {gw.conf} (there was no file before)" in failed.stderr
+        assert not gw.conf.exists()
+    assert "Traceback" not in failed.stderr
+    assert gw.serves_only("a")
