@@ -25,7 +25,7 @@ from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
 from .pipeline import Build, NginxMissing, build, nginx_for_test, untested_warning
 from .policy_state import PolicyState, state_path
-from .sources import RegistryError, open_source
+from .sources import RegistryError, Source, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
 
 app = typer.Typer(
@@ -49,6 +49,15 @@ def load(config: Path) -> Spec:
     try:
         return load_spec(config)
     except SpecError as exc:
+        fail(str(exc), 2)
+
+
+def open_registry(spec: Spec) -> Source:
+    """The spec's registry source; settings that cannot work (a secret's variable unset,
+    a TLS file missing) are a usage error, exit 2."""
+    try:
+        return open_source(spec.registry, spec.service_names)
+    except RegistryError as exc:
         fail(str(exc), 2)
 
 
@@ -78,7 +87,7 @@ def render(
         fail(str(exc), 2)
     if binary is None and nginx_test is None:
         err.print(f"[yellow]warning:[/] {escape(untested_warning(spec))}", soft_wrap=True)
-    source = open_source(spec.registry, spec.service_names)
+    source = open_registry(spec)
     try:
         catalog = source.read()
     except RegistryError as exc:
@@ -190,14 +199,13 @@ def services(
 ) -> None:
     """Show what the registry says: every service and instance, as the catalog sees it."""
     spec = load(config)
+    source = open_registry(spec)
     try:
-        source = open_source(spec.registry, spec.service_names)
         catalog = source.read()
     except RegistryError as exc:
         fail(str(exc), 1)
     finally:
-        if "source" in locals():
-            source.close()
+        source.close()
     for dropped in catalog.dropped:
         err.print(f"[yellow]dropped:[/] {escape(str(dropped))}", soft_wrap=True)
     if as_json:
@@ -283,7 +291,7 @@ def agent(
             command=command or [],
         )
         registrar = open_registrar(spec.registry, cfg.service, cfg.instance_id, cfg.ttl)
-    except (AgentArgsError, ValueError) as exc:
+    except (AgentArgsError, ValueError, RegistryError) as exc:
         fail(str(exc), 2)
 
     def log(line: str) -> None:

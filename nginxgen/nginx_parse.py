@@ -58,15 +58,16 @@ _DATA_BLOCKS = frozenset({"map", "types", "geo", "split_clients", "match", "char
 _crossplane_analyze = _parser.analyze
 
 
-def _analyze(
+def analyze(
     fname: str, stmt: dict[str, Any], term: str, ctx: tuple[str, ...] = (), **kw: Any
 ) -> None:
+    """crossplane's analysis of one statement, skipped inside data blocks."""
     if ctx and ctx[-1] in _DATA_BLOCKS:
         return
     _crossplane_analyze(fname, stmt, term, ctx, **kw)
 
 
-_parser.analyze = _analyze
+_parser.analyze = analyze
 
 
 def parse_file(

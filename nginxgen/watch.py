@@ -615,11 +615,18 @@ class Watcher:
         except (SpecError, NginxMissing, OSError) as exc:
             event(logging.ERROR, f"SIGHUP: spec not reloaded, keeping the running one: {exc}")
             return
+        source = None
+        if spec.registry != self.spec.registry or spec.service_names != self.spec.service_names:
+            try:
+                source = open_source(spec.registry, spec.service_names)
+            except RegistryError as exc:  # e.g. a secret's variable is not set
+                event(logging.ERROR, f"SIGHUP: spec not reloaded, keeping the running one: {exc}")
+                return
         for cache in (environment, render_upstream, render_location):
             cache.cache_clear()
-        if spec.registry != self.spec.registry or spec.service_names != self.spec.service_names:
+        if source is not None:
             self.source.close()
-            self.source = open_source(spec.registry, spec.service_names)
+            self.source = source
         self.spec = spec
         self.binary = binary
         self.hold = RemovalHold(spec.watch.guard)

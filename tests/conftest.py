@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.tls import TlsFiles
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -390,19 +392,36 @@ class Etcd:
     """A real single-member etcd on free loopback ports. stop()/start() keep the data dir and
     the ports, so a test can restart it under a running watch."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tls: TlsFiles | None = None) -> None:
         self.data_dir = data_dir
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}.log"
+        self.tls = tls  # clients must then show a certificate signed by tls.ca
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
+
+    def _client_tls(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {}
+        return {
+            "verify": str(self.tls.ca),
+            "cert": (str(self.tls.client_cert), str(self.tls.client_key)),
+        }
 
     def start(self) -> Etcd:
         client, peer = self.url, f"http://127.0.0.1:{self.peer_port}"
+        tls_args = []
+        if self.tls is not None:
+            tls_args = [
+                f"--cert-file={self.tls.server_cert}",
+                f"--key-file={self.tls.server_key}",
+                "--client-cert-auth",
+                f"--trusted-ca-file={self.tls.ca}",
+            ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -416,6 +435,7 @@ class Etcd:
                     f"--initial-cluster=test={peer}",
                     "--initial-cluster-state=new",
                     "--log-level=error",
+                    *tls_args,
                 ],
                 stdout=log,
                 stderr=log,
@@ -425,7 +445,8 @@ class Etcd:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited: {self.log.read_text()[-2000:]}")
             try:
-                if requests.get(f"{client}/health", timeout=1).json().get("health") == "true":
+                health = requests.get(f"{client}/health", timeout=1, **self._client_tls())
+                if health.json().get("health") == "true":
                     return self
             except (requests.RequestException, ValueError):
                 pass
@@ -445,7 +466,7 @@ class Etcd:
         self.start()
 
     def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        r = requests.post(self.url + path, json=body, timeout=5)
+        r = requests.post(self.url + path, json=body, timeout=5, **self._client_tls())
         r.raise_for_status()
         return r.json()
 
@@ -464,6 +485,14 @@ class Etcd:
 
     def ctl(self, *args: str, timeout: float = 15) -> str:
         """Run etcdctl against this server; returns stdout."""
+        tls = self.tls
+        if tls is not None:
+            args = (
+                f"--cacert={tls.ca}",
+                f"--cert={tls.client_cert}",
+                f"--key={tls.client_key}",
+                *args,
+            )
         out = subprocess.run(
             [shutil.which("etcdctl") or "etcdctl", f"--endpoints={self.url}", *args],
             capture_output=True,

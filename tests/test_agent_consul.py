@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,10 +21,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
+from tests.conftest import REPO
+from tests.tls import TlsFiles, make_tls_files
 
 
 class FakeConsul:
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         self.calls: list[dict[str, Any]] = []
         self.services: dict[str, dict[str, Any]] = {}  # what a real agent would hold
         self.broken = False  # answer 500 to everything, like a Consul without a leader
@@ -55,6 +60,12 @@ class FakeConsul:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:  # https, and only for clients with a certificate from tls.ca
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_cert_chain(str(tls.server_cert), str(tls.server_key))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = self.url.replace("http://", "https://")
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, call: dict[str, Any]) -> tuple[int, str]:
@@ -178,3 +189,41 @@ def test_consul_lifecycle(tmp_path, consul, agents, backends):
     assert paths[-1] == "/v1/agent/service/deregister/app-1"
     assert paths.index("/v1/agent/service/maintenance/app-1") < len(paths) - 1
     assert consul.services == {}
+
+
+def test_consul_over_tls_with_a_client_certificate(tmp_path, agents, backends):
+    tls = make_tls_files(tmp_path / "pki")
+    consul = FakeConsul(tls)
+    try:
+        app = backends("app")
+        files = {"ca": str(tls.ca), "cert": str(tls.client_cert), "key": str(tls.client_key)}
+        spec = write_agent_spec(tmp_path, {"kind": "consul", "url": consul.url, "tls": files})
+        agent = agents(
+            spec,
+            *("--service", "app", "--id", "app-1", "--address", app.address, "--ttl", "3s"),
+            *("--drain", "0s"),
+        )
+        eventually(lambda: PASS in consul.paths(), 30, "a TTL pass over TLS", agent)
+        assert consul.url.startswith("https://")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+        assert consul.services == {}
+    finally:
+        consul.stop()
+
+
+def test_a_token_variable_named_in_the_spec_must_be_set(tmp_path, consul):
+    spec = write_agent_spec(
+        tmp_path, {"kind": "consul", "url": consul.url, "token_env": "NGINXGEN_TEST_NO_TOKEN"}
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "nginxgen.cli", "agent", "-c", str(spec)]
+        + ["--service", "app", "--address", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "token environment variable NGINXGEN_TEST_NO_TOKEN is not set" in result.stderr
+    assert consul.calls == []

@@ -9,20 +9,17 @@ from typing import Any, Protocol
 
 import requests
 
+from ..registry.errors import Gone, RegistryError
+
 # States the agent writes; the same vocabulary every registry reader understands.
 STARTING, UP, DOWN, DRAINING = "starting", "up", "down", "draining"
 
-
-class RegistryDown(Exception):
-    """The registry did not answer, or answered with an error: retry later.
-
-    The message names the registry and what happened, in one line, without secrets.
-    """
-
-
-class LeaseLost(Exception):
-    """The registry no longer holds our registration (lease expired, agent restarted,
-    data wiped): register again from scratch."""
+# The registry layer's errors, under the names the agent's loop reasons with:
+# RegistryDown — did not answer, or answered with an error: retry later;
+# LeaseLost — no longer holds our registration (lease expired, Consul agent restarted,
+# data wiped): register again from scratch. LeaseLost is a kind of RegistryDown.
+RegistryDown = RegistryError
+LeaseLost = Gone
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,10 @@ class Record:
 class Registrar(Protocol):
     """Writes one instance into one registry. Every method may raise RegistryDown."""
 
-    name: str  # e.g. "etcd http://10.0.0.1:2379", for log lines
+    @property
+    def name(self) -> str:
+        """e.g. "etcd http://10.0.0.1:2379", for log lines."""
+        ...
 
     def register(self, record: Record) -> None:
         """Write the record as a fresh registration (new lease / new service entry)."""

@@ -32,6 +32,7 @@ from typing import Any
 import requests
 
 from ..util.backoff import Backoff
+from . import program
 from .base import (
     DOWN,
     DRAINING,
@@ -49,6 +50,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Passed straight to a wrapped program: reload, reopen logs and friends.
 FORWARD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 INFLIGHT_POLL = 0.25  # seconds between in-flight count reads while draining
+KILL_WAIT = 5.0  # after SIGKILL to the group, how long its processes get to vanish
 
 Log = Callable[[str], None]
 
@@ -145,6 +147,8 @@ class Agent:
             if code is not None:
                 self.log(f"{self._child_name()} exited by itself with code {code}")
                 self._deregister()
+                if self.child is not None and self._group_running(self.child.pid):
+                    self._stop_child()  # what it started and left behind
                 return code
 
             for signum in self._take_signals():
@@ -306,11 +310,8 @@ class Agent:
     # --- the wrapped program --------------------------------------------------------------
 
     def _start_child(self) -> None:
-        # Own process group: a terminal's Ctrl-C reaches the agent only, which drains first
-        # and stops the program afterwards. If the agent itself dies (SIGKILL), the kernel
-        # sends the program SIGTERM (Linux parent-death signal).
         try:
-            self.child = subprocess.Popen(list(self.config.command), preexec_fn=_child_setup)
+            self.child = program.start(self.config.command)
         except OSError as exc:
             raise ChildError(f"cannot run {self.config.command[0]!r}: {exc.strerror}") from None
         self.log(f"started {self._child_name()}")
@@ -330,28 +331,49 @@ class Agent:
             self.child.send_signal(signum)
 
     def _stop_child(self) -> int:
+        """Stop the program's whole process group: SIGTERM, then SIGKILL after the stop
+        timeout; return the program's exit code once nothing of the group runs."""
         if self.child is None:
             return 0
+        pgid = self.child.pid
         code = self._child_exit()
-        if code is not None:
+        if code is not None and not self._group_running(pgid):
             self.log(f"{self._child_name()} had already exited with code {code}")
             return code
-        self.log(f"stopping {self._child_name()} with SIGTERM")
-        self.child.send_signal(signal.SIGTERM)
+        what = "what it started" if code is not None else self._child_name()
+        self.log(f"stopping {what} with SIGTERM to process group {pgid}")
+        program.signal_group(pgid, signal.SIGTERM)
         deadline = self.clock() + self.config.stop_timeout
-        while (code := self._child_exit()) is None:
+        killed = False
+        while True:
+            code = self._child_exit()
+            if code is not None and not self._group_running(pgid):
+                break
             for signum in self._take_signals():
-                self._forward(signal.SIGKILL if signum in STOP_SIGNALS else signum)
+                if signum in STOP_SIGNALS:
+                    program.signal_group(pgid, signal.SIGKILL)  # asked twice: no more waiting
+                else:
+                    self._forward(signum)
             if self.clock() >= deadline:
+                if killed:
+                    self.log(f"process group {pgid} still runs after SIGKILL; leaving it")
+                    break
                 self.log(
-                    f"{self._child_name()} still running after "
+                    f"process group {pgid} still running after "
                     f"{_secs(self.config.stop_timeout)}: SIGKILL"
                 )
-                self.child.kill()
-                deadline = float("inf")
-            self._sleep_until(min(deadline, self.clock() + 0.1))
+                program.signal_group(pgid, signal.SIGKILL)
+                killed, deadline = True, self.clock() + KILL_WAIT
+            self._sleep_until(min(deadline, self.clock() + 0.05))
+        if code is None:
+            return 128 + signal.SIGKILL
         self.log(f"{self._child_name()} exited with code {code}")
         return code
+
+    def _group_running(self, pgid: int) -> bool:
+        """Anything of the program's group still running, once the program was reaped."""
+        program.reap_group(pgid)
+        return program.group_alive(pgid)
 
     def _take_signals(self) -> list[int]:
         taken, self._signals = self._signals, []
@@ -360,18 +382,6 @@ class Agent:
     def _probe_timeout(self) -> float:
         """Short enough that a hanging probe never delays a heartbeat past the TTL."""
         return max(0.2, min(2.0, self.config.health_interval, self.config.heartbeat_every / 2))
-
-
-def _child_setup() -> None:
-    import ctypes
-    import os
-
-    os.setpgid(0, 0)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the program outlives a killed agent
 
 
 def _exit_code(returncode: int) -> int:

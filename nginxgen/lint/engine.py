@@ -1,9 +1,11 @@
 """Lint files: parse (includes followed), walk once with the rules, apply suppressions.
 
-Includes: crossplane resolves a relative `include` against the directory of the file
-being linted, which is what nginx does with the file given to `-c` (its conf prefix), and
-not against the directory of the file that holds the `include`. Lint the top-level
-nginx.conf and every included file is checked in the context nginx reads it in.
+Includes: a relative `include` resolves against the directory of the file being linted,
+which is what nginx does with the file given to `-c` (its conf prefix), and not against
+the directory of the file that holds the `include`. Lint the top-level nginx.conf and
+every included file is checked in the context nginx reads it in. An include lint will not
+read (a device, a FIFO, a huge file; see parse.py) or that loops back is an NGX000 error,
+and then neither nginx -t nor gixy runs on that file.
 
 A file with no `http`, `events` or `stream` block that fails context checks is a snippet
 (conf.d/*.conf linted on its own): it is parsed again as if it sat inside `http {}`.
@@ -22,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from ..nginx_bin import Binary
-from ..nginx_parse import parse_file
 from . import external
 from .config import ProjectConfig
 from .findings import FileResult, Finding, Rule
+from .parse import parse_config
 from .rules import RULES, canonical
 from .tree import Scope, Walk
 
 _WHERE = re.compile(r"\s+in\s+\S+:\d+$")
 _TOP_LEVEL = {"http", "events", "stream", "mail"}
+_NOT_RUN = "nginx -t not run: it would hang, crash or read without end on these includes (NGX000)"
 # Parallel only pays when parsing outweighs starting worker processes (~0.1s each).
 PARALLEL_MIN_BYTES = 256 * 1024
 
@@ -55,10 +58,10 @@ def lint_file(path: str, options: Options) -> tuple[FileResult, list[Rule]]:
         what = "no such file" if not os.path.exists(path) else "not a readable file"
         return FileResult(path, (), (path,), io_error=f"{path}: {what}"), []
     with _gc_paused():
-        payload = parse_file(path, comments=True)
+        payload = parse_config(path, comments=True)
         scope = None
         if _is_snippet(payload):
-            payload = parse_file(path, comments=True, check_ctx=False)
+            payload = parse_config(path, comments=True, check_ctx=False)
             scope = Scope(in_http=True)
         walk = Walk(payload, top_scope=scope)
         walk.run()
@@ -83,9 +86,14 @@ def lint_file(path: str, options: Options) -> tuple[FileResult, list[Rule]]:
     files = tuple(c["file"] for c in payload["config"])
     known = {os.path.realpath(f): f for f in files}
     rules: list[Rule] = []
-    if options.nginx is not None:
+    # nginx and gixy read includes themselves: a FIFO blocks them, a device or huge file
+    # eats memory, and nginx recurses through an include loop until it crashes.
+    unsafe = bool(payload["refused"] or walk.loops)
+    if options.nginx is not None and unsafe:
+        findings.append(Finding("NGX019", "note", _NOT_RUN, path, None))
+    elif options.nginx is not None:
         findings += external.nginx_test(options.nginx, path, known)
-    if options.security:
+    if options.security and not unsafe:
         found, rules = external.gixy_findings(path, known)
         findings += found
     findings = [f for f in findings if _reported(f, options)]

@@ -23,6 +23,7 @@ from .tree import (
     UpstreamFact,
     Walk,
     at_end,
+    marker,
     on,
 )
 
@@ -535,11 +536,16 @@ def _is_status_server(node: Node) -> bool:
     )
 
 
+@marker
+def _internal_location(node: Node) -> str | None:
+    args = node["args"]
+    if node["directive"] == "location" and args[-1:] and args[-1].startswith("/_nginxgen/"):
+        return "nginxgen-internal"
+    return None
+
+
 def _in_internal_location(w: Walk) -> bool:
-    return any(
-        p["directive"] == "location" and p["args"][-1:] and p["args"][-1].startswith("/_nginxgen/")
-        for p in w.parents
-    )
+    return w.marked("nginxgen-internal")
 
 
 @on("location")

@@ -10,6 +10,7 @@ which is what makes a 10,000-upstream config lint in about the time crossplane p
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,14 @@ from crossplane.analyzer import DIRECTIVES
 Node = dict[str, Any]
 Check = Callable[[Node, "Walk"], None]
 
-# Checks per directive name, and checks run once the whole file has been walked.
+# Checks per directive name, checks run once the whole file has been walked, and block
+# markers (a name for blocks whose contents a check treats differently; see Walk.marked).
 ON: dict[str, list[Check]] = {}
 AT_END: list[Callable[[Walk], None]] = []
+MARKERS: list[Callable[[Node], str | None]] = []
+# Including the same files over and over (each including the next one twice, 30 deep)
+# expands without bound; past this many directives the walk stops with a finding.
+MAX_WALKED = 5_000_000
 
 # Blocks whose children are data (map keys, MIME types), not directives.
 DATA_BLOCKS = {"map", "geo", "types", "split_clients", "charset_map", "match"}
@@ -47,6 +53,11 @@ def on(*directives: str) -> Callable[[Check], Check]:
 def at_end(check: Callable[[Walk], None]) -> Callable[[Walk], None]:
     AT_END.append(check)
     return check
+
+
+def marker(mark: Callable[[Node], str | None]) -> Callable[[Node], str | None]:
+    MARKERS.append(mark)
+    return mark
 
 
 @dataclass(frozen=True)
@@ -148,9 +159,20 @@ class Suppression:
 
 
 class Walk:
-    """Walk one parsed file (with its includes) once, calling the registered checks."""
+    """Walk one parsed file (with its includes) once, calling the registered checks.
 
-    def __init__(self, payload: dict[str, Any], *, top_scope: Scope | None = None) -> None:
+    The walk keeps its own stack (no recursion per block or include), so a config nested
+    40,000 blocks deep costs what 40,000 blocks side by side do; an include that leads
+    back to a file still being read is a finding, not an endless walk.
+    """
+
+    def __init__(
+        self,
+        payload: dict[str, Any],
+        *,
+        top_scope: Scope | None = None,
+        max_walked: int = MAX_WALKED,
+    ) -> None:
         self.configs: list[dict[str, Any]] = payload["config"]
         self.hits: list[Hit] = []
         self.facts = Facts()
@@ -160,6 +182,12 @@ class Walk:
         self.scope = top_scope or Scope()
         self.suppressed: frozenset[str] = NONE  # rules off at the current node
         self._in_data = 0
+        self._open: Counter[str] = Counter()  # directives of the blocks we are inside
+        self._marks: list[frozenset[str]] = [NONE]  # markers in force, per open block
+        self._reading: dict[int, None] = {}  # configs on the current include path, in order
+        self.loops: set[tuple[str, int]] = set()  # (file, line) of includes that loop
+        self._walked = 0
+        self._max_walked = max_walked
 
     # --- what checks call ---------------------------------------------------------------
 
@@ -198,17 +226,30 @@ class Walk:
         return self.parents[-1]["directive"] if self.parents else ""
 
     def inside(self, directive: str) -> bool:
-        return any(p["directive"] == directive for p in self.parents)
+        return self._open[directive] > 0
+
+    def marked(self, mark: str) -> bool:
+        """Some block we are inside was given `mark` by a @marker function."""
+        return mark in self._marks[-1]
 
     # --- the walk -------------------------------------------------------------------------
 
     def run(self) -> None:
         if self.configs:
-            self._walk(self.configs[0]["parsed"], self.configs[0]["file"])
+            self._reading[0] = None
+            stack = [self._level(self.configs[0]["parsed"], self.configs[0]["file"])]
+            while stack:  # each level yields the level below it; finished levels drop off
+                below = next(stack[-1], None)
+                if below is None:
+                    stack.pop()
+                else:
+                    stack.append(below)
         for check in AT_END:
             check(self)
 
-    def _walk(self, nodes: list[Node], file: str) -> None:
+    def _level(self, nodes: list[Node], file: str) -> Iterator[Iterator[Any]]:
+        """One block's (or one file's) statements; yields a level for each block and
+        include in it, to be walked before the next statement."""
         outer_file, self.file = self.file, file
         outer_suppressed = self.suppressed
         block_off = outer_suppressed  # rules off for this whole block (or file)
@@ -227,6 +268,16 @@ class Walk:
                 elif node["line"] != last_line:
                     pending = pending | rules
                 continue
+            if self._walked >= self._max_walked:
+                if self._walked == self._max_walked:
+                    self._walked += 1
+                    message = (
+                        "includes repeat the same files so often that this config expands "
+                        f"past {self._max_walked:,} directives; the rest is not checked"
+                    )
+                    self.hit("NGX000", node["line"], message, suppressed=NONE)
+                break
+            self._walked += 1
             started = True
             last_line = node["line"]
             off = block_off | pending
@@ -246,20 +297,23 @@ class Walk:
             if checks is not None:
                 for check in checks:
                     check(node, self)
-            includes = node.get("includes")
-            if includes:
-                for index in includes:
-                    included = self.configs[index]
-                    self._walk(included["parsed"], included["file"])
-                    self.suppressed = off
+            for index in node.get("includes") or ():
+                if index in self._reading:
+                    self._loop(node, index)
+                    continue
+                included = self.configs[index]
+                self._reading[index] = None
+                yield self._level(included["parsed"], included["file"])
+                self._reading.popitem()
+                self.suppressed = off
             block = node.get("block")
             if block is not None:
-                self._enter(node, block, file)
+                yield from self._enter(node, block, file)
             self.suppressed = block_off
         self.suppressed = outer_suppressed
         self.file = outer_file
 
-    def _enter(self, node: Node, block: list[Node], file: str) -> None:
+    def _enter(self, node: Node, block: list[Node], file: str) -> Iterator[Iterator[Any]]:
         d = node["directive"]
         outer_scope = self.scope
         if d in SCOPE_BLOCKS:
@@ -267,10 +321,27 @@ class Walk:
         data = d in DATA_BLOCKS
         self._in_data += data
         self.parents.append(node)
-        self._walk(block, file)
+        self._open[d] += 1
+        marks = {m for mark in MARKERS if (m := mark(node)) is not None}
+        self._marks.append(self._marks[-1] | marks if marks else self._marks[-1])
+        yield self._level(block, file)
+        self._marks.pop()
+        self._open[d] -= 1
         self.parents.pop()
         self._in_data -= data
         self.scope = outer_scope
+
+    def _loop(self, node: Node, index: int) -> None:
+        """An include of a file that is still being read: nginx would recurse until it
+        crashes. One finding per include line, however many paths lead to it."""
+        if (self.file, node["line"]) in self.loops:
+            return
+        self.loops.add((self.file, node["line"]))
+        reading = list(self._reading)
+        chain = reading[reading.index(index) :] + [index]
+        files = " -> ".join(self.configs[i]["file"] for i in chain)
+        message = f"include loop: {files}; nginx would include these files until it crashes"
+        self.hit("NGX000", node["line"], message, suppressed=NONE)
 
     def _comment(self, node: Node, file: str, *, record: bool = True) -> frozenset[str] | None:
         text = node.get("comment", "")

@@ -5,13 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..catalog import Catalog
+from ..registry.errors import RegistryError
 
-
-class RegistryError(Exception):
-    """A registry read that failed as a whole; the caller keeps its previous catalog.
-
-    The message names the registry and what happened, in one line, without secrets.
-    """
+__all__ = ["RegistryError", "Source"]
 
 
 class Source(Protocol):

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ..catalog import Catalog, CatalogBuilder
+from ..registry.consul import ConsulClient
 from ..spec import ConsulRegistry
 from .base import RegistryError
-from .http import Http, dumps, in_thread, secret_value
 from .states import meta_overrides, worst
+
+T = TypeVar("T")
 
 CATALOG = ""  # key of the service list's own index in the version
 
@@ -34,12 +36,6 @@ def reconcile(previous: int, new: int | None) -> int:
     if new is None or new <= 0 or new < previous:
         return 0
     return new
-
-
-def parse_index(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
 
 
 def check_state(checks: Any, warning: str) -> tuple[str, bool]:
@@ -140,34 +136,10 @@ class Pace:
 class ConsulSource:
     def __init__(self, config: ConsulRegistry, services: Sequence[str] = ()) -> None:
         self.config = config
-        self.http = Http(
-            "consul",
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            tls=config.tls,
-        )
-        self._authed = False
+        self.client = ConsulClient(config)
         # One blocking query in flight per key, reused across wait() calls.
         self._pending: dict[str, tuple[int, Future[int]]] = {}
         self._pace = Pace(config.min_interval)
-
-    def _auth(self) -> None:
-        if self._authed:
-            return
-        token = secret_value(self.config.token, None, "token", f"consul {self.config.url}")
-        token = token or os.environ.get(self.config.token_env) or None
-        if token:
-            self.http.headers["X-Consul-Token"] = token
-            self.http.secrets.append(token)
-        self._authed = True
-
-    def _params(self) -> dict[str, str]:
-        params: dict[str, str] = {}
-        if self.config.datacenter:
-            params["dc"] = self.config.datacenter
-        if self.config.stale:
-            params["stale"] = ""
-        return params
 
     def _path(self, key: str) -> str:
         if key == CATALOG:
@@ -177,27 +149,24 @@ class ConsulSource:
     def _get(
         self, key: str, extra: dict[str, str] | None = None, read_timeout: float | None = None
     ) -> tuple[Any, int]:
-        url = self.config.url + self._path(key)
-        params = self._params()
+        params: dict[str, str] = {}
         if key != CATALOG and self.config.tag:
             params["tag"] = self.config.tag
         params.update(extra or {})
-        r = self.http.request("GET", url, params=params, read_timeout=read_timeout)
-        index = reconcile(0, parse_index(r.headers.get("X-Consul-Index")))
-        return self.http.json(r, url), index
+        data, index = self.client.read(self._path(key), params, read_timeout)
+        return data, reconcile(0, index)
 
     def _names(self) -> tuple[list[str], int | None]:
         if self.config.services is not None:
             return list(self.config.services), None
         data, index = self._get(CATALOG)
         if not isinstance(data, dict):
-            raise self.http.fail(self.config.url + self._path(CATALOG), "expected an object")
+            raise self.client.http.fail(self.config.url + self._path(CATALOG), "expected an object")
         tag = self.config.tag
         names = [n for n, tags in data.items() if tag is None or tag in (tags or [])]
         return sorted(names), index
 
     def read(self) -> Catalog:
-        self._auth()
         names, catalog_index = self._names()
         builder = CatalogBuilder(f"consul:{self.config.url}")
         indexes: dict[str, int] = {}
@@ -206,7 +175,7 @@ class ConsulSource:
         for name in names:
             entries, indexes[name] = self._get(name)
             if not isinstance(entries, list):
-                raise self.http.fail(
+                raise self.client.http.fail(
                     self.config.url + self._path(name), "expected a list of service entries"
                 )
             add_entries(builder, name, entries, self.config.warning)
@@ -231,7 +200,6 @@ class ConsulSource:
             return True
         if not isinstance(indexes, dict) or not indexes:
             return True
-        self._auth()
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -259,4 +227,25 @@ class ConsulSource:
 
     def close(self) -> None:
         self._pending.clear()
-        self.http.close()
+        self.client.close()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run fn in a daemon thread. Unlike a ThreadPoolExecutor, a blocking query still in
+    flight never holds up interpreter exit."""
+    fut: Future[T] = Future()
+
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever waits on the future
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="nginxgen-registry").start()
+    return fut

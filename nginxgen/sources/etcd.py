@@ -24,9 +24,10 @@ from typing import Any
 import requests
 
 from ..catalog import Catalog, CatalogBuilder
+from ..registry.errors import describe, printable
+from ..registry.etcd import EtcdClient, prefix_end
 from ..spec import EtcdRegistry
 from .base import RegistryError
-from .http import Http, HttpStatusError, describe, printable, secret_value
 
 FIELDS = ("address", "host", "port", "weight", "state", "registered_at", "tags", "meta", "id")
 # A silent stream is re-opened after this long, so a half-open TCP connection is noticed.
@@ -35,18 +36,6 @@ STREAM_IDLE = 60.0
 
 class _Reopen(Exception):
     """The stream must be re-opened from _resume; not an outage."""
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key starting with prefix (etcd's range_end)."""
-    for i in range(len(prefix) - 1, -1, -1):
-        if prefix[i] < 0xFF:
-            return prefix[:i] + bytes([prefix[i] + 1])
-    return b"\0"
 
 
 def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
@@ -80,16 +69,8 @@ def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
 class EtcdSource:
     def __init__(self, config: EtcdRegistry, services: Sequence[str] = ()) -> None:
         self.config = config
-        self.endpoints = list(config.all_endpoints)
-        self._current = 0
+        self.client = EtcdClient(config)
         self.prefix = config.prefix.encode()
-        self.http = Http(
-            "etcd",
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            tls=config.tls,
-        )
-        self._token: str | None = None
         # Watch state, shared with the watcher thread under _cond.
         self._cond = threading.Condition()
         self._watcher: threading.Thread | None = None
@@ -104,89 +85,19 @@ class EtcdSource:
         self.compactions = 0
         self.history_resets = 0
 
-    # --- requests with endpoint failover ----------------------------------------------
-
-    def _where(self) -> str:
-        return f"etcd {', '.join(self.endpoints)}"
-
-    def _authenticate(self, endpoint: str) -> None:
-        if not self.config.username or self._token is not None:
-            return
-        password = secret_value(
-            self.config.password, self.config.password_env, "password", self._where()
-        )
-        url = f"{endpoint}/v3/auth/authenticate"
-        if password:
-            self.http.secrets.append(password)
-        r = self.http.request(
-            "POST", url, json={"name": self.config.username, "password": password}
-        )
-        token = self.http.json(r, url).get("token") if r.content else None
-        if not isinstance(token, str) or not token:
-            raise self.http.fail(url, "authentication answered without a token")
-        self.http.secrets.append(token)
-        self._token = token
-
-    def _post(
-        self, path: str, body: dict[str, Any], *, stream: bool = False, read: float | None = None
-    ) -> requests.Response:
-        """POST to the current endpoint; on a transport failure try the others in turn."""
-        errors: list[str] = []
-        for attempt in range(len(self.endpoints)):
-            endpoint = self.endpoints[(self._current + attempt) % len(self.endpoints)]
-            try:
-                self._authenticate(endpoint)
-                headers = {"Authorization": self._token} if self._token else {}
-                r = self.http.request(
-                    "POST",
-                    endpoint + path,
-                    json=body,
-                    headers=headers,
-                    stream=stream,
-                    read_timeout=read,
-                    ok=(200, 401),
-                )
-                if r.status_code == 401 and self._token:  # token expired: log in again once
-                    self._token = None
-                    self._authenticate(endpoint)
-                    r = self.http.request(
-                        "POST",
-                        endpoint + path,
-                        json=body,
-                        headers={"Authorization": self._token or ""},
-                        stream=stream,
-                        read_timeout=read,
-                    )
-                elif r.status_code == 401:
-                    raise self.http.fail(endpoint + path, "HTTP 401 (check username/password)")
-                self._current = (self._current + attempt) % len(self.endpoints)
-                return r
-            except HttpStatusError as exc:
-                if exc.status < 500:  # the request itself is refused: another member agrees
-                    raise
-                errors.append(str(exc))  # this member is unwell (no leader, overloaded)
-            except RegistryError as exc:
-                errors.append(str(exc))
-        if len(errors) == 1:
-            raise RegistryError(errors[0])
-        raise RegistryError(f"{self._where()}: every endpoint failed; last: {errors[-1]}")
-
     # --- read -------------------------------------------------------------------------
 
     def read(self) -> Catalog:
-        body = {"key": b64(self.prefix), "range_end": b64(prefix_end(self.prefix))}
-        r = self._post("/v3/kv/range", body)
-        url = f"{self.endpoints[self._current]}/v3/kv/range"
-        data = self.http.json(r, url)
+        data = self.client.range(self.prefix, prefix_end(self.prefix))
         try:
             revision = int(data["header"]["revision"])
         except (KeyError, TypeError, ValueError):
-            raise self.http.fail(url, "answer has no header.revision") from None
+            raise self.client.fail("/v3/kv/range", "answer has no header.revision") from None
         kvs = data.get("kvs") or []
         if not isinstance(kvs, list):
-            raise self.http.fail(url, "kvs is not a list")
+            raise self.client.fail("/v3/kv/range", "kvs is not a list")
         self._follow_history(revision)
-        builder = CatalogBuilder(f"etcd:{self.endpoints[self._current]}{self.config.prefix}")
+        builder = CatalogBuilder(f"etcd:{self.client.endpoint}{self.config.prefix}")
         for kv in kvs:
             if not isinstance(kv, dict):
                 builder.drop("?", "?", "range entry is not an object")
@@ -243,19 +154,12 @@ class EtcdSource:
                     self._error = f"{exc} (watch; retrying)"
                 self._stop.wait(backoff)
                 backoff = min(2.0, backoff * 2)
-                self._current = (self._current + 1) % len(self.endpoints)
+                self.client.rotate()
 
     def _watch_once(self) -> None:
         epoch = self._epoch
-        create = {
-            "create_request": {
-                "key": b64(self.prefix),
-                "range_end": b64(prefix_end(self.prefix)),
-                "start_revision": str(self._resume),
-            }
-        }
-        r = self._post("/v3/watch", create, stream=True, read=STREAM_IDLE)
-        url = f"{self.endpoints[self._current]}/v3/watch"
+        r = self.client.watch(self.prefix, prefix_end(self.prefix), self._resume, STREAM_IDLE)
+        url = f"{self.client.endpoint}/v3/watch"
         self._stream = r
         if self._stop.is_set():  # close() ran while the stream was being opened
             r.close()
@@ -281,27 +185,28 @@ class EtcdSource:
             if time.monotonic() - last_message >= STREAM_IDLE * 0.9:
                 raise _Reopen() from None  # just quiet: re-open, not an outage
             if isinstance(exc, requests.RequestException):
-                raise self.http.fail(url, describe(exc, STREAM_IDLE)) from None
-            raise self.http.fail(url, f"watch stream broke: {type(exc).__name__}") from None
+                raise self.client.http.fail(url, describe(exc, STREAM_IDLE)) from None
+            raise self.client.http.fail(url, f"watch stream broke: {type(exc).__name__}") from None
         finally:
             r.close()
             self._stream = None
         if self._epoch != epoch:
             raise _Reopen()
         if not self._stop.is_set():
-            raise self.http.fail(url, "watch stream ended")
+            raise self.client.http.fail(url, "watch stream ended")
 
     def _handle(self, line: bytes, url: str) -> None:
         try:
             message = json.loads(line)
         except ValueError:
-            raise self.http.fail(url, "watch sent a line that is not JSON") from None
+            raise self.client.http.fail(url, "watch sent a line that is not JSON") from None
         if "error" in message:
-            raise self.http.fail(url, f"watch error: {printable(str(message['error']))[:200]}")
+            error = printable(str(message["error"]))[:200]
+            raise self.client.http.fail(url, f"watch error: {error}")
         result = message.get("result") or {}
         if result.get("canceled") and not result.get("compact_revision"):
             reason = printable(str(result.get("cancel_reason") or "no reason given"))[:200]
-            raise self.http.fail(url, f"watch canceled by etcd: {reason}")
+            raise self.client.http.fail(url, f"watch canceled by etcd: {reason}")
         with self._cond:
             self._error = None
             compacted = int(result.get("compact_revision") or 0)
@@ -325,7 +230,7 @@ class EtcdSource:
         stream = self._stream
         if stream is not None:
             _interrupt(stream)
-        self.http.close()
+        self.client.close()
 
 
 def _interrupt(stream: requests.Response) -> None:

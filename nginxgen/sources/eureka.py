@@ -13,8 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..catalog import Catalog, CatalogBuilder
+from ..registry.http import Http, secret_value
 from ..spec import EurekaRegistry
-from .http import Http, secret_value
 from .poll import poll_until_changed
 from .states import meta_overrides, worst
 

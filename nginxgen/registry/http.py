@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the registry adapters: timeouts, TLS, one-line errors.
+"""The HTTP client every registry call goes through: timeouts, TLS, secrets, one-line errors.
 
 Every failure becomes a RegistryError that names the registry, the URL and what happened.
 The URL in messages never carries a query string (Nacos passes its access token there),
@@ -7,66 +7,51 @@ and known secrets are scrubbed from any text that came back from the server.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
 from ..spec import RegistryTLS
-from .base import RegistryError
-
-T = TypeVar("T")
+from .errors import HttpStatusError, RegistryConfigError, RegistryError, describe, printable
 
 
 def secret_value(secret: Any, env: str | None, what: str, where: str) -> str | None:
-    """The secret from the spec, else from the named environment variable."""
+    """The secret (`registry.<what>`) from the spec, else from the environment variable
+    `registry.<what>_env` names. A named variable that is not set is a settings error:
+    sending an empty password instead would only fail later, with a misleading message."""
     if secret is not None:
         return str(secret.get_secret_value())
     if env:
         value = os.environ.get(env)
         if value is None:
-            raise RegistryError(f"{where}: {what} environment variable {env} is not set")
+            raise RegistryConfigError(
+                f"{where}: {what} environment variable {env} is not set (registry.{what}_env)"
+            )
         return value
     return None
 
 
-def describe(exc: requests.RequestException, timeout: float) -> str:
-    """What went wrong, in words, without the URL (which may hold a token)."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS handshake failed (check tls.ca / tls.cert)"
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return f"connect timed out after {timeout:g}s"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return f"no answer within {timeout:g}s (read timeout)"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        text = str(exc)
-        if "Connection refused" in text:
-            return "connection refused (is the registry running?)"
-        if "Name or service not known" in text or "nodename nor servname" in text:
-            return "host name does not resolve"
-        if "RemoteDisconnected" in text or "Connection aborted" in text:
-            return "the server closed the connection"
-        return "cannot connect"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return "the answer was cut off"
-    return type(exc).__name__
+def check_tls_files(tls: RegistryTLS, where: str) -> None:
+    """Fail at start, in one sentence, on a CA or certificate file that cannot be read
+    (requests would raise a bare OSError at the first request otherwise)."""
+    for key in ("ca", "cert", "key"):
+        path = getattr(tls, key)
+        if path and not os.access(path, os.R_OK):
+            what = "no such file" if not os.path.exists(path) else "not readable"
+            raise RegistryConfigError(f"{where}: registry.tls.{key} {path}: {what}")
 
 
-class HttpStatusError(RegistryError):
-    """The registry answered, with a status we did not expect."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+def status_detail(r: requests.Response) -> str:
+    """The part of an error answer worth quoting: the start of its body, on one line."""
+    return printable(r.text[:160])
 
 
 class Http:
     """One registry's HTTP client. Sessions are pooled: requests.Session is not thread-safe,
-    and the adapters run blocking queries from several threads at once."""
+    and the sources run blocking queries from several threads at once."""
 
     def __init__(
         self,
@@ -76,12 +61,14 @@ class Http:
         read_timeout: float,
         tls: RegistryTLS,
         headers: Mapping[str, str] | None = None,
+        detail: Callable[[requests.Response], str] = status_detail,
     ) -> None:
         self.registry = registry
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.tls = tls
         self.headers = dict(headers or {})
+        self.detail = detail
         self.secrets: list[str] = []
         self._idle: list[requests.Session] = []
         self._all: list[requests.Session] = []
@@ -133,12 +120,14 @@ class Http:
         except requests.RequestException as exc:
             connect = isinstance(exc, requests.exceptions.ConnectTimeout)
             raise self.fail(url, describe(exc, self.connect_timeout if connect else read)) from None
+        except OSError as exc:  # a TLS file that went away since the start
+            raise self.fail(url, f"cannot use the TLS files: {exc}") from None
         finally:
             self._give_back(s)
         if r.status_code not in tuple(ok):
-            body = printable(r.text[:160]) if not kwargs.get("stream") else ""
-            reason = f"HTTP {r.status_code}" + (f": {body}" if body else "")
-            raise HttpStatusError(str(self.fail(url, reason)), r.status_code)
+            detail = self.scrub(self.detail(r)) if not kwargs.get("stream") else ""
+            reason = f"HTTP {r.status_code}" + (f": {detail}" if detail else "")
+            raise HttpStatusError(str(self.fail(url, reason)), r.status_code, detail)
         return r
 
     def json(self, r: requests.Response, url: str) -> Any:
@@ -153,30 +142,3 @@ class Http:
                 s.close()
             self._all.clear()
             self._idle.clear()
-
-
-def printable(text: str) -> str:
-    """Server text for a one-line message: whitespace collapsed, control characters out."""
-    text = " ".join(text.split())
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
-    """Run fn in a daemon thread. Unlike a ThreadPoolExecutor, a blocking query still in
-    flight never holds up interpreter exit."""
-    fut: Future[T] = Future()
-
-    def run() -> None:
-        if not fut.set_running_or_notify_cancel():
-            return
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:  # handed to whoever waits on the future
-            fut.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True, name="nginxgen-registry").start()
-    return fut
