@@ -150,7 +150,8 @@ def lua_config(setup: CacheSetup) -> dict[str, Any]:
             "identity": list(rc.identity_vars),
             "key_headers": [h.lower() for h in rc.key_headers],
             "stampede_wait": rc.stampede_wait,
-            # A lock outlives the longest wait, so late waiters never start a second fill.
+            # The lock outlives the wait: a waiter that gives up (the fill took longer than
+            # the wait) finds it still held and goes upstream without starting a second fill.
             "lock_ttl": rc.stampede_wait + 1.0,
             "l1_dict": rc.l1_dict,
             "l1_ttl": rc.l1_ttl,
