@@ -8,6 +8,12 @@ worker, and a second nginx with one worker that only does `return 200` with the 
     PYTHONPATH=. python benchmarks/cache.py [--duration 10] [--connections 16]
 
 Goals (issue 6): hit >= 100x the backend; hit >= 25% of `return 200`, >= 60% with L1.
+
+Then the stampede (issue 22): bursts of clients arriving one after another on a key nobody
+has asked for yet, against a backend faster and slower than `stampede_wait`, with and
+without the cache: how many requests reach the backend, and how long clients wait. A
+waiter never waits past the fill's start + `stampede_wait`, so with a backend slower than
+the wait the lock stops holding clients back and the backend sees the burst.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,7 +63,10 @@ def wait_for(port: int, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def slow_backend(delay: float) -> Iterator[int]:
+def slow_backend(delay: float, seen: Counter[str]) -> Iterator[int]:
+    """Answers BODY after `delay` seconds (or `X-Delay`); counts requests per path."""
+    lock = threading.Lock()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -63,7 +74,9 @@ def slow_backend(delay: float) -> Iterator[int]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            time.sleep(delay)
+            with lock:
+                seen[self.path] += 1
+            time.sleep(float(self.headers.get("X-Delay") or delay))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(BODY)))
@@ -95,11 +108,17 @@ def process(cmd: list[str], port: int, log: Path) -> Iterator[None]:
         wait_for(port)
         yield
     finally:
-        proc.send_signal(signal.SIGQUIT if "nginx" in cmd[0] else signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
+        # nginx: graceful, then fast shutdown (a killed master would orphan its workers).
+        for sig in (signal.SIGQUIT, signal.SIGTERM) if "nginx" in cmd[0] else (signal.SIGTERM,):
+            proc.send_signal(sig)
+            try:
+                proc.wait(10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
             proc.kill()
+            proc.wait(5)
 
 
 def nginx_cmd(conf: Path) -> list[str]:
@@ -143,12 +162,18 @@ def gateway_conf(work: Path, port: int, backend: int, redis: int) -> Path:
             "pid": "gateway.pid",
             "worker_processes": 1,
             "worker_connections": 4096,
+            "status_listen": f"127.0.0.1:{free_port()}",  # the default port may be taken
         },
         "redis": {"host": "127.0.0.1", "port": redis, "pool_size": 256},
         "routes": [
             {"path": "/hit/", "service": "app", "cache": {"ttl": "10m"}},
             {"path": "/l1/", "service": "app", "cache": {"ttl": "10m", "l1": {"ttl": "10m"}}},
             {"path": "/direct/", "service": "app"},
+            {
+                "path": "/stampede/",
+                "service": "app",
+                "cache": {"ttl": "10m", "stampede_wait": f"{STAMPEDE_WAIT * 1000:.0f}ms"},
+            },
         ],
     }
     (work / "nginxgen.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -160,9 +185,60 @@ def gateway_conf(work: Path, port: int, backend: int, redis: int) -> Path:
     return conf
 
 
-def get(url: str) -> tuple[str, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - loopback only
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[str, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 - loopback only
         return r.headers.get("X-Cache", ""), r.read()
+
+
+STAMPEDE_WAIT = 0.5  # the /stampede/ route's stampede_wait, seconds
+BURST = 40  # clients per burst
+BURST_SPREAD = 2.0  # seconds over which a burst's clients arrive, evenly
+
+
+def burst(url: str, delay: float) -> list[float]:
+    """BURST clients GET `url` (a fresh key), arriving evenly over BURST_SPREAD seconds, the
+    backend taking `delay` seconds; returns each client's latency."""
+    latencies = [0.0] * BURST
+    start = time.monotonic() + 0.05
+
+    def client(i: int) -> None:
+        at = start + i * BURST_SPREAD / BURST
+        time.sleep(max(0.0, at - time.monotonic()))
+        get(url, {"X-Delay": str(delay)})
+        latencies[i] = time.monotonic() - at
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(BURST)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies
+
+
+def stampede(gw: str, seen: Counter[str], rounds: int) -> list[tuple[str, float, float, float]]:
+    """(scenario, backend requests per burst, p50 and max latency in ms), medians of rounds."""
+    scenarios = []
+    for delay in (0.2, 1.5):
+        relation = "<" if delay < STAMPEDE_WAIT else ">"
+        wait = f"{relation} wait {STAMPEDE_WAIT * 1000:.0f} ms"
+        scenarios += [
+            (f"no cache, backend {delay * 1000:.0f} ms", "/direct/", delay),
+            (f"cache, backend {delay * 1000:.0f} ms ({wait})", "/stampede/", delay),
+        ]
+    rows = []
+    for name, prefix, delay in scenarios:
+        backend, p50, worst = [], [], []
+        for n in range(rounds):
+            path = f"{prefix}burst-{delay}-{n}"
+            latencies = burst(gw + path, delay)
+            backend.append(seen[path])
+            p50.append(statistics.median(latencies) * 1000)
+            worst.append(max(latencies) * 1000)
+        rows.append(
+            (name, statistics.median(backend), statistics.median(p50), statistics.median(worst))
+        )
+    return rows
 
 
 def wrk(url: str, duration: int, connections: int) -> tuple[float, str]:
@@ -199,9 +275,10 @@ def main() -> None:
     redis_port, gw_port, ceil_port = free_port(), free_port(), free_port()
     redis_cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
     redis_cmd += ["--save", "", "--appendonly", "no", "--dir", str(work)]
+    seen: Counter[str] = Counter()
     try:
         with (
-            slow_backend(args.delay) as backend,
+            slow_backend(args.delay, seen) as backend,
             process(redis_cmd, redis_port, work / "redis.log"),
             process(
                 nginx_cmd(gateway_conf(work, gw_port, backend, redis_port)),
@@ -230,6 +307,7 @@ def main() -> None:
                     rps, p99 = wrk(url, args.duration, args.connections)
                     if rps > results.get(name, (0.0, ""))[0]:
                         results[name] = (rps, p99)
+            stampede_rows = stampede(gw, seen, args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -249,6 +327,14 @@ def main() -> None:
     print(f"hit / backend        {hit / backend_rps:8.1f}x   (goal >= 100x)")
     print(f"hit / return 200     {hit / ceiling:8.1%}   (goal >= 25%)")
     print(f"L1 hit / return 200  {l1 / ceiling:8.1%}   (goal >= 60%)")
+    print(
+        f"\nstampede: {BURST} clients per burst on a new key, arriving evenly over "
+        f"{BURST_SPREAD:g} s; medians of {args.rounds} bursts\n"
+    )
+    print(f"| {'scenario':<44} | {'backend requests':>16} | {'p50 ms':>7} | {'max ms':>7} |")
+    print(f"|{'-' * 46}|{'-' * 18}|{'-' * 9}|{'-' * 9}|")
+    for name, backend_requests, p50, worst in stampede_rows:
+        print(f"| {name:<44} | {backend_requests:>16.0f} | {p50:>7.0f} | {worst:>7.0f} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 """The Redis cache, planned: per-route settings and the table handed to lua/nginxgen/cache.lua.
 
-Every decision (which host goes into the key, which dict holds a route's L1, how long a
-stampede lock lives) is made here; the Lua module only executes the table it receives
-once, in `init_by_lua_block`, and each cached location passes nothing but its route id.
+Every decision (which host goes into the key and upstream, which identity and headers the
+key covers, which request headers a cached route strips, which dict holds a route's L1,
+how long a stampede lock lives) is made here; the Lua module only executes the table it
+receives once, in `init_by_lua_block`, and each cached location passes nothing but its
+route id.
+
+What a cached route sends upstream is exactly what its key covers: the host in the key is
+the Host sent, the identity the gateway forwards is keyed on, `key_headers` are keyed on,
+and the override headers of UNKEYED_OVERRIDE_HEADERS are removed.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .gateway import KEY_DIGEST_VAR, Guard
 from .spec import RedisSpec, Route, Spec
+from .spec.cache import UNKEYED_OVERRIDE_HEADERS
 
 STATE_DICT = "nginxgen_cache"  # stampede locks and Redis health, shared by all workers
 STATE_DICT_SIZE = "1m"
@@ -21,11 +29,13 @@ class RouteCache:
     id: str  # what the location passes to the Lua module
     ttl: float
     statuses: tuple[int, ...]
-    headers: tuple[str, ...]  # stored besides Content-Type
     max_body: int
     bypass_credentials: bool
     allow_no_cache: bool
-    key_host: str | None  # None: the client's Host (route asked for it)
+    key_host: str | None  # the Host keyed on and sent upstream; None: the client's ($host)
+    identity_vars: tuple[str, ...]  # nginx variables holding the identity sent upstream
+    key_headers: tuple[str, ...]  # request headers keyed on (and passed upstream)
+    stripped: tuple[str, ...]  # request headers never sent upstream from this route
     stampede_wait: float
     l1_dict: str | None
     l1_size: str | None
@@ -53,29 +63,49 @@ def route_id(route: Route) -> str:
     return ("=" if route.exact else "") + route.path
 
 
-def route_cache(spec: Spec, index: int, route: Route) -> RouteCache | None:
+def route_cache(spec: Spec, index: int, route: Route, guard: Guard) -> RouteCache | None:
     c = route.cache
     if c is None:
         return None
-    if c.use_request_host:
+    if c.use_request_host or (c.host is None and spec.nginx.server_name == "_"):
+        # The client's Host, keyed on and sent as is: it splits the cache but cannot poison
+        # it. A catch-all server (`_`) has no host of its own to send instead.
         key_host = None
     else:
-        # The configured host, never the client's: a spoofed Host must not split or
-        # poison the cache. server_name "_" (catch-all) keys on a fixed placeholder.
+        # The configured host, keyed on and sent upstream whatever the client said: a
+        # spoofed Host can neither split the cache nor decide what the backend sees.
         key_host = c.host or spec.nginx.server_name
+    identity: tuple[str, ...] = ()
+    if c.vary_on_identity is not False:  # the spec refuses false where identity is sent
+        identity = tuple(f.variable for f in guard.forward)
+        if guard.key_set:
+            identity += (KEY_DIGEST_VAR,)
+    keyed = {h.lower() for h in c.key_headers}
     return RouteCache(
         id=route_id(route),
         ttl=c.ttl,
         statuses=c.statuses,
-        headers=c.headers,
         max_body=c.max_body,
         bypass_credentials=c.bypass_credentials,
         allow_no_cache=c.allow_no_cache,
         key_host=key_host,
+        identity_vars=identity,
+        key_headers=c.key_headers,
+        stripped=tuple(h for h in UNKEYED_OVERRIDE_HEADERS if h.lower() not in keyed),
         stampede_wait=c.stampede_wait,
         l1_dict=f"nginxgen_l1_{index}" if c.l1 else None,
         l1_size=c.l1.size if c.l1 else None,
         l1_ttl=c.l1.ttl if c.l1 else 0.0,
+    )
+
+
+def cache_notes(spec: Spec) -> tuple[str, ...]:
+    """What the operator should hear about the spec's cache settings."""
+    return tuple(
+        f"route {route_id(r)!r}: cache.headers is obsolete and ignored: every response "
+        "header is stored except hop-by-hop ones and Set-Cookie"
+        for r in spec.routes
+        if r.cache is not None and r.cache.headers
     )
 
 
@@ -113,13 +143,15 @@ def lua_config(setup: CacheSetup) -> dict[str, Any]:
         rc.id: {
             "ttl": _ms(rc.ttl),
             "statuses": list(rc.statuses),
-            "headers": ["Content-Type", *rc.headers],
             "max_body": rc.max_body,
             "bypass_credentials": rc.bypass_credentials,
             "allow_no_cache": rc.allow_no_cache,
             "key_host": rc.key_host,
+            "identity": list(rc.identity_vars),
+            "key_headers": [h.lower() for h in rc.key_headers],
             "stampede_wait": rc.stampede_wait,
-            # A lock outlives the longest wait, so late waiters never start a second fill.
+            # The lock outlives the wait: a waiter that gives up (the fill took longer than
+            # the wait) finds it still held and goes upstream without starting a second fill.
             "lock_ttl": rc.stampede_wait + 1.0,
             "l1_dict": rc.l1_dict,
             "l1_ttl": rc.l1_ttl,

@@ -21,6 +21,24 @@ METRICS_DICT = "nginxgen_metrics"
 STATUS_SERVER_NAME = "nginxgen_status"
 METRICS_DICT_SIZE = "4m"  # ~10k routes x status classes x buckets fits comfortably
 AUTH_PREFIX = "/_nginxgen/auth/"  # internal locations for auth_request subrequests
+KEY_DIGEST_VAR = "nginxgen_key_digest"  # sha256 of the presented API key (set_by_lua)
+
+# Forwarding headers the gateway does not set itself, cleared on every proxied request
+# (routes and auth subrequests): a client must not tell an application which prefix,
+# scheme, server or client certificate it came through. X-Forwarded-For, -Proto, -Host,
+# -Port and X-Real-IP are set by the gateway instead (templates/location.conf.j2).
+FORWARDING_CLEARED = (
+    "Forwarded",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Scheme",
+    "X-Forwarded-Server",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Path",
+    "X-Forwarded-Method",
+    "X-Forwarded-Protocol",
+    "X-Forwarded-Client-Cert",
+)
 
 
 @dataclass(frozen=True)

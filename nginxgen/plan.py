@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from .cache import CacheSetup, RouteCache, cache_setup, route_cache
+from .cache import CacheSetup, RouteCache, cache_notes, cache_setup, route_cache
 from .catalog import Catalog, Instance
-from .gateway import Gateway, Guard, plan_gateway
+from .gateway import FORWARDING_CLEARED, Gateway, Guard, plan_gateway
 from .heap import without_collector
 from .plan_memo import ALWAYS, ServiceMemo, Window, intersect, ramp_window
 from .spec import NO_BACKUP_METHODS, Failover, ServicePolicy, Spec, Timeouts, balance_args
@@ -89,6 +89,8 @@ class Location(_HashedOnce):
     unavailable_body: str = ""
     guard: Guard | None = None  # rate limits, auth, metrics label (gateway.py)
     cache: RouteCache | None = None  # served from Redis by lua/nginxgen/cache.lua
+    upstream_host: str | None = None  # the Host (and X-Forwarded-Host) sent; None: $host
+    cleared_headers: tuple[str, ...] = FORWARDING_CLEARED  # request headers never sent upstream
 
     __hash__ = _HashedOnce._hash_once
 
@@ -138,6 +140,7 @@ def make_plan(
     upstreams: dict[str, Upstream] = {}
     with _SERVICES.lock:
         fixed = _spec_plan(spec)
+        notes += fixed.notes
         _SERVICES.sync(observed)
         for name in fixed.service_names:
             instances = catalog.services.get(name)
@@ -209,6 +212,7 @@ class _SpecPlan:
         self.zone = None if spec.nginx.upstream_zone == "off" else spec.nginx.upstream_zone
         self.gateway, self.guards = plan_gateway(spec)
         self.catch_all = not any(r.path == "/" and not r.exact for r in spec.routes)
+        self.notes = cache_notes(spec)
         self._default: ServicePolicy | None = None
         n = len(spec.routes)
         self._serving: list[Location | None] = [None] * n
@@ -242,6 +246,13 @@ class _SpecPlan:
 
     def _location(self, i: int, serving: bool) -> Location:
         r = self.spec.routes[i]
+        guard = self.guards[i]
+        # A route answering 503 on purpose has nothing worth caching.
+        cache = route_cache(self.spec, i, r, guard) if serving else None
+        sent = {f.name.lower() for f in guard.forward}  # set from the auth answer instead
+        cleared = FORWARDING_CLEARED + (cache.stripped if cache else ())
+        if sent:
+            cleared = tuple(h for h in cleared if h.lower() not in sent)
         return Location(
             path=r.path,
             exact=r.exact,
@@ -254,9 +265,10 @@ class _SpecPlan:
             unavailable_body=json.dumps(
                 {"error": "service unavailable", "service": r.service}, separators=(",", ":")
             ),
-            guard=self.guards[i],
-            # A route answering 503 on purpose has nothing worth caching.
-            cache=route_cache(self.spec, i, r) if serving else None,
+            guard=guard,
+            cache=cache,
+            upstream_host=cache.key_host if cache else None,
+            cleared_headers=cleared,
         )
 
 

@@ -265,6 +265,7 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         ],
         "limit_guards": [loc.guard for loc in plan.locations if loc.guard and loc.guard.limited],
         "conn_zone": gateway.CONN_ZONE,
+        "forwarding_cleared": gateway.FORWARDING_CLEARED,
         "metrics_dict": gateway.METRICS_DICT,
         "status_server_name": gateway.STATUS_SERVER_NAME,
         "metrics_dict_size": gateway.METRICS_DICT_SIZE,

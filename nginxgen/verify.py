@@ -200,7 +200,41 @@ def _compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> li
     want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
     if passes != want:
         return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
-    return _compare_lua(block, loc, metrics) + check_guard(block, loc)
+    return (
+        _compare_lua(block, loc, metrics)
+        + check_guard(block, loc)
+        + _compare_request_headers(block, loc)
+    )
+
+
+def expected_request_headers(loc: Location) -> dict[str, str]:
+    """Request headers a proxying route must set (lowercased name → value; "" clears)."""
+    if loc.upstream is None:
+        return {}
+    host = loc.upstream_host or "$host"
+    want = {h.lower(): "" for h in loc.cleared_headers}
+    want.update({"host": host, "x-forwarded-host": host})
+    return want
+
+
+def _compare_request_headers(block: dict[str, Any], loc: Location) -> list[Finding]:
+    """The Host the cache key holds is the one sent; what must not reach the upstream is
+    cleared. nginx sends every line for a name, so each must appear exactly once."""
+    sent: dict[str, list[str]] = {}
+    for d in block.get("block", []):
+        if d["directive"] == "proxy_set_header" and d["args"]:
+            sent.setdefault(d["args"][0].lower(), []).append(" ".join(d["args"][1:]))
+    want = expected_request_headers(loc)
+    wrong = [name for name, value in want.items() if sent.get(name) != [value]]
+    if not wrong:
+        return []
+    return [
+        Finding(
+            "round-trip",
+            f"route {loc.path!r} sends {', '.join(sorted(wrong))} other than planned",
+            block["line"],
+        )
+    ]
 
 
 def _only(parsed: list[dict[str, Any]], directive: str) -> dict[str, Any] | None:

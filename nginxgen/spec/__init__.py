@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .cache import CacheSpec, L1Cache, RedisSpec
+from .cache import CacheSpec, L1Cache, RedisSpec, identity_problem
 from .fields import DEFAULT_SPEC, Duration, Model, SpecError, SpecPath, Token, parse_duration
 from .gateway import ApiKeys, Auth, OptionalLimitConn, OptionalRateLimit, RateLimit
 from .nginx import NginxSpec
@@ -93,6 +93,16 @@ class Route(Model):
         if self.rate_limit and self.rate_limit.key == "api_key":
             if self.auth is None or self.auth.api_keys is None:
                 raise ValueError("rate_limit.key api_key needs auth.api_keys on the same route")
+        return self
+
+    @model_validator(mode="after")
+    def _cache_keys_on_identity(self) -> Route:
+        if self.cache is not None:
+            auth = self.auth
+            forwarded = auth.forward_headers if auth else ()
+            problem = identity_problem(self.cache, forwarded, bool(auth and auth.api_keys))
+            if problem:
+                raise ValueError(problem)
         return self
 
     @field_validator("path")

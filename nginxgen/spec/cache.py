@@ -13,6 +13,7 @@ from pydantic import (
 from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from .fields import Duration, Model, SpecPath, Token
+from .gateway import HeaderName
 
 _SIZE = re.compile(r"^(\d+)([kKmMgG]?)$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -38,14 +39,51 @@ def parse_size(value: Any) -> int:
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
-def _at_least_1ms(seconds: float) -> float:
+MAX_TTL = 365 * 86400.0  # seconds; see _ttl
+
+
+def _ttl(seconds: float) -> float:
+    # 0 would store entries that expire at once. The top bound keeps the milliseconds Lua
+    # sends to Redis (PX) an exact integer far below what Redis refuses (~2^63 - now): a
+    # year is already longer than any answer should be served without asking the backend.
     if seconds < 0.001:
         raise ValueError("must be at least 1ms")
+    if seconds > MAX_TTL:
+        raise ValueError(f"must be at most 365d, got {_seconds(seconds)}")
     return seconds
 
 
-# Cache lifetimes: a duration, and 0 would store entries that expire at once.
-TTL = Annotated[Duration, AfterValidator(_at_least_1ms)]
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 1e15 else f"{seconds:.3g}s"
+
+
+TTL = Annotated[Duration, AfterValidator(_ttl)]
+
+# Request headers that tell an application to act on another URL, method or host than
+# the request line and Host say. The key does not cover them, so a cached route never
+# sends them upstream unless `key_headers` names one (then it is keyed and passed).
+UNKEYED_OVERRIDE_HEADERS = (
+    "X-Original-URL",
+    "X-Original-URI",
+    "X-Rewrite-URL",
+    "X-Original-Host",
+    "X-Host",
+    "X-HTTP-Host-Override",
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+)
+# Key headers that cannot be: the gateway sets, clears or handles these itself.
+_NOT_KEY_HEADERS = {
+    "host": "use cache.use_request_host to key on the client's Host",
+    "authorization": "see cache.bypass_credentials",
+    "cookie": "see cache.bypass_credentials",
+    "x-request-id": "it differs on every request, so nothing would ever hit",
+    "x-real-ip": "the gateway sets it",
+    "forwarded": "the gateway clears it",
+    "content-length": "a request with a body bypasses the cache",
+    "transfer-encoding": "a request with a body bypasses the cache",
+}
 
 
 class RedisSpec(Model):
@@ -115,13 +153,20 @@ class L1Cache(Model):
 class CacheSpec(Model):
     ttl: TTL
     statuses: tuple[int, ...] = (200,)
-    headers: tuple[str, ...] = ()  # response headers stored besides Content-Type
+    headers: tuple[str, ...] = ()  # obsolete: every response header is stored (see plan note)
     max_body: Size = 1024 * 1024
     bypass_credentials: bool = True  # requests with Authorization or Cookie skip the cache
+    # bypass_credentials: false shares one answer among requests with any credentials;
+    # that is only accepted when the spec says so in words.
+    shared_for_credentials: bool = False
+    # Key on the identity the gateway forwards (auth forward_headers, the API key's
+    # consumer); None: yes when the route has one.
+    vary_on_identity: bool | None = None
+    key_headers: tuple[HeaderName, ...] = ()  # request headers keyed on and passed upstream
     allow_no_cache: bool = True  # a request's Cache-Control/Pragma no-cache skips it
-    host: Token | None = None  # the host in the key; default: nginx.server_name
+    host: Token | None = None  # the host in the key and sent upstream; default server_name
     use_request_host: bool = False  # key on the client's Host instead (virtual hosting)
-    stampede_wait: Duration = 2.0  # how long concurrent misses wait for one fill
+    stampede_wait: Duration = 2.0  # how long misses wait for one fill, from its start
     l1: L1Cache | None = None
 
     @field_validator("statuses")
@@ -130,6 +175,20 @@ class CacheSpec(Model):
         bad = [s for s in v if not 200 <= s <= 599]
         if bad or not v:
             raise ValueError(f"list HTTP statuses between 200 and 599, got {list(v)}")
+        partial = [s for s in v if s in (206, 304)]
+        if partial:
+            raise ValueError(
+                f"{partial} answer one client's Range or conditional request and are never stored"
+            )
+        return v
+
+    @field_validator("stampede_wait")
+    @classmethod
+    def _stampede_wait(cls, v: float) -> float:
+        if v > 60:
+            raise ValueError(
+                f"must be at most 60s (a wait longer than that is an outage), got {v:g}s"
+            )
         return v
 
     @field_validator("headers")
@@ -143,8 +202,55 @@ class CacheSpec(Model):
             raise ValueError(f"these headers are never stored: {never}")
         return v
 
+    @field_validator("key_headers")
+    @classmethod
+    def _key_headers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            low = name.lower()
+            why = _NOT_KEY_HEADERS.get(low)
+            if why is None and low.startswith("x-forwarded-"):
+                why = "the gateway sets or clears every X-Forwarded-* header"
+            if why:
+                raise ValueError(f"{name} cannot be a key header: {why}")
+        lowered = [h.lower() for h in v]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError(f"a header is listed twice: {list(v)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> CacheSpec:
         if self.l1 is not None and self.l1.ttl > self.ttl:
             raise ValueError(f"l1.ttl {self.l1.ttl:g}s is longer than the cache ttl {self.ttl:g}s")
+        if not self.bypass_credentials and not self.shared_for_credentials:
+            raise ValueError(
+                "bypass_credentials: false serves one stored answer to every request with "
+                "the same key, whatever Authorization or Cookie it carries (or none); "
+                "say so with shared_for_credentials: true"
+            )
+        if self.shared_for_credentials and self.bypass_credentials:
+            raise ValueError(
+                "shared_for_credentials: true only applies with bypass_credentials: false"
+            )
+        if self.host is not None and self.use_request_host:
+            raise ValueError("set host or use_request_host, not both")
         return self
+
+
+def identity_problem(cache: CacheSpec, forwarded: tuple[str, ...], api_keys: bool) -> str | None:
+    """Why a route's cache and its auth cannot go together (None: they can).
+
+    `forwarded`: headers the auth service's answer sends upstream; `api_keys`: the route
+    checks API keys (the key itself is removed before the upstream, so the backend cannot
+    tell consumers apart and sharing across them is safe when asked for)."""
+    if cache.vary_on_identity is False and forwarded:
+        return (
+            f"cache.vary_on_identity: false would serve one user's answer to another, because "
+            f"the upstream is told who the user is ({', '.join(forwarded)} from auth); remove "
+            "it so that the cache keys on that identity"
+        )
+    if cache.vary_on_identity and not (forwarded or api_keys):
+        return (
+            "cache.vary_on_identity: true needs an identity to key on: auth.forward_headers "
+            "or auth.api_keys on the same route"
+        )
+    return None

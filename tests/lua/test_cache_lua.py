@@ -1,4 +1,5 @@
-"""Run tests/lua/cache_test.lua inside a real nginx: the pure parts of lua/nginxgen/cache.lua."""
+"""Run the Lua unit tests in tests/lua/*_test.lua inside a real nginx (LuaJIT, lua-nginx-module,
+lua-resty-core, as in production): one suite per module of lua/nginxgen/cache/."""
 
 from __future__ import annotations
 
@@ -13,15 +14,22 @@ from nginxgen.spec import NginxSpec
 from tests.conftest import free_port
 
 HERE = Path(__file__).resolve().parent
+SUITES = sorted(p.stem for p in HERE.glob("*_test.lua"))
 
-
-@pytest.mark.skipif(
+pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists(),
     reason="needs nginx with the Lua module (libnginx-mod-http-lua)",
 )
-def test_lua_cache_unit_cases(workdir, nginx_runner):
+
+
+def lua_server(workdir: Path, preload: str, content: str) -> tuple[Path, int]:
+    """An nginx.conf whose master loads `preload` and whose /t runs `content`."""
     port = free_port()
     modules = "".join(f"load_module {m};\n" for m in lua_modules(NginxSpec(flavor="nginx")))
+    temp = "".join(
+        f"    {kind}_temp_path {workdir}/tmp;\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""{modules}
@@ -31,21 +39,43 @@ error_log stderr warn;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
-    client_body_temp_path {workdir}/tmp;
-    proxy_temp_path {workdir}/tmp;
-    fastcgi_temp_path {workdir}/tmp;
-    uwsgi_temp_path {workdir}/tmp;
-    scgi_temp_path {workdir}/tmp;
+{temp}
     lua_package_path "{resource_dir("lua")}/?.lua;{HERE}/?.lua;;";
-    init_by_lua_block {{ require("nginxgen.cache"); require("cache_test") }}
+    # Loaded by the master, like production modules: their globals are the real _G.
+    init_by_lua_block {{ {preload} }}
     server {{
         listen 127.0.0.1:{port};
-        location = /t {{ content_by_lua_block {{ require("cache_test").run() }} }}
+        location = /t {{ content_by_lua_block {{ {content} }} }}
     }}
 }}
 """
     )
+    return conf, port
+
+
+def test_lua_cache_unit_cases(workdir, nginx_runner):
+    assert len(SUITES) >= 4, SUITES
+    preload = " ".join(f'require("{s}");' for s in ("nginxgen.cache", *SUITES))
+    suites = ", ".join(f'"{s}"' for s in SUITES)
+    conf, port = lua_server(workdir, preload, f'require("harness").run({{ {suites} }})')
     nginx = nginx_runner(conf, workdir / "nginx.pid", port)
     out = requests.get(f"http://127.0.0.1:{port}/t", timeout=10).text
     assert out.startswith("ok "), out + nginx.errors()[-2000:]
-    assert "redis client: nginx.redis" in out  # Debian's; OpenResty would say resty.redis
+    assert int(out.split()[1]) >= 25, out  # every case ran
+
+
+def test_the_harness_fails_a_case_that_writes_a_global(workdir, nginx_runner):
+    preload = 'require("harness"); require("global_writer_fixture")'
+    conf, port = lua_server(workdir, preload, 'require("harness").run({ "global_writer_fixture" })')
+    nginx_runner(conf, workdir / "nginx.pid", port)
+    out = requests.get(f"http://127.0.0.1:{port}/t", timeout=10).text
+    assert "FAIL global_writer_fixture: leaks: " in out and "writes the global 'leaked'" in out
+
+
+def test_lua_cache_uses_the_installed_redis_client(workdir, nginx_runner):
+    """Debian's nginx.redis here; OpenResty's resty.redis is preferred where it exists."""
+    conf, port = lua_server(
+        workdir, 'require("nginxgen.cache")', 'ngx.say(require("nginxgen.cache").redis_flavor)'
+    )
+    nginx_runner(conf, workdir / "nginx.pid", port)
+    assert requests.get(f"http://127.0.0.1:{port}/t", timeout=10).text.strip() == "nginx.redis"

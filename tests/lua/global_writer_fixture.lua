@@ -1,0 +1,8 @@
+-- Proves the harness traps global writes (tests/lua/test_cache_lua.py); not a suite to run.
+local t = require("harness").suite()
+
+t.case("leaks", function()
+    leaked = true  -- luacheck: ignore
+end)
+
+return t
