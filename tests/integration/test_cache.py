@@ -23,10 +23,7 @@ import requests
 from nginxgen.resources import resource_dir
 from tests.conftest import Backend, Nginx, RedisServer, free_port, write_spec
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists(),
-    reason="needs nginx with the Lua module (libnginx-mod-http-lua)",
-)
+pytestmark = pytest.mark.requires("nginx-lua", "redis-server")
 
 
 @dataclass

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import requests
 
-from nginxgen.nginx_bin import lua_modules
 from nginxgen.resources import resource_dir
-from nginxgen.spec import NginxSpec
 from tests.conftest import free_port
+from tests.helpers import require_nginx
 
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.mark.skipif(
-    not Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists(),
-    reason="needs nginx with the Lua module (libnginx-mod-http-lua)",
-)
 def test_lua_cache_unit_cases(workdir, nginx_runner):
     port = free_port()
-    modules = "".join(f"load_module {m};\n" for m in lua_modules(NginxSpec(flavor="nginx")))
+    modules = require_nginx("lua").load_modules("lua")
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""{modules}
