@@ -112,6 +112,9 @@ class Backend:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes: with Nagle on, each kept-alive answer
+            # waited for a delayed ACK (40 ms), and 42 requests took 1.5 s instead of 0.15.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
