@@ -4,7 +4,12 @@
 # start, a failing health check, recovery, an etcd outage, a crashed agent and a graceful
 # shutdown, printing what etcd holds and who answers requests through nginx at each step.
 #
-#   examples/agent-demo.sh        # needs: etcd, etcdctl, nginx, curl, python3 (about 60s)
+#   examples/agent-demo.sh        # needs: etcd, etcdctl, nginx, curl (about 60s)
+#   PYTHON=/path/to/python examples/agent-demo.sh   # the interpreter that has nginxgen's deps
+#
+# nginxgen runs as `$PYTHON -m nginxgen.cli` from this checkout; without PYTHON the demo
+# takes the checkout's .venv/bin/python, else `nginxgen` on PATH, else python3. The backends
+# are `$PYTHON -m http.server`. A process that dies early stops the demo with its log.
 #
 # Everything listens on free 127.0.0.1 ports and lives in a temp dir; the trap stops every
 # process it started and removes the dir, also on Ctrl-C or a failed step.
@@ -13,22 +18,38 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
-NGINXGEN=(python3 -m nginxgen.cli)
-for tool in etcd etcdctl nginx curl python3; do
+NGINXGEN=()
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then
+  PYTHON=$PWD/.venv/bin/python
+elif [ -z "${PYTHON:-}" ] && command -v nginxgen >/dev/null; then
+  PYTHON=python3 NGINXGEN=(nginxgen) # an installed nginxgen; python3 only runs the stdlib
+fi
+PYTHON=${PYTHON:-python3}
+[ ${#NGINXGEN[@]} -gt 0 ] || NGINXGEN=("$PYTHON" -m nginxgen.cli)
+for tool in etcd etcdctl nginx curl "$PYTHON"; do
   command -v "$tool" >/dev/null || { echo "agent-demo: $tool is not installed" >&2; exit 2; }
 done
+# Fail here, with the real error, rather than wait for agents that cannot start.
+if ! err=$("${NGINXGEN[@]}" --help 2>&1 >/dev/null); then
+  echo "agent-demo: cannot run ${NGINXGEN[*]} (set PYTHON to an interpreter with nginxgen's" \
+    "dependencies, e.g. PYTHON=.venv/bin/python):" >&2
+  printf '%s\n' "$err" | tail -n 5 >&2
+  exit 2
+fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 say() { printf '\n$ %s\n' "$*"; }
 step() { printf '\n## %s\n' "$*"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-# wait_for SECONDS WHAT CMD...: poll CMD until it succeeds; say how long it took.
+# wait_for SECONDS WHAT CMD...: poll CMD until it succeeds; say how long it took. Stops the
+# demo at once when a process it started has died (see all_alive).
 wait_for() {
   local limit=$1 what=$2 start
   shift 2
   start=$(now)
   until "$@"; do
+    all_alive
     if awk -v a="$start" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }'; then
       echo "agent-demo: gave up waiting for $what after ${limit}s" >&2
       exit 1
@@ -43,7 +64,21 @@ chmod 755 "$DEMO" # nginx's workers (user nobody when started as root) read from
 ETCD_PORT=$(free_port) PEER_PORT=$(free_port) GW_PORT=$(free_port)
 STATUS_PORT=$(free_port) HEALTH_PORT=$(free_port) A_PORT=$(free_port) B_PORT=$(free_port)
 export ETCDCTL_API=3 ETCDCTL_ENDPOINTS="http://127.0.0.1:$ETCD_PORT"
-ETCD_PID= NGINX_PID= WATCH_PID= AGENT_a= AGENT_b=
+ETCD_PID= NGINX_PID= WATCH_PID= AGENT_a= AGENT_b= LEAVING=
+
+# all_alive: every process the demo expects to run still runs; else it prints the end of
+# the dead one's log and exits. A step that stops a process on purpose clears its variable
+# (LEAVING holds one on its way out, for cleanup).
+all_alive() {
+  local entry var
+  for entry in ETCD_PID:etcd NGINX_PID:nginx WATCH_PID:watch AGENT_a:agent-a AGENT_b:agent-b; do
+    var=${entry%%:*}
+    [ -z "${!var}" ] || kill -0 "${!var}" 2>/dev/null && continue
+    echo "agent-demo: ${entry#*:} exited early; the end of its log:" >&2
+    tail -n 20 "$DEMO/${entry#*:}.log" >&2 || true
+    exit 1
+  done
+}
 
 stop() { # stop PID...: SIGTERM, a second one (agents: skip the drain), SIGKILL after 10s
   local pid
@@ -59,7 +94,7 @@ stop() { # stop PID...: SIGTERM, a second one (agents: skip the drain), SIGKILL 
 cleanup() {
   trap - EXIT INT TERM
   # Agents first, while etcd can still take their deregistration; etcd last.
-  stop "$AGENT_a" "$AGENT_b"
+  stop "$AGENT_a" "$AGENT_b" "$LEAVING"
   stop "$WATCH_PID" "$NGINX_PID"
   stop "$ETCD_PID"
   wait 2>/dev/null || true
@@ -68,7 +103,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step "etcd on 127.0.0.1:$ETCD_PORT (data in a temp dir)"
+step "etcd on 127.0.0.1:$ETCD_PORT (data in $DEMO/etcd, removed at the end)"
 start_etcd() {
   etcd --name demo --data-dir "$DEMO/etcd" \
     --listen-client-urls "$ETCDCTL_ENDPOINTS" --advertise-client-urls "$ETCDCTL_ENDPOINTS" \
@@ -98,7 +133,7 @@ cat "$DEMO/nginxgen.yaml"
 
 registry() { # one line per instance: key, state, address, registered_at
   say "etcdctl get --prefix /services/web/"
-  etcdctl get --prefix /services/web/ | paste - - | python3 -c '
+  etcdctl get --prefix /services/web/ | paste - - | "$PYTHON" -c '
 import json, sys
 lines = [line.rstrip("\n").split("\t", 1) for line in sys.stdin]
 for key, value in lines:
@@ -141,19 +176,20 @@ start_backend() { # name port: python's http.server, wrapped by an agent
   mkdir -p "$DEMO/$name"
   echo "backend $name" >"$DEMO/$name/index.html"
   echo ok >"$DEMO/$name/healthz"
-  # Only the agent's own lines (http.server logs every health probe).
+  # All of it in agent-NAME.log; on screen only the agent's own lines (http.server logs
+  # every health probe).
   "${NGINXGEN[@]}" agent -c "$DEMO/nginxgen.yaml" --service web --id "web-$name" \
     --address "127.0.0.1:$port" --ttl 3s --health-url "http://127.0.0.1:$port/healthz" \
     --health-interval 0.5s --rise 2 --fall 3 --wait-healthy --drain 3s -- \
-    python3 -m http.server "$port" --bind 127.0.0.1 --directory "$DEMO/$name" \
-    > /dev/null 2> >(grep --line-buffered ' agent ' >&2) &
+    "$PYTHON" -m http.server "$port" --bind 127.0.0.1 --directory "$DEMO/$name" \
+    > /dev/null 2> >(tee -a "$DEMO/agent-$name.log" | grep --line-buffered ' agent ' >&2) &
   eval "AGENT_$name=$!"
 }
 
 step "start: two backends, each wrapped by an agent that registers it once healthy"
 say "nginxgen agent -c nginxgen.yaml --service web --id web-a --address 127.0.0.1:$A_PORT \\
     --ttl 3s --health-url http://127.0.0.1:$A_PORT/healthz --health-interval 0.5s --rise 2 --fall 3 \\
-    --wait-healthy --drain 3s -- python3 -m http.server $A_PORT --bind 127.0.0.1   # and web-b on $B_PORT"
+    --wait-healthy --drain 3s -- $PYTHON -m http.server $A_PORT --bind 127.0.0.1   # and web-b on $B_PORT"
 start_backend a "$A_PORT"
 start_backend b "$B_PORT"
 wait_for 30 "both registered" eval 'key_state a up && key_state b up'
@@ -167,7 +203,7 @@ say "nginx -c build/nginx.conf; nginxgen watch -c nginxgen.yaml &"
 nginx -c "$DEMO/build/nginx.conf" -e "$DEMO/nginx.log" -g 'daemon off;' 2>>"$DEMO/nginx.log" &
 NGINX_PID=$!
 "${NGINXGEN[@]}" watch -c "$DEMO/nginxgen.yaml" \
-  2> >(grep --line-buffered -vE 'listening|^ *$' >&2) &
+  2> >(tee -a "$DEMO/watch.log" | grep --line-buffered -vE 'listening|^ *$' >&2) &
 WATCH_PID=$!
 wait_for 30 "watch healthy" curl -sf "127.0.0.1:$HEALTH_PORT/healthz" -o /dev/null
 wait_for 30 "gateway answering" only "backend a" "backend b"
@@ -190,6 +226,7 @@ registry
 step "registry outage: etcd stops; nginx keeps the last good config, nobody exits"
 say "kill -TERM <etcd>"
 stop "$ETCD_PID"
+ETCD_PID=
 wait_for 30 "watch reports stale data" eval '! curl -sf "127.0.0.1:$HEALTH_PORT/healthz" >/dev/null'
 sleep 4 # longer than the agents' 3s TTL
 healthz
@@ -213,12 +250,13 @@ registry
 
 step "shutdown: SIGTERM to b's agent (draining 3s, deregister, then stop the server)"
 say "kill -TERM <agent b>"
-kill -TERM "$AGENT_b"
+LEAVING=$AGENT_b AGENT_b=
+kill -TERM "$LEAVING"
 wait_for 10 "b draining" key_state b draining
 registry
 rc=0
-wait "$AGENT_b" || rc=$?
-AGENT_b=
+wait "$LEAVING" || rc=$?
+LEAVING=
 echo "agent b exited with code $rc (http.server's own: 128 + SIGTERM; a graceful server gives 0)"
 registry
 wait_for 30 "the route answering 503" only '{"error":"service unavailable","service":"web"}'

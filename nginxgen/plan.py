@@ -16,7 +16,7 @@ from .cache import CacheSetup, RouteCache, cache_notes, cache_setup, route_cache
 from .catalog import Catalog, Instance
 from .gateway import FORWARDING_CLEARED, Gateway, Guard, plan_gateway
 from .heap import without_collector
-from .plan_memo import ALWAYS, ServiceMemo, Window, intersect, ramp_window
+from .plan_memo import ALWAYS, CLOCKLESS, ServiceMemo, Window, intersect, ramp_window
 from .spec import NO_BACKUP_METHODS, Failover, ServicePolicy, Spec, Timeouts, balance_args
 from .warmup import (
     Observed,
@@ -347,6 +347,8 @@ def _plan_service(
             step = ramps[address] = ramp(policy.warmup, start, now)
             if policy.warmup.enabled and start is not None:
                 windows.append(ramp_window(step, start, now, policy.warmup.period))
+    elif policy.warmup.enabled and any(_has_age(i, observed) for _, i in primaries):
+        windows.append(CLOCKLESS)  # with a clock these would ramp (and notes would differ)
     ramping = {a: r for a, r in ramps.items() if r.ramping}
     if ramping and len(ramping) == len(primaries):
         notes.append(
@@ -390,6 +392,12 @@ def _plan_service(
     )
     planned = _Planned(upstream, tuple(notes), tuple(refused), tuple(changes))
     return planned, intersect(windows), keys
+
+
+def _has_age(inst: Instance, observed: Observed) -> bool:
+    """Whether a clock would give this instance a ramp start (see warmup.ramp_start)."""
+    key = instance_key(inst)
+    return inst.registered_at is not None or key in observed.first_seen or key in observed.returned
 
 
 def _is_backup(inst: Instance) -> bool:

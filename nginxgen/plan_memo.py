@@ -5,7 +5,9 @@ result is reused only when every input it depends on is equal to the one it was 
 with, and only for the times `now` at which its warm-up ramps stand on the same step.
 
 - the service's instances (compared by value), its policy, and the upstream zone;
-- `now`: each entry carries a window [start, end) in which no ramp changes step;
+- `now`: each entry carries a window [start, end) in which no ramp changes step; a result
+  planned without a clock (`now` None, so no ramp at all) holds only without one when a
+  clock would have started a ramp;
 - `observed` (first-seen and return times, pseudo-dead keys): a change to any instance's
   entry evicts the service that instance belongs to, before anything is looked up.
 
@@ -37,10 +39,13 @@ class Window:
     start: datetime | None = None  # None: no lower bound
     end: datetime | None = None  # None: no upper bound
     never: bool = False  # depends on `now` continuously (a start in the future): never reuse
+    clockless: bool = False  # planned with no clock where one would ramp: only for now=None
 
     def holds(self, now: datetime | None) -> bool:
         if self.never:
             return False
+        if self.clockless:
+            return now is None
         if self.start is None and self.end is None:
             return True  # no ramp involved: the same with or without a clock
         if now is None:
@@ -50,6 +55,7 @@ class Window:
 
 ALWAYS = Window()
 NEVER = Window(never=True)
+CLOCKLESS = Window(clockless=True)
 
 
 def ramp_window(ramp: Ramp, start: datetime, now: datetime, period: float) -> Window:
@@ -67,6 +73,8 @@ def intersect(windows: Iterable[Window]) -> Window:
     for w in windows:
         if w.never:
             return NEVER
+        if w.clockless:
+            return CLOCKLESS  # never mixed with a ramp window: those need a clock
         if w.start is not None and (lo is None or w.start > lo):
             lo = w.start
         if w.end is not None and (hi is None or w.end < hi):

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import REPO
+from tests.helpers import poll_until
 
 
 class AgentProcess:
@@ -60,16 +60,9 @@ def eventually(
     agent: AgentProcess | None = None,
     every: float = 0.05,
 ) -> Any:
-    """Poll until check() is truthy; returns its value. Fails with the agent's log."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            log = f"\nagent log:\n{agent.log()}" if agent else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{log}")
-        time.sleep(every)
+    """poll_until, failing with the agent's log."""
+    detail = (lambda: f"agent log:\n{agent.log()}") if agent else None
+    return poll_until(check, timeout, what, every, detail)
 
 
 def write_agent_spec(directory: Path, registry: dict[str, Any]) -> Path:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from nginxgen.catalog import CatalogBuilder
-from nginxgen.nginx_bin import Binary
 from nginxgen.pipeline import build
 from nginxgen.spec import SpecError, parse_spec
+from tests.helpers import require_nginx
 
 SPEC = """\
 registry: {kind: file, path: s.yaml}
@@ -19,15 +18,13 @@ services: {app: {balance: %s}}
 routes: [{path: /, service: app}]
 """
 
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-
 
 def built(tmp: Path, balance: str, *instances: dict, nginx_test: bool = True):
     spec = parse_spec(SPEC % (tmp, balance), tmp / "nginxgen.yaml")
     b = CatalogBuilder("t")
     for fields in instances:
         b.add("app", **fields)
-    binary = Binary(NGINX, "nginx") if NGINX and nginx_test else None
+    binary = require_nginx().binary if nginx_test else None
     return build(spec, b.build(), binary=binary)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(not shutil.which("nginx", path="/usr/sbin:/usr/bin"), reason="no nginx")
+@pytest.mark.requires("nginx")
 def test_example_renders_and_passes_nginx_t(tmp_path: Path) -> None:
     out = tmp_path / "nginx.conf"
     result = run("render", "-c", str(EXAMPLE), "-o", str(out), "--nginx-test", "--json")

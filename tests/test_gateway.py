@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from nginxgen.plan import make_plan
 from nginxgen.render import render
 from nginxgen.spec import SpecError, load_spec
 from nginxgen.verify import verify
+from tests.helpers import require_component
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "nginxgen.yaml"
@@ -201,7 +201,7 @@ def test_verification_catches_a_route_that_lost_its_guard(tmp_path):
     assert any("status server" in str(f) for f in verify(without_status, plan).findings)
 
 
-@pytest.mark.skipif(not shutil.which("nginx", path="/usr/sbin:/usr/bin"), reason="no nginx")
+@pytest.mark.requires("nginx")
 def test_bundled_example_passes_crossplane_and_nginx_t(tmp_path):
     from nginxgen.pipeline import nginx_for_test
     from nginxgen.sources import open_source
@@ -216,8 +216,8 @@ def test_bundled_example_passes_crossplane_and_nginx_t(tmp_path):
         assert needle in text
 
 
-@pytest.mark.skipif(not shutil.which("gixy"), reason="gixy-next is not installed")
 def test_gixy_finds_nothing_high_in_the_bundled_example(tmp_path):
+    gixy = require_component("gixy")  # in the venv's bin dir, not necessarily on PATH
     conf = tmp_path / "nginx.conf"
     result = subprocess.run(
         [sys.executable, "-m", "nginxgen.cli", "render", "-c", str(EXAMPLE), "-o", str(conf)],
@@ -225,7 +225,7 @@ def test_gixy_finds_nothing_high_in_the_bundled_example(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    out = subprocess.run(["gixy", "-f", "json", str(conf)], capture_output=True, text=True)
+    out = subprocess.run([gixy, "-f", "json", str(conf)], capture_output=True, text=True)
     findings = json.loads(out.stdout)
     high = [f for f in findings if f["severity"] == "HIGH"]
     assert not high, high

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nginxgen.nginx_bin import Binary
 from nginxgen.nginx_parse import parse_text
 from nginxgen.pipeline import build
 from nginxgen.sources.file import parse_registry
 from nginxgen.spec import parse_spec
+from tests.helpers import require_nginx
 
 NASTY = st.sampled_from(
     [";", "{", "}", "\n", "$", '"', "'", "#", " ", "\\", "\t", "ü", "😀", "\x00", "`", "/*"]
@@ -72,9 +71,6 @@ def make_spec(tmp: Path, names: list[str]) -> Any:
     return parse_spec(text, tmp / "nginxgen.yaml")
 
 
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-
-
 @settings(
     max_examples=150,
     deadline=None,
@@ -101,7 +97,7 @@ def test_registry_text_never_becomes_syntax(tmp_path: Path, services: dict[str, 
         assert catalog.dropped
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx binary not installed")
+@pytest.mark.requires("nginx")
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(REGISTRY)
 def test_nginx_accepts_whatever_survives_the_catalog(services: dict[str, Any]) -> None:
@@ -109,7 +105,7 @@ def test_nginx_accepts_whatever_survives_the_catalog(services: dict[str, Any]) -
     catalog = parse_registry(raw, "s.yaml")
     tmp = Path("/tmp")
     spec = make_spec(tmp, sorted(catalog.services) or ["users"])
-    result = build(spec, catalog, binary=Binary(str(NGINX), "nginx"))
+    result = build(spec, catalog, binary=require_nginx().binary)
     # DNS names that do not resolve are the only acceptable nginx -t failure.
     problems = [
         f

@@ -30,6 +30,7 @@ from nginxgen.install import (
 )
 from nginxgen.spec import NginxSpec
 from tests.conftest import free_port
+from tests.helpers import skip_or_fail
 
 # Bytes a text round-trip would change: CRLF line ends and a Latin-1 comment.
 ODD_BYTES = b"# caf\xe9, hand-edited on Windows\r\nevents {}\r\n"
@@ -42,13 +43,13 @@ ODD_BYTES = b"# caf\xe9, hand-edited on Windows\r\nevents {}\r\n"
 def mounts() -> Iterator[Callable[..., None]]:
     """mounts(*mount_args): run `mount` as root; everything is unmounted afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (scripts/test runs as root)")
+        skip_or_fail("mounting a tmpfs needs root (scripts/test runs as root)")
     done: list[str] = []
 
     def mount(*args: str) -> None:
         out = subprocess.run(["mount", *args], capture_output=True, text=True)
         if out.returncode != 0:
-            pytest.skip(f"cannot mount here ({out.stderr.strip()}): no CAP_SYS_ADMIN?")
+            skip_or_fail(f"cannot mount here ({out.stderr.strip()}): no CAP_SYS_ADMIN?")
         done.append(args[-1])
 
     yield mount

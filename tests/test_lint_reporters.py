@@ -12,7 +12,6 @@ import pytest
 
 from nginxgen.lint import RULES, FileResult, Finding, Options, lint_paths
 from nginxgen.lint.engine import Outcome
-from nginxgen.lint.external import gixy_available
 from nginxgen.lint.reporters import (
     artifact_uri,
     github_data,
@@ -130,7 +129,7 @@ def test_text_has_no_colour_unless_asked(outcome: Outcome) -> None:
     assert "NGX007" in plain.getvalue()
 
 
-@pytest.mark.skipif(not gixy_available(), reason="gixy-next (nginxgen[security]) not installed")
+@pytest.mark.requires("gixy")
 def test_gixy_findings_are_merged_into_every_format(tmp_path: Path) -> None:
     conf = tmp_path / "nginx.conf"
     conf.write_text(

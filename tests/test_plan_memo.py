@@ -147,6 +147,20 @@ def test_a_ramp_result_is_reused_within_its_step_only() -> None:
     assert make_plan(sp, cat, at(-5)) == fresh_plan(sp, cat, at(-5), Observed())  # clock back
 
 
+def test_a_plan_made_without_a_clock_is_not_reused_with_one() -> None:
+    """Without `now` nothing ramps; the same instances with a clock do (the note says so)."""
+    sp = spec()
+    b = CatalogBuilder("t")
+    b.add("a", id="a1", address="10.0.0.1:80", registered_at=at(0))
+    cat = b.build()
+    clockless = make_plan(sp, cat, None)
+    assert not any("every instance is new" in n for n in clockless.notes)
+    clocked = make_plan(sp, cat, at(5))
+    assert clocked == fresh_plan(sp, cat, at(5), Observed())
+    assert "service 'a': every instance is new (full redeploy)" in " ".join(clocked.notes)
+    assert make_plan(sp, cat, None) == clockless  # and back: the clockless result again
+
+
 def test_observed_changes_replan_the_services_they_name() -> None:
     sp = spec()
     b = CatalogBuilder("t")

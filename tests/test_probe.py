@@ -7,7 +7,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +15,7 @@ import pytest
 from nginxgen.catalog import CatalogBuilder
 from nginxgen.probe import Prober
 from nginxgen.spec import parse_spec
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> float:
-    """Poll until `predicate` holds; return the seconds it took (fail after `timeout`)."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
-    return time.monotonic() - start
+from tests.helpers import seconds_until as eventually
 
 
 @pytest.fixture

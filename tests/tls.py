@@ -3,12 +3,11 @@ certificate, made with the openssl command line (scripts/test installs it)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers import require_component
 
 
 @dataclass(frozen=True)
@@ -23,10 +22,7 @@ class TlsFiles:
 def openssl() -> str:
     """openssl next to the interpreter first, then on PATH. Missing is a failure: the
     test script installs it."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    found = shutil.which("openssl", path=path) or shutil.which("openssl", path="/usr/bin")
-    assert found, "openssl is not installed (apt-get install openssl)"
-    return found
+    return require_component("openssl")
 
 
 def _run(*args: str) -> None:

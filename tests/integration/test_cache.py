@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,10 +19,7 @@ from nginxgen.resources import resource_dir
 from tests.conftest import free_port, write_spec
 from tests.integration.cache_gateway import CachedGateways, render
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists(),
-    reason="needs nginx with the Lua module (libnginx-mod-http-lua)",
-)
+pytestmark = pytest.mark.requires("nginx-lua", "redis-server")
 
 
 @pytest.fixture

@@ -18,10 +18,7 @@ import requests
 from tests.conftest import free_port, write_spec
 from tests.integration.cache_gateway import AuthService, CachedGateways, render
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists(),
-    reason="needs nginx with the Lua module (libnginx-mod-http-lua)",
-)
+pytestmark = pytest.mark.requires("nginx-lua", "redis-server")
 
 LUA_TESTS = Path(__file__).resolve().parent.parent / "lua"
 

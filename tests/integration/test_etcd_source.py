@@ -35,15 +35,6 @@ def ids(catalog, service: str) -> set[str]:
     return {i.id for i in catalog.services.get(service, ())}
 
 
-def wait_until(predicate, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what} did not happen within {timeout}s")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def test_layout_fields_and_bad_values_are_dropped_by_name(etcd_server):
     put(
         etcd_server,

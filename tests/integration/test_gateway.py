@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import Nginx, free_port, write_spec
+from tests.helpers import poll_until as poll
 
 KEYS = ("key-alpha-7f3a91c2", "key-beta-0b55e6d4")
 
@@ -64,16 +64,6 @@ def gateway(workdir: Path, nginx_runner: Callable[..., Nginx]) -> Callable[..., 
         return Gateway(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{status_port}", conf, server)
 
     return start
-
-
-def poll(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Retry `check` until it returns a truthy value; the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +10,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, free_port, write_spec
+from tests.helpers import require_component
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nginx", path="/usr/sbin:/usr/bin:/usr/local/sbin") is None,
-    reason="needs an nginx binary",
-)
+pytestmark = pytest.mark.requires("nginx")
 
 
 def lint(*args: str) -> subprocess.CompletedProcess[str]:
+    nginx_dir = str(Path(require_component("nginx")).parent)  # what `lint` finds on PATH
     return subprocess.run(
         [sys.executable, "-m", "nginxgen.cli", "lint", "--no-security", "--nginx-test", *args],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/bin"},
+        env={"PYTHONPATH": str(REPO), "PATH": f"{nginx_dir}:/usr/bin:/bin"},
         timeout=120,
     )
 

@@ -22,6 +22,7 @@ from nginxgen.sources.file import FileSource
 from nginxgen.spec import load_spec
 from nginxgen.warmup import Observed
 from tests.conftest import Backend, Nginx, free_port, who_answers, write_spec
+from tests.helpers import seconds_until as eventually
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
@@ -37,15 +38,6 @@ def workers(master: int) -> set[int]:
         if int(fields[1]) == master:
             out.add(int(stat.parent.name))
     return out
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 class Gateway:

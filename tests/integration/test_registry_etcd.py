@@ -3,7 +3,6 @@ TLS with a client certificate, login with a password, secrets, settings errors."
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from nginxgen.spec import EtcdRegistry, load_spec
 from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
 from tests.conftest import REPO, Etcd
 from tests.fakes import FakeServer, Request
+from tests.helpers import require_component
 from tests.tls import TlsFiles, make_tls_files
 
 KEY = "/services/app/app-1"
@@ -37,7 +37,7 @@ def tls(tmp_path: Path) -> TlsFiles:
 @pytest.fixture
 def tls_etcd(tmp_path: Path, tls: TlsFiles) -> Iterator[Etcd]:
     """etcd that serves https only to clients with a certificate signed by the test CA."""
-    assert shutil.which("etcd"), "etcd is not installed (apt-get install etcd-server)"
+    require_component("etcd")
     server = Etcd(tmp_path / "etcd-tls-data", tls=tls).start()
     yield server
     server.stop()

@@ -23,6 +23,7 @@ import yaml
 
 from tests.conftest import REPO, Backend, Nginx, free_port, write_spec
 from tests.conftest import who_answers as _who_answers
+from tests.helpers import poll_until as eventually
 
 
 def write_registry(directory: Path, services: dict[str, Any]) -> None:
@@ -56,18 +57,6 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def metric(text: str, name: str) -> float:

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timezone
 
 import requests
 import yaml
@@ -27,7 +28,11 @@ from tests.integration.test_watch import (
 
 gateway = watch_tests.gateway  # the fixture: `watch --once`, nginx, then the watch process
 
-PERIOD = 3.0  # warm-up period: long enough to sample each step on a loaded machine
+# Warm-up period. Each step must outlast the watch process's reaction (registry poll,
+# debounce, nginx -t, reload: under 1 s idle, 2 s at a load of 8 on 2 cores) plus one
+# sample (0.2 s), and the sidecar's restart after step 2 (2 s idle, 7 s and more at that
+# load) must end before the last step, so that the new process takes a warm-up step itself.
+PERIOD = 6.0
 BURST = 42  # requests per sample: whole cycles of the 1:4 .. 3:4 round robins
 
 
@@ -93,7 +98,7 @@ def test_warmup_steps_through_the_watch_process_and_a_restart_keeps_the_ramp(gat
                 order.append(weights)
 
     write_registry(gw.dir, app(a, b))
-    collect_until((4, 2), 30)  # step 1 (25 %), then the watch process steps to 50 %
+    collect_until((4, 2), 2 * PERIOD + 20)  # step 1 (25 %), then the watch process: 50 %
     assert order[:2] == [(4, 1), (4, 2)], order
     assert gw.metric('nginxgen_reloads_total{reason="warmup"}') >= 1
     assert gw.metric("nginxgen_instances_warming_up") == 1
@@ -104,8 +109,10 @@ def test_warmup_steps_through_the_watch_process_and_a_restart_keeps_the_ramp(gat
     assert gw.stop_watch() == 0
     restarted_at = len(gw.logs())
     gw.start_watch()
+    ramp_age = datetime.now(timezone.utc) - datetime.fromisoformat(first_seen["first_seen"])
+    assert ramp_age.total_seconds() < 3 * PERIOD, f"the restart outlasted step 3: {ramp_age}"
     before_restart = len(order)
-    collect_until((1, 1), 30)
+    collect_until((1, 1), 3 * PERIOD + 20)
     after = order[before_restart:]
     assert (4, 1) not in after, order  # the ramp went on; it did not start again
     assert after[-1] == (1, 1)

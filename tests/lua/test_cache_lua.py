@@ -5,27 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import requests
 
-from nginxgen.nginx_bin import lua_modules
 from nginxgen.resources import resource_dir
-from nginxgen.spec import NginxSpec
 from tests.conftest import free_port
+from tests.helpers import require_nginx
 
 HERE = Path(__file__).resolve().parent
 SUITES = sorted(p.stem for p in HERE.glob("*_test.lua"))
-
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists(),
-    reason="needs nginx with the Lua module (libnginx-mod-http-lua)",
-)
 
 
 def lua_server(workdir: Path, preload: str, content: str) -> tuple[Path, int]:
     """An nginx.conf whose master loads `preload` and whose /t runs `content`."""
     port = free_port()
-    modules = "".join(f"load_module {m};\n" for m in lua_modules(NginxSpec(flavor="nginx")))
+    modules = require_nginx("lua").load_modules("lua")
     temp = "".join(
         f"    {kind}_temp_path {workdir}/tmp;\n"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
