@@ -7,7 +7,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from nginxgen.nginx_bin import lua_modules
 from nginxgen.render import lua_string
 from nginxgen.resources import resource_dir
 from nginxgen.spec import NginxSpec
+from tests.conftest import Backend, Nginx, free_port, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
@@ -45,6 +48,14 @@ def readable_copy(workdir: Path) -> Path:
     return target
 
 
+def no_nagle(backend: Backend) -> Backend:
+    """TCP_NODELAY on the listening socket, which accepted connections inherit (Linux)."""
+    server = backend._server  # noqa: SLF001 - the shared Backend has no option for it
+    assert server is not None
+    server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return backend
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -67,9 +78,10 @@ def feed_http(
     snapshot: Path | None = None,
     dict_size: str = "8m",
     extra_init: str = "",
+    options: dict[str, int | float] | None = None,
 ) -> str:
     """http-level lines: package path, the two shared dicts, init and init_worker."""
-    settings = [
+    settings = [f"{k} = {v!r}" for k, v in (options or {}).items()] + [
         f"plan = {lua_string(json.dumps(plan))}",
         f"token_sha256 = {lua_string(token_digest(token))}",
     ]
@@ -144,7 +156,9 @@ class Feed:
         self.base = f"http://127.0.0.1:{port}/nginxgen/endpoints"
         self.token = token
 
-    def push(self, body: Any, token: str | None = None, raw: bytes | None = None) -> requests.Response:
+    def push(
+        self, body: Any, token: str | None = None, raw: bytes | None = None
+    ) -> requests.Response:
         headers = {"Authorization": f"Bearer {token if token is not None else self.token}"}
         data = raw if raw is not None else json.dumps(body).encode()
         return requests.post(self.base, data=data, headers=headers, timeout=10)
@@ -159,3 +173,129 @@ class Feed:
         )
         r.raise_for_status()
         return r.json()
+
+
+def worker_pids(master_pid: int) -> set[int]:
+    """PIDs of the master's children (its workers), from /proc."""
+    out: set[int] = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(master_pid) and "worker" in _cmdline(
+            status.parent
+        ):
+            out.add(int(status.parent.name))
+    return out
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise LookupError(pid)
+
+
+class DynGateway:
+    """A hand-written nginx.conf with dynamic upstreams, one location per upstream:
+    /NAME/ proxies to upstream NAME and says which peers it tried (X-Upstream)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        upstreams: dict[str, dict[str, Any]],
+        services: dict[str, Any],
+        generation: int = 1,
+        token: str = "s3cret-token",
+        snapshot: Path | None = None,
+        workers: int = 2,
+        location_extra: str = "",
+        max_body: str = "32m",
+        init_extra: str = "",
+        options: dict[str, int | float] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.status_port = free_port()
+        self.token = token
+        lua = readable_copy(workdir) if not (workdir / "lua").exists() else workdir / "lua"
+        plan = {"generation": generation, "upstreams": upstreams, "services": services}
+        maps, ups, locs = [], [], []
+        for name, decl in upstreams.items():
+            key = None
+            if decl.get("balance") in ("hash", "consistent_hash"):
+                key = f"nginxgen_hash_{name}"
+                maps.append(f"    map $arg_k ${key} {{ default $arg_k; }}")
+            ups.append(upstream(name, key=key))
+            locs.append(
+                f"""
+        location /{name}/ {{
+            proxy_pass http://{name};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 2s;
+            proxy_next_upstream error timeout http_502 http_503 http_504;
+            add_header X-Upstream $upstream_addr always;
+            {location_extra}
+        }}"""
+            )
+        self.conf = workdir / "nginx.conf"
+        self.http = (
+            feed_http(lua, plan, token, snapshot=snapshot, extra_init=init_extra, options=options)
+            + "\n".join(maps)
+            + "".join(ups)
+            + f"""
+    server {{
+        listen 127.0.0.1:{self.port};
+        {"".join(locs)}
+    }}"""
+            + feed_server(self.status_port, max_body=max_body)
+        )
+        self.conf.write_text(nginx_conf(workdir, self.http, workers=workers))
+        self.feed = Feed(self.status_port, token)
+        self.nginx: Nginx | None = None
+
+    def start(self) -> DynGateway:
+        self.nginx = Nginx(self.conf, self.workdir / "nginx.pid").start(self.port)
+        wait_for_port(self.status_port)
+        return self
+
+    def stop(self) -> None:
+        if self.nginx is not None:
+            self.nginx.stop()
+
+    def url(self, name: str, path: str = "x") -> str:
+        return f"http://127.0.0.1:{self.port}/{name}/{path}"
+
+    @property
+    def master_pid(self) -> int:
+        assert self.nginx is not None and self.nginx.proc is not None
+        return self.nginx.proc.pid
+
+    def workers(self) -> set[int]:
+        return worker_pids(self.master_pid)
+
+    def error_log(self) -> str:
+        log = self.workdir / "error.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def converged(self, generation: int, timeout: float = 5.0) -> float:
+        """Seconds until every worker serves `generation`; raises when it does not."""
+        start = time.monotonic()
+        deadline = start + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            last = self.feed.status()
+            if last["converged"] and last["generation"] == generation:
+                return time.monotonic() - start
+            time.sleep(0.005)
+        raise AssertionError(f"workers did not converge on {generation}: {last}")
