@@ -127,12 +127,12 @@ end
 -- error, a timeout or an invalid header — never a status the backend sent) when no
 -- response header came back and nginx answered 502 or 504 for it.
 local function last_failed()
-    local times = ngx.var.upstream_header_time
-    if times == nil or match(times, "([^%s,:]+)%s*$") ~= "-" then
+    local status = match(ngx.var.upstream_status or "", "(%d+)%s*$")
+    if status ~= "502" and status ~= "504" then
         return false
     end
-    local status = match(ngx.var.upstream_status or "", "(%d+)%s*$")
-    return status == "502" or status == "504"
+    local times = ngx.var.upstream_header_time
+    return times ~= nil and match(times, "([^%s,:]+)%s*$") == "-"
 end
 
 function _M.log()

@@ -133,15 +133,16 @@ local function tick(premature, feed, state)
     if premature then
         return
     end
-    local ok, changed = pcall(feed.sync, feed)
+    local ok, err = pcall(feed.sync, feed)
     if not ok then
-        log("error", "nginxgen endpoints: cannot apply a new generation: ", changed)
+        log("error", "nginxgen endpoints: cannot apply a new generation: ", err)
         return
     end
+    -- Report at once what changed (here or in a push this worker took), else once a second.
     local now = ngx.now()
-    if changed ~= 0 or now - state.reported >= 1 then
+    if feed.seq ~= state.seq or now - state.reported >= 1 then
         feed:heartbeat(state.id, state.pid)
-        state.reported = now
+        state.reported, state.seq = now, feed.seq
     end
 end
 
@@ -152,7 +153,9 @@ function _M.init_worker()
     end
     randomseed(ngx.now() * 1000 + ngx.worker.pid())
     feed:resync()
-    local state = { id = ngx.worker.id() or 0, pid = ngx.worker.pid(), reported = ngx.now() }
+    local state = {
+        id = ngx.worker.id() or 0, pid = ngx.worker.pid(), reported = ngx.now(), seq = feed.seq,
+    }
     feed:heartbeat(state.id, state.pid)
     local ok, err = ngx.timer.every(process.config.poll_interval, tick, feed, state)
     if not ok then
@@ -200,9 +203,17 @@ local function authorized()
     return token ~= nil and same(apikey.digest(token), process.config.token_sha256)
 end
 
+-- Defence in depth: the feed lives on the loopback status listener, behind allow/deny.
+local function loopback(addr)
+    return addr ~= nil and (match(addr, "^127%.") ~= nil or addr == "::1" or match(addr, "^unix:") ~= nil)
+end
+
 local function guard(method)
     if process.feed == nil then
         return answer(503, { error = "the endpoint feed is not initialised" })
+    end
+    if not loopback(ngx.var.remote_addr) then
+        return answer(403, { error = "the endpoint feed answers loopback clients only" })
     end
     if ngx.req.get_method() ~= method then
         ngx.header["Allow"] = method

@@ -71,6 +71,9 @@ def upstream(name: str, keepalive: int = 16, key: str | None = None) -> str:
     }}"""
 
 
+LOG_HOOK = '    log_by_lua_block { require("nginxgen.balancer").log() }'
+
+
 def feed_http(
     lua_dir: Path,
     plan: dict[str, Any],
@@ -79,8 +82,10 @@ def feed_http(
     dict_size: str = "8m",
     extra_init: str = "",
     options: dict[str, int | float] | None = None,
+    log_hook: bool = True,
 ) -> str:
-    """http-level lines: package path, the two shared dicts, init and init_worker."""
+    """http-level lines: package path, the two shared dicts, init and init_worker, and
+    the balancer's log hook (a location with its own log_by_lua must call it itself)."""
     settings = [f"{k} = {v!r}" for k, v in (options or {}).items()] + [
         f"plan = {lua_string(json.dumps(plan))}",
         f"token_sha256 = {lua_string(token_digest(token))}",
@@ -97,7 +102,7 @@ def feed_http(
         {extra_init}
     }}
     init_worker_by_lua_block {{ require("nginxgen.endpoints").init_worker() }}
-    log_by_lua_block {{ require("nginxgen.balancer").log() }}"""
+{LOG_HOOK if log_hook else ""}"""
 
 
 def feed_server(port: int, max_body: str = "32m") -> str:
@@ -123,7 +128,7 @@ def feed_server(port: int, max_body: str = "32m") -> str:
     }}"""
 
 
-def nginx_conf(workdir: Path, http: str, workers: int = 2) -> str:
+def nginx_conf(workdir: Path, http: str, workers: int = 2, log_level: str = "info") -> str:
     modules = "".join(f"load_module {m};\n" for m in lua_modules(NginxSpec(flavor="nginx")))
     tmp = workdir / "tmp"
     tmp.mkdir(exist_ok=True)
@@ -131,7 +136,7 @@ def nginx_conf(workdir: Path, http: str, workers: int = 2) -> str:
     return f"""{modules}
 worker_processes {workers};
 pid {workdir}/nginx.pid;
-error_log {workdir}/error.log info;
+error_log {workdir}/error.log {log_level};
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
@@ -218,16 +223,29 @@ class DynGateway:
         token: str = "s3cret-token",
         snapshot: Path | None = None,
         workers: int = 2,
-        location_extra: str = "",
         max_body: str = "32m",
-        init_extra: str = "",
         options: dict[str, int | float] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.status_port = free_port()
         self.token = token
-        lua = readable_copy(workdir) if not (workdir / "lua").exists() else workdir / "lua"
+        self.lua = readable_copy(workdir) if not (workdir / "lua").exists() else workdir / "lua"
+        self.snapshot, self.workers_n, self.max_body, self.options = (
+            snapshot,
+            workers,
+            max_body,
+            options,
+        )
+        self.conf = workdir / "nginx.conf"
+        self.write(upstreams, services, generation)
+        self.feed = Feed(self.status_port, token)
+        self.nginx: Nginx | None = None
+
+    def write(
+        self, upstreams: dict[str, dict[str, Any]], services: dict[str, Any], generation: int
+    ) -> None:
+        """(Re)write nginx.conf for this plan, on the same ports; reload to apply."""
         plan = {"generation": generation, "upstreams": upstreams, "services": services}
         maps, ups, locs = [], [], []
         for name, decl in upstreams.items():
@@ -245,12 +263,10 @@ class DynGateway:
             proxy_connect_timeout 2s;
             proxy_next_upstream error timeout http_502 http_503 http_504;
             add_header X-Upstream $upstream_addr always;
-            {location_extra}
         }}"""
             )
-        self.conf = workdir / "nginx.conf"
-        self.http = (
-            feed_http(lua, plan, token, snapshot=snapshot, extra_init=init_extra, options=options)
+        http = (
+            feed_http(self.lua, plan, self.token, snapshot=self.snapshot, options=self.options)
             + "\n".join(maps)
             + "".join(ups)
             + f"""
@@ -258,11 +274,9 @@ class DynGateway:
         listen 127.0.0.1:{self.port};
         {"".join(locs)}
     }}"""
-            + feed_server(self.status_port, max_body=max_body)
+            + feed_server(self.status_port, max_body=self.max_body)
         )
-        self.conf.write_text(nginx_conf(workdir, self.http, workers=workers))
-        self.feed = Feed(self.status_port, token)
-        self.nginx: Nginx | None = None
+        self.conf.write_text(nginx_conf(self.workdir, http, workers=self.workers_n))
 
     def start(self) -> DynGateway:
         self.nginx = Nginx(self.conf, self.workdir / "nginx.pid").start(self.port)

@@ -227,6 +227,24 @@ def test_passive_health_takes_a_dead_peer_out_and_back(gateway: Factory, backend
         revived.stop()
 
 
+def test_the_last_attempt_counts_too(gateway: Factory, backends) -> None:
+    """tries 1: no retry reports the failure; the log hook must, or the peer never goes out."""
+    live = backends("live")
+    gw = gateway(
+        {"carts": {"max_fails": 2, "fail_timeout": 30}},
+        {"carts": {"peers": [peer(free_port()), peer(live.port)], "tries": 1}},
+        workers=1,
+    )
+    seen = who_answers(gw.url("carts"), 40)
+    assert seen["HTTP 502"] == 2 and seen["live"] == 38, seen
+    # a 502 the backend sends itself is an answer, not a failure (nginx's rule)
+    live.status = 502
+    seen = who_answers(gw.url("carts"), 10)
+    assert seen["HTTP 502"] == 10
+    view = gw.feed.status("carts")
+    assert [p["fails"] for p in view["peers"]][1] == 0, view
+
+
 def test_failover_reaches_a_live_peer(gateway: Factory, backends) -> None:
     live = backends("live")
     dead = [free_port(), free_port()]
@@ -423,3 +441,19 @@ def test_boot_snapshot_and_reload_never_go_back(gateway: Factory, backends, work
     assert who_answers(gw.url("carts"), 10) == Counter({"c": 10})
     gw.converged(60)
     assert "services from pushes kept: 1" in gw.error_log()
+
+
+def test_a_reload_with_a_broken_plan_keeps_the_old_config(gateway: Factory, backends) -> None:
+    """nginx -t does not run init_by_lua: a bad plan shows only at reload, where the
+    master refuses the new config and the old workers keep serving."""
+    a = backends("a")
+    gw = gateway({"carts": {}}, {"carts": {"peers": [peer(a.port)]}}, workers=1)
+    pids = gw.workers()
+    gw.write({"carts": {"balance": "bogus"}}, {"carts": {"peers": [peer(a.port)]}}, 2)
+    os.kill(gw.master_pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "nginxgen.endpoints.init" not in gw.error_log():
+        time.sleep(0.05)
+    assert "nginxgen.endpoints.init: plan:" in gw.error_log()
+    assert gw.workers() == pids
+    assert who_answers(gw.url("carts"), 5) == Counter({"a": 5})

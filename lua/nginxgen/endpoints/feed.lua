@@ -232,7 +232,15 @@ function Feed:status(worker_count)
             converged = false
         end
     end
-    return { generation = gen, worker_count = worker_count, workers = workers, converged = converged }
+    local answer = {
+        generation = gen, worker_count = worker_count, workers = workers, converged = converged,
+    }
+    local dict = self.dict
+    if dict.capacity and dict.free_space then
+        -- free_space counts whole free pages only: an estimate, on the low side
+        answer.dict = { capacity = dict:capacity(), free = dict:free_space() }
+    end
+    return answer
 end
 
 -- One service as this worker serves it, with the shared health state of each peer.
