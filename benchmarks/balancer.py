@@ -2,8 +2,10 @@
 
 One gateway nginx holds two upstreams over the same two backend peers, both with the
 same `keepalive`: `stock` (server lines, nginx's round robin) and `dyn` (placeholder
-server + balancer_by_lua fed by the endpoint feed, plus the log hook). wrk runs against
-each in interleaved rounds; the medians of req/s and p99 are compared in the same run.
+server + balancer_by_lua fed by the endpoint feed), the latter through two locations:
+without and with the balancer's log hook. wrk runs against each in interleaved rounds;
+the medians of req/s, p99 and the gateway worker's CPU time per request (which another
+load on the machine skews least) are compared in the same run.
 Then a series of pushes, each timed from the POST until every worker reports it.
 
     python benchmarks/balancer.py [--rounds 5] [--seconds 5] [--connections 32]
@@ -16,6 +18,8 @@ one run with each other.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import signal
@@ -24,6 +28,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from tests.lua.harness import (
     LOG_HOOK,
@@ -34,6 +39,7 @@ from tests.lua.harness import (
     peer,
     readable_copy,
     upstream,
+    worker_pids,
 )
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "nginx"
@@ -61,12 +67,17 @@ def wait_for(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
-def start(conf: Path, port: int) -> subprocess.Popen[bytes]:
-    log = open(conf.with_suffix(".stderr"), "ab")  # noqa: SIM115 - lives with nginx
+def start(conf: Path, port: int, timeout: float = 15.0) -> subprocess.Popen[bytes]:
+    path = conf.with_suffix(".stderr")
+    log = open(path, "ab")  # noqa: SIM115 - lives with nginx
     proc = subprocess.Popen(
         [NGINX, "-c", str(conf), "-e", "stderr", "-g", "daemon off;"], stdout=log, stderr=log
     )
-    wait_for(port)
+    try:
+        wait_for(port, timeout)
+    except SystemExit:
+        proc.kill()
+        raise SystemExit(f"nginx did not start: {path.read_text()[-2000:]}") from None
     return proc
 
 
@@ -117,7 +128,8 @@ def gateway_conf(
         listen 127.0.0.1:{port};
         keepalive_requests 100000;
         location /stock/ {{ proxy_pass http://stock; {proxy} }}
-        location /dyn/ {{
+        location /dyn/ {{ proxy_pass http://dyn; {proxy} }}
+        location /dyn+log/ {{
             proxy_pass http://dyn; {proxy}
         {LOG_HOOK}
         }}
@@ -137,16 +149,33 @@ def to_ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
+class Run(NamedTuple):
+    rps: float
+    p99_ms: float
+    cpu_us: float  # gateway worker CPU per request: what another load on the machine skews least
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: int, connections: int, pids: set[int] | None = None) -> Run:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    before = cpu_seconds(pids) if pids else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    used = cpu_seconds(pids) - before if pids else 0.0
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-    if not (rps and p99):
+    total = re.search(r"(\d+) requests in", out)
+    if not (rps and p99 and total):
         raise SystemExit(f"cannot read wrk output:\n{out}")
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"{url} answered errors under load:\n{out}")
-    return float(rps.group(1)), to_ms(p99.group(1))
+    return Run(float(rps.group(1)), to_ms(p99.group(1)), used * 1e6 / int(total.group(1)))
 
 
 def push_latency(feed: Feed, backends: tuple[int, int], pushes: int) -> list[float]:
@@ -181,6 +210,95 @@ def push_latency(feed: Feed, backends: tuple[int, int], pushes: int) -> list[flo
     return times
 
 
+def scale(work: Path, services: int, peers: int, pushes: int) -> list[str]:
+    """A gateway with `services` dynamic upstreams of `peers` peers each: start-up with the
+    plan inline, memory in the shared dict, a full push, and one-service pushes."""
+    work.mkdir()
+    work.chmod(0o755)
+    lua = readable_copy(work)
+    port, status = free_port(), free_port()
+    names = [f"svc-{i}" for i in range(services)]
+
+    def peer_list(i: int, shift: int) -> list[dict[str, object]]:
+        return [
+            peer(8000 + j, host=f"10.{i // 250 % 250}.{i % 250}.{j + 1 + shift}")
+            for j in range(peers)
+        ]
+
+    plan = {
+        "generation": 1,
+        "upstreams": {n: {} for n in names},
+        "services": {n: {"peers": peer_list(i, 0)} for i, n in enumerate(names)},
+    }
+    http = (
+        feed_http(lua, plan, TOKEN, dict_size="32m")
+        + "".join(upstream(n) for n in names)
+        + f"""
+    server {{ listen 127.0.0.1:{port}; location / {{ return 200; }} }}"""
+        + feed_server(status)
+    )
+    conf = work / "scale.conf"
+    conf.write_text(nginx_conf(work, http, workers=2, log_level="warn"))
+    started = time.monotonic()
+    proc = start(conf, port, timeout=300)
+    rows = []
+    try:
+        wait_for(status)
+        feed = Feed(status, TOKEN)
+        while not feed.status()["converged"]:
+            time.sleep(0.01)
+        boot = time.monotonic() - started
+        mb = 1024 * 1024
+        d = feed.status()["dict"]
+        used = (d["capacity"] - d["free"]) / mb
+        rows.append(
+            f"nginx.conf {conf.stat().st_size / mb:.1f} MB; start, plan inline: {boot:.2f} s"
+        )
+        rows.append(
+            f"shared dict after the plan: {used:.1f} MB used of {d['capacity'] / mb:.0f} MB"
+        )
+        full = {
+            "generation": 2,
+            "services": {n: {"peers": peer_list(i, 1)} for i, n in enumerate(names)},
+        }
+        body = json.dumps(full).encode()
+        t0 = time.monotonic()
+        r = feed.push(None, raw=body)
+        took = time.monotonic() - t0
+        if r.status_code != 200:
+            raise SystemExit(f"full push refused: {r.text[:300]}")
+        while not (feed.status()["converged"] and feed.status()["generation"] == 2):
+            time.sleep(0.005)
+        conv = time.monotonic() - t0
+        d = feed.status()["dict"]
+        rows.append(
+            f"full push ({len(body) / mb:.1f} MB body): answered {took:.2f} s, every worker "
+            f"{conv:.2f} s; dict {(d['capacity'] - d['free']) / mb:.1f} MB used"
+        )
+        one = []
+        for k in range(pushes):
+            gen = 3 + k
+            i = k * 7919 % services
+            t0 = time.monotonic()
+            r = feed.push({"generation": gen, "services": {names[i]: {"peers": peer_list(i, k)}}})
+            if r.status_code != 200:
+                raise SystemExit(f"push refused: {r.text}")
+            answered = time.monotonic() - t0
+            while not (feed.status()["converged"] and feed.status()["generation"] == gen):
+                time.sleep(0.001)
+            one.append((answered, time.monotonic() - t0))
+            time.sleep(0.03)
+        ans = statistics.median(a for a, _ in one) * 1000
+        conv_ms = sorted(c * 1000 for _, c in one)
+        rows.append(
+            f"one service among {services}: push answered {ans:.1f} ms (median), every worker "
+            f"p50 {statistics.median(conv_ms):.1f} ms, max {conv_ms[-1]:.1f} ms"
+        )
+    finally:
+        stop(proc)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per upstream")
@@ -188,6 +306,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--pushes", type=int, default=40)
+    parser.add_argument(
+        "--services", type=int, default=10000, help="scale section: dynamic upstreams (0: skip)"
+    )
+    parser.add_argument("--peers", type=int, default=10, help="scale section: peers each")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -197,19 +319,25 @@ def main() -> None:
     backends = (free_port(), free_port())
     port, status = free_port(), free_port()
     procs = [start(backend_conf(work, backends), backends[0])]
-    results: dict[str, list[tuple[float, float]]] = {"stock": [], "dyn": []}
+    results: dict[str, list[Run]] = {"stock": [], "dyn": [], "dyn+log": []}
     try:
-        procs.append(start(gateway_conf(work, port, status, backends, args.workers), port))
+        gateway = start(gateway_conf(work, port, status, backends, args.workers), port)
+        procs.append(gateway)
         wait_for(status)
+        pids = worker_pids(gateway.pid)
         for name in results:  # warm both pools and the JIT before measuring
             wrk(f"http://127.0.0.1:{port}/{name}/", 2, args.connections)
         for r in range(args.rounds):
-            order = ("stock", "dyn") if r % 2 == 0 else ("dyn", "stock")
+            order = list(results) if r % 2 == 0 else list(results)[::-1]
             for name in order:
                 results[name].append(
-                    wrk(f"http://127.0.0.1:{port}/{name}/", args.seconds, args.connections)
+                    wrk(f"http://127.0.0.1:{port}/{name}/", args.seconds, args.connections, pids)
                 )
         pushes = push_latency(Feed(status, TOKEN), backends, args.pushes)
+        for p in reversed(procs):
+            stop(p)
+        procs = []
+        scaled = scale(work / "scale", args.services, args.peers, 20) if args.services else []
     finally:
         for p in reversed(procs):
             stop(p)
@@ -219,20 +347,26 @@ def main() -> None:
         f"wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} interleaved rounds each, "
         f"{args.workers} gateway worker(s), 2 loopback nginx peers, keepalive 32 on both"
     )
-    print(f"{'upstream':<10} {'req/s (median)':>15} {'p99 ms (median)':>16}   rounds req/s")
-    med = {}
+    print(f"{'upstream':<10} {'req/s':>8} {'p99 ms':>8} {'CPU us/req':>11}   req/s per round")
+    med: dict[str, Run] = {}
     for name, rows in results.items():
-        rps = statistics.median(r[0] for r in rows)
-        p99 = statistics.median(r[1] for r in rows)
-        med[name] = (rps, p99)
-        each = " ".join(f"{r[0]:.0f}" for r in rows)
-        print(f"{name:<10} {rps:>15.0f} {p99:>16.3f}   {each}")
-    ratio = med["dyn"][0] / med["stock"][0]
-    delta = med["dyn"][1] - med["stock"][1]
-    print(
-        f"dyn/stock throughput {ratio:.1%} (goal >= 90%: {'met' if ratio >= 0.9 else 'MISSED'}), "
-        f"p99 {delta:+.3f} ms (goal <= +0.2 ms: {'met' if delta <= 0.2 else 'MISSED'})"
-    )
+        med[name] = Run(*(statistics.median(getattr(r, f) for r in rows) for f in Run._fields))
+        each = " ".join(f"{r.rps:.0f}" for r in rows)
+        m = med[name]
+        print(f"{name:<10} {m.rps:>8.0f} {m.p99_ms:>8.3f} {m.cpu_us:>11.1f}   {each}")
+
+    def goal(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    for name in ("dyn", "dyn+log"):
+        ratio = med[name].rps / med["stock"].rps
+        cpu_ratio = med["stock"].cpu_us / med[name].cpu_us
+        delta = med[name].p99_ms - med["stock"].p99_ms
+        print(
+            f"{name}/stock: throughput {ratio:.1%} (goal >= 90%: {goal(ratio >= 0.9)}), "
+            f"CPU per request {cpu_ratio:.1%} of stock's speed ({goal(cpu_ratio >= 0.9)}), "
+            f"p99 {delta:+.3f} ms (goal <= +0.2 ms: {goal(delta <= 0.2)})"
+        )
     ms = sorted(t * 1000 for t in pushes)
     p95 = ms[min(len(ms) - 1, int(round(0.95 * len(ms))) - 1)]
     verdict = "met" if p95 <= 100 else "MISSED"
@@ -240,6 +374,10 @@ def main() -> None:
         f"push -> every worker serves it ({len(ms)} pushes): p50 {statistics.median(ms):.1f} ms, "
         f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms (goal <= 100 ms: {verdict})"
     )
+    if scaled:
+        print(f"scale: {args.services} services x {args.peers} peers, 2 workers")
+        for row in scaled:
+            print("  " + row)
 
 
 if __name__ == "__main__":

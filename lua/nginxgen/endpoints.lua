@@ -25,9 +25,11 @@ local tonumber = tonumber
 local tostring = tostring
 local byte = string.byte
 local match = string.match
+local format = string.format
 local bxor = bit.bxor
 local bor = bit.bor
 local io_open = io.open
+local concat = table.concat
 local randomseed = math.randomseed
 
 local DEFAULTS = {
@@ -87,6 +89,8 @@ end
 -- config: { plan = JSON text, token_sha256 = hex, snapshot = path?, dict?, health_dict?,
 --           max_peers?, max_body?, poll_interval? } — see docs/endpoints-feed.md.
 function _M.init(config)
+    ngx.update_time()
+    local started = ngx.now()
     if type(config) ~= "table" then
         error("nginxgen.endpoints.init: give a table of settings", 0)
     end
@@ -103,11 +107,23 @@ function _M.init(config)
         max_body = option(config, "max_body", "number", 1024, 1024 * 1024 * 1024),
         poll_interval = option(config, "poll_interval", "number", 0.001, 1),
     }
-    if type(config.plan) ~= "string" then
-        error("nginxgen.endpoints.init: plan must be the JSON text of the upstreams and their "
-            .. "initial endpoints", 0)
+    -- The plan's JSON comes in pieces: nginx refuses a string of 4 KB or more inside a
+    -- *_by_lua_block, so the renderer cuts it (docs/endpoints-feed.md).
+    local text = config.plan
+    if type(text) == "table" then
+        for i = 1, #text do
+            if type(text[i]) ~= "string" then
+                text = nil
+                break
+            end
+        end
+        text = text and concat(text)
     end
-    local doc, jerr = json.decode(config.plan)
+    if type(text) ~= "string" then
+        error("nginxgen.endpoints.init: plan must be the JSON text of the upstreams and their "
+            .. "initial endpoints, as a list of strings", 0)
+    end
+    local doc, jerr = json.decode(text)
     if doc == nil then
         error("nginxgen.endpoints.init: plan is not valid JSON: " .. tostring(jerr), 0)
     end
@@ -125,15 +141,21 @@ function _M.init(config)
     })
     local snapshot = cfg.snapshot and read_file(cfg.snapshot)
     local summary = feed:seed(snapshot, cfg.snapshot)
-    log("notice", "nginxgen endpoints: serving ", summary)
+    ngx.update_time()
+    log("notice", "nginxgen endpoints: serving ", summary, " after ",
+        format("%.2f", ngx.now() - started), " s")
     process.feed, process.config = feed, cfg
+end
+
+local function yield()
+    ngx.sleep(0)
 end
 
 local function tick(premature, feed, state)
     if premature then
         return
     end
-    local ok, err = pcall(feed.sync, feed)
+    local ok, err = pcall(feed.sync, feed, yield)
     if not ok then
         log("error", "nginxgen endpoints: cannot apply a new generation: ", err)
         return
@@ -257,7 +279,7 @@ function _M.push()
         end
         return answer(400, { error = "the body is empty; send the endpoints as JSON" })
     end
-    local status, result = process.feed:push(body)
+    local status, result = process.feed:push(body, yield)
     if status ~= 200 then
         log("warn", "nginxgen endpoints: push refused (", status, "): ", result.error)
     end

@@ -71,6 +71,17 @@ def upstream(name: str, keepalive: int = 16, key: str | None = None) -> str:
     }}"""
 
 
+# nginx refuses a string of 4 KB or more inside a *_by_lua_block; lua_string spends up
+# to 4 bytes per character (\123 for a brace), so JSON goes in pieces of 1,000.
+PLAN_PIECE = 1000
+
+
+def lua_pieces(text: str) -> str:
+    """A Lua list of string literals that concatenate to `text` (ASCII JSON)."""
+    pieces = [lua_string(text[i : i + PLAN_PIECE]) for i in range(0, len(text), PLAN_PIECE)]
+    return "{" + ", ".join(pieces) + "}"
+
+
 LOG_HOOK = '    log_by_lua_block { require("nginxgen.balancer").log() }'
 
 
@@ -87,7 +98,7 @@ def feed_http(
     """http-level lines: package path, the two shared dicts, init and init_worker, and
     the balancer's log hook (a location with its own log_by_lua must call it itself)."""
     settings = [f"{k} = {v!r}" for k, v in (options or {}).items()] + [
-        f"plan = {lua_string(json.dumps(plan))}",
+        f"plan = {lua_pieces(json.dumps(plan))}",
         f"token_sha256 = {lua_string(token_digest(token))}",
     ]
     if snapshot is not None:

@@ -74,6 +74,24 @@ def test_weights_one_to_three_hold_within_two_points(gateway: Factory, backends)
     assert abs(share(seen, "a") - 3 / 13) <= 0.02, seen
 
 
+def test_a_large_plan_loads_and_one_service_changes_alone(gateway: Factory, backends) -> None:
+    a, b = backends("a"), backends("b")
+    names = [f"svc-{i}" for i in range(300)]
+    gw = gateway(
+        {n: {} for n in names},
+        {n: {"peers": [peer(a.port), peer(free_port(), state="down")]} for n in names},
+        workers=1,
+    )
+    assert len(gw.conf.read_text()) > 60_000
+    assert who_answers(gw.url("svc-299"), 3) == Counter({"a": 3})
+    r = gw.feed.push({"generation": 2, "services": {"svc-7": {"peers": [peer(b.port)]}}})
+    assert r.status_code == 200, r.text
+    gw.converged(2)
+    assert who_answers(gw.url("svc-7"), 3) == Counter({"b": 3})
+    assert who_answers(gw.url("svc-8"), 3) == Counter({"a": 3})
+    assert gw.feed.status("svc-8")["generation"] == 1, "untouched services keep theirs"
+
+
 def test_a_push_moves_traffic_without_a_reload(gateway: Factory, backends) -> None:
     a, c = backends("a"), backends("c")
     gw = gateway({"carts": {}}, {"carts": {"peers": [peer(a.port)]}}, workers=2)

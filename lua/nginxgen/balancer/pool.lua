@@ -24,6 +24,8 @@ local floor = math.floor
 local random = math.random
 local sort = table.sort
 local byte = string.byte
+local find = string.find
+local format = string.format
 local crc32 = ngx.crc32_long
 local md5_bin = ngx.md5_bin
 local tostring = tostring
@@ -80,23 +82,35 @@ local function build_ring(peers)
     return pts, own
 end
 
--- `peers` as validated by schema/store: host, port, weight, state, backup, max_fails,
--- fail_timeout. `method` is a schema.BALANCE name.
+-- One peer as the pool keeps it. store.decode builds these directly (make_peer), so a
+-- rebuild of 10,000 services allocates one table per peer, not two.
+function _M.peer(host, port, weight, state, backup, max_fails, fail_timeout)
+    local addr = host
+    if find(host, ":", 1, true) then
+        addr = "[" .. host .. "]" -- set_current_peer parses a URL: IPv6 needs brackets
+    end
+    return {
+        host = host, addr = addr, port = port, key = format("%s:%d", addr, port),
+        weight = weight, state = state, backup = backup,
+        max_fails = max_fails, fail_timeout = fail_timeout,
+        usable = state == "up" and weight > 0,
+        cw = 0, ew = weight,
+    }
+end
+local make_peer = _M.peer
+
+-- `entry.peers`: peers from make_peer (taken over, not copied), or plain tables with
+-- host, port, weight, state, backup, max_fails, fail_timeout as schema validated them.
+-- `method` is a schema.BALANCE name.
 function _M.new(entry, method)
     local all, primary, backup, hashed = {}, {}, {}, {}
     local max_ft = 0
     for i, p in ipairs(entry.peers) do
-        local addr = p.host
-        if addr:find(":", 1, true) then
-            addr = "[" .. addr .. "]" -- set_current_peer parses a URL: IPv6 needs brackets
+        local peer = p
+        if p.key == nil then
+            peer = make_peer(p.host, p.port, p.weight, p.state, p.backup, p.max_fails,
+                p.fail_timeout)
         end
-        local peer = {
-            host = p.host, addr = addr, port = p.port, key = addr .. ":" .. p.port,
-            weight = p.weight, state = p.state, backup = p.backup,
-            max_fails = p.max_fails, fail_timeout = p.fail_timeout,
-            usable = p.state == "up" and p.weight > 0,
-            cw = 0, ew = p.weight,
-        }
         all[i] = peer
         if peer.usable then
             if peer.backup then

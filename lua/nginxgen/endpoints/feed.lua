@@ -19,6 +19,8 @@ local setmetatable = setmetatable
 local next = next
 local tostring = tostring
 local max = math.max
+local pcall = pcall
+local error = error
 
 local Feed = {}
 Feed.__index = Feed
@@ -60,7 +62,7 @@ local function apply(self, name, text, gen)
     if up == nil then
         return false -- another config's upstream (a reload is under way)
     end
-    local entry = store.decode(text)
+    local entry = store.decode(text, pool.peer)
     if entry == nil then
         self.log("error", "nginxgen endpoints: cannot read the stored entry of ", name)
         return false
@@ -70,37 +72,56 @@ local function apply(self, name, text, gen)
     return true
 end
 
--- Read every known service again (a new worker, or one that fell behind the log).
-function Feed:resync()
-    local gen, seq = store.generation(self.dict)
-    for name in pairs(self.upstreams) do
+-- Rebuilding a pool costs a few microseconds per peer; `yield` (ngx.sleep(0) where the
+-- phase allows it) lets requests through between batches of a large change.
+local BATCH = 200
+
+local function apply_all(self, names, yield)
+    local n = 0
+    for name in pairs(names) do
         local text, g = store.read(self.dict, name)
-        if text then
-            apply(self, name, text, g)
+        if text and apply(self, name, text, g) then
+            n = n + 1
+            if yield and n % BATCH == 0 then
+                yield()
+            end
         end
     end
+    return n
+end
+
+-- Read every known service again (a new worker, or one that fell behind the log).
+function Feed:resync(yield)
+    local gen, seq = store.generation(self.dict)
+    apply_all(self, self.upstreams, yield)
     self.generation, self.seq = gen, seq
 end
 
 -- Apply what was committed since this worker last looked. Returns the number of
--- services rebuilt (0 when nothing changed: one dict lookup).
-function Feed:sync()
-    local changed, gen, seq = store.changes(self.dict, self.seq)
-    if changed == nil then
-        self:resync()
-        return -1
-    end
-    if seq == self.seq then
+-- services rebuilt (0 when nothing changed: one dict lookup; -1 after a resync).
+-- One sync at a time: a push handled while the timer applies waits for the next tick.
+function Feed:sync(yield)
+    if self.syncing then
         return 0
     end
-    local n = 0
-    for name in pairs(changed) do
-        local text, g = store.read(self.dict, name)
-        if text and apply(self, name, text, g) then
-            n = n + 1
-        end
+    local changed, gen, seq = store.changes(self.dict, self.seq)
+    if changed ~= nil and seq == self.seq then
+        return 0
     end
-    self.generation, self.seq = gen or self.generation, seq
+    self.syncing = true
+    local ok, n = pcall(function()
+        if changed == nil then
+            self:resync(yield)
+            return -1
+        end
+        local count = apply_all(self, changed, yield)
+        self.generation, self.seq = gen or self.generation, seq
+        return count
+    end)
+    self.syncing = false
+    if not ok then
+        error(n, 0)
+    end
     return n
 end
 
@@ -132,7 +153,7 @@ end
 
 -- A push body (raw JSON text) → HTTP status and an answer table. Nothing is written
 -- unless the whole body is valid and its generation newer than the current one.
-function Feed:push(body)
+function Feed:push(body, yield)
     local doc, jerr = json.decode(body)
     if doc == nil then
         return 400, { error = "the body is not valid JSON: " .. tostring(jerr) }
@@ -154,11 +175,13 @@ function Feed:push(body)
     if not seq then
         return status, answer
     end
-    self:sync() -- the worker that took the push serves it at once
     local n = 0
     for _ in pairs(push.services) do
         n = n + 1
     end
+    if n <= BATCH then
+        self:sync(yield) -- the worker that took a small push serves it at once
+    end -- a large one is applied by this worker's timer, like by the others
     return 200, { generation = push.generation, services = n }
 end
 

@@ -147,76 +147,68 @@ local function check_generation(doc)
 end
 
 -- max_fails and fail_timeout: on a peer, or an upstream's defaults for its peers.
-local function health_fields(t, where, defaults)
+-- (max_fails, fail_timeout) or (nil, field, why): the caller says where.
+local function health_fields(t, defaults)
     local mf = t.max_fails
     if mf == nil then
         mf = defaults.max_fails
     elseif not is_int(mf, 0, _M.MAX_FAILS) then
-        where.field, where.path = "max_fails", where.path .. ".max_fails"
-        return refuse("must be an integer 0-" .. _M.MAX_FAILS .. " (0 turns passive checks off), got "
-            .. show(mf), where)
+        return nil, "max_fails", "must be an integer 0-" .. _M.MAX_FAILS
+            .. " (0 turns passive checks off), got " .. show(mf)
     end
     local ft = t.fail_timeout
     if ft == nil then
         ft = defaults.fail_timeout
     elseif type(ft) ~= "number" or ft ~= ft or ft < 0 or ft > _M.MAX_FAIL_TIMEOUT then
-        where.field, where.path = "fail_timeout", where.path .. ".fail_timeout"
-        return refuse("must be a number of seconds 0-" .. _M.MAX_FAIL_TIMEOUT .. ", got " .. show(ft),
-            where)
+        return nil, "fail_timeout", "must be a number of seconds 0-" .. _M.MAX_FAIL_TIMEOUT
+            .. ", got " .. show(ft)
     end
     return mf, ft
 end
 
-local function check_peer(p, i, name, defaults)
-    local path = service_path(name) .. ".peers[" .. (i - 1) .. "]"
-    local where = { service = name, peer = i - 1, path = path }
+-- One peer → its normalised table, or (nil, field, why). Paths are only built for a
+-- refusal: a 10,000-service plan has 100,000 peers to get through.
+local function check_peer(p, defaults)
     if not is_object(p) or next(p) == nil then
-        return refuse("must be an object with host and port, got " .. show(p), where)
+        return nil, nil, "must be an object with host and port, got " .. show(p)
     end
     local extra = unknown_key(p, PEER_KEYS)
     if extra then
-        where.field, where.path = extra, path .. "." .. show(extra)
-        return refuse("unknown field (known: host, port, weight, state, backup, max_fails, "
-            .. "fail_timeout)", where)
+        return nil, extra, "unknown field (known: host, port, weight, state, backup, max_fails, "
+            .. "fail_timeout)"
     end
     local host, why = ip.parse(p.host)
     if not host then
-        where.field, where.path = "host", path .. ".host"
-        return refuse(why .. ", got " .. show(p.host), where)
+        return nil, "host", why .. ", got " .. show(p.host)
     end
     if not is_int(p.port, 1, 65535) then
-        where.field, where.path = "port", path .. ".port"
-        return refuse("must be an integer 1-65535, got " .. show(p.port), where)
+        return nil, "port", "must be an integer 1-65535, got " .. show(p.port)
     end
     local weight = p.weight
     if weight == nil then
         weight = 1
     elseif not is_int(weight, 0, _M.MAX_WEIGHT) then
-        where.field, where.path = "weight", path .. ".weight"
-        return refuse("must be an integer 0-" .. _M.MAX_WEIGHT .. " (0 = draining), got "
-            .. show(weight), where)
+        return nil, "weight", "must be an integer 0-" .. _M.MAX_WEIGHT .. " (0 = draining), got "
+            .. show(weight)
     end
     local state = p.state
     if state == nil then
         state = weight == 0 and "draining" or "up"
     elseif type(state) ~= "string" or not _M.STATES[state] then
-        where.field, where.path = "state", path .. ".state"
-        return refuse('must be "up", "draining" or "down", got ' .. show(state), where)
+        return nil, "state", 'must be "up", "draining" or "down", got ' .. show(state)
     elseif state == "up" and weight == 0 then
-        where.field, where.path = "weight", path .. ".weight"
-        return refuse('weight 0 means draining: give state "draining" or a weight of 1-'
-            .. _M.MAX_WEIGHT, where)
+        return nil, "weight", 'weight 0 means draining: give state "draining" or a weight of 1-'
+            .. _M.MAX_WEIGHT
     end
     local backup = p.backup
     if backup == nil then
         backup = false
     elseif type(backup) ~= "boolean" then
-        where.field, where.path = "backup", path .. ".backup"
-        return refuse("must be true or false, got " .. show(backup), where)
+        return nil, "backup", "must be true or false, got " .. show(backup)
     end
-    local mf, ft = health_fields(p, where, defaults)
+    local mf, ft, hwhy = health_fields(p, defaults)
     if mf == nil then
-        return nil, ft
+        return nil, ft, hwhy
     end
     return {
         host = host,
@@ -227,6 +219,14 @@ local function check_peer(p, i, name, defaults)
         max_fails = mf,
         fail_timeout = ft,
     }
+end
+
+local function peer_refusal(name, i, field, why)
+    local path = service_path(name) .. ".peers[" .. (i - 1) .. "]"
+    if field then
+        path = path .. "." .. (PEER_KEYS[field] and field or show(field))
+    end
+    return refuse(why, { service = name, peer = i - 1, field = field, path = path })
 end
 
 local function check_service(entry, name, defaults, limits)
@@ -256,9 +256,9 @@ local function check_service(entry, name, defaults, limits)
     end
     local out, seen = {}, {}
     for i = 1, #peers do
-        local peer, err = check_peer(peers[i], i, name, defaults)
+        local peer, field, why = check_peer(peers[i], defaults)
         if not peer then
-            return nil, err
+            return peer_refusal(name, i, field, why)
         end
         local key = peer.host .. "|" .. peer.port
         if seen[key] then
@@ -419,9 +419,10 @@ function _M.plan(doc, limits)
             return refuse("must be one of round_robin, least_conn, ip_hash, random, hash, "
                 .. "consistent_hash, got " .. show(balance), where)
         end
-        local mf, ft = health_fields(decl, where, NO_DEFAULTS)
+        local mf, ft, why = health_fields(decl, NO_DEFAULTS)
         if mf == nil then
-            return nil, ft
+            where.field, where.path = ft, path .. "." .. ft
+            return refuse(why, where)
         end
         known[name] = { balance = balance, max_fails = mf, fail_timeout = ft }
     end

@@ -19,6 +19,7 @@ local _M = {}
 
 local tonumber = tonumber
 local tostring = tostring
+local ipairs = ipairs
 local type = type
 local pairs = pairs
 local concat = table.concat
@@ -49,17 +50,26 @@ function _M.encode(entry)
     return json.encode({ t = entry.tries, p = rows })
 end
 
-function _M.decode(text)
+local function plain_peer(host, port, weight, state, backup, max_fails, fail_timeout)
+    return {
+        host = host, port = port, weight = weight, state = state, backup = backup,
+        max_fails = max_fails, fail_timeout = fail_timeout,
+    }
+end
+
+-- compact JSON → {tries, peers}; `make_peer(host, port, weight, state, backup, max_fails,
+-- fail_timeout)` builds each peer (default: a plain table of those fields).
+function _M.decode(text, make_peer)
     local doc = json.decode(text)
     if type(doc) ~= "table" or type(doc.p) ~= "table" then
         return nil
     end
+    make_peer = make_peer or plain_peer
     local peers = {}
-    for i, r in ipairs(doc.p) do
-        peers[i] = {
-            host = r[1], port = r[2], weight = r[3], state = STATE_NAME[r[4]],
-            backup = r[5] == 1, max_fails = r[6], fail_timeout = r[7],
-        }
+    local rows = doc.p
+    for i = 1, #rows do
+        local r = rows[i]
+        peers[i] = make_peer(r[1], r[2], r[3], STATE_NAME[r[4]], r[5] == 1, r[6], r[7])
     end
     return { tries = doc.t, peers = peers }
 end
