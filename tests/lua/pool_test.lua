@@ -64,7 +64,10 @@ s.case("tried and failed peers are skipped; backups only when no primary can", f
     eq(picks(m, p, 3, { ["10.0.0.1:80"] = true }, out), "zzz")
     eq(name_of(m.pick(p, { ["10.0.0.1:80"] = true, ["10.0.0.2:80"] = true, ["10.0.0.26:80"] = true })), "-")
     eq(p.tries, 3, "tries default: every peer once, as nginx")
-    eq(m.new({ peers = entry("a:1").peers, tries = 5 }, "round_robin").tries, 5)
+    eq(m.new({ peers = entry("a:1", "b:1", "c:1").peers, tries = 2 }, "round_robin").tries, 2)
+    eq(m.new({ peers = entry("a:1", "b:1").peers, tries = 5 }, "round_robin").tries, 2,
+        "no more tries than usable peers")
+    eq(m.new({ peers = {} }, "round_robin").tries, 1)
 end)
 
 s.case("draining and down peers get no new requests but stay known", function()

@@ -390,6 +390,30 @@ def test_least_conn_prefers_the_idle_peer(gateway: Factory, backends) -> None:
     assert seen["fast"] > 3 * seen["slow"], seen
 
 
+def test_ip_hash_keeps_a_client_on_one_peer(gateway: Factory, backends) -> None:
+    bs = [backends(f"i{i}") for i in range(3)]
+    gw = gateway(
+        {"carts": {"balance": "ip_hash"}}, {"carts": {"peers": [peer(b.port) for b in bs]}}
+    )
+    seen = who_answers(gw.url("carts"), 30)
+    assert len(seen) == 1, seen
+    (first,) = seen
+    # the peer is drained: the client moves, and only while it is away
+    others = [peer(b.port) if b.name != first else peer(b.port, weight=0) for b in bs]
+    assert (
+        gw.feed.push({"generation": 2, "services": {"carts": {"peers": others}}}).status_code == 200
+    )
+    gw.converged(2)
+    moved = who_answers(gw.url("carts"), 20)
+    assert len(moved) == 1 and first not in moved, moved
+    back = [peer(b.port) for b in bs]
+    assert (
+        gw.feed.push({"generation": 3, "services": {"carts": {"peers": back}}}).status_code == 200
+    )
+    gw.converged(3)
+    assert who_answers(gw.url("carts"), 10) == Counter({first: 10})
+
+
 def test_ipv6_peers_are_reached(gateway: Factory) -> None:
     import socket
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -31,6 +31,8 @@ local md5_bin = ngx.md5_bin
 local tostring = tostring
 local ipairs = ipairs
 local max = math.max
+local min = math.min
+local huge = math.huge
 
 _M.POINTS_PER_UNIT = 160
 _M.MAX_POINTS = 16000
@@ -131,7 +133,9 @@ function _M.new(entry, method)
         all = all,
         primary = primary,
         backup = backup,
-        tries = entry.tries or max(1, #primary + #backup),
+        -- Never more tries than usable peers: when all were tried nginx ends the request
+        -- with the last attempt's own status (504 for a timeout), not "no live upstreams".
+        tries = max(1, min(entry.tries or huge, #primary + #backup)),
         -- nginx ignores max_fails for an upstream of one server: nothing else to try.
         single = #primary == 1 and #backup == 0,
         max_fail_timeout = max_ft,
