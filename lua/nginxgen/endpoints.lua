@@ -31,6 +31,9 @@ local bor = bit.bor
 local io_open = io.open
 local concat = table.concat
 local randomseed = math.randomseed
+local pcall = pcall
+local error = error
+local pairs = pairs
 
 local DEFAULTS = {
     dict = "nginxgen_endpoints",
@@ -93,6 +96,11 @@ function _M.init(config)
     local started = ngx.now()
     if type(config) ~= "table" then
         error("nginxgen.endpoints.init: give a table of settings", 0)
+    end
+    for key in pairs(config) do
+        if DEFAULTS[key] == nil and key ~= "plan" and key ~= "token_sha256" and key ~= "snapshot" then
+            error("nginxgen.endpoints.init: unknown setting " .. schema.show(key), 0)
+        end
     end
     local digest = config.token_sha256
     if type(digest) ~= "string" or not match(digest, "^%x+$") or #digest ~= 64 then
@@ -279,7 +287,12 @@ function _M.push()
         end
         return answer(400, { error = "the body is empty; send the endpoints as JSON" })
     end
-    local status, result = process.feed:push(body, yield)
+    local done, status, result = pcall(process.feed.push, process.feed, body, yield)
+    if not done then
+        -- a bug, not bad input: nothing was committed unless the commit itself finished
+        log("error", "nginxgen endpoints: push failed: ", status)
+        return answer(500, { error = "the push failed inside nginx; see its error log" })
+    end
     if status ~= 200 then
         log("warn", "nginxgen endpoints: push refused (", status, "): ", result.error)
     end

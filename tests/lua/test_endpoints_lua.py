@@ -16,7 +16,7 @@ import requests
 from tests.conftest import Nginx, free_port, world_readable_dir
 from tests.lua.harness import needs_lua, nginx_conf, readable_copy
 
-SUITES = ("ip", "schema", "store", "pool", "health", "feed")
+SUITES = ("ip", "schema", "store", "pool", "health", "feed", "endpoints")
 
 pytestmark = needs_lua()
 
@@ -36,6 +36,8 @@ def unit_nginx() -> Iterator[tuple[int, Nginx]]:
             workdir,
             f"""
     lua_package_path "{lua}/?.lua;;";
+    lua_shared_dict nginxgen_endpoints 1m;
+    lua_shared_dict nginxgen_health 1m;
     init_by_lua_block {{ require("testing") }}
     server {{
         listen 127.0.0.1:{port};
