@@ -123,10 +123,15 @@ function _M.balance(name, key)
     end
 end
 
--- The last attempt's outcome, from nginx's variables: it failed (in nginx's sense: an
--- error, a timeout or an invalid header — never a status the backend sent) when no
--- response header came back and nginx answered 502 or 504 for it.
+-- The last attempt's outcome: it failed (in nginx's sense: an error, a timeout or an
+-- invalid header — never a status the backend sent) when nginx answered 502 or 504 and
+-- no response header came back. ngx.status first: reading a variable costs more than
+-- the rest of the hook, and most answers are neither.
 local function last_failed()
+    local sent = ngx.status
+    if sent ~= 502 and sent ~= 504 then
+        return false
+    end
     local status = match(ngx.var.upstream_status or "", "(%d+)%s*$")
     if status ~= "502" and status ~= "504" then
         return false
