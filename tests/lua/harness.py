@@ -20,6 +20,7 @@ from nginxgen.render import lua_string
 from nginxgen.resources import resource_dir
 from nginxgen.spec import NginxSpec
 from tests.conftest import Backend, Nginx, free_port, wait_for_port
+from tests.helpers import poll_until
 
 HERE = Path(__file__).resolve().parent
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
@@ -292,6 +293,13 @@ class DynGateway:
     def start(self) -> DynGateway:
         self.nginx = Nginx(self.conf, self.workdir / "nginx.pid").start(self.port)
         wait_for_port(self.status_port)
+        # A forked worker shows its own title a moment after it answers: tests compare
+        # worker PIDs before and after a change, so wait until all of them are seen.
+        poll_until(
+            lambda: len(self.workers()) >= self.workers_n,
+            timeout=10,
+            what=f"{self.workers_n} nginx worker(s) to show their title",
+        )
         return self
 
     def stop(self) -> None:
