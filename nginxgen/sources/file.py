@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..catalog import Catalog, CatalogBuilder
 from ..spec import FileRegistry
+from ..yaml_load import YamlError, load_yaml
 from .base import RegistryError
 
 FIELDS = ("id", "address", "host", "port", "weight", "state", "registered_at", "tags", "meta")
@@ -61,11 +60,9 @@ def _digest(raw: bytes) -> str:
 def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
     """Parse the services file. A broken envelope fails the read; bad entries are dropped."""
     try:
-        data: Any = yaml.safe_load(raw)  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RegistryError(f"file registry {where}{line}: not valid YAML/JSON") from None
+        data: Any = load_yaml(raw, where).data  # YAML is a superset of JSON
+    except YamlError as exc:
+        raise RegistryError(f"file registry {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise RegistryError(f"file registry {where}: expected a mapping with a 'services' key")
     builder = CatalogBuilder(f"file:{where}")
