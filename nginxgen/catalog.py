@@ -162,7 +162,7 @@ def valid_host(host: Any) -> str:
             raise InvalidEntry(f"IPv6 scope ids are not supported: {shown(host)}")
         return str(ip)
     name = candidate[:-1] if candidate.endswith(".") else candidate
-    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+    if len(name) > 253 or not all(_LABEL.fullmatch(part) for part in name.split(".")):
         raise InvalidEntry(f"not an IP address or DNS name: {shown(host)}")
     if name.replace(".", "").isdigit():
         raise InvalidEntry(f"not an IP address or DNS name: {shown(host)}")
@@ -376,15 +376,15 @@ class CatalogBuilder:
         name = self.service(raw_service)
         if name is None:
             return None
-        label = fields.get("id")
+        raw_id = fields.get("id")
         notes: Notes = []
         try:
             inst = make_instance(name, **fields, notes=notes)
         except InvalidEntry as exc:
-            self.drop(raw_service, label, str(exc))
+            self.drop(raw_service, raw_id, str(exc))
             return None
         except CONVERSION_ERRORS as exc:  # a shape no validator foresaw: still one entry
-            self.drop(raw_service, label, f"malformed entry: {type(exc).__name__}: {exc}")
+            self.drop(raw_service, raw_id, f"malformed entry: {type(exc).__name__}: {exc}")
             return None
         if inst.id in self._services[name]:
             self.drop(raw_service, inst.id, "duplicate instance id; keeping the first")
@@ -396,7 +396,7 @@ class CatalogBuilder:
 
     def drop(self, service: Any, instance: Any, reason: str, field: str = "") -> None:
         """Record a refused (or renamed) entry, or an informational field left out."""
-        self._dropped.append(Dropped(_label(service), _label(instance), _cut(reason, 500), field))
+        self._dropped.append(Dropped(label(service), label(instance), _cut(reason, 500), field))
 
     def build(self, version: str = "") -> Catalog:
         services = {
@@ -406,7 +406,7 @@ class CatalogBuilder:
         return Catalog(services, tuple(self._dropped), self.source, version)
 
 
-def _label(value: Any) -> str:
+def label(value: Any) -> str:
     """Printable form of an untrusted name or id for messages (never raw control chars)."""
     if not isinstance(value, str):
         return shown(value)

@@ -9,7 +9,7 @@ One loader for all of them, because each rule below was missing somewhere once:
   repr, a dump — visits each copy, for minutes and gigabytes;
 - no recursive aliases and no nesting deeper than `MAX_DEPTH`, so no walk hits Python's
   recursion limit;
-- a scalar that YAML 1.1 calls an int, float or timestamp but Python cannot hold
+- a scalar that YAML 1.1 calls an int, float or timestamp but Python cannot build
   (a 5,000-digit integer, 2020-13-45) stays the text it was written as, so the caller
   refuses that one value with its own message instead of the whole document failing;
 - errors name the file and line and never quote a whole value.
@@ -55,7 +55,9 @@ def _lenient(construct: Callable[[Any, yaml.ScalarNode], Any]) -> Callable[..., 
     def lenient(loader: Any, node: yaml.ScalarNode) -> Any:
         try:
             return construct(loader, node)
-        except (ValueError, OverflowError):  # "month must be in 1..12", > 4300 digits
+        # "month must be in 1..12", > 4300 digits, an offset of 00:00:00.000001 that the
+        # resolver takes for a time and the constructor's pattern does not (AttributeError)
+        except (ValueError, ArithmeticError, AttributeError, TypeError):
             return loader.construct_scalar(node)
 
     return lenient

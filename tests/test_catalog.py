@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -195,3 +196,17 @@ def test_a_bad_tag_or_meta_entry_is_dropped_alone_and_the_instance_kept() -> Non
     assert any("'a2'" in r and "tags" in r for r in reasons)
     assert all("instance kept" in r for r in reasons)
     assert {d.field for d in cat.dropped} == {"tags", "meta"}
+
+
+def test_a_json_registry_with_characters_beyond_the_bmp_loads() -> None:
+    # json.dumps writes 😀 as the surrogate pair \ud83d\ude00, which YAML 1.1 refuses.
+    raw = json.dumps({"services": {"users": [{"id": "u1", "address": "10.0.0.1:80",
+                                               "meta": {"note": "😀"}}]}}).encode()  # fmt: skip
+    assert b"\\ud83d" in raw
+    catalog = parse_registry(raw, "services.json")
+    assert [i.id for i in catalog.services["users"]] == ["u1"]
+    # JSON's own spellings of infinity are refused like YAML's .inf.
+    raw = b'{"services": {"users": [{"id": "u1", "address": "10.0.0.1:80", "weight": Infinity}]}}'
+    assert "finite" in parse_registry(raw, "services.json").dropped[0].reason
+    with pytest.raises(RegistryError, match=r"services.json:1: not valid YAML"):
+        parse_registry(b'{"services": {"users": [}', "services.json")

@@ -9,12 +9,13 @@ services:
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..catalog import Catalog, CatalogBuilder
+from ..catalog import Catalog, CatalogBuilder, label
 from ..spec import FileRegistry
 from ..yaml_load import YamlError, load_yaml
 from .base import RegistryError
@@ -57,10 +58,24 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def _load(raw: bytes, where: str) -> Any:
+    """JSON by the JSON parser, the rest as YAML.
+
+    YAML 1.1 reads most JSON, but not the surrogate pairs (\\ud83d\\ude00) that json.dumps
+    writes for any character beyond the BMP: one emoji in one tag failed the whole file.
+    """
+    if raw.lstrip()[:1] in (b"{", b"["):
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            pass  # YAML in flow style, or broken: the YAML parser says where
+    return load_yaml(raw, where).data
+
+
 def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
     """Parse the services file. A broken envelope fails the read; bad entries are dropped."""
     try:
-        data: Any = load_yaml(raw, where).data  # YAML is a superset of JSON
+        data = _load(raw, where)
     except YamlError as exc:
         raise RegistryError(f"file registry {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
@@ -72,19 +87,19 @@ def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
         if instances is None:
             continue
         if not isinstance(instances, list):
-            builder.drop(str(name), "-", "instances must be a list")
+            builder.drop(name, "-", "instances must be a list")
             continue
         for i, entry in enumerate(instances):
             if not isinstance(entry, dict):
-                builder.drop(str(name), f"#{i}", "instance must be a mapping")
+                builder.drop(name, f"#{i}", "instance must be a mapping")
                 continue
-            unknown = sorted(set(map(str, entry)) - set(FIELDS))
+            unknown = [label(k) for k in entry if k not in FIELDS]
             if unknown:
-                label = entry.get("id", f"#{i}")
-                builder.drop(str(name), str(label), f"unknown field(s): {', '.join(unknown)}")
+                instance = entry.get("id", f"#{i}")
+                builder.drop(name, instance, f"unknown field(s): {', '.join(sorted(unknown))}")
                 continue
             if "id" not in entry:
-                builder.drop(str(name), f"#{i}", "missing 'id'")
+                builder.drop(name, f"#{i}", "missing 'id'")
                 continue
             builder.add(name, **entry)
     return builder.build(version)
