@@ -17,6 +17,7 @@ One loader for all of them, because each rule below was missing somewhere once:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,19 @@ def load_yaml(text: str | bytes, where: str, loader: type[SafeLoader] = SafeLoad
         raise YamlError(where, f"not valid YAML: {problem}", line) from None
     except RecursionError:  # the pure-Python composer recurses per nesting level
         raise YamlError(where, f"nested too deeply (the limit is {MAX_DEPTH} levels)") from None
+
+
+def load_data(raw: str | bytes, where: str) -> Any:
+    """The data of a file that may be JSON or YAML (the file registry): JSON by the JSON
+    parser, the rest as YAML. YAML 1.1 reads most JSON, but not the surrogate pairs
+    (\\ud83d\\ude00) json.dumps writes for a character beyond the BMP: one emoji in one
+    tag failed the whole file."""
+    if raw.lstrip()[:1] in ("{", "[", b"{", b"["):
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            pass  # YAML in flow style, or broken: the YAML parser says where
+    return load_yaml(raw, where).data
 
 
 def _may_alias(text: str | bytes) -> bool:

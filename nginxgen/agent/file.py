@@ -19,7 +19,7 @@ import yaml
 
 from ..install import write_atomic
 from ..spec import FileRegistry
-from ..yaml_load import YamlError, load_yaml
+from ..yaml_load import YamlError, load_data
 from .base import LeaseLost, Record, RegistryDown
 
 
@@ -47,7 +47,7 @@ class FileRegistrar:
         """Apply `change` to this service's instance list; write only when it says so."""
         with self._locked():
             try:
-                data: Any = load_yaml(self.path.read_text(encoding="utf-8"), str(self.path)).data
+                data: Any = load_data(self.path.read_bytes(), str(self.path))
             except FileNotFoundError:
                 data = None
             except OSError as exc:

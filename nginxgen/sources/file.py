@@ -9,15 +9,13 @@ services:
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ..catalog import Catalog, CatalogBuilder, label
 from ..spec import FileRegistry
-from ..yaml_load import YamlError, load_yaml
+from ..yaml_load import YamlError, load_data
 from .base import RegistryError
 
 FIELDS = ("id", "address", "host", "port", "weight", "state", "registered_at", "tags", "meta")
@@ -58,24 +56,10 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _load(raw: bytes, where: str) -> Any:
-    """JSON by the JSON parser, the rest as YAML.
-
-    YAML 1.1 reads most JSON, but not the surrogate pairs (\\ud83d\\ude00) that json.dumps
-    writes for any character beyond the BMP: one emoji in one tag failed the whole file.
-    """
-    if raw.lstrip()[:1] in (b"{", b"["):
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            pass  # YAML in flow style, or broken: the YAML parser says where
-    return load_yaml(raw, where).data
-
-
 def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
     """Parse the services file. A broken envelope fails the read; bad entries are dropped."""
     try:
-        data = _load(raw, where)
+        data = load_data(raw, where)
     except YamlError as exc:
         raise RegistryError(f"file registry {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):

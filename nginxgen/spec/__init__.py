@@ -255,6 +255,9 @@ def _key_lines(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     return lines
 
 
+MAX_ERRORS = 20
+
+
 def _format_errors(
     exc: ValidationError,
     path: Path,
@@ -279,8 +282,17 @@ def _format_errors(
             msg = "required key is missing"
         elif "input" in err and err["type"] not in ("value_error",) and _short(err["input"]):
             msg += f" (got {err['input']!r})"
-        out.append(f"{path}{f':{line}' if line else ''}: {key}: {msg}")
-    return "\n".join(dict.fromkeys(out))
+        out.append(f"{path}{f':{line}' if line else ''}: {_cut(key, 120)}: {_cut(msg, 240)}")
+    unique = list(dict.fromkeys(out))
+    if len(unique) > MAX_ERRORS:  # 2,000 bad routes: the first ones say what is wrong
+        more = len(unique) - MAX_ERRORS
+        unique[MAX_ERRORS:] = [f"{path}: ... and {more} more error{'s' if more > 1 else ''}"]
+    return "\n".join(unique)
+
+
+def _cut(text: str, limit: int) -> str:
+    """Messages quote values from the spec: never a whole 100 KB one."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _without_union_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
