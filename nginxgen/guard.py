@@ -12,6 +12,7 @@ and pass at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from .catalog import Catalog, Instance
@@ -36,9 +37,16 @@ class GuardResult:
 
 
 def suspicious_removals(
-    previous: Catalog, current: Catalog, max_share: float
+    previous: Catalog,
+    current: Catalog,
+    max_share: float,
+    known: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[frozenset[tuple[str, str]], tuple[str, ...]]:
-    """Instances that vanished without notice from services that lost too many at once."""
+    """Instances that vanished without notice from services that lost too many at once.
+
+    `known` gives, per service under a hold, the instance ids it had before the hold
+    began: instances that arrived since count as new, not as part of the service's size.
+    """
     keys: set[tuple[str, str]] = set()
     reasons: list[str] = []
     for name, before in previous.services.items():
@@ -49,10 +57,10 @@ def suspicious_removals(
         sudden = [i for i in vanished if i.state not in DELIBERATE_STATES]
         if not sudden:
             continue
-        serving = [i for i in before if i.state not in DELIBERATE_STATES]
+        before_ids = (known or {}).get(name) or frozenset(i.id for i in before)
+        serving = [i for i in before if i.state not in DELIBERATE_STATES and i.id in before_ids]
         left = [i for i in current.services.get(name, ()) if i.state not in DELIBERATE_STATES]
         # New instances in the same read make it a replacement (a deploy), not an outage.
-        before_ids = {i.id for i in before}
         arrived = sum(1 for i in left if i.id not in before_ids)
         share = (len(sudden) - arrived) / max(1, len(serving))
         if not left:
@@ -82,12 +90,18 @@ def restore(current: Catalog, previous: Catalog, keys: frozenset[tuple[str, str]
 
 
 class RemovalHold:
-    """Stateful guard between reads: call `check` with every successful read."""
+    """Stateful guard between reads: call `check` with every successful read.
+
+    Every read is compared with `accepted`, the effective catalog last applied (held
+    instances included), and held instances are copied back from it: an instance whose
+    removal was applied never returns, and a held one returns as nginx last had it.
+    """
 
     def __init__(self, config: RemovalGuard) -> None:
         self.config = config
         self._keys: frozenset[tuple[str, str]] = frozenset()
-        self._base: Catalog | None = None  # the accepted catalog from before the hold
+        # Per held service, the instance ids it had when its hold began (see `known`).
+        self._known: dict[str, frozenset[str]] = {}
         self._since = 0.0
         self._reads = 0
 
@@ -101,21 +115,27 @@ class RemovalHold:
         return max(0.05, self.config.confirm_period / self.config.confirm_reads)
 
     def check(self, accepted: Catalog | None, current: Catalog, now: float) -> GuardResult:
-        # While holding, compare with the catalog from before the hold: the effective one
-        # has the held instances put back and would make the removal look smaller.
-        previous = self._base if self._keys and self._base is not None else accepted
-        if previous is None:
+        if accepted is None:
             return GuardResult(current, None)
-        keys, reasons = suspicious_removals(previous, current, self.config.max_removed_share)
+        keys, reasons = suspicious_removals(
+            accepted, current, self.config.max_removed_share, self._known
+        )
         if not keys:
-            self._keys, self._base = frozenset(), None
+            self._clear()
             return GuardResult(current, None)
         if keys != self._keys:  # a new suspicion starts its own confirmation
-            self._keys, self._base, self._since, self._reads = keys, previous, now, 0
+            self._keys, self._since, self._reads = keys, now, 0
+        self._known = {
+            name: self._known.get(name) or frozenset(i.id for i in accepted.services[name])
+            for name in {s for s, _ in keys}
+        }
         self._reads += 1
         if self._reads >= self.config.confirm_reads and now - self._since >= (
             self.config.confirm_period
         ):
-            self._keys, self._base = frozenset(), None
+            self._clear()
             return GuardResult(current, None, released=reasons)
-        return GuardResult(restore(current, previous, keys), Held(keys, reasons))
+        return GuardResult(restore(current, accepted, keys), Held(keys, reasons))
+
+    def _clear(self) -> None:
+        self._keys, self._known = frozenset(), {}

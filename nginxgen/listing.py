@@ -77,7 +77,7 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
             for name, instances in catalog.services.items()
         },
         "dropped": [
-            {"service": d.service, "instance": d.instance, "reason": d.reason}
+            {"service": d.service, "instance": d.instance, "field": d.field, "reason": d.reason}
             for d in catalog.dropped
         ],
     }

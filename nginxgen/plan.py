@@ -18,6 +18,7 @@ from .gateway import FORWARDING_CLEARED, Gateway, Guard, plan_gateway
 from .heap import without_collector
 from .plan_memo import ALWAYS, CLOCKLESS, ServiceMemo, Window, intersect, ramp_window
 from .spec import NO_BACKUP_METHODS, Failover, ServicePolicy, Spec, Timeouts, balance_args
+from .spec.cache import parse_size
 from .warmup import (
     Observed,
     Ramp,
@@ -36,6 +37,16 @@ LIVE_STATES = ("up",)
 # Balancing methods that map a key to a server: taking a server out of the list would
 # remap other keys, so instances that must not serve stay in as `down` servers.
 STABLE_METHODS = ("hash", "ip_hash")
+
+# What a server costs in an upstream's shared-memory zone, measured on nginx 1.22 by
+# benchmarks/upstream_zone.py: 0.77 KiB for an IPv4 address, 0.83 KiB for IPv6, 1.03 KiB
+# for a 253-character name, on top of nginx's smallest zone (8 pages, 32 KiB), which also
+# holds the zone's own bookkeeping. A 64k zone holds ~60 IPv4 servers.
+ZONE_BASE = 32 * 1024
+ZONE_PER_SERVER = 1056
+# Room for twice the servers: a name that resolves to two addresses is two peers, and a
+# dynamic-endpoints mode would add servers at run time, without a reload to resize.
+ZONE_HEADROOM = 2
 
 
 @dataclass(frozen=True)
@@ -296,7 +307,7 @@ def _plan_service(
     name: str,
     instances: tuple[Instance, ...],
     policy: ServicePolicy,
-    zone: str | None,
+    zone: str | None,  # the configured minimum (nginx.upstream_zone), None when off
     now: datetime | None,
     observed: Observed,
 ) -> tuple[_Planned, Window, list[str]]:
@@ -387,7 +398,7 @@ def _plan_service(
         name=name,
         servers=tuple(servers),
         keepalive=policy.keepalive,
-        zone=zone,
+        zone=upstream_zone(zone, len(servers)),
         balance=balance,
     )
     planned = _Planned(upstream, tuple(notes), tuple(refused), tuple(changes))
@@ -398,6 +409,25 @@ def _has_age(inst: Instance, observed: Observed) -> bool:
     """Whether a clock would give this instance a ramp start (see warmup.ramp_start)."""
     key = instance_key(inst)
     return inst.registered_at is not None or key in observed.first_seen or key in observed.returned
+
+
+def zone_size(minimum: int, servers: int) -> int:
+    """Bytes of upstream zone for `servers` server lines: `minimum` when that holds them
+    with the headroom, else the next power of two that does (so a zone changes size only
+    when its upstream doubles, not on every reload that adds a server)."""
+    need = ZONE_BASE + ZONE_HEADROOM * servers * ZONE_PER_SERVER
+    return minimum if need <= minimum else 1 << (need - 1).bit_length()
+
+
+def upstream_zone(minimum: str | None, servers: int) -> str | None:
+    """The `zone` size to write for an upstream; None when zones are off."""
+    if minimum is None:
+        return None
+    floor = parse_size(minimum)
+    size = zone_size(floor, servers)
+    if size == floor:
+        return minimum  # as the operator wrote it
+    return f"{size >> 20}m" if size % (1 << 20) == 0 else f"{-(-size // 1024)}k"
 
 
 def _is_backup(inst: Instance) -> bool:

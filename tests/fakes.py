@@ -308,6 +308,9 @@ class FakeNacos(FakeServer):
         self.services: dict[str, list[dict[str, Any]]] = {}
         self.username, self.password = username, password
         self.token = "eyJhbGciOiJIUzI1NiJ9.fake-access-token"
+        # Some servers (old versions, proxies that drop the query) answer page 1 to every
+        # pageNo; set to replay one.
+        self.ignore_page_no = False
         self.route("POST", "/nacos/v1/auth/login", self._login)
         self.route("GET", "/nacos/v1/ns/instance/list", self._instances)
         self.route("GET", "/nacos/v1/ns/service/list", self._service_list)
@@ -346,7 +349,11 @@ class FakeNacos(FakeServer):
     def _service_list(self, req: Request) -> Answer:
         if not self._authorized(req):
             return 403, {}, b"user not found!"
-        return 200, {}, {"count": len(self.services), "doms": sorted(self.services)}
+        # Nacos pages the names (pageNo from 1, pageSize) and counts them all in `count`.
+        size = int(req.query.get("pageSize", "20"))
+        page = 1 if self.ignore_page_no else int(req.query.get("pageNo", "1"))
+        names = sorted(self.services)[(page - 1) * size : page * size]
+        return 200, {}, {"count": len(self.services), "doms": names}
 
 
 # --- Eureka ---------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from nginxgen.catalog import CatalogBuilder, InvalidEntry, make_instance, safe_name
@@ -117,3 +120,93 @@ def test_fingerprint_ignores_read_time_and_order() -> None:
 
     assert cat(["1", "2"]).fingerprint() == cat(["2", "1"]).fingerprint()
     assert cat(["1"]).fingerprint() != cat(["1", "2"]).fingerprint()
+
+
+BAD_CONVERSIONS = [
+    ({"weight": float("inf")}, "weight"),
+    ({"weight": "1e999"}, "weight"),
+    ({"weight": "9" * 400}, "weight"),
+    ({"weight": float("-inf")}, "weight"),
+    ({"registered_at": "9999-12-31T23:59:59-23:00"}, "registered_at"),
+    ({"registered_at": "0001-01-01T00:00:00+23:00"}, "registered_at"),
+    (
+        {"registered_at": datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=23)))},
+        "registered_at",
+    ),
+    ({"registered_at": 10**400}, "registered_at"),
+    ({"registered_at": float("inf")}, "registered_at"),
+    ({"address": "127.0.0.1:²"}, "port is not a number"),
+    ({"address": "127.0.0.1:٨٠"}, "port is not a number"),
+    ({"address": None, "host": "127.0.0.1", "port": "٨٠"}, "port is not a number"),
+    ({"address": None, "host": "127.0.0.1", "port": "８０"}, "port is not a number"),
+    ({"id": [1, 2]}, "instance id"),
+    ({"id": {"a": 1}}, "instance id"),
+    ({"id": 10**5000}, "instance id"),
+    ({"address": None, "host": ["127.0.0.1"], "port": 80}, "host"),
+    ({"state": ["up"]}, "state"),
+]
+
+
+@pytest.mark.parametrize(("fields", "reason"), BAD_CONVERSIONS)
+def test_a_value_that_fails_to_convert_drops_its_instance_only(fields, reason) -> None:
+    b = CatalogBuilder("test")
+    b.add("api", id="good", address="10.0.0.1:80")
+    entry = {"id": "bad", "address": "10.0.0.2:80", **fields}
+    b.add("api", **{k: v for k, v in entry.items() if v is not None})
+    b.add("api", id="good-2", address="10.0.0.3:80")
+    cat = b.build()
+    assert [i.id for i in cat.services["api"]] == ["good", "good-2"]
+    assert len(cat.dropped) == 1 and reason in cat.dropped[0].reason
+    assert len(str(cat.dropped[0])) < 300  # huge values are cut, never printed whole
+
+
+def test_finite_weights_beyond_the_range_are_clamped() -> None:
+    for weight in (10**300, 10**400, 1e300, "1e300"):
+        assert make_instance("s", id="i", address="1.2.3.4:5", weight=weight).weight == 1000
+
+
+def test_long_values_are_cut_in_reasons() -> None:
+    b = CatalogBuilder("test")
+    b.add("api", id="x", address="h" * 100_000 + ":80")
+    b.add("api" * 50_000, id="y" * 100_000, address="10.0.0.1:80")
+    assert b.build().dropped
+    for d in b.build().dropped:
+        assert len(str(d)) < 400, str(d)[:500]
+
+
+def test_a_bad_tag_or_meta_entry_is_dropped_alone_and_the_instance_kept() -> None:
+    b = CatalogBuilder("test")
+    b.add(
+        "api",
+        id="a1",
+        address="10.0.0.1:80",
+        tags=["backup", "bad\ntag", "v2", "x" * 300],
+        meta={"zone": "a", "evil": "}\x00", "big": 10**5000, "n": None},
+    )
+    b.add("api", id="a2", address="10.0.0.2:80", tags="not-a-list", meta=["not", "a", "map"])
+    cat = b.build()
+    a1, a2 = cat.services["api"]
+    assert a1.tags == ("backup", "v2") and a1.meta == (("zone", "a"),)
+    assert a2.tags == () and a2.meta == ()
+    reasons = [str(d) for d in cat.dropped]
+    # One line per field, naming service, instance and field; the instance is kept.
+    assert len(reasons) == 4, reasons
+    assert any("'a1'" in r and "tags" in r and "bad\\ntag" in r for r in reasons)
+    assert any("'a1'" in r and "meta" in r and "'evil'" in r and "'big'" in r for r in reasons)
+    assert any("'a2'" in r and "tags" in r for r in reasons)
+    assert all("instance kept" in r for r in reasons)
+    assert {d.field for d in cat.dropped} == {"tags", "meta"}
+
+
+def test_a_json_registry_with_characters_beyond_the_bmp_loads() -> None:
+    # json.dumps writes 😀 as the surrogate pair \ud83d\ude00, which YAML 1.1 refuses.
+    raw = json.dumps({"services": {"users": [{"id": "u1", "address": "10.0.0.1:80",
+                                               "meta": {"note": "😀"}}]}}).encode()  # fmt: skip
+    assert b"\\ud83d" in raw
+    catalog = parse_registry(raw, "services.json")
+    assert [i.id for i in catalog.services["users"]] == ["u1"]
+    # JSON's own spellings of infinity are refused like YAML's .inf.
+    raw = b'{"services": {"users": [{"id": "u1", "address": "10.0.0.1:80", "weight": Infinity}]}}'
+    assert "finite" in parse_registry(raw, "services.json").dropped[0].reason
+    with pytest.raises(RegistryError, match=r"services.json:1: not valid YAML"):
+        parse_registry(b'{"services": {"users": [}', "services.json")

@@ -25,6 +25,7 @@ def test_table_json_and_dropped_warnings(tmp_path):
             "a": [
                 {"id": "a1", "address": "127.0.0.1:9001", "weight": 3, "tags": ["[red]x[/red]"]},
                 {"id": "a2", "address": "127.0.0.1:99999"},
+                {"id": "a3", "address": "127.0.0.1:9003", "tags": ["ok", "bad\x07"]},
             ],
             "[/x]": [{"id": "b1", "address": "127.0.0.1:9002"}],
         },
@@ -51,6 +52,10 @@ def test_table_json_and_dropped_warnings(tmp_path):
         "meta": {},
     }
     assert {d["instance"] for d in data["dropped"]} >= {"a2"}
+    # A bad tag is left out alone: a3 is listed with its good tag, the tag is reported.
+    assert next(i for i in data["services"]["a"] if i["id"] == "a3")["tags"] == ["ok"]
+    tag = next(d for d in data["dropped"] if d["instance"] == "a3")
+    assert tag["field"] == "tags" and "instance kept" in tag["reason"]
 
 
 def test_exit_codes(tmp_path):

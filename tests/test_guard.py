@@ -96,3 +96,45 @@ def test_replacement_in_one_read_is_a_deploy_not_an_outage():
     four = cat(a=[inst("a", i) for i in range(1, 5)])
     keys, reasons = suspicious_removals(four, cat(a=[inst("a", 9)]), 0.5)
     assert len(keys) == 4 and "1 new" in reasons[0]
+
+
+def test_an_applied_removal_is_never_put_back_by_a_later_hold():
+    # a is held (emptied); meanwhile b loses one of four, an ordinary scale-down that is
+    # applied. When b then loses most of the rest, the hold must protect what was last
+    # applied (b-1..b-3), not the catalog from before the first hold (which had b-4).
+    hold = RemovalHold(RemovalGuard(confirm_reads=3, confirm_period=0))
+    accepted = cat(a=[inst("a", 1)], b=[inst("b", i) for i in range(1, 5)])
+    first = hold.check(accepted, cat(a=[], b=list(accepted.services["b"])), now=0)
+    assert first.held is not None
+    scaled = cat(a=[], b=[inst("b", i) for i in range(1, 4)])
+    second = hold.check(first.catalog, scaled, now=1)
+    assert [i.id for i in second.catalog.services["b"]] == ["b-1", "b-2", "b-3"]
+    third = hold.check(second.catalog, cat(a=[], b=[inst("b", 1)]), now=2)
+    assert third.held is not None
+    assert [i.id for i in third.catalog.services["b"]] == ["b-1", "b-2", "b-3"]
+    assert third.held.keys == {("a", "a-1"), ("b", "b-2"), ("b", "b-3")}
+    # Confirmed: what the registry says, and b-4 never came back on the way.
+    for now in (3, 4):
+        last = hold.check(third.catalog, cat(a=[], b=[inst("b", 1)]), now=now)
+        assert "b-4" not in {i.id for i in last.catalog.services["b"]}
+    assert last.held is None and last.released
+
+
+def test_a_held_instance_is_put_back_as_last_applied():
+    # While a-1..a-3 are held, a-4 (still registered) changes weight, then vanishes too:
+    # it is held with the weight nginx last got, not the one from before the hold.
+    hold = RemovalHold(RemovalGuard(confirm_reads=5, confirm_period=0))
+    accepted = cat(a=[inst("a", i) for i in range(1, 5)])
+    first = hold.check(accepted, cat(a=[inst("a", 4)]), now=0)
+    assert first.held is not None  # 3 of 4 at once
+    heavier = Instance("a-4", "a", "127.0.0.1", 9004, weight=9)
+    second = hold.check(first.catalog, cat(a=[heavier]), now=1)
+    assert second.held is not None and heavier in second.catalog.services["a"]
+    third = hold.check(second.catalog, cat(a=[]), now=2)
+    assert third.held is not None
+    assert {i.id: i.weight for i in third.catalog.services["a"]} == {
+        "a-1": 1,
+        "a-2": 1,
+        "a-3": 1,
+        "a-4": 9,
+    }

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from nginxgen import watch as watch_mod
 from nginxgen.sources import RegistryError, open_source
-from nginxgen.spec import NacosRegistry
+from nginxgen.spec import NacosRegistry, Spec
+from nginxgen.watch import Watcher
 from tests.fakes import FakeNacos, closed_port_url, nacos_host
 
 
@@ -137,3 +140,75 @@ def test_bad_instance_among_good_ones_is_dropped_by_name(nacos):
     assert "port is not a number" in reasons["10.0.0.2:eighty"]
     assert "10.0.0.3\\nlocation:80" in reasons  # control characters shown escaped
     assert "weight is not a number" in reasons["10.0.0.4:80"]
+
+
+def test_service_names_are_read_page_by_page(nacos, monkeypatch):
+    monkeypatch.setattr("nginxgen.sources.nacos.PAGE", 2)
+    for n in range(5):
+        nacos.services[f"s{n}"] = [nacos_host(f"10.0.0.{n + 1}", 80, f"s{n}")]
+    assert sorted(source(nacos.url).read().services) == ["s0", "s1", "s2", "s3", "s4"]
+    pages = [r.query["pageNo"] for r in nacos.log if r.path.endswith("/service/list")]
+    assert pages == ["1", "2", "3"]
+
+
+def test_a_server_that_ignores_page_no_fails_the_read_instead_of_looping(nacos, monkeypatch):
+    monkeypatch.setattr("nginxgen.sources.nacos.PAGE", 2)
+    for n in range(5):
+        nacos.services[f"s{n}"] = []
+    nacos.ignore_page_no = True
+    served = nacos._service_list
+    calls = []
+
+    def bounded(req):  # keeps a looping client from hanging the test
+        calls.append(req)
+        return served(req) if len(calls) <= 50 else (500, {}, b"test gave up")
+
+    nacos.route("GET", "/nacos/v1/ns/service/list", bounded)
+    nacos.routes.insert(0, nacos.routes.pop())
+    with pytest.raises(RegistryError, match=r"page 2 .* same services as page 1.*pageNo"):
+        source(nacos.url).read()
+    assert len(calls) == 2
+
+
+def test_the_watcher_keeps_the_last_good_config_when_paging_breaks(nacos, monkeypatch, tmp_path):
+    monkeypatch.setattr("nginxgen.sources.nacos.PAGE", 2)
+    monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
+    for name in ("app", "b", "c"):
+        nacos.services[name] = [nacos_host("127.0.0.1", 9001, name)]
+    registry = {"kind": "nacos", "url": nacos.url}
+    spec = Spec.model_validate(
+        {
+            "registry": registry,
+            "nginx": {"flavor": "nginx", "output": str(tmp_path / "nginx.conf"),
+                      "pid": str(tmp_path / "nginx.pid"), "status_listen": "off"},
+            "watch": {"listen": "off"},
+            "routes": [{"path": "/", "service": "app"}],
+        }
+    )  # fmt: skip
+    w = Watcher(tmp_path / "nginxgen.yaml", spec, source=source(nacos.url))
+    w.apply(w._read(), time.monotonic())
+    good = (tmp_path / "nginx.conf").read_text()
+    assert "127.0.0.1:9001" in good
+    nacos.services["app"] = [nacos_host("127.0.0.1", 9002, "app")]
+    nacos.ignore_page_no = True
+    with pytest.raises(RegistryError, match="ignores pageNo"):
+        w._read()
+    assert "ignores pageNo" in w.health.status()[1]
+    assert (tmp_path / "nginx.conf").read_text() == good
+
+
+def test_paging_stops_at_a_bound_when_pages_never_end(nacos, monkeypatch):
+    monkeypatch.setattr("nginxgen.sources.nacos.PAGE", 2)
+    monkeypatch.setattr("nginxgen.sources.nacos.MAX_PAGES", 5)
+    calls = []
+
+    def endless(req):  # new names on every page, and no count to stop at
+        calls.append(req)
+        page = int(req.query["pageNo"])
+        return 200, {}, {"doms": [f"p{page}a", f"p{page}b"]}
+
+    nacos.route("GET", "/nacos/v1/ns/service/list", endless)
+    nacos.routes.insert(0, nacos.routes.pop())
+    with pytest.raises(RegistryError, match=r"more than 5 pages"):
+        source(nacos.url).read()
+    assert len(calls) == 5

@@ -116,3 +116,20 @@ def test_failover_on_is_a_key_not_a_boolean(tmp_path: Path) -> None:
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_spec_errors_cut_long_values_and_count_the_rest(tmp_path: Path) -> None:
+    spec = tmp_path / "nginxgen.yaml"
+    spec.write_text(
+        "registry: {kind: file, path: s.yaml}\n"
+        f"nginx: {{listen: '{'x' * 100_000}'}}\n"
+        "routes:\n" + "".join(f"  - {{path: /r{i}/, service: 'b c'}}\n" for i in range(2000))
+    )
+    with pytest.raises(SpecError) as exc:
+        load_spec(spec)
+    text = str(exc.value)
+    lines = text.splitlines()
+    assert "nginx.listen: must be a port or host:port" in lines[0] and "..." in lines[0]
+    assert all(len(line) < 400 for line in lines)
+    assert "routes[0].service: not a valid service name: 'b c'" in text
+    assert len(lines) <= 21 and lines[-1].endswith("and 1981 more errors")

@@ -19,6 +19,7 @@ import yaml
 
 from ..install import write_atomic
 from ..spec import FileRegistry
+from ..yaml_load import YamlError, load_data
 from .base import LeaseLost, Record, RegistryDown
 
 
@@ -46,12 +47,14 @@ class FileRegistrar:
         """Apply `change` to this service's instance list; write only when it says so."""
         with self._locked():
             try:
-                data: Any = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+                data: Any = load_data(self.path.read_bytes(), str(self.path))
             except FileNotFoundError:
                 data = None
-            except (OSError, yaml.YAMLError) as exc:
-                what = getattr(exc, "strerror", None) or "not valid YAML"
-                raise RegistryDown(f"file registry {self.path}: cannot read: {what}") from None
+            except OSError as exc:
+                why = exc.strerror
+                raise RegistryDown(f"file registry {self.path}: cannot read: {why}") from None
+            except YamlError as exc:
+                raise RegistryDown(f"file registry {exc}") from None
             if data is None:
                 data = {"services": {}}
             if not isinstance(data, dict) or not isinstance(data.get("services") or {}, dict):

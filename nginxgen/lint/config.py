@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from ..yaml_load import YamlError, load_yaml
 from .findings import Finding
 from .rules import canonical
 
@@ -68,13 +69,12 @@ def find_project_config(start: Path) -> Path | None:
 
 def load_project_config(path: Path) -> ProjectConfig:
     try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) or {}
+        document = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read lint config: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    root, data = document.node, document.data or {}
     if not isinstance(data, dict) or set(data) - {"disable", "ignore"}:
         raise ConfigError(f"{path}: expected a mapping with keys 'disable' and 'ignore'")
     shown = str(path)

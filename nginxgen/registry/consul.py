@@ -26,7 +26,8 @@ _GONE = re.compile(r"Unknown (check|service)|does not have associated TTL", re.I
 
 def parse_index(value: str | None) -> int | None:
     """X-Consul-Index as a number; None when missing or not a number."""
-    if value is None or not value.strip().isdigit():
+    # isdigit() also takes '²' and '٨', which int() then refuses or misreads.
+    if value is None or not re.fullmatch(r"[0-9]{1,20}", value.strip()):
         return None
     return int(value)
 

@@ -12,13 +12,14 @@ import json
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from ..catalog import Catalog, CatalogBuilder
+from ..catalog import Catalog, CatalogBuilder, shown
 from ..registry.consul import ConsulClient
 from ..spec import ConsulRegistry
 from .base import RegistryError
@@ -58,7 +59,7 @@ def check_state(checks: Any, warning: str) -> tuple[str, bool]:
         elif status == "warning":
             warned = True
         elif status != "passing":
-            raise ValueError(f"check {check_id!r} has unknown status {status!r}")
+            raise ValueError(f"check {shown(check_id)} has unknown status {shown(status)}")
     if critical:
         return "down", warned
     if maintenance:
@@ -71,12 +72,14 @@ def check_state(checks: Any, warning: str) -> tuple[str, bool]:
 def add_entries(builder: CatalogBuilder, name: str, entries: list[Any], warning: str) -> None:
     if builder.service(name) is None:
         return
-    ids = [
+    ids = Counter(
         e["Service"].get("ID")
         for e in entries
-        if isinstance(e, dict) and isinstance(e.get("Service"), dict)
-    ]
-    repeated = {i for i in ids if ids.count(i) > 1}
+        if isinstance(e, dict)
+        and isinstance(e.get("Service"), dict)
+        and isinstance(e["Service"].get("ID"), str)
+    )
+    repeated = {i for i, n in ids.items() if n > 1}
     for n, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("Service"), dict):
             builder.drop(name, f"#{n}", "entry has no Service object")
@@ -85,11 +88,12 @@ def add_entries(builder: CatalogBuilder, name: str, entries: list[Any], warning:
         node: dict[str, Any] = entry["Node"] if isinstance(entry.get("Node"), dict) else {}
         sid = svc.get("ID") or svc.get("Service")
         # Service IDs are unique per agent only; the same ID on two nodes gets the node name.
-        inst_id = f"{node.get('Node')}/{sid}" if sid in repeated and node.get("Node") else sid
+        twice = isinstance(sid, str) and sid in repeated
+        inst_id = f"{node.get('Node')}/{sid}" if twice and node.get("Node") else sid
         try:
             state, warned = check_state(entry.get("Checks"), warning)
         except ValueError as exc:
-            builder.drop(name, str(inst_id), str(exc))
+            builder.drop(name, inst_id, str(exc))
             continue
         meta = svc.get("Meta") or None
         over = meta_overrides(meta)

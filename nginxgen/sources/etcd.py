@@ -52,7 +52,7 @@ def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
         return
     try:
         value = json.loads(base64.b64decode(kv.get("value", "")) or b"null")
-    except ValueError:
+    except (TypeError, ValueError, RecursionError):  # not base64, not JSON, nested too deep
         builder.drop(service, instance, "value is not valid JSON")
         return
     if not isinstance(value, dict):

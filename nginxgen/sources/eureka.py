@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..catalog import Catalog, CatalogBuilder
+from ..catalog import Catalog, CatalogBuilder, shown
 from ..registry.http import Http, secret_value
 from ..spec import EurekaRegistry
 from .poll import poll_until_changed
@@ -51,23 +51,23 @@ def add_instance(builder: CatalogBuilder, name: str, n: int, inst: Any, prefer_i
     inst_id = inst.get("instanceId") or f"{inst.get('hostName')}:{name}:{port_number(port)}"
     if not enabled(port):
         why = "only the secure port is enabled (nginxgen proxies plain HTTP)"
-        builder.drop(name, str(inst_id), why if enabled(inst.get("securePort")) else "no port")
+        builder.drop(name, inst_id, why if enabled(inst.get("securePort")) else "no port")
         return
     status = inst.get("status")
     state = STATUS.get(status) if isinstance(status, str) else None
     if state is None:
-        builder.drop(name, str(inst_id), f"unknown status {status!r}")
+        builder.drop(name, inst_id, f"unknown status {shown(status)}")
         return
     raw_meta = inst.get("metadata")
     if raw_meta is not None and not isinstance(raw_meta, dict):
-        builder.drop(name, str(inst_id), "metadata must be an object")
+        builder.drop(name, inst_id, "metadata must be an object")
         return
     # "@class": "java.util.Collections$EmptyMap" is serializer noise, not metadata.
     meta = {k: v for k, v in (raw_meta or {}).items() if not str(k).startswith("@")}
     over = meta_overrides(meta)
     lease: dict[str, Any] = inst["leaseInfo"] if isinstance(inst.get("leaseInfo"), dict) else {}
     up_since = lease.get("serviceUpTimestamp")
-    if isinstance(up_since, str) and up_since.isdigit():
+    if isinstance(up_since, str) and up_since.isascii() and up_since.isdigit():
         up_since = int(up_since)
     host = inst.get("ipAddr") if prefer_ip else inst.get("hostName")
     builder.add(

@@ -12,12 +12,10 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from ..catalog import Catalog, CatalogBuilder
+from ..catalog import Catalog, CatalogBuilder, label
 from ..spec import FileRegistry
+from ..yaml_load import YamlError, load_data
 from .base import RegistryError
 
 FIELDS = ("id", "address", "host", "port", "weight", "state", "registered_at", "tags", "meta")
@@ -61,11 +59,9 @@ def _digest(raw: bytes) -> str:
 def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
     """Parse the services file. A broken envelope fails the read; bad entries are dropped."""
     try:
-        data: Any = yaml.safe_load(raw)  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RegistryError(f"file registry {where}{line}: not valid YAML/JSON") from None
+        data = load_data(raw, where)
+    except YamlError as exc:
+        raise RegistryError(f"file registry {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise RegistryError(f"file registry {where}: expected a mapping with a 'services' key")
     builder = CatalogBuilder(f"file:{where}")
@@ -75,19 +71,19 @@ def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
         if instances is None:
             continue
         if not isinstance(instances, list):
-            builder.drop(str(name), "-", "instances must be a list")
+            builder.drop(name, "-", "instances must be a list")
             continue
         for i, entry in enumerate(instances):
             if not isinstance(entry, dict):
-                builder.drop(str(name), f"#{i}", "instance must be a mapping")
+                builder.drop(name, f"#{i}", "instance must be a mapping")
                 continue
-            unknown = sorted(set(map(str, entry)) - set(FIELDS))
+            unknown = [label(k) for k in entry if k not in FIELDS]
             if unknown:
-                label = entry.get("id", f"#{i}")
-                builder.drop(str(name), str(label), f"unknown field(s): {', '.join(unknown)}")
+                instance = entry.get("id", f"#{i}")
+                builder.drop(name, instance, f"unknown field(s): {', '.join(sorted(unknown))}")
                 continue
             if "id" not in entry:
-                builder.drop(str(name), f"#{i}", "missing 'id'")
+                builder.drop(name, f"#{i}", "missing 'id'")
                 continue
             builder.add(name, **entry)
     return builder.build(version)

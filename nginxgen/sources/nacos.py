@@ -19,6 +19,8 @@ from .poll import poll_until_changed
 from .states import meta_overrides, worst
 
 PAGE = 500
+# 5 million service names: beyond that the server is not paging, it is looping.
+MAX_PAGES = 10_000
 
 
 def add_hosts(builder: CatalogBuilder, name: str, hosts: list[Any]) -> None:
@@ -102,18 +104,28 @@ class NacosSource:
         if self.config.services is not None:
             return list(self.config.services)
         url = f"{self.config.url}/nacos/v1/ns/service/list"
-        names: list[str] = []
-        page = 1
-        while True:
+        names: set[str] = set()
+        previous: list[str] = []
+        for page in range(1, MAX_PAGES + 1):
             params = {**self._params(), "pageNo": str(page), "pageSize": str(PAGE)}
             data = self.http.json(self.http.request("GET", url, params=params), url)
             doms = data.get("doms") if isinstance(data, dict) else None
             if not isinstance(doms, list) or not all(isinstance(d, str) for d in doms):
                 raise self.http.fail(url, "expected {count, doms: [names]}")
-            names.extend(doms)
-            if len(doms) < PAGE:
-                return sorted(set(names))
-            page += 1
+            if doms and set(doms) <= names:
+                # A server that ignores pageNo answers page 1 forever.
+                same = (
+                    f"the same services as page {page - 1}"
+                    if doms == previous
+                    else "only services from earlier pages"
+                )
+                raise self.http.fail(url, f"page {page} lists {same}; the server ignores pageNo")
+            names.update(doms)
+            previous = doms
+            count = data.get("count")
+            if len(doms) < PAGE or (type(count) is int and len(names) >= count):
+                return sorted(names)
+        raise self.http.fail(url, f"more than {MAX_PAGES} pages of services; giving up")
 
     def read(self) -> Catalog:
         builder = CatalogBuilder(f"nacos:{self.config.url}")

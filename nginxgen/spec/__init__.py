@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ..yaml_load import SafeLoader, YamlError, load_yaml
 from .cache import CacheSpec, L1Cache, RedisSpec, identity_problem
 from .fields import DEFAULT_SPEC, Duration, Model, SpecError, SpecPath, Token, parse_duration
 from .gateway import ApiKeys, Auth, OptionalLimitConn, OptionalRateLimit, RateLimit
@@ -48,7 +49,7 @@ from .registries import (
 from .watch import Backoff, Debounce, RemovalGuard, WatchSpec
 
 
-class SpecLoader(yaml.SafeLoader):
+class SpecLoader(SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 would read `on:` (failover) as True."""
 
 
@@ -56,19 +57,21 @@ def _no_duplicate_keys(loader: Any, node: Any, deep: bool = False) -> Any:
     """PyYAML keeps the last of two equal keys silently; a spec must not."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor`: merged keys may be overridden, that is the point
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+    return SafeLoader.construct_mapping(loader, node, deep)
 
 
 SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
 SpecLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in SafeLoader.yaml_implicit_resolvers.items()
 }
 SpecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
@@ -221,13 +224,10 @@ def load_spec(path: str | Path) -> Spec:
 
 def parse_spec(text: str, path: Path) -> Spec:
     try:
-        node = yaml.compose(text, Loader=SpecLoader)
-        data = yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{path}{where}: not valid YAML: {problem}") from None
+        document = load_yaml(text, str(path), SpecLoader)
+    except YamlError as exc:
+        raise SpecError(str(exc)) from None
+    data, node = document.data, document.node
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the spec must be a mapping with registry, nginx, routes")
     lines = _key_lines(node)
@@ -250,21 +250,22 @@ def parse_spec(text: str, path: Path) -> Spec:
 def _key_lines(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     """Map each key path in the YAML document to its 1-based line number."""
     lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(n: yaml.Node, at: tuple[Any, ...]) -> None:
+    # Iterative: a document may nest as deep as the parser allows (1000 levels).
+    todo: list[tuple[yaml.Node, tuple[Any, ...]]] = [(node, ())] if node is not None else []
+    while todo:
+        n, at = todo.pop()
         lines.setdefault(at, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 key = at + (k.value,)
                 lines[key] = k.start_mark.line + 1
-                walk(v, key)
+                todo.append((v, key))
         elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, at + (i,))
-
-    if node is not None:
-        walk(node, ())
+            todo.extend((v, at + (i,)) for i, v in enumerate(n.value))
     return lines
+
+
+MAX_ERRORS = 20
 
 
 def _format_errors(
@@ -291,8 +292,17 @@ def _format_errors(
             msg = "required key is missing"
         elif "input" in err and err["type"] not in ("value_error",) and _short(err["input"]):
             msg += f" (got {err['input']!r})"
-        out.append(f"{path}{f':{line}' if line else ''}: {key}: {msg}")
-    return "\n".join(dict.fromkeys(out))
+        out.append(f"{path}{f':{line}' if line else ''}: {_cut(key, 120)}: {_cut(msg, 240)}")
+    unique = list(dict.fromkeys(out))
+    if len(unique) > MAX_ERRORS:  # 2,000 bad routes: the first ones say what is wrong
+        more = len(unique) - MAX_ERRORS
+        unique[MAX_ERRORS:] = [f"{path}: ... and {more} more error{'s' if more > 1 else ''}"]
+    return "\n".join(unique)
+
+
+def _cut(text: str, limit: int) -> str:
+    """Messages quote values from the spec: never a whole 100 KB one."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _without_union_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -13,6 +13,7 @@ from pydantic import (
 )
 from pydantic.functional_validators import BeforeValidator
 
+from .cache import parse_size
 from .fields import LoopbackListen, Model, SpecPath, Token
 
 
@@ -30,7 +31,9 @@ class NginxSpec(Model):
     worker_processes: int | Literal["auto"] = "auto"
     worker_connections: int = Field(1024, ge=16, le=1_000_000)
     modules_path: str | None = None  # stock nginx: where ndk/lua .so live (default: nginx -V)
-    upstream_zone: Token | Literal["off"] = "64k"
+    # Shared memory per upstream: the minimum; an upstream with more servers gets more
+    # (plan.zone_size). "off": no zones (per-worker peer state, as before nginx 1.9).
+    upstream_zone: str = "64k"
     # Warm-up and probe state that must survive a restart; default: next to `output`.
     state_file: SpecPath | None = None
     client_max_body_size: Token = "1m"
@@ -50,6 +53,17 @@ class NginxSpec(Model):
     def _reload_command(cls, v: Any) -> Any:
 
         return shlex.split(v) if isinstance(v, str) else v
+
+    @field_validator("upstream_zone")
+    @classmethod
+    def _upstream_zone(cls, v: str) -> str:
+        if v == "off":
+            return v
+        if not re.fullmatch(r"[0-9]{1,9}[kKmM]?", v):
+            raise ValueError(f"must be a size like 64k or 1m, or off; got {v!r}")
+        if parse_size(v) < 32 * 1024:
+            raise ValueError(f"must be at least 32k (nginx's smallest zone); got {v!r}")
+        return v
 
     @field_validator("listen")
     @classmethod
