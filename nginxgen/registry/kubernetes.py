@@ -74,9 +74,10 @@ def status_message(r: requests.Response) -> str:
 
 
 def resolve(
-    config: KubernetesRegistry, environ: Mapping[str, str], serviceaccount: str = SERVICEACCOUNT
+    config: KubernetesRegistry, environ: Mapping[str, str], serviceaccount: str | None = None
 ) -> Target:
     """Apply the in-cluster defaults; a setting that cannot work is a RegistryConfigError."""
+    serviceaccount = serviceaccount or SERVICEACCOUNT
     api = config.api
     if api is None:
         host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
@@ -155,7 +156,7 @@ class KubernetesClient:
         self,
         config: KubernetesRegistry,
         environ: Mapping[str, str] | None = None,
-        serviceaccount: str = SERVICEACCOUNT,
+        serviceaccount: str | None = None,  # default SERVICEACCOUNT
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
