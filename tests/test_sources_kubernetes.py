@@ -13,6 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from nginxgen.agent import open_registrar
 from nginxgen.catalog import CatalogBuilder
 from nginxgen.cli import app
 from nginxgen.registry import RegistryConfigError, RegistryError
@@ -191,6 +192,13 @@ def test_an_endpoint_in_two_slices_is_kept_once_in_its_most_available_state():
         catalog = build(*order)
         assert [(i.id, i.state) for i in catalog.services["users"]] == [("users-a", "up")]
         assert catalog.dropped == ()
+
+
+def test_a_dual_stack_pod_is_kept_once_with_its_ipv4_address():
+    v6 = endpoint_slice("users", "users-a6", [endpoint("fd00::1", "users-a")], address_type="IPv6")
+    v4 = endpoint_slice("users", "users-b4", [endpoint("10.0.0.1", "users-a")])
+    catalog = build(v6, v4)
+    assert [i.address for i in catalog.services["users"]] == ["10.0.0.1:8080"]
 
 
 def test_what_cannot_be_used_is_dropped_and_named():
@@ -528,6 +536,12 @@ def test_in_cluster_defaults(tmp_path):
     missing = KubernetesRegistry(kind="kubernetes", namespace="shop", token_file="/nope/token")
     with pytest.raises(RegistryConfigError, match=r"registry.token_file /nope/token: no such file"):
         resolve(missing, env, str(sa))
+
+
+def test_the_agent_says_a_cluster_needs_none():
+    config = KubernetesRegistry(kind="kubernetes")
+    with pytest.raises(ValueError, match="in a cluster the kubelet registers pods"):
+        open_registrar(config, "users", "users-1", 10.0)
 
 
 def test_route_services_must_be_kubernetes_names():

@@ -7,8 +7,9 @@ slice's only port): `serving` and not `terminating` → up; `serving` and `termi
 draining (no new requests, in-flight ones finish); not `serving` → not in the catalog. A
 missing `serving` falls back to `ready`, and a missing `ready` counts as ready, as the API
 documents for older clusters. An endpoint listed in two slices (the controller moves
-endpoints between slices) is kept once, in its most available state. The instance id is
-the pod's name (targetRef), else `address:port`; nodeName, zone and the pod name are meta.
+endpoints between slices; a dual-stack Service has a slice per address family) is kept
+once: in its most available state, IPv4 before IPv6. The instance id is the pod's name
+(targetRef), else `address:port`; nodeName, zone and the pod name are meta.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _text(value: Any) -> str | None:
 
 def add_slices(builder: CatalogBuilder, slices: Iterable[Any], config: KubernetesRegistry) -> None:
     """The endpoints of these EndpointSlices → instances (or drops, each with its reason)."""
-    best: dict[str, dict[str, tuple[int, str, dict[str, Any]]]] = {}
+    best: dict[str, dict[str, tuple[tuple[int, int, str], dict[str, Any]]]] = {}
     for n, obj in enumerate(slices):
         if not isinstance(obj, dict):
             builder.drop("?", f"#{n}", "EndpointSlice is not an object")
@@ -136,10 +137,11 @@ def add_slices(builder: CatalogBuilder, slices: Iterable[Any], config: Kubernete
                 "state": state,
                 "meta": {k: v for k, v in meta_out.items() if isinstance(v, str) and v},
             }
-            key = inst_id if isinstance(inst_id, str) else repr(inst_id)
-            rank = (_RANK[state], where)
-            if key not in kept or rank < kept[key][:2]:
-                kept[key] = (*rank, fields)
+            # Listed twice: the more available copy wins, then IPv4 over IPv6 (a
+            # dual-stack Service has one slice per family), then the slice name.
+            rank = (_RANK[state], ADDRESS_TYPES.index(obj["addressType"]), where)
+            if inst_id not in kept or rank < kept[inst_id][0]:
+                kept[inst_id] = (rank, fields)
     for service, instances in best.items():
-        for _, _, fields in sorted(instances.values(), key=lambda t: t[:2]):
+        for _, fields in sorted(instances.values(), key=lambda t: t[0]):
             builder.add(service, **fields)
