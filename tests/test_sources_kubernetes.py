@@ -242,6 +242,7 @@ def test_lists_then_watches_from_the_list_with_bookmarks(kube, source):
         "limit": "500",
     }
     assert listed.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert listed.headers["User-Agent"].startswith("nginxgen/")
     assert not src.wait(catalog.version, 0.3)  # opens the watch; nothing changed
     [watch] = kube.calls("watch")
     assert watch.query["resourceVersion"] == str(kube.rv)

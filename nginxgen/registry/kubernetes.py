@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 
+from .. import __version__
 from ..spec import KubernetesRegistry, RegistryTLS
 from .errors import HttpStatusError, RegistryConfigError, RegistryError, printable
 from .http import Http, status_detail
@@ -167,6 +168,8 @@ class KubernetesClient:
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             tls=RegistryTLS(ca=self.target.ca_file),
+            # The API server's audit log and its priority-and-fairness rules see who calls.
+            headers={"Accept": "application/json", "User-Agent": f"nginxgen/{__version__}"},
             detail=status_message,
         )
         self.token = TokenFile(self.target.token_file) if self.target.token_file else None
