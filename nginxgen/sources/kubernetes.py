@@ -97,7 +97,8 @@ class KubernetesSource:
             if bad:
                 raise RegistryConfigError(
                     f"kubernetes: route service {bad[0]!r} is not a Kubernetes Service name "
-                    "(lower-case letters, digits and '-'); name it, or set registry.selector"
+                    "(lower-case letters, digits and '-'); route to the Service's own name, "
+                    "or choose the Services with registry.selector"
                 )
         self.client = client or KubernetesClient(config)
         self.selector = label_selector(config, services)
@@ -118,7 +119,7 @@ class KubernetesSource:
         self._stop = threading.Event()
         self._stream: requests.Response | None = None
         self.backoff = Backoff(RETRY_INITIAL, RETRY_MAX)
-        # Counters for operators (and tests).
+        # How often each thing happened (for tests and debugging).
         self.lists = self.expirations = self.reconnects = self.bookmarks = 0
 
     @property
