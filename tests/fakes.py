@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.conftest import free_port
+from tests.tls import TlsFiles
 
 Answer = tuple[int, dict[str, str], Any]  # status, headers, JSON-able body (or raw bytes)
 Handler = Callable[["Request"], Answer]
@@ -48,15 +50,18 @@ class FakeServer:
         self.delay = 0.0
         self._server: ThreadingHTTPServer | None = None
         self._connections: set[socket.socket] = set()
+        self.tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def route(self, method: str, prefix: str, handler: Handler) -> None:
         self.routes.append((method, prefix, handler))
 
-    def start(self) -> FakeServer:
+    def start(self, tls: TlsFiles | None = None) -> FakeServer:
+        """Serve on the port; with `tls`, https only for clients with a certificate from
+        tls.ca."""
         fake = self
 
         class H(BaseHTTPRequestHandler):
@@ -112,6 +117,12 @@ class FakeServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
         self._server.daemon_threads = True
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_cert_chain(str(tls.server_cert), str(tls.server_key))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.tls = tls
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -208,10 +219,16 @@ def consul_entry(
 
 
 class FakeConsul(FakeServer):
-    """Consul's catalog and health endpoints with blocking queries.
+    """Consul's catalog and health endpoints with blocking queries, and the local agent's
+    service API (what `nginxgen agent` calls).
 
     `set(service, entries)` bumps the Raft index; a GET with ?index=N&wait=Ds hangs until
     that service's index passes N or the wait elapses, then answers with X-Consul-Index.
+
+    The agent API keeps `agents[service id]` = {"name", "body", "check", "maintenance"}
+    and syncs each change into the catalog the way a real agent's anti-entropy does:
+    after `catalog_lag` seconds (0: at once). Its answers are Consul's: an empty 200, or
+    404 `Unknown check ID "service:<id>"` for a service it does not know.
     """
 
     def __init__(self) -> None:
@@ -221,8 +238,11 @@ class FakeConsul(FakeServer):
         self.service_index: dict[str, int] = {}
         self.index_override: int | None = None  # force a header value (reset tests)
         self.cond = threading.Condition()
+        self.agents: dict[str, dict[str, Any]] = {}
+        self.catalog_lag = 0.0
         self.route("GET", "/v1/catalog/services", self._catalog)
         self.route("GET", "/v1/health/service/", self._health)
+        self.route("PUT", "/v1/agent/", self._agent)
 
     def set(self, service: str, entries: list[dict[str, Any]]) -> None:
         with self.cond:
@@ -265,6 +285,90 @@ class FakeConsul(FakeServer):
             if "tag" in req.query:
                 entries = [e for e in entries if req.query["tag"] in e["Service"]["Tags"]]
             return 200, self._header(self.service_index.get(name, 1)), entries
+
+    # --- the local agent's API ---------------------------------------------------------
+
+    def agent_calls(self) -> list[Request]:
+        return [r for r in self.log if r.path.startswith("/v1/agent/")]
+
+    def paths(self) -> list[str]:
+        return [unquote(r.path) for r in self.agent_calls()]
+
+    def forget(self) -> None:
+        """What a restarted Consul agent without persisted state does."""
+        with self.cond:
+            names = {a["name"] for a in self.agents.values()}
+            self.agents.clear()
+        for name in names:
+            self._sync(name)
+
+    def _agent(self, req: Request) -> Answer:
+        if self.fail_with:  # a broken agent changes nothing
+            return self.fail_with, {}, b"No cluster leader"
+        path = unquote(req.path)
+        with self.cond:
+            if path == "/v1/agent/service/register":
+                body = json.loads(req.body)
+                self.agents[body["ID"]] = {
+                    "name": body["Name"],
+                    "body": body,
+                    "check": "critical",  # a TTL check starts critical
+                    "maintenance": False,
+                }
+                name = body["Name"]
+            else:
+                verb, _, sid = path.removeprefix("/v1/agent/").rpartition("/")
+                sid = sid.removeprefix("service:")
+                agent = self.agents.get(sid)
+                if agent is None:
+                    what = "check" if verb.startswith("check/") else "service"
+                    unknown = f"service:{sid}" if what == "check" else sid
+                    return 404, {}, f'Unknown {what} ID "{unknown}"'.encode()
+                name = agent["name"]
+                statuses = {"pass": "passing", "warn": "warning", "fail": "critical"}
+                if verb.startswith("check/") and verb[6:] in statuses:
+                    agent["check"] = statuses[verb[6:]]
+                elif verb == "service/maintenance":
+                    agent["maintenance"] = req.query.get("enable") == "true"
+                elif verb == "service/deregister":
+                    del self.agents[sid]
+                else:
+                    return 404, {}, b"no such agent endpoint"
+        self._sync(name)
+        return 200, {}, b""
+
+    def _sync(self, name: str) -> None:
+        """The catalog gets the agent's services named `name` as they are now, after
+        `catalog_lag` seconds."""
+        entries = self._entries(name)
+        if self.catalog_lag > 0:
+            threading.Timer(self.catalog_lag, self.set, (name, entries)).start()
+        else:
+            self.set(name, entries)
+
+    def _entries(self, name: str) -> list[dict[str, Any]]:
+        with self.cond:
+            entries = []
+            for sid, agent in sorted(self.agents.items()):
+                if agent["name"] != name:
+                    continue
+                body = agent["body"]
+                weights = body.get("Weights") or {"Passing": 1, "Warning": 1}
+                entry = consul_entry(
+                    name,
+                    sid,
+                    body.get("Address", ""),
+                    body.get("Port", 0),
+                    checks=(agent["check"],),
+                    weights=(weights["Passing"], weights["Warning"]),
+                    tags=tuple(body.get("Tags") or ()),
+                    meta=body.get("Meta") or {},
+                )
+                if agent["maintenance"]:
+                    check = consul_check("node-1", f"_service_maintenance:{sid}", "critical", sid)
+                    entry["Checks"].append(check)
+                entries.append(entry)
+        return entries
 
 
 # --- Nacos ----------------------------------------------------------------------------

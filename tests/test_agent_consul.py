@@ -1,118 +1,44 @@
-"""`nginxgen agent` against Consul's agent HTTP API, replayed by an in-process server.
+"""`nginxgen agent` against Consul's agent HTTP API, replayed by tests/fakes.FakeConsul.
 
 The fake answers the endpoints the way Consul's docs describe them (PUT, empty 200 body;
-404 "Unknown check ID" for a check the agent no longer knows) and records every call.
+404 "Unknown check ID" for a check the agent no longer knows), records every call, and
+syncs the agent's services into the catalog the gateway reads.
 """
 
 from __future__ import annotations
 
 import json
 import signal
-import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
-from tests.conftest import REPO
-from tests.tls import TlsFiles, make_tls_files
-
-
-class FakeConsul:
-    def __init__(self, tls: TlsFiles | None = None) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.services: dict[str, dict[str, Any]] = {}  # what a real agent would hold
-        self.broken = False  # answer 500 to everything, like a Consul without a leader
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_PUT(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                url = urlsplit(self.path)
-                call = {
-                    "path": unquote(url.path),
-                    "query": {k: v[0] for k, v in parse_qs(url.query).items()},
-                    "body": json.loads(raw) if raw else None,
-                    "token": self.headers.get("X-Consul-Token"),
-                }
-                with fake.lock:
-                    fake.calls.append(call)
-                    status, text = fake.answer(call)
-                payload = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        if tls is not None:  # https, and only for clients with a certificate from tls.ca
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_cert_chain(str(tls.server_cert), str(tls.server_key))
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-            self.url = self.url.replace("http://", "https://")
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, call: dict[str, Any]) -> tuple[int, str]:
-        if self.broken:
-            return 500, "No cluster leader"
-        path = call["path"]
-        if path == "/v1/agent/service/register":
-            self.services[call["body"]["ID"]] = {"maintenance": False, "check": "critical"}
-            return 200, ""
-        for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
-            prefix = f"/v1/agent/check/{verb}/service:"
-            if path.startswith(prefix):
-                sid = path[len(prefix) :]
-                if sid not in self.services:
-                    return 404, f'Unknown check ID "service:{sid}"'
-                self.services[sid]["check"] = status
-                return 200, ""
-        if path.startswith("/v1/agent/service/maintenance/"):
-            sid = path.rsplit("/", 1)[1]
-            if sid not in self.services:
-                return 404, f'Unknown service ID "{sid}"'
-            self.services[sid]["maintenance"] = call["query"].get("enable") == "true"
-            return 200, ""
-        if path.startswith("/v1/agent/service/deregister/"):
-            sid = path.rsplit("/", 1)[1]
-            if self.services.pop(sid, None) is None:
-                return 404, f'Unknown service ID "{sid}"'
-            return 200, ""
-        return 404, "not found"
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [c["path"] for c in self.calls]
-
-    def forget(self) -> None:
-        """What a restarted Consul agent without persisted state does."""
-        with self.lock:
-            self.services.clear()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from nginxgen.agent.restart import STEPS
+from tests.agent_proc import (
+    AgentProcess,
+    Control,
+    Timeline,
+    agent_factory,
+    eventually,
+    group_members,
+    port_open,
+    token_file,
+    unit_command,
+    write_agent_spec,
+)
+from tests.conftest import REPO, free_port
+from tests.fakes import FakeConsul
+from tests.tls import make_tls_files
 
 
 @pytest.fixture
 def consul() -> Iterator[FakeConsul]:
     fake = FakeConsul()
+    fake.start()
     yield fake
     fake.stop()
 
@@ -137,9 +63,9 @@ def test_consul_lifecycle(tmp_path, consul, agents, backends):
         env={"CONSUL_HTTP_TOKEN": "s3cret"},
     )
     eventually(lambda: consul.paths().count(PASS) >= 3, 30, "three TTL passes", agent)
-    register = consul.calls[0]
-    assert register["path"] == "/v1/agent/service/register"
-    body = register["body"]
+    register = consul.agent_calls()[0]
+    assert register.path == "/v1/agent/service/register"
+    body = json.loads(register.body)
     assert body == {
         "ID": "app-1",
         "Name": "app",
@@ -156,25 +82,25 @@ def test_consul_lifecycle(tmp_path, consul, agents, backends):
         },
     }
     assert body["Meta"]["registered_at"].endswith("Z")
-    assert {c["token"] for c in consul.calls} == {"s3cret"}
+    assert {c.headers.get("X-Consul-Token") for c in consul.agent_calls()} == {"s3cret"}
 
     # Unhealthy: the TTL check is failed (Consul: critical → the gateway's `down`).
     app.health_status = 500
-    eventually(lambda: consul.services["app-1"]["check"] == "critical", 30, "fail", agent)
+    eventually(lambda: consul.agents["app-1"]["check"] == "critical", 30, "fail", agent)
     assert FAIL in consul.paths()
     app.health_status = 200
-    eventually(lambda: consul.services["app-1"]["check"] == "passing", 30, "pass", agent)
+    eventually(lambda: consul.agents["app-1"]["check"] == "passing", 30, "pass", agent)
 
     # A Consul agent that forgot us: 404 on the pass, then a fresh registration.
     consul.forget()
-    eventually(lambda: "app-1" in consul.services, 30, "re-registration", agent)
+    eventually(lambda: "app-1" in consul.agents, 30, "re-registration", agent)
     assert consul.paths().count("/v1/agent/service/register") == 2
     agent.wait_log("registering again")
 
     # An outage: the agent waits it out and keeps passing afterwards.
-    consul.broken = True
+    consul.fail_with = 500
     agent.wait_log("registry unreachable")
-    consul.broken = False
+    consul.fail_with = None
     agent.wait_log("reachable again")
     before = consul.paths().count(PASS)
     eventually(lambda: consul.paths().count(PASS) > before, 30, "passes after the outage")
@@ -183,17 +109,18 @@ def test_consul_lifecycle(tmp_path, consul, agents, backends):
     agent.signal(signal.SIGTERM)
     assert agent.wait(30) == 0
     paths = consul.paths()
-    maintenance = [c for c in consul.calls if "/maintenance/" in c["path"]]
-    assert maintenance[0]["path"] == "/v1/agent/service/maintenance/app-1"
-    assert maintenance[0]["query"]["enable"] == "true"
+    maintenance = [c for c in consul.agent_calls() if "/maintenance/" in c.path]
+    assert maintenance[0].path == "/v1/agent/service/maintenance/app-1"
+    assert maintenance[0].query["enable"] == "true"
     assert paths[-1] == "/v1/agent/service/deregister/app-1"
     assert paths.index("/v1/agent/service/maintenance/app-1") < len(paths) - 1
-    assert consul.services == {}
+    assert consul.agents == {}
 
 
 def test_consul_over_tls_with_a_client_certificate(tmp_path, agents, backends):
     tls = make_tls_files(tmp_path / "pki")
-    consul = FakeConsul(tls)
+    consul = FakeConsul()
+    consul.start(tls)
     try:
         app = backends("app")
         files = {"ca": str(tls.ca), "cert": str(tls.client_cert), "key": str(tls.client_key)}
@@ -207,7 +134,7 @@ def test_consul_over_tls_with_a_client_certificate(tmp_path, agents, backends):
         assert consul.url.startswith("https://")
         agent.signal(signal.SIGTERM)
         assert agent.wait(30) == 0
-        assert consul.services == {}
+        assert consul.agents == {}
     finally:
         consul.stop()
 
@@ -226,4 +153,68 @@ def test_a_token_variable_named_in_the_spec_must_be_set(tmp_path, consul):
     )
     assert result.returncode == 2, result.stderr
     assert "token environment variable NGINXGEN_TEST_NO_TOKEN is not set" in result.stderr
-    assert consul.calls == []
+    assert consul.agent_calls() == []
+
+
+def test_consul_restart_waits_for_the_catalog_to_drop_the_unit(tmp_path, consul, agents):
+    # Consul's catalog lags its local agent by an anti-entropy sync: the agent must read
+    # the catalog (what the gateway reads), not trust its own deregistration call.
+    consul.catalog_lag = 1.0
+    port, control_port = free_port(), free_port()
+    spec = write_agent_spec(tmp_path, {"kind": "consul", "url": consul.url})
+    agent = agents(
+        spec,
+        *("--service", "app", "--id", "app-1", "--address", f"127.0.0.1:{port}"),
+        *("--health-url", f"http://127.0.0.1:{port}/healthz", "--health-interval", "0.1s"),
+        *("--ttl", "3s", "--wait-healthy", "--restart-grace", "0s"),
+        *("--control-listen", f"127.0.0.1:{control_port}"),
+        *("--control-token-file", str(token_file(tmp_path)), "--"),
+        *unit_command(tmp_path, port, 0.3, "consul", consul.url, "app", "app-1"),
+    )
+    control = Control(control_port)
+
+    def in_catalog() -> dict[str, Any] | None:
+        found = [e for e in consul.services.get("app", []) if e["Service"]["ID"] == "app-1"]
+        return found[0] if found else None
+
+    eventually(lambda: in_catalog() and consul.agents["app-1"]["check"] == "passing", 30)
+    first = json.loads(consul.agent_calls()[0].body)
+    assert first["Meta"]["nginxgen_control"] == control.url
+    old_pid = control.status()["pid"]
+
+    def back(seen: dict[str, float]) -> bool:
+        entry = in_catalog()
+        return (
+            "started" in seen and entry is not None and entry["Checks"][-1]["Status"] == "passing"
+        )
+
+    timeline = Timeline(
+        {
+            "deregistered": lambda seen: DEREGISTER in consul.paths(),
+            "unlisted": lambda seen: "deregistered" in seen and in_catalog() is None,
+            "stopped": lambda seen: (
+                "unlisted" in seen and not port_open(port) and not group_members(old_pid)
+            ),
+            "started": lambda seen: "stopped" in seen and port_open(port),
+            "registered": back,
+        }
+    )
+    assert control.restart().status_code == 202
+    timeline.wait("registered", 60, agent)
+    seen = timeline.stop()
+    order = ["deregistered", "unlisted", "stopped", "started", "registered"]
+    assert sorted(seen, key=seen.__getitem__) == order, seen
+    assert seen["stopped"] - seen["deregistered"] >= 0.8, seen  # the lag; the grace is 0
+    assert (tmp_path / "marker").read_text().split() == [str(old_pid), "absent"]
+
+    registers = [c for c in consul.agent_calls() if c.path == "/v1/agent/service/register"]
+    again = json.loads(registers[-1].body)
+    assert len(registers) == 2
+    assert again["Meta"]["registered_at"] > first["Meta"]["registered_at"]
+    assert {**again["Meta"], "registered_at": ""} == {**first["Meta"], "registered_at": ""}
+    last = control.finished(agent=agent)["last_restart"]
+    assert last["result"] == "ok"
+    assert [s["step"] for s in last["steps"]] == list(STEPS)
+
+
+DEREGISTER = "/v1/agent/service/deregister/app-1"

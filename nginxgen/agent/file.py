@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..install import write_atomic
+from ..sources.file import parse_registry
 from ..spec import FileRegistry
 from ..yaml_load import YamlError, load_data
 from .base import LeaseLost, Record, RegistryDown
@@ -122,6 +123,17 @@ class FileRegistrar:
             return True
 
         self._edit(change)
+
+    def listed(self) -> str | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryDown(f"file registry {self.path}: cannot read: {exc.strerror}") from None
+        catalog = parse_registry(raw, str(self.path))  # raises RegistryDown (RegistryError)
+        found = [i for i in catalog.services.get(self.service, ()) if i.id == self.instance_id]
+        return found[0].state if found else None
 
     def close(self) -> None:
         pass

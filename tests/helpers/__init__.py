@@ -5,12 +5,14 @@ tests/conftest.py builds its fixtures on these; tests import them from here.
 
 from __future__ import annotations
 
+from .clock import ManualClock
 from .components import COMPONENTS, in_ci, require_component, require_nginx, skip_or_fail
 from .poll import poll_until, seconds_until
 from .tools import NginxInstall, find_nginx, find_tool, search_path
 
 __all__ = [
     "COMPONENTS",
+    "ManualClock",
     "NginxInstall",
     "find_nginx",
     "find_tool",

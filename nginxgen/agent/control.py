@@ -1,0 +1,221 @@
+"""The agent's control endpoint: `POST /restart` and `GET /status`, behind a bearer token.
+
+A small threaded HTTP server from the standard library. Every request needs
+`Authorization: Bearer <token>`, the token compared in constant time with the one in
+`--control-token-file`. What is refused changes nothing: an unknown path is 404, a known
+path with another method 405, a missing or wrong token 401. The token is never logged,
+and neither is the Authorization header; the file is re-read when it changes, so it can
+be rotated without restarting the agent (a replacement the agent would refuse at start
+keeps the previous token, and says so).
+
+What is not promised: the endpoint speaks plain HTTP. Listen on a private interface, or
+put a TLS proxy in front and advertise its https:// URL with --control-advertise.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..catalog import label
+from .restart import Answer, RestartDesk
+
+Log = Callable[[str], None]
+
+MIN_TOKEN = 16  # characters; `openssl rand -hex 32` gives 64
+MAX_TOKEN_FILE = 4096  # bytes
+MAX_BODY = 65536  # a POST body is read (and ignored) up to this size
+REQUEST_TIMEOUT = 10.0  # seconds a client gets to send its request
+ROUTES = {"/restart": "POST", "/status": "GET"}
+
+
+class ControlError(Exception):
+    """The control endpoint cannot start; str() is one sentence for the operator."""
+
+
+def read_token(path: str) -> bytes:
+    """The token in `path`. Refused, like ssh refuses a private key others can read: a file
+    that is missing, not a regular file, accessible by group or others, or empty."""
+    where = f"--control-token-file {path}"
+    try:
+        # O_NONBLOCK: a FIFO put there by mistake must not hang the agent at start.
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ControlError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise ControlError(f"{where}: cannot read: {(exc.strerror or '').lower()}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ControlError(f"{where}: is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise ControlError(
+                f"{where}: is accessible by group or others (mode {mode:04o}); like ssh with a "
+                f"private key, the agent refuses a token others can read: chmod 600 {path}"
+            )
+        data = os.read(fd, MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise ControlError(f"{where}: cannot read: {(exc.strerror or '').lower()}") from None
+    finally:
+        os.close(fd)
+    token = data.strip()
+    if not token:
+        raise ControlError(f"{where}: is empty")
+    if len(data) > MAX_TOKEN_FILE:
+        raise ControlError(f"{where}: is larger than {MAX_TOKEN_FILE} bytes; it holds one token")
+    if any(not 0x21 <= b <= 0x7E for b in token):
+        raise ControlError(f"{where}: the token must be one word of printable ASCII")
+    if len(token) < MIN_TOKEN:
+        raise ControlError(
+            f"{where}: the token has {len(token)} characters; use at least {MIN_TOKEN} "
+            f"(e.g. `openssl rand -hex 32 > {path}`)"
+        )
+    return token
+
+
+class TokenFile:
+    """The token, re-read when the file changes (inode, size, mtime or mode)."""
+
+    def __init__(self, path: str, log: Log) -> None:
+        self.path = path
+        self.log = log
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._token = read_token(path)  # raises ControlError: refused at start
+
+    def _stat(self) -> tuple[int, ...] | None:
+        try:
+            s = os.stat(self.path)
+        except OSError:
+            return None
+        return (s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode)
+
+    def current(self) -> bytes:
+        with self._lock:
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._token = read_token(self.path)
+                except ControlError as exc:
+                    self.log(f"control: {exc}; keeping the token read before")
+                else:
+                    self.log(f"control: {self.path} changed; using the token it holds now")
+            return self._token
+
+    def matches(self, given: bytes) -> bool:
+        return hmac.compare_digest(given, self.current())
+
+
+class ControlServer:
+    """Serves the desk's answers on host:port in a daemon thread; `close()` stops it."""
+
+    def __init__(
+        self, host: str, port: int, tokens: TokenFile, desk: RestartDesk, log: Log
+    ) -> None:
+        handler = _handler(tokens, desk, log)
+        server_class = _Server6 if ":" in host else _Server
+        try:
+            self.server = server_class((host, port), handler)
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            raise ControlError(f"--control-listen {host}:{port}: cannot listen: {why}") from None
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            args=(0.2,),  # how soon close() is noticed
+            daemon=True,
+            name="nginxgen-agent-control",
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def _handler(tokens: TokenFile, desk: RestartDesk, log: Log) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "nginxgen-agent"
+        sys_version = ""
+        timeout = REQUEST_TIMEOUT
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the outcome is logged below, without headers
+
+        def _handle(self) -> None:
+            peer = self.client_address[0]
+            path = urlsplit(self.path).path
+            self._discard_body()
+            method = ROUTES.get(path)
+            if method is None:
+                answer = Answer(404, {"error": "not found"})
+            elif self.command != method:
+                answer = Answer(405, {"error": f"use {method}"}, (("Allow", method),))
+            else:
+                answer = self._authorized(peer, path) or (
+                    Answer(200, desk.status()) if path == "/status" else desk.request(peer)
+                )
+            if answer.status in (404, 405):
+                log(f"control: {self.command} {label(path)} from {peer}: {answer.status}")
+            self._send(answer)
+
+        def _authorized(self, peer: str, path: str) -> Answer | None:
+            """None when the bearer token is right, else the 401 to send."""
+            scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+            given = value.strip().encode("latin-1", "replace")
+            if scheme.lower() == "bearer" and given and tokens.matches(given):
+                return None
+            why = "wrong token" if scheme.lower() == "bearer" and given else "no bearer token"
+            log(f"control: {self.command} {path} from {peer}: 401 ({why})")
+            return Answer(
+                401,
+                {"error": "a valid bearer token is required"},
+                (("WWW-Authenticate", 'Bearer realm="nginxgen-agent"'),),
+            )
+
+        def _discard_body(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
+            if 0 < length <= MAX_BODY:
+                self.rfile.read(length)
+
+        def _send(self, answer: Answer) -> None:
+            payload = (json.dumps(answer.body, indent=2) + "\n").encode()
+            try:
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
+                for name, value in answer.headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+            except OSError:
+                pass  # the client went away
+            self.close_connection = True
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+
+    return Handler
