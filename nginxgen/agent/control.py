@@ -153,9 +153,10 @@ class _Server6(_Server):
 
 def _handler(tokens: TokenFile, desk: RestartDesk, log: Log) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        server_version = "nginxgen-agent"
-        sys_version = ""
         timeout = REQUEST_TIMEOUT
+
+        def version_string(self) -> str:
+            return "nginxgen-agent"  # no Python version for callers to fingerprint
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the outcome is logged below, without headers

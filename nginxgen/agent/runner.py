@@ -220,7 +220,8 @@ class Agent:
         cfg = self.config
         if self.waiting:
             assert cfg.health is not None
-            self.log(f"waiting for {cfg.health.label} to pass before registering")
+            passing = "accept a connection" if cfg.health.kind == "tcp" else "answer 2xx"
+            self.log(f"waiting for {cfg.health.label} to {passing} before registering")
         else:
             self.record = Record.first(cfg, STARTING if cfg.health else UP, self.now())
         next_health = self.clock()
