@@ -26,6 +26,7 @@ What is written, and when:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -215,6 +217,11 @@ class Agent:
             f"{control.url} (restart grace {secs(control.grace)}, at most {control.limit} "
             f"restart(s) per {secs(control.window)})"
         )
+        if _loopback(urlsplit(control.url).hostname or ""):
+            self.log(
+                f"note: {control.url} is reachable from this host only; a gateway elsewhere "
+                "needs --control-listen on an address it reaches (or --control-advertise)"
+            )
 
     def _serve(self) -> int:
         cfg = self.config
@@ -669,6 +676,13 @@ class Agent:
     def _probe_timeout(self) -> float:
         """Short enough that a hanging probe never delays a heartbeat past the TTL."""
         return max(0.2, min(2.0, self.config.health_interval, self.config.heartbeat_every / 2))
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _exit_code(returncode: int) -> int:
