@@ -257,7 +257,7 @@ def test_sigterm_during_a_restart_cancels_it_and_stops(tmp_path, spec, etcd_serv
     pid = control.status()["pid"]
     restart_id = control.restart().json()["restart"]
     eventually(lambda: etcd_server.get(KEY)[0] is None, 30, "deregistered", agent)
-    agent.wait_log("then 60s of grace")
+    agent.wait_log("then 1m of grace")
     agent.signal(signal.SIGTERM)
     assert agent.wait(30) == 0  # the program's own code, without waiting out the grace
     assert f"restart {restart_id} cancelled: SIGTERM: the agent is stopping" in agent.log()
