@@ -297,6 +297,13 @@ def agent(
     restart_limit: Annotated[
         str | None, typer.Option(help="At most COUNT restarts per WINDOW. [default: 3/10m]")
     ] = None,
+    start_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="After a restart, how long the program gets to pass its health check. "
+            "[default: 60s]"
+        ),
+    ] = None,
 ) -> None:
     """Register this unit in the registry, heartbeat, follow its health, drain on shutdown.
 
@@ -338,6 +345,7 @@ def agent(
             control_advertise=control_advertise,
             restart_grace=restart_grace,
             restart_limit=restart_limit,
+            start_timeout=start_timeout,
         )
         registrar = open_registrar(spec.registry, cfg.service, cfg.instance_id, cfg.ttl)
     except (AgentArgsError, ValueError, RegistryError) as exc:

@@ -175,6 +175,8 @@ CONTROL = {"control_listen": "127.0.0.1:9901", "control_token_file": "t", "comma
         (CONTROL | {"restart_limit": "0/10m"}, "--restart-limit: expected COUNT/WINDOW"),
         (CONTROL | {"restart_limit": "3/soon"}, "--restart-limit: not a duration"),
         (CONTROL | {"restart_grace": "-1s"}, "--restart-grace: "),
+        ({"start_timeout": "1m"}, "--start-timeout needs --control-listen"),
+        (CONTROL | {"start_timeout": "0s"}, "--start-timeout: must be more than 0"),
         ({"meta": ["nginxgen_control=http://x"]}, "written by the agent itself"),
     ],
 )
@@ -202,6 +204,7 @@ def test_the_control_endpoint_is_advertised_in_meta():
     cfg = config(**CONTROL, meta=["zone=a"])
     assert cfg.control is not None
     assert (cfg.control.grace, cfg.control.limit, cfg.control.window) == (3.0, 3, 600.0)
+    assert cfg.control.start_timeout == 60.0
     assert cfg.meta == (("nginxgen_control", "http://127.0.0.1:9901"), ("zone", "a"))
     v6 = config(**CONTROL | {"control_listen": "[::1]:9901"})
     assert dict(v6.meta)["nginxgen_control"] == "http://[::1]:9901"
@@ -210,12 +213,13 @@ def test_the_control_endpoint_is_advertised_in_meta():
         control_advertise="https://agents.example/app-1/",
         restart_grace="500ms",
         restart_limit="5/1h",
+        start_timeout="5m",
     )
     assert dict(anywhere.meta)["nginxgen_control"] == "https://agents.example/app-1"
     assert anywhere.control is not None
     assert (anywhere.control.host, anywhere.control.port) == ("0.0.0.0", 9901)
     assert (anywhere.control.grace, anywhere.control.limit) == (0.5, 5)
-    assert anywhere.control.window == 3600.0
+    assert (anywhere.control.window, anywhere.control.start_timeout) == (3600.0, 300.0)
 
 
 def test_bad_registry_settings_are_a_spec_error(tmp_path):

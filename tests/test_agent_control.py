@@ -223,3 +223,92 @@ def test_a_taken_port_is_a_clear_error(served, tmp_path):
     tokens = TokenFile(str(token_file(tmp_path)), print)
     with pytest.raises(ControlError, match=rf"--control-listen 127.0.0.1:{port}: cannot listen"):
         ControlServer("127.0.0.1", port, tokens, desk, print)
+
+
+def raw(control: Control, request: bytes) -> tuple[int, dict]:
+    """Send bytes as they are; (status, JSON body) of the answer."""
+    import json
+    import socket
+
+    port = int(control.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Content-Type: application/json" in head, head
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body_headers",
+    [
+        f"Content-Length: {100 * 1024 * 1024}",  # declared, never sent
+        "Content-Length: 65537",
+        "Content-Length: -1",
+        "Content-Length: lots",
+        "Transfer-Encoding: chunked",
+    ],
+)
+def test_a_body_too_large_or_of_unknown_size_is_refused_with_413(served, body_headers):
+    control, desk, lines = served
+    before = desk.status()
+    request = (
+        f"POST /restart HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"{body_headers}\r\n\r\n"
+    ).encode() + b"x" * 1000
+    status, body = raw(control, request)
+    assert status == 413 and "up to 65536 bytes" in body["error"]
+    assert desk.status() == before and desk.take() is None
+
+
+def test_a_small_body_is_read_and_ignored(served):
+    control, desk, _ = served
+    answer = control.http.post(
+        control.url + "/restart",
+        data=b'{"reason": "pseudo-dead"}' * 100,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert answer.status_code == 202 and desk.take() is not None
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        (b"TRACE /restart HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+        (b"GET /status HTTP/1.1\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"s" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / x HTTP/1.1\r\n\r\n", 400),
+    ],
+)
+def test_what_http_server_refuses_itself_is_answered_in_json(served, request_line, status):
+    control, desk, _ = served
+    before = desk.status()
+    assert raw(control, request_line)[0] == status
+    assert desk.status() == before
+
+
+def test_concurrent_restarts_accept_exactly_one(served):
+    import threading
+    from collections import Counter
+
+    control, desk, _ = served
+    start, answers = threading.Barrier(16), Counter[int]()
+    lock = threading.Lock()
+
+    def ask() -> None:
+        client = Control(int(control.url.rsplit(":", 1)[1]))
+        start.wait()
+        status = client.restart().status_code
+        with lock:
+            answers[status] += 1
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == {202: 1, 409: 15}
+    assert desk.status()["limit"]["used"] == 1

@@ -1,6 +1,7 @@
-"""The first half of a restart (before the program is touched) on a clock the test drives,
-against a registrar that fails on demand: every registry failure aborts, and the unit is
-registered again as it was."""
+"""A restart on a clock the test drives, against a registrar that fails on demand. Before
+the program is touched, every registry failure aborts and the unit is registered again as
+it was; after it is started again, a program that never passes its check fails the
+restart at --start-timeout and is registered only once it passes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from nginxgen.agent.base import AgentConfig, ControlConfig, Record, RegistryDown
-from nginxgen.agent.runner import UNLIST_TIMEOUT, UNLISTING, Agent, _Job
+from nginxgen.agent.base import AgentConfig, ControlConfig, HealthCheck, Record, RegistryDown
+from nginxgen.agent.runner import UNLIST_TIMEOUT, UNLISTING, WAITING_HEALTHY, Agent, _Job
+from nginxgen.util.checks import CheckResult
 from tests.helpers import ManualClock
 
 
@@ -51,7 +53,9 @@ CONFIG = AgentConfig(
     "app-1",
     "127.0.0.1:8080",
     command=("true",),
-    control=ControlConfig("127.0.0.1", 9901, "token", "http://127.0.0.1:9901", grace=3.0),
+    control=ControlConfig(
+        "127.0.0.1", 9901, "token", "http://127.0.0.1:9901", grace=3.0, start_timeout=60.0
+    ),
 )
 BORN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -131,3 +135,51 @@ def test_the_grace_runs_from_when_the_registry_stopped_listing_the_unit(listing)
     steps = [s["step"] for s in agent.desk.status()["restart"]["steps"]]
     assert steps == ["deregistered", "unlisted"]
     assert agent.job.unlisted_at == 102.0  # the next turn stops the program
+
+
+class Check:
+    """Stands in for the agent's Checker: answers what the test says."""
+
+    def __init__(self) -> None:
+        self.ok = False
+        self.check = HealthCheck("http", url="http://127.0.0.1:8080/healthz")
+
+    def __call__(self, timeout: float) -> CheckResult:
+        return CheckResult(self.ok, "HTTP 200" if self.ok else "HTTP 503", 0.0)
+
+
+def test_a_program_that_never_passes_fails_the_restart_at_the_start_timeout():
+    agent, registrar, clock, lines = serving_agent()
+    check = Check()
+    agent.checker = check  # type: ignore[assignment]
+    assert agent.job is not None
+    agent.record, agent.written = None, None  # deregistered, the program started again
+    agent.job.phase, agent.job.next_check = WAITING_HEALTHY, clock.now
+    agent.job.deadline = clock.now + 60.0
+    for _ in range(240):  # every 0.25 s for a minute: still waiting, nothing registered
+        due = agent._restart_turn()
+        assert agent.job is not None and due <= agent.job.deadline
+        clock.now = due
+        if clock.now >= agent.job.deadline - 0.01:
+            break
+    assert agent.job is not None and agent.record is None
+    agent._restart_turn()  # at the deadline
+    assert agent.job is None
+    last = agent.desk.status()["last_restart"]
+    assert last["result"] == "failed"
+    assert last["reason"].startswith(
+        "http://127.0.0.1:8080/healthz did not pass within 1m of the start (HTTP 503)"
+    )
+    assert "registered once it passes" in lines[-1]
+    # The desk is free: another restart can be asked for (the limit permitting).
+    assert agent.desk.request("gateway").status == 202
+    agent.desk.finish("cancelled")
+    # Not registered until it passes; then registered with a new start time.
+    agent._sync()
+    assert "register" not in registrar.calls and agent.waiting
+    agent.now = lambda: datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc)
+    check.ok = True
+    agent._health_turn(check)  # type: ignore[arg-type]
+    agent._sync()
+    assert registrar.calls[-1] == "register" and agent.written == "up"
+    assert agent.record is not None and agent.record.registered_at.minute == 5

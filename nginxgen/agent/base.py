@@ -56,6 +56,7 @@ class ControlConfig:
     grace: float = 3.0  # after the registry stopped listing the unit
     limit: int = 3  # restarts ...
     window: float = 600.0  # ... per this many seconds
+    start_timeout: float = 60.0  # for the restarted program to pass its health check
 
 
 @dataclass(frozen=True)

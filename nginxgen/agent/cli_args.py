@@ -80,6 +80,7 @@ def agent_config(
     control_advertise: str | None = None,
     restart_grace: str | None = None,
     restart_limit: str | None = None,
+    start_timeout: str | None = None,
 ) -> AgentConfig:
     if not is_safe_name(service):
         raise AgentArgsError(
@@ -112,7 +113,12 @@ def agent_config(
     if wait_healthy and health is None:
         raise AgentArgsError("--wait-healthy needs a health check (--health-url or --health-kind)")
     control = _control(
-        control_listen, control_token_file, control_advertise, restart_grace, restart_limit
+        control_listen,
+        control_token_file,
+        control_advertise,
+        restart_grace,
+        restart_limit,
+        start_timeout,
     )
     if control is not None and not command:
         raise AgentArgsError(
@@ -217,6 +223,7 @@ def _control(
     advertise: str | None,
     grace: str | None,
     limit: str | None,
+    start_timeout: str | None,
 ) -> ControlConfig | None:
     if listen is None:
         given = (
@@ -224,6 +231,7 @@ def _control(
             ("--control-advertise", advertise),
             ("--restart-grace", grace),
             ("--restart-limit", limit),
+            ("--start-timeout", start_timeout),
         )
         for option, value in given:
             if value is not None:
@@ -262,6 +270,7 @@ def _control(
         grace=_duration("--restart-grace", grace or "3s", positive=False),
         limit=count,
         window=window,
+        start_timeout=_duration("--start-timeout", start_timeout or "60s"),
     )
 
 

@@ -164,17 +164,19 @@ def _handler(tokens: TokenFile, desk: RestartDesk, log: Log) -> type[BaseHTTPReq
         def _handle(self) -> None:
             peer = self.client_address[0]
             path = urlsplit(self.path).path
-            self._discard_body()
             method = ROUTES.get(path)
+            too_big = self._discard_body()
             if method is None:
                 answer = Answer(404, {"error": "not found"})
+            elif too_big:
+                answer = Answer(413, {"error": f"a body is read up to {MAX_BODY} bytes"})
             elif self.command != method:
                 answer = Answer(405, {"error": f"use {method}"}, (("Allow", method),))
             else:
                 answer = self._authorized(peer, path) or (
                     Answer(200, desk.status()) if path == "/status" else desk.request(peer)
                 )
-            if answer.status in (404, 405):
+            if answer.status in (404, 405, 413):
                 log(f"control: {self.command} {label(path)} from {peer}: {answer.status}")
             self._send(answer)
 
@@ -192,13 +194,28 @@ def _handler(tokens: TokenFile, desk: RestartDesk, log: Log) -> type[BaseHTTPReq
                 (("WWW-Authenticate", 'Bearer realm="nginxgen-agent"'),),
             )
 
-        def _discard_body(self) -> None:
+        def _discard_body(self) -> bool:
+            """Read the body (no route takes one) up to MAX_BODY; True when it is larger,
+            or its size is not given by one Content-Length. Then the request changes
+            nothing, and the connection is closed on whatever was not read."""
+            if self.headers.get("Transfer-Encoding"):
+                return True
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
-                length = 0
-            if 0 < length <= MAX_BODY:
+                return True
+            if not 0 <= length <= MAX_BODY:
+                return True
+            if length:
                 self.rfile.read(length)
+            return False
+
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            """What http.server refuses itself (a bad request line, headers too long, an
+            unknown method) is answered in JSON too."""
+            self._send(Answer(code, {"error": (message or self.responses.get(code, ("",))[0])}))
 
         def _send(self, answer: Answer) -> None:
             payload = (json.dumps(answer.body, indent=2) + "\n").encode()

@@ -439,6 +439,7 @@ class Agent:
                 raise
             self.desk.step("started")
             job.phase, job.next_check = WAITING_HEALTHY, self.clock()
+            job.deadline = job.next_check + cfg.control.start_timeout
             self.desk.phase(WAITING_HEALTHY)
 
         if job.phase == WAITING_HEALTHY:
@@ -453,7 +454,11 @@ class Agent:
                         f"restart {job.id}: waiting for {checker.check.label} ({result.detail})"
                     )
                     job.last_detail = result.detail
-                job.next_check = self.clock() + min(cfg.health_interval, RESTART_POLL)
+                if self.clock() >= job.deadline:
+                    return self._never_healthy(checker, result.detail)
+                job.next_check = min(
+                    self.clock() + min(cfg.health_interval, RESTART_POLL), job.deadline
+                )
                 return job.next_check
             after = self.desk.step("healthy")
             self.log(
@@ -469,6 +474,21 @@ class Agent:
         # Registering: the loop's _sync writes the record in this turn, and retries with
         # backoff while the registry is away.
         return float("inf")
+
+    def _never_healthy(self, checker: Checker, detail: str) -> float:
+        """The restarted program did not pass within --start-timeout: the restart failed,
+        and the desk is free for another. The program keeps running, unregistered, and is
+        registered (with a new start time) once it passes, as with --wait-healthy."""
+        cfg = self.config
+        assert cfg.control is not None
+        why = (
+            f"{checker.check.label} did not pass within {secs(cfg.control.start_timeout)} "
+            f"of the start ({detail}); the program keeps running, not registered, and is "
+            "registered once it passes (POST /restart to try again)"
+        )
+        self._end_restart(FAILED, why)
+        self.checker, self.waiting, self._waiting_for = checker, True, detail
+        return self.clock()
 
     def _connect_checker(self) -> Checker:
         """Without a health check, a restarted unit is healthy once its port accepts."""
