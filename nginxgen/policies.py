@@ -12,12 +12,14 @@ policies = Policies(spec).start()
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from .catalog import Catalog
 from .plan import Plan
 from .policy_state import PolicyState, state_path
 from .probe import Prober
+from .recovery import HookRun
 from .spec import Probe, Spec
 from .warmup import Observed
 
@@ -26,11 +28,17 @@ WARMING_NOTE = ": warming up, step "
 
 
 class Policies:
-    def __init__(self, spec: Spec, *, state: PolicyState | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        state: PolicyState | None = None,
+        on_recovery: Callable[[HookRun], None] = lambda run: None,
+    ) -> None:
         self.spec = spec
         self.state = state if state is not None else PolicyState(state_path(spec))
         probing = any(spec.service_policy(n).probe.enabled for n in spec.service_names)
-        self.prober: Prober | None = Prober(spec) if probing else None
+        self.prober: Prober | None = Prober(spec, on_recovery=on_recovery) if probing else None
         # Set when the prober's dead set changes: re-plan without waiting for the registry.
         self.changed = self.prober.changed if self.prober else threading.Event()
 

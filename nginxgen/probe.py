@@ -7,28 +7,35 @@ back in through the warm-up). The plan, not the prober, refuses to take a whole 
 down on probe evidence alone.
 
 Probes run concurrently on a thread pool, each instance on its own cadence, so one hung
-instance costs one thread for `timeout`, never the others' schedule.
+instance costs one thread for `timeout`, never the others' schedule. A probe is an HTTP or
+HTTPS GET of `path`, or a TCP connect (`kind`), made by nginxgen.util.checks, the checks
+the agent runs on its unit.
+
+After `recovery.after` failures the prober acts (nginxgen.recovery): a command, a POST to a
+control center, or a restart through the instance's own agent. An agent is asked only
+while the instance is held out as pseudo-dead and another instance of its service passes
+its probes: a probe that is wrong for every instance must not restart them all.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import requests
-
+from . import recovery as recoveries
+from .agent.base import CONTROL_META
 from .catalog import Catalog
 from .plan import LIVE_STATES
+from .recovery import HookRun
 from .spec import Probe, Recovery, Spec
+from .util.checks import check_http, check_tcp, tls_context
 from .warmup import instance_key
 
 log = logging.getLogger("nginxgen.probe")
@@ -41,10 +48,15 @@ class Target:
     instance_id: str
     address: str
     probe: Probe
+    control: str | None = None  # meta.nginxgen_control: where its agent listens
+    # https: built once per (ca, verify) by the prober, not per probe
+    context: ssl.SSLContext | None = field(default=None, compare=False)
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}{self.probe.path}"
+        if self.probe.kind == "tcp":
+            return f"tcp://{self.address}"
+        return f"{self.probe.kind}://{self.address}{self.probe.path}"
 
 
 @dataclass
@@ -58,14 +70,7 @@ class _Track:
     next_due: float = 0.0
     in_flight: bool = False
     hooked_at: float | None = None  # monotonic time of the last recovery hook
-
-
-@dataclass(frozen=True)
-class HookRun:
-    key: str
-    action: str  # "command" or "url"
-    ok: bool
-    detail: str
+    held_said: bool = False  # the agent was not called (no other instance passes): logged
 
 
 @dataclass
@@ -80,22 +85,16 @@ class ProbeStatus:
 def check(target: Target) -> str:
     """Probe once; '' when healthy, else why not (one short line)."""
     p = target.probe
-    try:
-        with requests.Session() as s:
-            s.trust_env = False  # instances are reached directly, never through a proxy
-            r = s.get(
-                target.url,
-                timeout=(p.timeout, p.timeout),
-                allow_redirects=False,
-                headers={"Connection": "close", "User-Agent": "nginxgen-probe"},
-            )
-    except requests.Timeout:
-        return f"no answer within {p.timeout:g}s"
-    except requests.RequestException as exc:
-        return f"connection failed: {type(exc).__name__}"
-    if r.status_code not in p.expect_status:
-        return f"HTTP {r.status_code} from {p.path}"
-    return ""
+    if p.kind == "tcp":
+        host, _, port = target.address.rpartition(":")
+        result = check_tcp(host.strip("[]"), int(port), p.timeout)
+        return "" if result.ok else result.detail
+    result = check_http(
+        target.url, p.timeout, context=target.context, sni=p.sni, expect=p.expect_status
+    )
+    if result.ok:
+        return ""
+    return f"{result.detail} from {p.path}" if result.detail.startswith("HTTP ") else result.detail
 
 
 class Prober:
@@ -112,10 +111,13 @@ class Prober:
         clock: Callable[[], float] = time.monotonic,
         checker: Callable[[Target], str] = check,
         max_workers: int = 16,
+        on_recovery: Callable[[HookRun], None] = lambda run: None,
     ) -> None:
         self.spec = spec
         self.clock = clock
         self.checker = checker
+        self.on_recovery = on_recovery  # e.g. counts nginxgen_recoveries_total{result}
+        self._contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
         self.changed = threading.Event()
         self.hook_runs: list[HookRun] = []
         self._tracks: dict[str, _Track] = {}
@@ -134,10 +136,12 @@ class Prober:
             probe = self.spec.service_policy(name).probe
             if not probe.enabled:
                 continue
+            context = self._context(probe)
             for inst in catalog.services.get(name, ()):
                 if inst.state in LIVE_STATES:
                     key = instance_key(inst)
-                    targets[key] = Target(key, name, inst.id, inst.address, probe)
+                    control = inst.meta_dict.get(CONTROL_META)
+                    targets[key] = Target(key, name, inst.id, inst.address, probe, control, context)
         with self._lock:
             gone_dead = any(t.dead for k, t in self._tracks.items() if k not in targets)
             tracks = {}
@@ -149,6 +153,20 @@ class Prober:
         if gone_dead:
             self.changed.set()
         self._wake.set()
+
+    def _context(self, probe: Probe) -> ssl.SSLContext | None:
+        """The TLS context for an https probe; a CA file that cannot be read leaves the
+        probe without one (its checks then fail and say why), once per file, logged."""
+        if probe.kind != "https":
+            return None
+        key = (probe.ca, probe.verify)
+        if key not in self._contexts:
+            try:
+                self._contexts[key] = tls_context(probe.ca, probe.verify)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("probe.ca %s: not a readable PEM CA file (%s)", probe.ca, exc)
+                return None
+        return self._contexts[key]
 
     def dead(self) -> frozenset[str]:
         """Keys (service/id@address) of instances held out as pseudo-dead."""
@@ -211,6 +229,7 @@ class Prober:
 
     def _record(self, track: _Track, error: str, started: float) -> None:
         hook: Recovery | None = None
+        held = False
         p = track.target.probe
         with self._lock:
             track.in_flight = False
@@ -238,7 +257,12 @@ class Prober:
                     and track.failures >= r.after
                     and (track.hooked_at is None or started - track.hooked_at >= r.cooldown)
                 ):
-                    track.hooked_at, hook = started, r
+                    if not r.agent:
+                        track.hooked_at, hook = started, r
+                    elif track.dead and self._another_passes(track):
+                        track.hooked_at, track.held_said, hook = started, False, r
+                    elif track.dead and not track.held_said:
+                        track.held_said, held = True, True
             else:
                 track.successes += 1
                 track.failures = 0
@@ -256,8 +280,26 @@ class Prober:
         self._wake.set()  # the scheduler sleeps until this instance's next probe is known
         if flipped:
             self.changed.set()
+        if held:
+            self._report(
+                HookRun(
+                    payload["key"],
+                    "agent",
+                    False,
+                    f"not restarting it: no other instance of {track.target.service!r} passes "
+                    "its probes (a probe wrong for all must not restart them all)",
+                    "held",
+                )
+            )
         if hook is not None and not self._stop.is_set():
-            self._pool.submit(self._run_hook, hook, payload)
+            self._pool.submit(self._run_hook, hook, payload, track.target.control)
+
+    def _another_passes(self, track: _Track) -> bool:
+        service = track.target.service
+        return any(
+            t is not track and t.target.service == service and not t.dead and t.successes > 0
+            for t in self._tracks.values()
+        )
 
     def _warn_if_service_down(self, service: str) -> None:
         tracks = [t for t in self._tracks.values() if t.target.service == service]
@@ -268,47 +310,20 @@ class Prober:
                 service,
             )
 
-    def _run_hook(self, recovery: Recovery, payload: dict[str, Any]) -> None:
-        key = payload["key"]
-        body = json.dumps(payload)
-        if recovery.command is not None:
-            env = {
-                **os.environ,
-                "NGINXGEN_SERVICE": payload["service"],
-                "NGINXGEN_INSTANCE": payload["instance"],
-                "NGINXGEN_ADDRESS": payload["address"],
-            }
-            try:
-                done = subprocess.run(
-                    list(recovery.command),
-                    input=body,
-                    text=True,
-                    capture_output=True,
-                    env=env,
-                    timeout=recovery.timeout,
-                )
-                run = HookRun(key, "command", done.returncode == 0, f"exit {done.returncode}")
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                run = HookRun(key, "command", False, str(exc))
-        else:
-            assert recovery.url is not None
-            try:
-                with requests.Session() as s:
-                    s.trust_env = False
-                    r = s.post(
-                        recovery.url,
-                        data=body,
-                        headers={"Content-Type": "application/json"},
-                        timeout=recovery.timeout,
-                    )
-                run = HookRun(key, "url", r.ok, f"HTTP {r.status_code}")
-            except requests.RequestException as exc:
-                run = HookRun(key, "url", False, type(exc).__name__)
+    def _run_hook(self, recovery: Recovery, payload: dict[str, Any], control: str | None) -> None:
+        try:
+            run = recoveries.run(recovery, payload, control)
+        except Exception as exc:  # a bug in a hook must not kill the pool's thread silently
+            run = HookRun(payload["key"], "agent" if recovery.agent else "hook", False, str(exc))
+        self._report(run)
+
+    def _report(self, run: HookRun) -> None:
         (log.info if run.ok else log.warning)(
-            "recovery hook for %s (%s): %s", key, run.action, run.detail
+            "recovery for %s (%s): %s: %s", run.key, run.action, run.result, run.detail
         )
         with self._lock:
             self.hook_runs.append(run)
+        self.on_recovery(run)
 
 
 def _describe(track: _Track) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from .pipeline import (
 from .plan import Plan
 from .policies import Policies, warming_count
 from .policy_state import state_path
+from .recovery import HookRun
 from .render import config_generation, environment, render_location, render_upstream
 from .sources import RegistryError, Source, open_source
 from .spec import Spec, SpecError, load_spec
@@ -129,7 +130,7 @@ class Watcher:
         self.accepted: Catalog | None = None  # the guard's catalog last planned with
         self.applied_plan: Plan | None = None
         # Traffic policies: warm-up state file, pseudo-dead probes (started by `run`).
-        self.policies = Policies(spec)
+        self.policies = Policies(spec, on_recovery=self._count_recovery)
         self.next_change: datetime | None = None  # the last plan's next warm-up step
         self._observed_dead: frozenset[str] = frozenset()  # in the last build
         self._applied_dead: frozenset[str] = frozenset()  # in the config that serves
@@ -638,6 +639,10 @@ class Watcher:
         self._spec_reloaded = True
         event(logging.INFO, "SIGHUP: spec and templates reloaded", spec=str(self.config_path))
 
+    def _count_recovery(self, run: HookRun) -> None:
+        """From the prober's threads: nginxgen_recoveries_total{result}."""
+        self.metrics.recoveries.labels(run.result).inc()
+
     def _reload_policies(self, spec: Spec) -> None:
         """Keep the policies (and the prober's verdicts) when their settings stay;
         otherwise start afresh, keeping the state file's times when its path stays."""
@@ -647,7 +652,9 @@ class Watcher:
         old = self.policies
         same_file = state_path(spec) == state_path(old.spec)
         old.close()
-        self.policies = Policies(spec, state=old.state if same_file else None).start()
+        self.policies = Policies(
+            spec, state=old.state if same_file else None, on_recovery=self._count_recovery
+        ).start()
         # The new prober knows nothing yet: the next pass plans without pseudo-dead ones.
         event(logging.INFO, "SIGHUP: probe or state file settings changed; policies start afresh")
 

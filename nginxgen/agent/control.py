@@ -18,7 +18,6 @@ import hmac
 import json
 import os
 import socket
-import stat
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,12 +25,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..catalog import label
+from ..util import token_file
 from .restart import Answer, RestartDesk
 
 Log = Callable[[str], None]
 
-MIN_TOKEN = 16  # characters; `openssl rand -hex 32` gives 64
-MAX_TOKEN_FILE = 4096  # bytes
 MAX_BODY = 65536  # a POST body is read (and ignored) up to this size
 REQUEST_TIMEOUT = 10.0  # seconds a client gets to send its request
 ROUTES = {"/restart": "POST", "/status": "GET"}
@@ -42,44 +40,11 @@ class ControlError(Exception):
 
 
 def read_token(path: str) -> bytes:
-    """The token in `path`. Refused, like ssh refuses a private key others can read: a file
-    that is missing, not a regular file, accessible by group or others, or empty."""
-    where = f"--control-token-file {path}"
+    """The token in --control-token-file `path` (see util.token_file for the rules)."""
     try:
-        # O_NONBLOCK: a FIFO put there by mistake must not hang the agent at start.
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ControlError(f"{where}: no such file") from None
-    except OSError as exc:
-        raise ControlError(f"{where}: cannot read: {(exc.strerror or '').lower()}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ControlError(f"{where}: is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise ControlError(
-                f"{where}: is accessible by group or others (mode {mode:04o}); like ssh with a "
-                f"private key, the agent refuses a token others can read: chmod 600 {path}"
-            )
-        data = os.read(fd, MAX_TOKEN_FILE + 1)
-    except OSError as exc:
-        raise ControlError(f"{where}: cannot read: {(exc.strerror or '').lower()}") from None
-    finally:
-        os.close(fd)
-    token = data.strip()
-    if not token:
-        raise ControlError(f"{where}: is empty")
-    if len(data) > MAX_TOKEN_FILE:
-        raise ControlError(f"{where}: is larger than {MAX_TOKEN_FILE} bytes; it holds one token")
-    if any(not 0x21 <= b <= 0x7E for b in token):
-        raise ControlError(f"{where}: the token must be one word of printable ASCII")
-    if len(token) < MIN_TOKEN:
-        raise ControlError(
-            f"{where}: the token has {len(token)} characters; use at least {MIN_TOKEN} "
-            f"(e.g. `openssl rand -hex 32 > {path}`)"
-        )
-    return token
+        return token_file.read_token(path, f"--control-token-file {path}")
+    except token_file.TokenFileError as exc:
+        raise ControlError(str(exc)) from None
 
 
 class TokenFile:
