@@ -5,7 +5,7 @@ policies = Policies(spec).start()
     observed = policies.observe(catalog, now)       # prober targets + state file
     result = pipeline.build(spec, catalog, binary=..., now=now, observed=observed)
     ...install + reload...
-    policies.installed()                            # persist first-seen times
+    policies.installed(dead)                        # persist first-seen times
     wake at result.plan.next_change_at (warm-up step), or when policies.changed is set
 """
 
@@ -56,9 +56,12 @@ class Policies:
             dead = self.prober.dead()
         return self.state.observe(catalog, now, dead)
 
-    def installed(self) -> None:
-        """Call after a config built from the last `observe` was installed."""
+    def installed(self, dead: frozenset[str]) -> None:
+        """Call once a config built from the last `observe` serves; `dead` are the
+        pseudo-dead keys it keeps out (their agents may be asked to restart them now)."""
         self.state.save()
+        if self.prober:
+            self.prober.served_without(dead)
 
     def close(self) -> None:
         if self.prober:

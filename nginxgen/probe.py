@@ -118,6 +118,8 @@ class Prober:
         self.checker = checker
         self.on_recovery = on_recovery  # e.g. counts nginxgen_recoveries_total{result}
         self._contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+        # Pseudo-dead keys the serving config keeps out (None: nobody reports it).
+        self._served_without: frozenset[str] | None = None
         self.changed = threading.Event()
         self.hook_runs: list[HookRun] = []
         self._tracks: dict[str, _Track] = {}
@@ -259,10 +261,8 @@ class Prober:
                 ):
                     if not r.agent:
                         track.hooked_at, hook = started, r
-                    elif track.dead and self._another_passes(track):
-                        track.hooked_at, track.held_said, hook = started, False, r
-                    elif track.dead and not track.held_said:
-                        track.held_said, held = True, True
+                    else:
+                        hook, held = self._agent_due(track, started)
             else:
                 track.successes += 1
                 track.failures = 0
@@ -281,25 +281,58 @@ class Prober:
         if flipped:
             self.changed.set()
         if held:
-            self._report(
-                HookRun(
-                    payload["key"],
-                    "agent",
-                    False,
-                    f"not restarting it: no other instance of {track.target.service!r} passes "
-                    "its probes (a probe wrong for all must not restart them all)",
-                    "held",
-                )
-            )
+            self._report(_held(track))
         if hook is not None and not self._stop.is_set():
             self._pool.submit(self._run_hook, hook, payload, track.target.control)
 
-    def _another_passes(self, track: _Track) -> bool:
+    def served_without(self, keys: frozenset[str]) -> None:
+        """The watch loop: the config nginx serves now keeps `keys` (pseudo-dead) out.
+
+        From the first call on, an instance's agent is asked to restart it only once that
+        is so: from the restart command on, no request reaches the unit. Without these
+        calls (a Prober used alone) the agent is asked as soon as the verdict is reached.
+        """
+        calls: list[tuple[Recovery, dict[str, Any], str | None]] = []
+        helds: list[HookRun] = []
+        now = self.clock()
+        with self._lock:
+            self._served_without = keys
+            for track in self._tracks.values():
+                r = track.target.probe.recovery
+                if r is None or not r.agent or track.failures < r.after:
+                    continue
+                if track.hooked_at is not None and now - track.hooked_at < r.cooldown:
+                    continue
+                hook, held = self._agent_due(track, now)
+                if hook is not None:
+                    calls.append((hook, _describe(track), track.target.control))
+                if held:
+                    helds.append(_held(track))
+        for run in helds:
+            self._report(run)
+        for hook, payload, control in calls:
+            if not self._stop.is_set():
+                self._pool.submit(self._run_hook, hook, payload, control)
+
+    def _agent_due(self, track: _Track, now: float) -> tuple[Recovery | None, bool]:
+        """Under the lock, for a track past `after` and its cooldown: (the recovery to run
+        now, or None; whether to report it held). Its agent is asked when it is
+        pseudo-dead, nginx serves without it, and another instance passes."""
+        r = track.target.probe.recovery
+        served = self._served_without
+        if not track.dead or (served is not None and track.target.key not in served):
+            return None, False
         service = track.target.service
-        return any(
+        if any(
             t is not track and t.target.service == service and not t.dead and t.successes > 0
             for t in self._tracks.values()
-        )
+        ):
+            track.hooked_at, track.held_said = now, False
+            return r, False
+        if track.held_said:
+            return None, False
+        track.held_said = True
+        return None, True
 
     def _warn_if_service_down(self, service: str) -> None:
         tracks = [t for t in self._tracks.values() if t.target.service == service]
@@ -324,6 +357,17 @@ class Prober:
         with self._lock:
             self.hook_runs.append(run)
         self.on_recovery(run)
+
+
+def _held(track: _Track) -> HookRun:
+    return HookRun(
+        track.target.key,
+        "agent",
+        False,
+        f"not restarting it: no other instance of {track.target.service!r} passes its "
+        "probes (a probe wrong for all must not restart them all)",
+        "held",
+    )
 
 
 def _describe(track: _Track) -> dict[str, Any]:

@@ -536,7 +536,9 @@ class Watcher:
         self.applied_plan = plan
         self._applied_dead = self._observed_dead
         self._spec_reloaded = False
-        self.policies.installed()  # first-seen times count from a config that serves
+        # First-seen times count from a config that serves; agents of the pseudo-dead
+        # instances it keeps out may be asked to restart them from now on.
+        self.policies.installed(self._applied_dead)
         self.failed_text = None
         self.health.applied, self.health.apply_error = True, ""
         self.health.generation = generation

@@ -325,3 +325,30 @@ def test_an_https_health_route_that_starts_failing_is_taken_out(tmp_path) -> Non
 def test_probe_kind_spec_errors(tmp_path, probe, message) -> None:
     with pytest.raises(SpecError, match=message):
         kind_prober(tmp_path, probe, "127.0.0.1:1")
+
+
+def test_under_watch_the_agent_is_asked_only_once_nginx_serves_without_the_instance(
+    tmp_path, backends, agent
+) -> None:
+    ok, sick = backends("ok"), backends("sick")
+    sick.health_status = 500
+    tokens = gateway_token(tmp_path)
+    prober, clock, runs = prober_for(
+        tmp_path,
+        f"{{after: 2, agent: true, token_file: {tokens}}}",
+        [(ok.address, None), (sick.address, agent.url)],
+    )
+    key = f"app/i1@{sick.address}"
+    try:
+        prober.served_without(frozenset())  # the watch loop reports: nothing kept out yet
+        rounds(prober, clock, 6)
+        assert prober.dead() == {key}
+        assert runs == [] and agent.restarts() == 0  # nginx may still send it requests
+        prober.served_without(frozenset({key}))  # the reload that keeps it out serves
+        eventually(lambda: len(runs) == 1)
+        assert runs[0].result == "ok" and agent.restarts() == 1
+        prober.served_without(frozenset({key}))  # later passes: the cooldown holds
+        rounds(prober, clock, 3)
+        assert len(runs) == 1
+    finally:
+        prober.stop()
