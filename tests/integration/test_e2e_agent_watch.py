@@ -43,7 +43,9 @@ def etcd_gateway(
     """Factory: nginx on a config rendered from etcd, kept in step by `nginxgen watch`."""
     made: list[Gateway] = []
 
-    def make(**watch: Any) -> Gateway:
+    def make(
+        defaults: dict[str, Any] | None = None, nginx: dict[str, Any] | None = None, **watch: Any
+    ) -> Gateway:
         port, health = free_port(), free_port()
         spec = {
             "registry": {"kind": "etcd", "url": etcd_server.url, "read_timeout": "2s"},
@@ -53,6 +55,7 @@ def etcd_gateway(
                 "output": "nginx.conf",
                 "pid": "nginx.pid",
                 "status_listen": f"127.0.0.1:{free_port()}",
+                **(nginx or {}),
             },
             "watch": {
                 "listen": f"127.0.0.1:{health}",
@@ -62,7 +65,7 @@ def etcd_gateway(
                 **watch,
             },
             # The ramp is tested elsewhere; here a unit that is up takes its full share.
-            "defaults": {"warmup": "off"},
+            "defaults": defaults or {"warmup": "off"},
             "routes": [{"path": "/", "service": "app"}],
         }
         path = workdir / "nginxgen.yaml"
