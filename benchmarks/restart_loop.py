@@ -9,8 +9,8 @@ port is closed and its process group gone, the port is open again, etcd holds th
 again (a new lease). The agent's own /status times (healthy, registered) are printed
 beside them, so the two views can be compared in the same run.
 
-The gateway's half (detection of a hung unit, the call, the first request served after
-the return) is added once `probe.recovery: {agent: true}` exists.
+The whole loop with the gateway's half (detection of a hung unit, the call, the first
+request served after the return) is benchmarks/recovery_loop.py.
 """
 
 from __future__ import annotations
