@@ -36,6 +36,7 @@ from .plan import LIVE_STATES
 from .recovery import HookRun
 from .spec import Probe, Recovery, Spec
 from .util.checks import check_http, check_tcp, tls_context
+from .util.token_file import TokenFileError, read_token
 from .warmup import instance_key
 
 log = logging.getLogger("nginxgen.probe")
@@ -120,6 +121,7 @@ class Prober:
         self._contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
         # Pseudo-dead keys the serving config keeps out (None: nobody reports it).
         self._served_without: frozenset[str] | None = None
+        self._check_token_files()
         self.changed = threading.Event()
         self.hook_runs: list[HookRun] = []
         self._tracks: dict[str, _Track] = {}
@@ -128,6 +130,24 @@ class Prober:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _check_token_files(self) -> None:
+        """Say at start, not at the first pseudo-dead instance, that a token file is
+        unusable; each call reads it again, so fixing it needs no restart."""
+        files: dict[str, list[str]] = {}
+        for name in self.spec.service_names:
+            r = self.spec.service_policy(name).probe.recovery
+            if r is not None and r.agent and r.token_file:
+                files.setdefault(r.token_file, []).append(name)
+        for path, services in files.items():
+            try:
+                read_token(path, f"probe.recovery.token_file {path}")
+            except TokenFileError as exc:
+                log.warning(
+                    "%s; restarts through the agents of %s fail until it is fixed",
+                    exc,
+                    ", ".join(repr(s) for s in services),
+                )
 
     # --- what the loop calls ---------------------------------------------------------
 

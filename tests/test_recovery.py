@@ -352,3 +352,16 @@ def test_under_watch_the_agent_is_asked_only_once_nginx_serves_without_the_insta
         assert len(runs) == 1
     finally:
         prober.stop()
+
+
+def test_an_unusable_token_file_is_said_at_start(tmp_path, caplog) -> None:
+    caplog.set_level(logging.WARNING, "nginxgen.probe")
+    missing = tmp_path / "nope.token"
+    prober, _, _ = prober_for(
+        tmp_path, f"{{agent: true, token_file: {missing}}}", [("127.0.0.1:1", None)]
+    )
+    prober.stop()
+    assert f"probe.recovery.token_file {missing}: no such file; restarts through the " in (
+        caplog.text
+    )
+    assert "agents of 'app' fail until it is fixed" in caplog.text
