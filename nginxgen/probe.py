@@ -41,6 +41,10 @@ from .warmup import instance_key
 
 log = logging.getLogger("nginxgen.probe")
 
+# How long the time of a recovery is kept for an instance that left the registry (the
+# cooldown holds when it comes back): longer than any sensible cooldown.
+HOOKED_KEPT = 86400.0
+
 
 @dataclass(frozen=True)
 class Target:
@@ -121,6 +125,7 @@ class Prober:
         self._contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
         # Pseudo-dead keys the serving config keeps out (None: nobody reports it).
         self._served_without: frozenset[str] | None = None
+        self._hooked: dict[str, float] = {}  # last recovery per key, across re-registrations
         self._check_token_files()
         self.changed = threading.Event()
         self.hook_runs: list[HookRun] = []
@@ -168,10 +173,20 @@ class Prober:
             gone_dead = any(t.dead for k, t in self._tracks.items() if k not in targets)
             tracks = {}
             for key, target in targets.items():
-                track = self._tracks.get(key) or _Track(target, next_due=self.clock())
+                track = self._tracks.get(key) or _Track(
+                    target,
+                    next_due=self.clock(),
+                    # An instance that comes back (its agent restarted it) keeps its
+                    # cooldown: at most one recovery per instance per cooldown.
+                    hooked_at=self._hooked.get(key),
+                )
                 track.target = target
                 tracks[key] = track
             self._tracks = tracks
+            now = self.clock()
+            self._hooked = {
+                k: t for k, t in self._hooked.items() if k in tracks or now - t < HOOKED_KEPT
+            }
         if gone_dead:
             self.changed.set()
         self._wake.set()
@@ -281,6 +296,7 @@ class Prober:
                 ):
                     if not r.agent:
                         track.hooked_at, hook = started, r
+                        self._hooked[track.target.key] = started
                     else:
                         hook, held = self._agent_due(track, started)
             else:
@@ -348,6 +364,7 @@ class Prober:
             for t in self._tracks.values()
         ):
             track.hooked_at, track.held_said = now, False
+            self._hooked[track.target.key] = now
             return r, False
         if track.held_said:
             return None, False

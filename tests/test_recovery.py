@@ -365,3 +365,37 @@ def test_an_unusable_token_file_is_said_at_start(tmp_path, caplog) -> None:
         caplog.text
     )
     assert "agents of 'app' fail until it is fixed" in caplog.text
+
+
+def test_the_cooldown_holds_when_the_restarted_instance_comes_back(
+    tmp_path, backends, agent
+) -> None:
+    ok, sick = backends("ok"), backends("sick")
+    sick.health_status = 500
+    tokens = gateway_token(tmp_path)
+    instances = [(ok.address, None), (sick.address, agent.url)]
+    prober, clock, runs = prober_for(
+        tmp_path, f"{{after: 2, agent: true, token_file: {tokens}, cooldown: 1m}}", instances
+    )
+
+    def catalog(*which: tuple[str, str | None]):
+        b = CatalogBuilder("t")
+        for i, (address, control) in enumerate(which):
+            meta = {"nginxgen_control": control} if control else {}
+            b.add("app", id=f"i{i}", address=address, meta=meta)
+        return b.build()
+
+    try:
+        rounds(prober, clock, 3)
+        eventually(lambda: len(runs) == 1)
+        assert agent.desk.take() is not None
+        agent.desk.finish("ok")
+        prober.update(catalog(instances[0]))  # deregistered by its agent ...
+        prober.update(catalog(*instances))  # ... and back, still failing
+        rounds(prober, clock, 20)
+        assert len(runs) == 1 and agent.restarts() == 1  # within the minute: not again
+        rounds(prober, clock, 45)
+        eventually(lambda: len(runs) == 2)
+        assert runs[1].result == "ok" and agent.restarts() == 2
+    finally:
+        prober.stop()
