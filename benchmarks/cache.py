@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from nginxgen.nginx_bin import lua_modules
+from nginxgen.deploy.nginx_bin import lua_modules
 from nginxgen.spec import NginxSpec
 
 BODY = json.dumps({"id": 42, "name": "Ada Lovelace", "roles": ["admin", "author"]}).encode()

@@ -23,11 +23,11 @@ from pathlib import Path
 import requests
 import yaml
 
-from nginxgen.install import write_atomic
-from nginxgen.pipeline import build, ensure_runtime_dirs
-from nginxgen.policy_state import PolicyState
+from nginxgen.pipeline import BuildCache, build, ensure_runtime_dirs
 from nginxgen.sources.file import FileSource
 from nginxgen.spec import load_spec
+from nginxgen.util.atomic_write import write_atomic
+from nginxgen.watch.policy_state import PolicyState
 from tests.conftest import Backend, free_port, wait_for_port, world_readable_dir
 
 
@@ -105,11 +105,11 @@ def main() -> None:
         )
         print(f"{'step':>4} {'age':>7} {'new w':>6} {'old w':>6} {'expected':>9} {'measured':>9}")
         now, step = t0, 0
+        cache = BuildCache()  # as a watcher keeps one
         while True:
             step += 1
-            result = build(
-                spec, catalog, binary=None, now=now, observed=state.observe(catalog, now)
-            )
+            observed = state.observe(catalog, now)
+            result = build(spec, catalog, binary=None, cache=cache, now=now, observed=observed)
             assert result.verdict.ok, result.verdict.findings
             write_atomic(spec.nginx.output, result.text)
             if proc is None:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen import watch as watch_mod
 from nginxgen.agent.base import AgentConfig, Record, RegistryDown
 from nginxgen.agent.runner import Agent
-from nginxgen.catalog import Catalog
+from nginxgen.model.catalog import Catalog
 from nginxgen.sources import RegistryError
 from nginxgen.util.backoff import Backoff
+from nginxgen.watch.loop import Watcher
+from tests.helpers.clock import FakeClock
 
 FAILURES = 100_000
 
@@ -73,28 +74,32 @@ class _Down:
 def test_watch_survives_a_hundred_thousand_failed_reads(tmp_path: Path, monkeypatch):
     from tests.test_watch import make_spec
 
-    monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
-    monkeypatch.setattr(watch_mod, "event", lambda *args, **kwargs: None)  # 100k log lines
+    monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
+    monkeypatch.setattr("nginxgen.watch.loop.event", lambda *args, **kwargs: None)  # 100k lines
     source = _Down()
-    w = watch_mod.Watcher(
+    clock = FakeClock()  # time passes, nobody waits
+    w = Watcher(
         tmp_path / "nginxgen.yaml",
         make_spec(tmp_path, backoff={"initial": "500ms", "max": "30s"}),
         source=source,  # type: ignore[arg-type]
+        clock=clock,
     )
-    clock = {"now": 0.0}
-    slept: list[float] = []
+    delays: list[float] = []
+    backoff_next = w.backoff.next
 
-    def sleep(seconds: float) -> None:  # the injected clock: time passes, nobody waits
-        slept.append(seconds)
-        clock["now"] += seconds
-        if len(slept) == FAILURES:
+    def next_delay() -> float:
+        delays.append(backoff_next())
+        if len(delays) == FAILURES:
             w.stopping = True
+        return delays[-1]
 
-    monkeypatch.setattr(w, "_sleep", sleep)
-    w._loop()
+    w.backoff.next = next_delay  # type: ignore[method-assign]
+    w.loop()
     assert source.reads == FAILURES
-    assert all(15 <= s <= 30 for s in slept[6:])
-    assert clock["now"] > 20 * 86400  # weeks of outage, and the loop is still there
+    assert all(15 <= d <= 30 for d in delays[6:])
+    # Every delay was slept in full on the watcher's clock (in naps of at most 0.5 s).
+    assert clock.elapsed == pytest.approx(sum(delays[:-1]))
+    assert clock.elapsed > 20 * 86400  # weeks of outage, and the loop is still there
     assert w.metrics.read_errors._value.get() == FAILURES
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen.catalog import CatalogBuilder
-from nginxgen.pipeline import build
+from nginxgen.model.validate import CatalogBuilder
+from nginxgen.pipeline import BuildCache, build
 from nginxgen.spec import SpecError, parse_spec
 from tests.helpers import require_nginx
 
@@ -25,7 +25,7 @@ def built(tmp: Path, balance: str, *instances: dict, nginx_test: bool = True):
     for fields in instances:
         b.add("app", **fields)
     binary = require_nginx().binary if nginx_test else None
-    return build(spec, b.build(), binary=binary)
+    return build(spec, b.build(), binary=binary, cache=BuildCache())
 
 
 A = {"id": "a", "address": "127.0.0.1:9001"}

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen.cache import lua_config
-from nginxgen.catalog import Catalog
-from nginxgen.nginx_parse import parse_text
+from nginxgen.model.catalog import Catalog
 from nginxgen.pipeline import plan_uses_lua
 from nginxgen.plan import make_plan
+from nginxgen.plan.cache import lua_config
 from nginxgen.render import RenderError, lua_value, render
 from nginxgen.spec import SpecError, parse_spec
 from nginxgen.verify import verify
+from nginxgen.verify.parse import parse_text
 
 BASE = """
 registry: {kind: file, path: services.yaml}
@@ -26,7 +26,7 @@ def spec(text: str):
 
 
 def catalog(*services: str) -> Catalog:
-    from nginxgen.catalog import Instance
+    from nginxgen.model.catalog import Instance
 
     one = {s: (Instance(id=f"{s}-1", service=s, host="127.0.0.1", port=9000),) for s in services}
     return Catalog(services=one)

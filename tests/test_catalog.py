@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from nginxgen.catalog import CatalogBuilder, InvalidEntry, make_instance, safe_name
+from nginxgen.model.validate import CatalogBuilder, InvalidEntry, make_instance, safe_name
 from nginxgen.sources.base import RegistryError
 from nginxgen.sources.file import parse_registry
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from nginxgen.catalog import Catalog, Instance
-from nginxgen.diff import diff_plans
+from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.plan import make_plan
 from nginxgen.spec import Spec
+from nginxgen.watch.diff import diff_plans
 
 
 def spec() -> Spec:

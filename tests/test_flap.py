@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from nginxgen.catalog import Catalog, Instance
-from nginxgen.flap import FlapDamper
+from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.spec.watch import Flap
+from nginxgen.watch.flap import FlapDamper
 
 STABLE = Instance("b", "app", "127.0.0.1", 9002)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen import forked
+from nginxgen.util import forked
 
 
 @pytest.fixture

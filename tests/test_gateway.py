@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from nginxgen.catalog import Catalog
-from nginxgen.gateway import plan_gateway
-from nginxgen.pipeline import build
+from nginxgen.model.catalog import Catalog
+from nginxgen.pipeline import BuildCache, build
 from nginxgen.plan import make_plan
+from nginxgen.plan.gateway import plan_gateway
 from nginxgen.render import render
 from nginxgen.spec import SpecError, load_spec
 from nginxgen.verify import verify
@@ -208,7 +208,7 @@ def test_bundled_example_passes_crossplane_and_nginx_t(tmp_path):
 
     spec = load_spec(EXAMPLE)
     source = open_source(spec.registry, spec.service_names)
-    result = build(spec, source.read(), binary=nginx_for_test(spec, True))
+    result = build(spec, source.read(), binary=nginx_for_test(spec, True), cache=BuildCache())
     assert result.verdict.ok, result.verdict.findings
     assert result.verdict.nginx_tested
     text = result.text

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from nginxgen.catalog import Catalog, Instance
-from nginxgen.guard import RemovalHold, restore, suspicious_removals
+from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.spec import RemovalGuard
+from nginxgen.watch.guard import RemovalHold, restore, suspicious_removals
 
 
 def inst(service: str, n: int, state: str = "up") -> Instance:

@@ -18,17 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen import install
-from nginxgen.install import (
-    InstallError,
-    confirm_generation,
-    find_master,
-    read_pid,
-    reload_nginx,
-    restore_previous,
-    write_atomic,
-)
+from nginxgen.deploy.confirm import confirm_generation
+from nginxgen.deploy.nginx_bin import Binary
+from nginxgen.deploy.reload import find_master, read_pid, reload_nginx
 from nginxgen.spec import NginxSpec
+from nginxgen.util import atomic_write
+from nginxgen.util.atomic_write import InstallError, restore_previous, write_atomic
 from tests.conftest import free_port
 from tests.helpers import skip_or_fail
 
@@ -114,8 +109,8 @@ def test_in_place_write_that_fails_anyway_puts_the_old_bytes_back(tmp_path, monk
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(install.os, "replace", busy)
-    monkeypatch.setattr(install.os, "fsync", fsync)
+    monkeypatch.setattr(atomic_write.os, "replace", busy)
+    monkeypatch.setattr(atomic_write.os, "fsync", fsync)
     with pytest.raises(InstallError, match="no space left on device; the previous content is"):
         write_atomic(target, "new config\n" * 100)
     assert failed and target.read_bytes() == ODD_BYTES
@@ -258,7 +253,7 @@ def test_a_pid_that_is_not_an_nginx_master_is_never_signalled(tmp_path, title):
         (tmp_path / "nginx.pid").write_text(f"{stranger.pid}\n")
         for mode in ("signal", "binary"):
             nginx = NginxSpec(pid=str(tmp_path / "nginx.pid"), reload=mode)
-            result = reload_nginx(nginx, install.Binary("/bin/false", "nginx"))
+            result = reload_nginx(nginx, Binary("/bin/false", "nginx"))
             assert not result.ok and not result.running
             pid_file = tmp_path / "nginx.pid"
             assert result.message.startswith(

@@ -15,7 +15,7 @@ import pytest
 from nginxgen.lint import Options, lint_file
 from nginxgen.lint.parse import MAX_FILE_BYTES, parse_config
 from nginxgen.lint.tree import Walk
-from nginxgen.nginx_parse import parse_file
+from nginxgen.verify.parse import parse_file
 from tests.conftest import REPO
 
 CORPUS = REPO / "tests" / "lint_corpus"

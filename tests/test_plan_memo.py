@@ -16,15 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nginxgen import heap
-from nginxgen import plan as plan_mod
-from nginxgen.catalog import Catalog, CatalogBuilder
-from nginxgen.heap import collector_paused
-from nginxgen.nginx_parse import parse_text
-from nginxgen.plan import make_plan
-from nginxgen.plan_memo import ServiceMemo
+from nginxgen.model.catalog import Catalog
+from nginxgen.model.observed import Observed
+from nginxgen.model.validate import CatalogBuilder
+from nginxgen.plan import PlanMemo, make_plan
 from nginxgen.spec import Spec, parse_spec
-from nginxgen.warmup import Observed
+from nginxgen.util.heap import Settler, collector_paused
+from nginxgen.verify.parse import parse_text
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 SERVICES = ("a", "b", "c")
@@ -46,13 +44,8 @@ def at(seconds: float) -> datetime:
 
 
 def fresh_plan(sp: Spec, cat: Catalog, now: datetime | None, obs: Observed):
-    """The same plan from an empty memo, leaving the shared memo as it was."""
-    shared = plan_mod._SERVICES
-    plan_mod._SERVICES = ServiceMemo()
-    try:
-        return make_plan(sp, cat, now, obs)
-    finally:
-        plan_mod._SERVICES = shared
+    """The same plan from an empty memo (make_plan without one plans from scratch)."""
+    return make_plan(sp, cat, now, obs)
 
 
 instance = st.fixed_dictionaries(
@@ -107,10 +100,10 @@ def build(s: dict) -> tuple[Catalog, datetime | None, Observed]:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(step, min_size=1, max_size=6))
 def test_reused_service_plans_equal_fresh_ones(steps: list[dict]) -> None:
-    sp = spec()
+    sp, memo = spec(), PlanMemo()
     for s in steps:
         cat, now, obs = build(s)
-        assert make_plan(sp, cat, now, obs) == fresh_plan(sp, cat, now, obs)
+        assert make_plan(sp, cat, now, obs, memo=memo) == fresh_plan(sp, cat, now, obs)
 
 
 def catalog(weight_of_a1: int = 1) -> Catalog:
@@ -122,9 +115,9 @@ def catalog(weight_of_a1: int = 1) -> Catalog:
 
 
 def test_one_changed_instance_replans_only_its_service() -> None:
-    sp = spec()
-    before = make_plan(sp, catalog(), at(0))
-    after = make_plan(sp, catalog(weight_of_a1=3), at(0))
+    sp, memo = spec(), PlanMemo()
+    before = make_plan(sp, catalog(), at(0), memo=memo)
+    after = make_plan(sp, catalog(weight_of_a1=3), at(0), memo=memo)
     old, new = {u.name: u for u in before.upstreams}, {u.name: u for u in after.upstreams}
     assert new["a"].servers[0].weight == 3
     assert new["b"] is old["b"] and new["c"] is old["c"]  # reused, so render hits its cache
@@ -132,55 +125,57 @@ def test_one_changed_instance_replans_only_its_service() -> None:
 
 
 def test_a_ramp_result_is_reused_within_its_step_only() -> None:
-    sp = spec()  # 25 % steps every 10 s
+    sp, memo = spec(), PlanMemo()  # 25 % steps every 10 s
     b = CatalogBuilder("t")  # an old instance too: alone, a new one starts at full weight
     b.add("b", id="old", address="10.0.1.9:80", registered_at=at(-3600))
     b.add("b", id="b1", address="10.0.1.1:80", registered_at=at(0))
     cat = b.build()
-    first = make_plan(sp, cat, at(1))
-    same_step = make_plan(sp, cat, at(9))
-    next_step = make_plan(sp, cat, at(11))
+    first = make_plan(sp, cat, at(1), memo=memo)
+    same_step = make_plan(sp, cat, at(9), memo=memo)
+    next_step = make_plan(sp, cat, at(11), memo=memo)
     assert same_step.upstreams[0] is first.upstreams[0]
     assert first.next_change_at == same_step.next_change_at == at(10)
     assert next_step.upstreams[0] != first.upstreams[0]
     assert next_step.next_change_at == at(20)
-    assert make_plan(sp, cat, at(-5)) == fresh_plan(sp, cat, at(-5), Observed())  # clock back
+    back = make_plan(sp, cat, at(-5), memo=memo)  # the clock went back
+    assert back == fresh_plan(sp, cat, at(-5), Observed())
 
 
 def test_a_plan_made_without_a_clock_is_not_reused_with_one() -> None:
     """Without `now` nothing ramps; the same instances with a clock do (the note says so)."""
-    sp = spec()
+    sp, memo = spec(), PlanMemo()
     b = CatalogBuilder("t")
     b.add("a", id="a1", address="10.0.0.1:80", registered_at=at(0))
     cat = b.build()
-    clockless = make_plan(sp, cat, None)
+    clockless = make_plan(sp, cat, None, memo=memo)
     assert not any("every instance is new" in n for n in clockless.notes)
-    clocked = make_plan(sp, cat, at(5))
+    clocked = make_plan(sp, cat, at(5), memo=memo)
     assert clocked == fresh_plan(sp, cat, at(5), Observed())
     assert "service 'a': every instance is new (full redeploy)" in " ".join(clocked.notes)
-    assert make_plan(sp, cat, None) == clockless  # and back: the clockless result again
+    assert make_plan(sp, cat, None, memo=memo) == clockless  # and back: the clockless one
 
 
 def test_observed_changes_replan_the_services_they_name() -> None:
-    sp = spec()
+    sp, memo = spec(), PlanMemo()
     b = CatalogBuilder("t")
     b.add("a", id="x", address="10.0.0.1:80")
     b.add("a", id="y", address="10.0.0.2:80")
     b.add("c", id="z", address="10.0.2.1:80")
     cat = b.build()
-    healthy = make_plan(sp, cat, at(0))
-    dead = make_plan(sp, cat, at(0), Observed(dead=frozenset({"a/y@10.0.0.2:80"})))
+    healthy = make_plan(sp, cat, at(0), memo=memo)
+    observed = Observed(dead=frozenset({"a/y@10.0.0.2:80"}))
+    dead = make_plan(sp, cat, at(0), observed, memo=memo)
     assert [s.instance_id for s in dead.upstreams[0].servers] == ["x"]
     assert dead.upstreams[1] is healthy.upstreams[1]  # c untouched
-    again = make_plan(sp, cat, at(0))
+    again = make_plan(sp, cat, at(0), memo=memo)
     assert [s.instance_id for s in again.upstreams[0].servers] == ["x", "y"]
 
 
 def test_a_changed_policy_is_never_served_from_the_memo() -> None:
-    cat = catalog()
-    first = make_plan(spec(), cat, at(0))
+    cat, memo = catalog(), PlanMemo()
+    first = make_plan(spec(), cat, at(0), memo=memo)
     other = parse_spec(SPEC.replace("balance: random", "balance: least_conn"), Path("/tmp/x"))
-    second = make_plan(other, cat, at(0))
+    second = make_plan(other, cat, at(0), memo=memo)
     assert second.upstream("c").balance == ("least_conn",)
     assert first.upstream("c").balance == ("random",)
 
@@ -212,6 +207,7 @@ def test_settle_collects_new_cycles_and_keeps_survivors_frozen() -> None:
     class Node:
         pass
 
+    heap = Settler()
     heap.settle()
     survivor = Node()
     cycle = Node()

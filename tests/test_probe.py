@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen.catalog import CatalogBuilder
-from nginxgen.probe import Prober
+from nginxgen.model.validate import CatalogBuilder
 from nginxgen.spec import parse_spec
+from nginxgen.watch.probe import Prober
 from tests.helpers import seconds_until as eventually
 
 

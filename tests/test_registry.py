@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nginxgen import watch as watch_mod
 from nginxgen.registry import RegistryConfigError, RegistryError
 from nginxgen.registry.consul import consul_token
 from nginxgen.registry.etcd import EtcdClient
 from nginxgen.spec import ConsulRegistry, EtcdRegistry, load_spec
-from nginxgen.watch import Options, Watcher
+from nginxgen.watch.loop import Options, Watcher
 from tests.fakes import FakeServer
 
 
@@ -59,7 +58,7 @@ def test_a_refusal_quotes_the_registry_in_its_own_words_without_the_token():
 
 def test_sighup_onto_unusable_registry_settings_keeps_the_running_spec(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("NGINXGEN_TEST_UNSET", raising=False)
-    monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
+    monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
     spec_path = tmp_path / "nginxgen.yaml"
     (tmp_path / "services.yaml").write_text("services: {}\n")
     base = {

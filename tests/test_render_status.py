@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from nginxgen.catalog import Catalog, Instance
-from nginxgen.nginx_parse import parse_text
+from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.plan import make_plan
 from nginxgen.render import config_generation, render
 from nginxgen.spec import NginxSpec, Spec
-from nginxgen.verify import round_trip, verify
+from nginxgen.verify import verify
+from nginxgen.verify.parse import parse_text
+from nginxgen.verify.round_trip import round_trip
 
 
 def spec(**nginx: object) -> Spec:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from nginxgen import watch as watch_mod
 from nginxgen.sources import RegistryError, open_source
 from nginxgen.spec import NacosRegistry, Spec
-from nginxgen.watch import Watcher
+from nginxgen.watch.loop import Watcher
 from tests.fakes import FakeNacos, closed_port_url, nacos_host
 
 
@@ -172,7 +170,7 @@ def test_a_server_that_ignores_page_no_fails_the_read_instead_of_looping(nacos, 
 
 def test_the_watcher_keeps_the_last_good_config_when_paging_breaks(nacos, monkeypatch, tmp_path):
     monkeypatch.setattr("nginxgen.sources.nacos.PAGE", 2)
-    monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
+    monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
     for name in ("app", "b", "c"):
         nacos.services[name] = [nacos_host("127.0.0.1", 9001, name)]
     registry = {"kind": "nacos", "url": nacos.url}
@@ -186,13 +184,13 @@ def test_the_watcher_keeps_the_last_good_config_when_paging_breaks(nacos, monkey
         }
     )  # fmt: skip
     w = Watcher(tmp_path / "nginxgen.yaml", spec, source=source(nacos.url))
-    w.apply(w._read(), time.monotonic())
+    w.apply(w.read())
     good = (tmp_path / "nginx.conf").read_text()
     assert "127.0.0.1:9001" in good
     nacos.services["app"] = [nacos_host("127.0.0.1", 9002, "app")]
     nacos.ignore_page_no = True
     with pytest.raises(RegistryError, match="ignores pageNo"):
-        w._read()
+        w.read()
     assert "ignores pageNo" in w.health.status()[1]
     assert (tmp_path / "nginx.conf").read_text() == good
 

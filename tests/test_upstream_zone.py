@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen.catalog import Catalog, Instance
-from nginxgen.pipeline import build, nginx_for_test
-from nginxgen.plan import make_plan, zone_size
+from nginxgen.model.catalog import Catalog, Instance
+from nginxgen.pipeline import BuildCache, build, nginx_for_test
+from nginxgen.plan import make_plan
+from nginxgen.plan.service import zone_size
 from nginxgen.spec import SpecError, parse_spec
 
 
@@ -59,7 +60,7 @@ def test_the_zone_holds_twice_the_servers_by_the_measured_cost(n: int) -> None:
 def test_nginx_accepts_an_upstream_of_any_size(tmp_path: Path, n: int, ipv6: bool) -> None:
     spec = spec_for(tmp_path)
     binary = nginx_for_test(spec, True)  # type: ignore[arg-type]
-    result = build(spec, catalog(n, ipv6), binary=binary)  # type: ignore[arg-type]
+    result = build(spec, catalog(n, ipv6), binary=binary, cache=BuildCache())  # type: ignore[arg-type]
     assert result.verdict.ok, [str(f) for f in result.verdict.findings][:3]
     assert len(result.plan.upstream("big").servers) == n  # type: ignore[union-attr]
 

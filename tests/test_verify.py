@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nginxgen.catalog import CatalogBuilder
-from nginxgen.pipeline import build
+from nginxgen.model.validate import CatalogBuilder
+from nginxgen.pipeline import BuildCache, build
 from nginxgen.render import RenderError, lua_string, nginx_time, nginx_token
 from nginxgen.spec import parse_spec
 from nginxgen.verify import verify
@@ -28,7 +28,7 @@ def built(tmp_path: Path):
     b.add("a", id="a1", address="127.0.0.1:9001", weight=3)
     b.add("a", id="a2", address="127.0.0.1:9002", state="draining")
     b.add("b", id="b1", address="127.0.0.1:9003", state="down")
-    return build(spec, b.build(), binary=None)
+    return build(spec, b.build(), binary=None, cache=BuildCache())
 
 
 def test_plan_keeps_draining_and_down_out_and_sends_empty_services_to_503(built) -> None:
@@ -95,7 +95,7 @@ def test_registry_changes_that_serve_nothing_new_render_the_same_text(tmp_path: 
         if extra_state:
             b.add("a", id="a2", address="127.0.0.1:9002", state=extra_state)
         b.add("b", id="b1", address="127.0.0.1:9003")
-        return build(spec, b.build(), binary=None).text
+        return build(spec, b.build(), binary=None, cache=BuildCache()).text
 
     first = text("1", None)
     assert text("2", None) == first

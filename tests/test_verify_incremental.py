@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from nginxgen import forked
-from nginxgen import verify as verify_mod
-from nginxgen.catalog import Catalog, Instance
+from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.plan import make_plan
 from nginxgen.render import render_parts
 from nginxgen.spec import Spec
-from nginxgen.verify import verify, verify_rendered
+from nginxgen.util import forked
+from nginxgen.verify import VerifyCache, verify, verify_rendered
+from nginxgen.verify import incremental as verify_mod
 
 N = 300  # above FULL_PARSE_AT, so the first verify is a whole-file parse
 
@@ -39,7 +39,6 @@ def catalog(weight_of_s7: int = 1) -> Catalog:
 
 @pytest.fixture
 def parses(monkeypatch):
-    verify_mod._VERIFIED.clear()
     calls: list[str] = []
     real = verify_mod.parse_text
 
@@ -53,10 +52,10 @@ def parses(monkeypatch):
 
 def test_one_change_parses_the_skeleton_and_one_block(parses, monkeypatch):
     monkeypatch.setattr(forked, "MAX_WORKERS", 1)  # count every parse in this process
-    s = spec()
+    s, verified = spec(), VerifyCache()
     plan = make_plan(s, catalog())
     cold = render_parts(plan, s.nginx)
-    assert verify_rendered(cold, plan).ok
+    assert verify_rendered(cold, plan, cache=verified).ok
     # cold: the skeleton, then all upstreams in one run and all locations in another
     assert len(parses) == 3
     assert all(text in parses[1] for _, text in cold.upstreams)
@@ -64,7 +63,7 @@ def test_one_change_parses_the_skeleton_and_one_block(parses, monkeypatch):
     parses.clear()
     changed = make_plan(s, catalog(weight_of_s7=5))
     rendered = render_parts(changed, s.nginx)
-    assert verify_rendered(rendered, changed).ok
+    assert verify_rendered(rendered, changed, cache=verified).ok
     assert len(parses) == 2  # the skeleton and the s7 upstream
     assert "weight=5" in parses[1] and "upstream s7" in parses[1]
     # The incremental verdict agrees with a whole-file verify.
@@ -72,29 +71,28 @@ def test_one_change_parses_the_skeleton_and_one_block(parses, monkeypatch):
 
 
 def test_a_tampered_block_or_skeleton_is_caught_even_when_the_rest_is_cached(parses):
-    s = spec()
+    s, verified = spec(), VerifyCache()
     plan = make_plan(s, catalog())
     good = render_parts(plan, s.nginx)
-    assert verify_rendered(good, plan).ok
+    assert verify_rendered(good, plan, cache=verified).ok
     upstream, text = good.upstreams[3]
     smuggled = text.replace("    }\n", "        server 6.6.6.6:80;\n    }\n")
     bad = replace(good, upstreams=(*good.upstreams[:3], (upstream, smuggled), *good.upstreams[4:]))
-    findings = verify_rendered(bad, plan).findings
+    findings = verify_rendered(bad, plan, cache=verified).findings
     assert any("6.6.6.6" in f.message for f in findings), findings
     # A block that closes early and opens another is not one upstream block.
     escaped = text.replace("    }\n", "    }\n    upstream evil { server 6.6.6.6:80; }\n")
     bad = replace(good, upstreams=(*good.upstreams[:3], (upstream, escaped), *good.upstreams[4:]))
-    assert not verify_rendered(bad, plan).ok
+    assert not verify_rendered(bad, plan, cache=verified).ok
     # Something smuggled into the skeleton is caught by the skeleton's round-trip.
     skel = good.skeleton.replace(
         "    server {", "    upstream evil { server 6.6.6.6:80; }\n    server {", 1
     )
-    assert not verify_rendered(replace(good, skeleton=skel), plan).ok
+    assert not verify_rendered(replace(good, skeleton=skel), plan, cache=verified).ok
 
 
 @pytest.mark.parametrize("where", [0, N // 2, N - 1])
 def test_a_cold_verify_split_across_processes_catches_a_tampered_block_anywhere(where):
-    verify_mod._VERIFIED.clear()
     s = spec()
     plan = make_plan(s, catalog())
     good = render_parts(plan, s.nginx)
@@ -105,7 +103,6 @@ def test_a_cold_verify_split_across_processes_catches_a_tampered_block_anywhere(
     locations = (*good.locations[:where], (loc, smuggled), *good.locations[where + 1 :])
     findings = verify_rendered(replace(good, locations=locations), plan).findings
     assert any(f"/s{where}/" in f.message and "evil" in f.message for f in findings), findings
-    verify_mod._VERIFIED.clear()
     # A block that swallows its neighbour keeps every block count but not the structure.
     loc, text = good.locations[where]
     opened = text.rstrip().removesuffix("}") + "location /nested/ {\n"

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nginxgen.catalog import CatalogBuilder
+from nginxgen.model.observed import Observed
+from nginxgen.model.validate import CatalogBuilder
 from nginxgen.plan import make_plan, next_change_at
-from nginxgen.policy_state import PolicyState
+from nginxgen.plan.warmup import ramp, ramped_weight, scale_factor
 from nginxgen.spec import Warmup, parse_spec
-from nginxgen.warmup import Observed, ramp, ramped_weight, scale_factor
+from nginxgen.watch.policy_state import PolicyState
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 

@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from nginxgen import watch as watch_mod
-from nginxgen.catalog import Catalog, Instance
+from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.sources import RegistryError
 from nginxgen.spec import Spec
-from nginxgen.telemetry import Health, Metrics
-from nginxgen.watch import Options, Result, Watcher
+from nginxgen.watch.apply import Result
+from nginxgen.watch.loop import Options, Watcher
+from nginxgen.watch.telemetry import Health, Metrics
+from tests.helpers.clock import FakeClock
+from tests.helpers.source import FakeSource
 from tests.test_install import fake_master
-
-
-class FakeSource:
-    """A registry in memory: `set()` publishes a new version; `broken` fails reads."""
-
-    def __init__(self, *ports: int) -> None:
-        self.version = 0
-        self.ports = ports
-        self.broken = False
-        self.reads = 0
-        self.lock = threading.Lock()
-
-    def set(self, *ports: int) -> None:
-        with self.lock:
-            self.ports, self.version = ports, self.version + 1
-
-    def read(self) -> Catalog:
-        if self.broken:
-            raise RegistryError("fake registry: connection refused")
-        with self.lock:
-            self.reads += 1
-            insts = tuple(Instance(f"i{p}", "app", "127.0.0.1", p) for p in self.ports)
-            return Catalog({"app": insts}, version=str(self.version))
-
-    def wait(self, version: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if str(self.version) != version:
-                return True
-            time.sleep(0.005)
-        return str(self.version) != version
-
-    def close(self) -> None:
-        pass
 
 
 def make_spec(tmp_path: Path, **watch: object) -> Spec:
@@ -70,10 +36,12 @@ def make_spec(tmp_path: Path, **watch: object) -> Spec:
 
 @pytest.fixture
 def watcher(tmp_path, monkeypatch):
+    """Factory: a Watcher on `source` (and its clock), with no nginx binary to test with."""
+
     def make(source: FakeSource, **watch: object) -> Watcher:
-        monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
-        w = Watcher(tmp_path / "nginxgen.yaml", make_spec(tmp_path, **watch), source=source)
-        return w
+        monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
+        spec = make_spec(tmp_path, **watch)
+        return Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
 
     return make
 
@@ -90,15 +58,15 @@ def master(tmp_path):
 
 def test_apply_installs_then_reports_unchanged(watcher, tmp_path):
     w = watcher(FakeSource(9001))
-    assert w.apply(w.source.read(), time.monotonic()) is Result.APPLIED
+    assert w.apply(w.source.read()).result is Result.APPLIED
     assert "server 127.0.0.1:9001" in (tmp_path / "nginx.conf").read_text()
-    assert w.apply(w.source.read(), time.monotonic()) is Result.UNCHANGED
+    assert w.apply(w.source.read()).result is Result.UNCHANGED
 
 
 def test_health_is_ok_only_while_a_master_serves_the_config(watcher, tmp_path):
     """Installed is not served: without nginx running, /healthz must not say ok."""
     w = watcher(FakeSource(9001))
-    assert w.apply(w.source.read(), time.monotonic()) is Result.APPLIED
+    assert w.apply(w.source.read()).result is Result.APPLIED
     pid_file = tmp_path / "nginx.pid"
     code, text = w.health.status()
     assert code == 503, text
@@ -119,87 +87,75 @@ def test_invalid_text_is_not_installed_nor_retried_until_something_changes(
 ):
     source = FakeSource(9001)
     w = watcher(source)
-    w.apply(source.read(), time.monotonic())
+    w.apply(source.read())
     good = (tmp_path / "nginx.conf").read_text()
-    from nginxgen import verify
+    from nginxgen.verify import Finding
 
-    real = verify.round_trip
-    monkeypatch.setattr(verify, "round_trip", lambda parsed, plan: [verify.Finding("x", "bad")])
+    invalid = "nginxgen.verify.incremental.round_trip"
+    monkeypatch.setattr(invalid, lambda parsed, plan: [Finding("x", "bad")])
     source.set(9001, 9002)
-    assert w.apply(source.read(), time.monotonic()) is Result.FAILED
+    assert w.apply(source.read()).result is Result.FAILED
     assert (tmp_path / "nginx.conf").read_text() == good
     assert w.health.status() == (503, "last apply failed: validation: [x] bad")
-    assert w.apply(source.read(), time.monotonic()) is Result.SKIPPED
-    monkeypatch.setattr(verify, "round_trip", real)
+    assert w.apply(source.read()).result is Result.SKIPPED
+    monkeypatch.undo()
     source.set(9001, 9003)
-    assert w.apply(source.read(), time.monotonic()) is Result.APPLIED
+    assert w.apply(source.read()).result is Result.APPLIED
     assert w.metrics.validation_failures._value.get() == 1
 
 
 def test_debounce_applies_the_last_state_once_the_registry_is_quiet(watcher):
-    source = FakeSource(9001)
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
     w = watcher(source, debounce={"min": "150ms", "max": "5s"})
     catalog = source.read()
-
-    def storm() -> None:
-        for port in range(9002, 9022):
-            source.set(port)
-            time.sleep(0.02)
-
-    t = threading.Thread(target=storm)
-    start = time.monotonic()
-    t.start()
-    settled = w._settle(catalog, start)
-    t.join()
+    start = clock.now
+    for n, port in enumerate(range(9002, 9022)):  # 20 events, 20 ms apart
+        source.at(start + 0.02 * n, port)
+    settled = w.settle(catalog, start)
     assert [i.port for i in settled.services["app"]] == [9021]
-    assert 0.15 <= time.monotonic() - start < 3
+    # Quiet for `min` after the last event (at 0.38 s), and not a moment longer.
+    assert clock.now - start == pytest.approx(0.38 + 0.15)
 
 
 def test_debounce_gives_up_waiting_for_quiet_at_max(watcher):
-    source = FakeSource(9001)
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
     w = watcher(source, debounce={"min": "200ms", "max": "500ms"})
-    stop = threading.Event()
-
-    def endless() -> None:
-        while not stop.is_set():
-            source.set(source.ports[0] + 1)
-            time.sleep(0.02)
-
-    t = threading.Thread(target=endless)
-    start = time.monotonic()
-    t.start()
-    try:
-        w._settle(source.read(), start)
-    finally:
-        stop.set()
-        t.join()
-    assert 0.45 <= time.monotonic() - start < 1.5
+    start = clock.now
+    for n in range(1, 100):  # a registry that never stops changing
+        source.at(start + 0.02 * n, 9001 + n)
+    settled = w.settle(source.read(), start)
+    assert clock.now - start == pytest.approx(0.5)
+    assert [i.port for i in settled.services["app"]] == [9001 + 25]  # the state at `max`
 
 
 def test_registry_errors_mark_stale_and_keep_the_applied_config(watcher, tmp_path, master):
     source = FakeSource(9001)
     w = watcher(source)
-    w.apply(source.read(), time.monotonic())
+    w.apply(source.read())
     source.broken = True
     with pytest.raises(RegistryError):
-        w._read()
+        w.read()
     code, text = w.health.status()
     assert code == 503 and "stale" in text and "connection refused" in text
     assert w.metrics.stale._value.get() == 1
     assert "127.0.0.1:9001" in (tmp_path / "nginx.conf").read_text()
     source.broken = False
-    w._read()
+    w.read()
     assert w.health.status()[0] == 200
 
 
 def test_loop_wakes_when_a_planned_change_falls_due(watcher):
-    source = FakeSource(9001)
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
     w = watcher(source)
-    w.apply(w._read(), time.monotonic())
-    w.next_change = datetime.now(timezone.utc) + timedelta(milliseconds=200)
-    start = time.monotonic()
-    assert w._wait_for_change(str(source.version)) == "warmup"
-    assert 0.15 <= time.monotonic() - start < 0.9  # well before the 1s wait slice + resync
+    w.apply(w.read())
+    w.applier.next_change = clock.wall() + timedelta(milliseconds=200)
+    start = clock.now
+    assert w.wait_for_change(str(source.version)) == "warmup"
+    # At the step, plus the margin that makes sure the plan sees it; not at the 1s slice.
+    assert clock.now - start == pytest.approx(0.2 + 0.01)
 
 
 def test_next_change_at_hook_is_none_without_time_based_policies(tmp_path):
@@ -234,7 +190,7 @@ def test_once_exits_1_when_the_registry_cannot_be_read(watcher):
     source.broken = True
     w = watcher(source)
     w.options = Options(once=True)
-    assert w._one_pass() == 1
+    assert w.one_pass() == 1
 
 
 def test_the_sidecar_example_spec_is_valid():
@@ -251,8 +207,8 @@ def test_an_unexpected_failure_is_reported_not_fatal(watcher, tmp_path, monkeypa
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(watch_mod, "write_atomic", full_disk)
-    assert w._apply_safely(source.read(), time.monotonic()) is Result.FAILED
+    monkeypatch.setattr("nginxgen.deploy.install.write_atomic", full_disk)
+    assert w.apply(source.read()).result is Result.FAILED
     code, text = w.health.status()
     assert code == 503 and "No space left on device" in text
 
@@ -266,8 +222,8 @@ def test_a_failure_after_install_puts_the_old_bytes_back(watcher, tmp_path, monk
     def broken_reload(*args: object, **kwargs: object) -> None:
         raise RuntimeError("reload machinery broke")
 
-    monkeypatch.setattr(watch_mod, "reload_nginx", broken_reload)
-    assert w._apply_safely(source.read(), time.monotonic()) is Result.FAILED
+    monkeypatch.setattr("nginxgen.deploy.install.reload_nginx", broken_reload)
+    assert w.apply(source.read()).result is Result.FAILED
     assert (tmp_path / "nginx.conf").read_bytes() == old
     assert "reload machinery broke" in w.health.status()[1]
 
@@ -276,20 +232,20 @@ def test_an_install_error_keeps_the_file_and_is_retried(watcher, tmp_path, monke
     """Disk full: nothing changed, health says why, and the next pass tries again."""
     source = FakeSource(9001)
     w = watcher(source)
-    from nginxgen.install import InstallError
+    from nginxgen.util.atomic_write import InstallError
 
     def full(*args: object, **kwargs: object) -> None:
         raise InstallError(f"cannot write {tmp_path / 'nginx.conf'}: no space left on device")
 
-    monkeypatch.setattr(watch_mod, "write_atomic", full)
-    assert w.apply(source.read(), time.monotonic()) is Result.FAILED
+    monkeypatch.setattr("nginxgen.deploy.install.write_atomic", full)
+    assert w.apply(source.read()).result is Result.FAILED
     assert w.health.status() == (
         503,
         f"last apply failed: install: cannot write {tmp_path / 'nginx.conf'}: "
         "no space left on device",
     )
     monkeypatch.undo()
-    assert w.apply(source.read(), time.monotonic()) is Result.APPLIED  # not SKIPPED
+    assert w.apply(source.read()).result is Result.APPLIED  # not SKIPPED
 
 
 def test_an_adapter_bug_becomes_a_registry_error(watcher):
@@ -297,7 +253,7 @@ def test_an_adapter_bug_becomes_a_registry_error(watcher):
     w = watcher(source)
     source.read = lambda: {}["boom"]  # type: ignore[method-assign]
     with pytest.raises(RegistryError):
-        w._read()
+        w.read()
     assert "KeyError" in w.health.stale_reason
     source.wait = lambda version, timeout: 1 / 0  # type: ignore[method-assign]
     with pytest.raises(RegistryError, match="ZeroDivisionError"):

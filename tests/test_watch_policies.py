@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from nginxgen import watch as watch_mod
 from nginxgen.spec import Spec
-from nginxgen.watch import Options, Result, Watcher
-from tests.test_watch import FakeSource
+from nginxgen.watch.apply import Result
+from nginxgen.watch.loop import Options, Watcher
+from tests.helpers.clock import FakeClock
+from tests.helpers.source import FakeSource
 
 STEP = {"step_percent": 25, "period": "300ms"}
 PROBE = {"path": "/healthz", "interval": "200ms", "fall": 2, "rise": 1}
@@ -42,7 +43,7 @@ def make_spec(tmp_path: Path, defaults: dict[str, Any]) -> Spec:
 
 @pytest.fixture
 def watcher(tmp_path, monkeypatch):
-    monkeypatch.setattr(watch_mod, "nginx_for_test", lambda spec, mode: None)
+    monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
     made: list[Watcher] = []
 
     def make(source: FakeSource, defaults: dict[str, Any], **options: Any) -> Watcher:
@@ -51,13 +52,14 @@ def watcher(tmp_path, monkeypatch):
             make_spec(tmp_path, defaults),
             Options(**options),
             source=source,
+            clock=source.clock,
         )
         made.append(w)
         return w
 
     yield make
     for w in made:
-        w.policies.close()
+        w.applier.policies.close()
 
 
 def weights(tmp_path: Path) -> dict[int, int]:
@@ -71,19 +73,21 @@ def reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_warmup_steps_wake_the_loop_and_each_step_is_installed(watcher, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="nginxgen")
-    source = FakeSource(9001)
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
     w = watcher(source, {"warmup": STEP})
-    w.apply(w._read(), time.monotonic())  # no state file yet: 9001 predates nginxgen
-    assert w.next_change is None and weights(tmp_path) == {9001: 1}
+    w.apply(w.read())  # no state file yet: 9001 predates nginxgen
+    assert w.applier.next_change is None and weights(tmp_path) == {9001: 1}
     source.set(9001, 9002)
-    w.apply(w._read(), time.monotonic())
+    w.apply(w.read())
     seen = [weights(tmp_path)]
     assert w.metrics.warming._value.get() == 1
-    while w.next_change is not None:
-        started = time.monotonic()
-        assert w._wait_for_change(str(source.version)) == "warmup"
-        assert time.monotonic() - started < 0.9  # the step's own time, not the 1s slice
-        assert w.apply(w._read(), time.monotonic()) is Result.APPLIED
+    woke = []
+    while w.applier.next_change is not None:
+        started = clock.now
+        assert w.wait_for_change(str(source.version)) == "warmup"
+        woke.append(round(clock.now - started, 3))
+        assert w.apply(w.read()).result is Result.APPLIED
         seen.append(weights(tmp_path))
     assert seen == [
         {9001: 4, 9002: 1},
@@ -91,6 +95,8 @@ def test_warmup_steps_wake_the_loop_and_each_step_is_installed(watcher, tmp_path
         {9001: 4, 9002: 3},
         {9001: 1, 9002: 1},
     ]
+    # Each step's own time (300 ms, plus the 10 ms margin once): not the 1s wait slice.
+    assert woke == [0.31, 0.3, 0.3]
     assert w.metrics.warming._value.get() == 0
     assert reasons(caplog) == ["start", "registry", "warmup", "warmup", "warmup"]
 
@@ -98,53 +104,65 @@ def test_warmup_steps_wake_the_loop_and_each_step_is_installed(watcher, tmp_path
 def test_a_new_watcher_continues_the_ramp_from_the_state_file(watcher, tmp_path):
     source = FakeSource(9001)
     w = watcher(source, {"warmup": {"step_percent": 25, "period": "1h"}})
-    w.apply(w._read(), time.monotonic())
+    w.apply(w.read())
     source.set(9001, 9002)
-    w.apply(w._read(), time.monotonic())
+    w.apply(w.read())
     assert weights(tmp_path) == {9001: 4, 9002: 1}
     state = (tmp_path / "nginxgen-state.json").read_text()
     assert "app/i9002@127.0.0.1:9002" in state
 
     # A restart: a new process that has never seen 9002 reads when it was first seen.
     again = watcher(source, {"warmup": {"step_percent": 25, "period": "1h"}}, once=True)
-    assert again._one_pass() == 0
+    assert again.one_pass() == 0
     assert weights(tmp_path) == {9001: 4, 9002: 1}
-    assert again.next_change is not None and again.next_change == w.next_change
+    assert again.applier.next_change is not None
+    assert again.applier.next_change == w.applier.next_change
     assert (tmp_path / "nginxgen-state.json").read_text() == state
 
 
 def test_once_applies_the_ramp_as_it_stands(watcher, tmp_path):
     source = FakeSource(9001)
-    assert watcher(source, {"warmup": STEP}, once=True)._one_pass() == 0
+    assert watcher(source, {"warmup": STEP}, once=True).one_pass() == 0
     source.set(9001, 9002)
-    assert watcher(source, {"warmup": STEP}, once=True)._one_pass() == 0
+    assert watcher(source, {"warmup": STEP}, once=True).one_pass() == 0
     assert weights(tmp_path) == {9001: 4, 9002: 1}  # step 1 of 4, at once
 
 
 def test_a_probe_verdict_wakes_the_loop_and_takes_the_instance_out(watcher, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="nginxgen")
-    source = FakeSource(9001, 9002)
+    clock = FakeClock()
+    source = FakeSource(9001, 9002, clock=clock)
     w = watcher(source, {"warmup": "off", "probe": PROBE})
-    prober = w.policies.prober
+    prober = w.applier.policies.prober
     assert prober is not None
     sick: set[str] = set()
     prober.checker = lambda t: "HTTP 500 from /healthz" if t.address in sick else ""
-    w.apply(w._read(), time.monotonic())
+    w.apply(w.read())
     assert weights(tmp_path) == {9001: 1, 9002: 1}
 
     sick.add("127.0.0.1:9002")
-    threading.Timer(0.2, lambda: [prober.probe_all() for _ in range(2)]).start()
-    started = time.monotonic()
-    assert w._wait_for_change(str(source.version)) == "probe"
-    assert time.monotonic() - started < 0.6  # half a probe interval, not the 1s slice
-    w.apply(w._read(), time.monotonic())
+    started = clock.now
+    flipped: list[float] = []
+
+    def probe_twice_at_200ms(c: FakeClock) -> None:
+        if not flipped and c.now - started >= 0.2:
+            flipped.append(c.now)
+            prober.probe_all()
+            prober.probe_all()  # fall: 2
+
+    clock.on_sleep = probe_twice_at_200ms
+    assert w.wait_for_change(str(source.version)) == "probe"
+    clock.on_sleep = None
+    # Noticed when the registry wait it flipped in ends: half a probe interval, not 1 s.
+    assert 0 <= clock.now - flipped[0] <= 0.1 + 1e-9
+    w.apply(w.read())
     assert weights(tmp_path) == {9001: 1}
     assert w.metrics.pseudo_dead._value.get() == 1
 
     sick.clear()
     prober.probe_all()
-    assert w._wait_for_change(str(source.version)) == "probe"
-    w.apply(w._read(), time.monotonic())
+    assert w.wait_for_change(str(source.version)) == "probe"
+    w.apply(w.read())
     assert weights(tmp_path) == {9001: 1, 9002: 1}
     assert w.metrics.pseudo_dead._value.get() == 0
     assert reasons(caplog) == ["start", "probe", "probe"]
@@ -153,12 +171,12 @@ def test_a_probe_verdict_wakes_the_loop_and_takes_the_instance_out(watcher, tmp_
 def test_sighup_keeps_the_probe_verdicts_unless_the_probe_settings_change(watcher, tmp_path):
     source = FakeSource(9001)
     w = watcher(source, {"probe": PROBE})
-    first = w.policies
-    w._reload_policies(make_spec(tmp_path, {"probe": PROBE, "warmup": "off"}))
-    assert w.policies is first
-    w._reload_policies(make_spec(tmp_path, {"probe": {**PROBE, "fall": 5}}))
-    assert w.policies is not first
-    assert w.policies.state is first.state  # same state file: the ramps go on
+    first = w.applier.policies
+    w.applier.adopt(make_spec(tmp_path, {"probe": PROBE, "warmup": "off"}), None)
+    assert w.applier.policies is first
+    w.applier.adopt(make_spec(tmp_path, {"probe": {**PROBE, "fall": 5}}), None)
+    assert w.applier.policies is not first
+    assert w.applier.policies.state is first.state  # same state file: the ramps go on
     assert first.prober is not None and first.prober._stop.is_set()
 
 
@@ -167,11 +185,11 @@ def test_probe_verdicts_apply_on_the_last_good_catalog_while_the_registry_is_dow
 ):
     source = FakeSource(9001, 9002)
     w = watcher(source, {"warmup": "off", "probe": PROBE})
-    prober = w.policies.prober
+    prober = w.applier.policies.prober
     assert prober is not None
     sick: set[str] = set()
     prober.checker = lambda t: "no answer within 2s" if t.address in sick else ""
-    loop = threading.Thread(target=w._loop, daemon=True)
+    loop = threading.Thread(target=w.loop, daemon=True)
     loop.start()
     try:
         deadline = time.monotonic() + 10

@@ -9,14 +9,14 @@ import pytest
 import yaml
 
 import nginxgen
-from nginxgen import yaml_load
 from nginxgen.agent.base import RegistryDown
 from nginxgen.agent.file import FileRegistrar
 from nginxgen.lint.config import ConfigError, load_project_config
 from nginxgen.sources.base import RegistryError
 from nginxgen.sources.file import parse_registry
 from nginxgen.spec import FileRegistry, SpecError, load_spec
-from nginxgen.yaml_load import MAX_ALIAS_NODES, YamlError, load_yaml
+from nginxgen.util import yaml_load
+from nginxgen.util.yaml_load import MAX_ALIAS_NODES, YamlError, load_yaml
 
 
 def bomb(levels: int, key: str = "x") -> str:

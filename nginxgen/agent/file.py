@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from ..install import write_atomic
 from ..spec import FileRegistry
-from ..yaml_load import YamlError, load_data
+from ..util.atomic_write import write_atomic
+from ..util.yaml_load import YamlError, load_data
 from .base import LeaseLost, Record, RegistryDown
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..yaml_load import YamlError, load_yaml
+from ..util.yaml_load import YamlError, load_yaml
 from .findings import Finding
 from .rules import canonical
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..nginx_bin import Binary
+from ..deploy.nginx_bin import Binary
 from . import external
 from .config import ProjectConfig
 from .findings import FileResult, Finding, Rule

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..nginx_bin import Binary, test_config
+from ..deploy.nginx_bin import Binary, test_config
 from .findings import Finding, Rule, Severity
 
 # "2026/11/29 21:31:26 [emerg] 97#97: message in /etc/nginx/x.conf:12" (or "nginx: [emerg] …")

@@ -23,7 +23,7 @@ from crossplane.errors import NgxParserBaseException, NgxParserDirectiveError
 from crossplane.lexer import _balance_braces, _lex_file_object
 from crossplane.parser import _prepare_if_args
 
-from ..nginx_parse import analyze
+from ..verify.parse import analyze
 
 MIB = 1024 * 1024
 MAX_FILE_BYTES = 64 * MIB  # a generated config for 10,000 services is about 17 MB

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 
 # What nginxgen writes inside an upstream: verify.py's list, so the two never drift apart.
-from ..gateway import STATUS_SERVER_NAME
+from ..model.names import STATUS_SERVER_NAME
 from ..verify import UPSTREAM_DIRECTIVES as GENERATED_UPSTREAM_DIRECTIVES
 from .findings import Rule, Severity
 from .tree import (

@@ -13,9 +13,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..catalog import Catalog, CatalogBuilder, label
+from ..model.catalog import Catalog
+from ..model.validate import CatalogBuilder, label
 from ..spec import FileRegistry
-from ..yaml_load import YamlError, load_data
+from ..util.yaml_load import YamlError, load_data
 from .base import RegistryError
 
 FIELDS = ("id", "address", "host", "port", "weight", "state", "registered_at", "tags", "meta")

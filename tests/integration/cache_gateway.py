@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from nginxgen.resources import resource_dir
+from nginxgen.util.resources import resource_dir
 from tests.conftest import Nginx, RedisServer, free_port, write_spec
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from nginxgen.resources import resource_dir
+from nginxgen.util.resources import resource_dir
 from tests.conftest import free_port, write_spec
 from tests.integration.cache_gateway import CachedGateways, render
 

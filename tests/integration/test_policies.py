@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import requests
 
-from nginxgen.install import write_atomic
-from nginxgen.pipeline import Build, build, ensure_runtime_dirs
-from nginxgen.policies import Policies
-from nginxgen.policy_state import PolicyState
+from nginxgen.model.observed import Observed
+from nginxgen.pipeline import Build, BuildCache, build, ensure_runtime_dirs
 from nginxgen.sources.file import FileSource
 from nginxgen.spec import load_spec
-from nginxgen.warmup import Observed
+from nginxgen.util.atomic_write import write_atomic
+from nginxgen.watch.policies import Policies
+from nginxgen.watch.policy_state import PolicyState
 from tests.conftest import Backend, Nginx, free_port, who_answers, write_spec
 from tests.helpers import seconds_until as eventually
 
@@ -50,6 +50,7 @@ class Gateway:
         self.spec_extra = spec
         self.nginx: Nginx | None = None
         self.conf = workdir / "nginx.conf"
+        self.cache = BuildCache()  # one per gateway, as a watcher keeps one
 
     @property
     def url(self) -> str:
@@ -72,7 +73,9 @@ class Gateway:
     def apply(self, now: datetime | None = None, observed: Observed | None = None) -> Build:
         """Render, install, (re)start nginx and wait until only new workers serve."""
         spec = load_spec(self.dir / "nginxgen.yaml")
-        result = build(spec, self.catalog(), binary=None, now=now, observed=observed)
+        result = build(
+            spec, self.catalog(), binary=None, cache=self.cache, now=now, observed=observed
+        )
         assert result.verdict.ok, result.verdict.findings
         ensure_runtime_dirs(spec)
         write_atomic(self.conf, result.text)

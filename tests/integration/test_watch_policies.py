@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import requests
 import yaml
 
-from nginxgen.install import serving_generation
+from nginxgen.deploy.confirm import serving_generation
 from nginxgen.render import config_generation
 from tests.integration import test_watch as watch_tests
 from tests.integration.test_policies import workers

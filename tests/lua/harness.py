@@ -15,10 +15,10 @@ from typing import Any
 
 import requests
 
-from nginxgen.nginx_bin import lua_modules
+from nginxgen.deploy.nginx_bin import lua_modules
 from nginxgen.render import lua_string
-from nginxgen.resources import resource_dir
 from nginxgen.spec import NginxSpec
+from nginxgen.util.resources import resource_dir
 from tests.conftest import Backend, Nginx, free_port, wait_for_port
 from tests.helpers import poll_until
 

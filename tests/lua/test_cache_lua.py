@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from nginxgen.resources import resource_dir
+from nginxgen.util.resources import resource_dir
 from tests.conftest import free_port
 from tests.helpers import require_nginx
 
