@@ -66,3 +66,31 @@ def test_unhealthy_unit_is_written_down(tmp_path, agents, backends):
     eventually(lambda: registry.exists() and entries(registry).get("a", {}).get("state") == "up")
     app.health_status = 500
     eventually(lambda: entries(registry)["a"]["state"] == "down", 30, "down", agent)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"services: [not, a, mapping]\n", b"{unclosed: [\n", b"just text\n"],
+    ids=["services-a-list", "not-yaml", "not-a-mapping"],
+)
+def test_the_source_and_the_agent_word_a_broken_file_alike(tmp_path, content):
+    """One client (registry/file.py) for both sides: the same file gives the same error."""
+    from datetime import datetime, timezone
+
+    from nginxgen.agent.base import Record
+    from nginxgen.agent.file import FileRegistrar
+    from nginxgen.registry import RegistryError
+    from nginxgen.sources.file import FileSource
+    from nginxgen.spec import FileRegistry
+
+    registry = tmp_path / "services.yaml"
+    registry.write_bytes(content)
+    config = FileRegistry(kind="file", path=str(registry))
+    with pytest.raises(RegistryError) as read:
+        FileSource(config).read()
+    record = Record("app", "app-1", "127.0.0.1:9001", 1, "up", datetime.now(timezone.utc))
+    with pytest.raises(RegistryError) as write:
+        FileRegistrar(config, "app", "app-1", 10).register(record)
+    assert str(read.value) == str(write.value)
+    assert str(read.value).startswith(f"file registry {registry}")
+    assert registry.read_bytes() == content  # the agent wrote nothing
