@@ -11,7 +11,7 @@ import pytest
 
 from nginxgen.agent.base import AgentConfig, Record
 from nginxgen.agent.health import HealthTracker, parse_inflight
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_health_flips_only_after_rise_or_fall_in_a_row():

@@ -1,125 +1,29 @@
 """`nginxgen agent` against Consul's agent HTTP API, replayed by an in-process server.
 
-The fake answers the endpoints the way Consul's docs describe them (PUT, empty 200 body;
-404 "Unknown check ID" for a check the agent no longer knows) and records every call.
+The fake (tests/helpers/fakes.py, the one the source tests read) answers the endpoints the
+way Consul's docs describe them and records every call.
 """
 
 from __future__ import annotations
 
-import json
 import signal
-import ssl
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Iterator
 
 import pytest
 
-from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
-from tests.conftest import REPO
-from tests.tls import TlsFiles, make_tls_files
-
-
-class FakeConsul:
-    def __init__(self, tls: TlsFiles | None = None) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.services: dict[str, dict[str, Any]] = {}  # what a real agent would hold
-        self.broken = False  # answer 500 to everything, like a Consul without a leader
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_PUT(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                url = urlsplit(self.path)
-                call = {
-                    "path": unquote(url.path),
-                    "query": {k: v[0] for k, v in parse_qs(url.query).items()},
-                    "body": json.loads(raw) if raw else None,
-                    "token": self.headers.get("X-Consul-Token"),
-                }
-                with fake.lock:
-                    fake.calls.append(call)
-                    status, text = fake.answer(call)
-                payload = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        if tls is not None:  # https, and only for clients with a certificate from tls.ca
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_cert_chain(str(tls.server_cert), str(tls.server_key))
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-            self.url = self.url.replace("http://", "https://")
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, call: dict[str, Any]) -> tuple[int, str]:
-        if self.broken:
-            return 500, "No cluster leader"
-        path = call["path"]
-        if path == "/v1/agent/service/register":
-            self.services[call["body"]["ID"]] = {"maintenance": False, "check": "critical"}
-            return 200, ""
-        for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
-            prefix = f"/v1/agent/check/{verb}/service:"
-            if path.startswith(prefix):
-                sid = path[len(prefix) :]
-                if sid not in self.services:
-                    return 404, f'Unknown check ID "service:{sid}"'
-                self.services[sid]["check"] = status
-                return 200, ""
-        if path.startswith("/v1/agent/service/maintenance/"):
-            sid = path.rsplit("/", 1)[1]
-            if sid not in self.services:
-                return 404, f'Unknown service ID "{sid}"'
-            self.services[sid]["maintenance"] = call["query"].get("enable") == "true"
-            return 200, ""
-        if path.startswith("/v1/agent/service/deregister/"):
-            sid = path.rsplit("/", 1)[1]
-            if self.services.pop(sid, None) is None:
-                return 404, f'Unknown service ID "{sid}"'
-            return 200, ""
-        return 404, "not found"
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [c["path"] for c in self.calls]
-
-    def forget(self) -> None:
-        """What a restarted Consul agent without persisted state does."""
-        with self.lock:
-            self.services.clear()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.helpers import REPO
+from tests.helpers.agent import eventually, write_agent_spec
+from tests.helpers.fakes import FakeConsul
+from tests.helpers.tls import make_tls_files
 
 
 @pytest.fixture
 def consul() -> Iterator[FakeConsul]:
-    fake = FakeConsul()
+    fake = FakeConsul().start()
     yield fake
     fake.stop()
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
 
 
 PASS = "/v1/agent/check/pass/service:app-1"
@@ -160,14 +64,14 @@ def test_consul_lifecycle(tmp_path, consul, agents, backends):
 
     # Unhealthy: the TTL check is failed (Consul: critical → the gateway's `down`).
     app.health_status = 500
-    eventually(lambda: consul.services["app-1"]["check"] == "critical", 30, "fail", agent)
+    eventually(lambda: consul.registered["app-1"]["check"] == "critical", 30, "fail", agent)
     assert FAIL in consul.paths()
     app.health_status = 200
-    eventually(lambda: consul.services["app-1"]["check"] == "passing", 30, "pass", agent)
+    eventually(lambda: consul.registered["app-1"]["check"] == "passing", 30, "pass", agent)
 
     # A Consul agent that forgot us: 404 on the pass, then a fresh registration.
     consul.forget()
-    eventually(lambda: "app-1" in consul.services, 30, "re-registration", agent)
+    eventually(lambda: "app-1" in consul.registered, 30, "re-registration", agent)
     assert consul.paths().count("/v1/agent/service/register") == 2
     agent.wait_log("registering again")
 
@@ -188,12 +92,12 @@ def test_consul_lifecycle(tmp_path, consul, agents, backends):
     assert maintenance[0]["query"]["enable"] == "true"
     assert paths[-1] == "/v1/agent/service/deregister/app-1"
     assert paths.index("/v1/agent/service/maintenance/app-1") < len(paths) - 1
-    assert consul.services == {}
+    assert consul.registered == {}
 
 
 def test_consul_over_tls_with_a_client_certificate(tmp_path, agents, backends):
     tls = make_tls_files(tmp_path / "pki")
-    consul = FakeConsul(tls)
+    consul = FakeConsul(tls).start()
     try:
         app = backends("app")
         files = {"ca": str(tls.ca), "cert": str(tls.client_cert), "key": str(tls.client_key)}
@@ -207,7 +111,7 @@ def test_consul_over_tls_with_a_client_certificate(tmp_path, agents, backends):
         assert consul.url.startswith("https://")
         agent.signal(signal.SIGTERM)
         assert agent.wait(30) == 0
-        assert consul.services == {}
+        assert consul.registered == {}
     finally:
         consul.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,7 @@ import pytest
 import yaml
 
 from nginxgen.sources.file import parse_registry
-from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
+from tests.helpers.agent import eventually, write_agent_spec
 
 
 def entries(path: Path, service: str = "app") -> dict[str, dict[str, Any]]:

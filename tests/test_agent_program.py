@@ -10,13 +10,13 @@ import signal
 import socket
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
-from tests.conftest import free_port, wait_for_port
+from tests.helpers import free_port, wait_for_port
+from tests.helpers.agent import AgentProcess, eventually, write_agent_spec
 
 SERVER = textwrap.dedent(
     """
@@ -28,11 +28,6 @@ SERVER = textwrap.dedent(
     ).serve_forever()
     """
 )
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, write_spec
+from tests.helpers import REPO, free_port, write_spec
 from tests.test_install import mounts  # noqa: F401 - the fixture
 
 

@@ -24,8 +24,8 @@ from nginxgen.sources.nacos import add_hosts
 from nginxgen.spec import parse_spec
 from nginxgen.util.yaml_load import load_data
 from nginxgen.verify.parse import parse_text
-from tests.fakes import consul_entry, eureka_instance, nacos_host
 from tests.helpers import require_nginx
+from tests.helpers.fakes import consul_entry, eureka_instance, nacos_host
 
 NASTY = st.sampled_from(
     [";", "{", "}", "\n", "$", '"', "'", "#", " ", "\\", "\t", "ü", "😀", "\x00", "`", "/*"]

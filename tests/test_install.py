@@ -24,8 +24,7 @@ from nginxgen.deploy.reload import find_master, read_pid, reload_nginx
 from nginxgen.spec import NginxSpec
 from nginxgen.util import atomic_write
 from nginxgen.util.atomic_write import InstallError, restore_previous, write_atomic
-from tests.conftest import free_port
-from tests.helpers import skip_or_fail
+from tests.helpers import free_port, skip_or_fail
 
 # Bytes a text round-trip would change: CRLF line ends and a Latin-1 comment.
 ODD_BYTES = b"# caf\xe9, hand-edited on Windows\r\nevents {}\r\n"

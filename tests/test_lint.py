@@ -12,7 +12,7 @@ import pytest
 from nginxgen.lint import RULES, Options, lint_file, lint_paths
 from nginxgen.lint.config import load_project_config
 from nginxgen.lint.external import gixy_available
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 CORPUS = REPO / "tests" / "lint_corpus"
 BAD = sorted((CORPUS / "bad").glob("*.conf"))

@@ -16,7 +16,7 @@ from nginxgen.lint import Options, lint_file
 from nginxgen.lint.parse import MAX_FILE_BYTES, parse_config
 from nginxgen.lint.tree import Walk
 from nginxgen.verify.parse import parse_file
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 CORPUS = REPO / "tests" / "lint_corpus"
 MEMORY_CAP = 2 * 1024**3  # a lint that reads without end fails here, not on the machine

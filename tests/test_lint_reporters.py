@@ -22,7 +22,7 @@ from nginxgen.lint.reporters import (
     to_sarif,
     write,
 )
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 CORPUS = REPO / "tests" / "lint_corpus"
 DUP = CORPUS / "bad" / "NGX007-upstream-duplicate-server.conf"

@@ -12,7 +12,7 @@ from nginxgen.registry.consul import consul_token
 from nginxgen.registry.etcd import EtcdClient
 from nginxgen.spec import ConsulRegistry, EtcdRegistry, load_spec
 from nginxgen.watch.loop import Options, Watcher
-from tests.fakes import FakeServer
+from tests.helpers.fakes import FakeServer
 
 
 def test_an_unset_password_env_fails_when_the_client_is_made(monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 from nginxgen.sources import RegistryError, open_source
 from nginxgen.sources.consul import ConsulSource, Pace, reconcile
 from nginxgen.spec import ConsulRegistry
-from tests.fakes import FakeConsul, closed_port_url, consul_entry
+from tests.helpers.fakes import FakeConsul, closed_port_url, consul_entry
 
 
 @pytest.fixture

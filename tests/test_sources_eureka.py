@@ -10,7 +10,7 @@ import pytest
 
 from nginxgen.sources import RegistryError, open_source
 from nginxgen.spec import EurekaRegistry
-from tests.fakes import FakeEureka, closed_port_url, eureka_instance
+from tests.helpers.fakes import FakeEureka, closed_port_url, eureka_instance
 
 
 @pytest.fixture

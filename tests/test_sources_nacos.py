@@ -11,7 +11,7 @@ import pytest
 from nginxgen.sources import RegistryError, open_source
 from nginxgen.spec import NacosRegistry, Spec
 from nginxgen.watch.loop import Watcher
-from tests.fakes import FakeNacos, closed_port_url, nacos_host
+from tests.helpers.fakes import FakeNacos, closed_port_url, nacos_host
 
 
 @pytest.fixture

@@ -222,7 +222,7 @@ def test_cli_render_records_first_seen_and_ramps_a_newcomer(tmp_path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import write_spec
+    from tests.helpers import write_spec
 
     spec_doc = {"nginx": {"output": "out/nginx.conf"}, "routes": [{"path": "/", "service": "app"}]}
     one = [{"id": "a", "address": "127.0.0.1:9001"}]

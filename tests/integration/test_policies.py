@@ -21,23 +21,11 @@ from nginxgen.spec import load_spec
 from nginxgen.util.atomic_write import write_atomic
 from nginxgen.watch.policies import Policies
 from nginxgen.watch.policy_state import PolicyState
-from tests.conftest import Backend, Nginx, free_port, who_answers, write_spec
+from tests.helpers import Backend, Nginx, free_port, who_answers, write_spec
+from tests.helpers import nginx_workers as workers
 from tests.helpers import seconds_until as eventually
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
-
-
-def workers(master: int) -> set[int]:
-    """Pids whose parent is the nginx master (its workers)."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            out.add(int(stat.parent.name))
-    return out
 
 
 class Gateway:

@@ -8,8 +8,7 @@ from pathlib import Path
 import requests
 
 from nginxgen.util.resources import resource_dir
-from tests.conftest import free_port
-from tests.helpers import require_nginx
+from tests.helpers import free_port, require_nginx
 
 HERE = Path(__file__).resolve().parent
 # The cache suites use harness.lua; the balancer and feed suites run from test_endpoints_lua.py.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Nginx, free_port, world_readable_dir
+from tests.helpers import Nginx, free_port, world_readable_dir
 from tests.lua.harness import needs_lua, nginx_conf, readable_copy
 
 SUITES = ("ip", "schema", "store", "pool", "health", "feed", "endpoints")

@@ -1,22 +1,28 @@
 """In-process stand-ins for registries this machine cannot run (Consul, Nacos, Eureka).
 
-Each answers with payloads shaped like the project's documented API responses. They are
-deliberately small: a route table of handlers, a request log, and switches for failures
-(`fail_with` an HTTP status, `garbage` bodies, `delay` for timeouts).
+Each answers with payloads shaped like the project's documented API responses, one fake
+per API for every test (the sources read it, the agent writes it). They are deliberately
+small: a route table of handlers, a request log, and switches for failures (`fail_with`
+an HTTP status, `garbage` bodies, `delay` for timeouts); `tls` serves https and asks
+clients for a certificate.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.conftest import free_port
+from .net import closed_port_url, free_port
+from .tls import TlsFiles
+
+__all__ = ["FakeConsul", "FakeEureka", "FakeNacos", "FakeServer", "Request", "closed_port_url"]
 
 Answer = tuple[int, dict[str, str], Any]  # status, headers, JSON-able body (or raw bytes)
 Handler = Callable[["Request"], Answer]
@@ -39,8 +45,9 @@ class Request:
 
 
 class FakeServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         self.port = free_port()
+        self.tls = tls
         self.routes: list[tuple[str, str, Handler]] = []  # method, path prefix, handler
         self.log: list[Request] = []
         self.fail_with: int | None = None
@@ -51,7 +58,7 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def route(self, method: str, prefix: str, handler: Handler) -> None:
         self.routes.append((method, prefix, handler))
@@ -75,11 +82,12 @@ class FakeServer:
 
             def _do(self) -> None:
                 parts = urlsplit(self.path)
+                path = unquote(parts.path)
                 query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 req = Request(
                     self.command,
-                    parts.path,
+                    path,
                     query,
                     dict(self.headers.items()),
                     self.rfile.read(length) if length else b"",
@@ -88,19 +96,20 @@ class FakeServer:
                 if fake.delay:
                     time.sleep(fake.delay)
                 status, headers, body = 404, {}, {"error": "no route"}
-                for method, prefix, handler in fake.routes:
-                    if method == self.command and parts.path.startswith(prefix):
-                        status, headers, body = handler(req)
-                        break
-                if fake.fail_with:
+                if fake.fail_with:  # a server in trouble answers, and changes nothing
                     status, body = fake.fail_with, b"rpc error: internal failure"
+                else:
+                    for method, prefix, handler in fake.routes:
+                        if method == self.command and path.startswith(prefix):
+                            status, headers, body = handler(req)
+                            break
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 if fake.garbage and status == 200:
                     data = b'{"truncated": [1, 2'
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    headers = {"Content-Type": "application/json", **headers}
+                    headers["Content-Length"] = str(len(data))
                     for k, v in headers.items():
                         self.send_header(k, v)
                     self.end_headers()
@@ -112,6 +121,11 @@ class FakeServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
         self._server.daemon_threads = True
+        if self.tls is not None:  # https, and only for clients with a certificate from tls.ca
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.tls.ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_cert_chain(str(self.tls.server_cert), str(self.tls.server_key))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -126,14 +140,6 @@ class FakeServer:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens: connection refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 # --- Consul ---------------------------------------------------------------------------
@@ -208,21 +214,126 @@ def consul_entry(
 
 
 class FakeConsul(FakeServer):
-    """Consul's catalog and health endpoints with blocking queries.
+    """Consul's HTTP API: the catalog and health reads (with blocking queries) the source
+    makes, and the agent endpoints `nginxgen agent` calls.
 
     `set(service, entries)` bumps the Raft index; a GET with ?index=N&wait=Ds hangs until
     that service's index passes N or the wait elapses, then answers with X-Consul-Index.
+
+    The agent endpoints answer as Consul's docs say (PUT, empty 200 body; 404 "Unknown
+    check ID" for a check the agent no longer knows). `registered` is what the local agent
+    holds (ID → check status and maintenance), and a registered service shows in the
+    health reads with its TTL check (and maintenance check), as in Consul.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, tls: TlsFiles | None = None) -> None:
+        super().__init__(tls)
         self.index = 10
         self.services: dict[str, list[dict[str, Any]]] = {}
         self.service_index: dict[str, int] = {}
         self.index_override: int | None = None  # force a header value (reset tests)
         self.cond = threading.Condition()
+        self.registered: dict[str, dict[str, Any]] = {}  # what the local agent holds
         self.route("GET", "/v1/catalog/services", self._catalog)
         self.route("GET", "/v1/health/service/", self._health)
+        self.route("PUT", "/v1/agent/", self._agent)
+
+    @property
+    def broken(self) -> bool:
+        """Answer 500 to everything, like a Consul without a leader."""
+        return self.fail_with == 500
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self.fail_with = 500 if value else None
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """Every agent call: path, query, JSON body, token."""
+        return [
+            {
+                "path": r.path,
+                "query": r.query,
+                "body": json.loads(r.body) if r.body else None,
+                "token": r.headers.get("X-Consul-Token"),
+            }
+            for r in list(self.log)
+            if r.method == "PUT"
+        ]
+
+    def paths(self) -> list[str]:
+        return [c["path"] for c in self.calls]
+
+    def forget(self) -> None:
+        """What a restarted Consul agent without persisted state does."""
+        with self.cond:
+            names = {r["payload"]["Name"] for r in self.registered.values()}
+            self.registered.clear()
+        for name in names:
+            self._publish(name)
+
+    def _agent(self, req: Request) -> Answer:
+        with self.cond:
+            status, text, service = self._agent_call(req)
+        if service is not None:
+            self._publish(service)
+        return status, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
+
+    def _agent_call(self, req: Request) -> tuple[int, str, str | None]:
+        path = req.path
+        if path == "/v1/agent/service/register":
+            payload = json.loads(req.body)
+            self.registered[payload["ID"]] = {
+                "maintenance": False,
+                "check": "critical",
+                "payload": payload,
+            }
+            return 200, "", payload["Name"]
+        for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
+            prefix = f"/v1/agent/check/{verb}/service:"
+            if path.startswith(prefix):
+                sid = path[len(prefix) :]
+                if sid not in self.registered:
+                    return 404, f'Unknown check ID "service:{sid}"', None
+                self.registered[sid]["check"] = status
+                return 200, "", self.registered[sid]["payload"]["Name"]
+        if path.startswith("/v1/agent/service/maintenance/"):
+            sid = path.rsplit("/", 1)[1]
+            if sid not in self.registered:
+                return 404, f'Unknown service ID "{sid}"', None
+            self.registered[sid]["maintenance"] = req.query.get("enable") == "true"
+            return 200, "", self.registered[sid]["payload"]["Name"]
+        if path.startswith("/v1/agent/service/deregister/"):
+            sid = path.rsplit("/", 1)[1]
+            gone = self.registered.pop(sid, None)
+            if gone is None:
+                return 404, f'Unknown service ID "{sid}"', None
+            return 200, "", gone["payload"]["Name"]
+        return 404, "not found", None
+
+    def _publish(self, service: str) -> None:
+        """The health entries of the agent's registrations of `service`."""
+        with self.cond:
+            entries = []
+            for sid, reg in self.registered.items():
+                p = reg["payload"]
+                if p["Name"] != service:
+                    continue
+                entry = consul_entry(
+                    service,
+                    sid,
+                    p["Address"],
+                    p["Port"],
+                    checks=(reg["check"],),
+                    weights=(p["Weights"]["Passing"], p["Weights"]["Warning"]),
+                    tags=tuple(p.get("Tags") or ()),
+                    meta=p.get("Meta") or {},
+                )
+                if reg["maintenance"]:
+                    check = consul_check("node-1", f"_service_maintenance:{sid}", "critical", sid)
+                    entry["Checks"].append(check)
+                entries.append(entry)
+        self.set(service, entries)
 
     def set(self, service: str, entries: list[dict[str, Any]]) -> None:
         with self.cond:

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import REPO
-from tests.helpers import poll_until
+from .poll import poll_until
+from .servers import REPO
 
 
 class AgentProcess:

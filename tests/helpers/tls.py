@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import require_component
+from .components import require_component
 
 
 @dataclass(frozen=True)
