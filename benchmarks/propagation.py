@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nginxgen.sources.etcd import EtcdSource  # noqa: E402
 from nginxgen.spec import EtcdRegistry  # noqa: E402
-from tests.conftest import Etcd  # noqa: E402
+from tests.helpers import Etcd  # noqa: E402
 
 
 def b64(text: str) -> str:

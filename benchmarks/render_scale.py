@@ -39,6 +39,7 @@ from nginxgen.spec import Spec, parse_spec
 from nginxgen.util import forked
 from nginxgen.util.heap import collector_paused
 from nginxgen.verify import nginx_test, verify_rendered
+from tests.helpers import find_nginx
 
 
 def make_inputs(tmp: Path, services: int, instances: int) -> tuple[Spec, Catalog]:
@@ -101,7 +102,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=forked.MAX_WORKERS, help="cores for verify")
     args = ap.parse_args()
     forked.MAX_WORKERS = args.workers
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    found = find_nginx()  # as the tests find it; without one, no nginx -t column
+    nginx = found.path if found else None
     tmp = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     try:
         spec, catalog = make_inputs(tmp, args.services, args.instances)

@@ -28,7 +28,7 @@ from nginxgen.sources.file import FileSource
 from nginxgen.spec import load_spec
 from nginxgen.util.atomic_write import write_atomic
 from nginxgen.watch.policy_state import PolicyState
-from tests.conftest import Backend, free_port, wait_for_port, world_readable_dir
+from tests.helpers import Backend, find_nginx, free_port, wait_for_port, world_readable_dir
 
 
 def workers(master: int) -> set[int]:
@@ -67,7 +67,10 @@ def main() -> None:
     port = free_port()
     olds = [Backend(f"old{i}").start() for i in range(args.old)]
     new = Backend("new").start()
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "nginx"
+    found = find_nginx()
+    if found is None:
+        raise SystemExit("nginx is not installed (apt-get install nginx; scripts/test does it)")
+    nginx = found.path
     proc: subprocess.Popen[bytes] | None = None
     try:
         spec_doc = {

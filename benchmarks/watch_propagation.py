@@ -47,7 +47,7 @@ from nginxgen.watch.diff import diff_plans  # noqa: E402
 from nginxgen.watch.flap import FlapDamper  # noqa: E402
 from nginxgen.watch.guard import RemovalHold  # noqa: E402
 from nginxgen.watch.telemetry import Metrics  # noqa: E402
-from tests.conftest import Backend, Etcd, Nginx, free_port, wait_for_port  # noqa: E402
+from tests.helpers import Backend, Etcd, Nginx, free_port, wait_for_port  # noqa: E402
 
 DEBOUNCE_MIN = 0.2
 
