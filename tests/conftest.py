@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.helpers import (
     RedisServer,
     WatchedGateway,
     require_component,
+    skip_or_fail,
     start_watched_gateway,
     world_readable_dir,
 )
@@ -103,6 +105,24 @@ def watched_gateway(
 def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     """Factory: agents(spec, "--service", "app", ...) runs `nginxgen agent`; killed after."""
     yield from agent_factory(tmp_path)
+
+
+@pytest.fixture
+def mounts() -> Iterator[Callable[..., None]]:
+    """mounts(*mount_args): run `mount` as root; everything is unmounted afterwards."""
+    if os.geteuid() != 0:
+        skip_or_fail("mounting a tmpfs needs root (scripts/test runs as root)")
+    done: list[str] = []
+
+    def mount(*args: str) -> None:
+        out = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            skip_or_fail(f"cannot mount here ({out.stderr.strip()}): no CAP_SYS_ADMIN?")
+        done.append(args[-1])
+
+    yield mount
+    for point in reversed(done):
+        subprocess.run(["umount", point], check=True)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, free_port, write_spec
-from tests.test_install import mounts  # noqa: F401 - the fixture
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

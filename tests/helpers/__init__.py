@@ -13,7 +13,16 @@ from .components import COMPONENTS, in_ci, require_component, require_nginx, ski
 from .gateway import Client, WatchedGateway, metric, run_cli, start_watched_gateway, write_spec
 from .net import closed_port_url, free_port, wait_for_port
 from .poll import poll_until, seconds_until
-from .servers import REPO, Etcd, Nginx, RedisServer, nginx_workers, terminate, world_readable_dir
+from .servers import (
+    REPO,
+    Etcd,
+    Nginx,
+    RedisServer,
+    fake_master,
+    nginx_workers,
+    terminate,
+    world_readable_dir,
+)
 from .tools import NginxInstall, find_nginx, find_tool, search_path
 
 __all__ = [
@@ -28,6 +37,7 @@ __all__ = [
     "RedisServer",
     "WatchedGateway",
     "closed_port_url",
+    "fake_master",
     "find_nginx",
     "find_tool",
     "free_port",

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,24 @@ def world_readable_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
+
+
+def fake_master(title: str, *, exit_on_hup: bool = True) -> subprocess.Popen[bytes]:
+    """A process whose command line reads like `title` (as nginx sets its own title);
+    it exits 7 on SIGHUP, or ignores it."""
+    on_hup = "lambda *a: sys.exit(7)" if exit_on_hup else "signal.SIG_IGN"
+    code = (
+        "import signal,sys,time\n"
+        f"signal.signal(signal.SIGHUP, {on_hup})\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        ["bash", "-c", f'exec -a "{title}" "$0" -c "$1"', sys.executable, code],
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    return child
 
 
 def nginx_workers(master: int) -> set[int]:

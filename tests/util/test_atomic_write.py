@@ -1,4 +1,4 @@
-"""install.py: writing a config in place of the old one, taking it back, reloading nginx.
+"""util/atomic_write.py: writing a file in place of the old one, and taking it back.
 
 Filesystems here are real: a bind-mounted file on a small tmpfs that is full, a read-only
 mount, device files, symlink chains as Kubernetes mounts a ConfigMap. The mounts need
@@ -11,44 +11,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from nginxgen.deploy.confirm import confirm_generation
-from nginxgen.deploy.nginx_bin import Binary
-from nginxgen.deploy.reload import find_master, read_pid, reload_nginx
-from nginxgen.spec import NginxSpec
 from nginxgen.util import atomic_write
 from nginxgen.util.atomic_write import InstallError, restore_previous, write_atomic
-from tests.helpers import free_port, skip_or_fail
 
 # Bytes a text round-trip would change: CRLF line ends and a Latin-1 comment.
 ODD_BYTES = b"# caf\xe9, hand-edited on Windows\r\nevents {}\r\n"
-
-
-# --- mounts ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def mounts() -> Iterator[Callable[..., None]]:
-    """mounts(*mount_args): run `mount` as root; everything is unmounted afterwards."""
-    if os.geteuid() != 0:
-        skip_or_fail("mounting a tmpfs needs root (scripts/test runs as root)")
-    done: list[str] = []
-
-    def mount(*args: str) -> None:
-        out = subprocess.run(["mount", *args], capture_output=True, text=True)
-        if out.returncode != 0:
-            skip_or_fail(f"cannot mount here ({out.stderr.strip()}): no CAP_SYS_ADMIN?")
-        done.append(args[-1])
-
-    yield mount
-    for point in reversed(done):
-        subprocess.run(["umount", point], check=True)
 
 
 def fill(directory: Path) -> None:
@@ -201,79 +172,3 @@ def test_restore_removes_a_file_that_was_not_there_before(tmp_path):
     assert written.previous is None and written.backup is None
     assert "there was no file before" in restore_previous(written)
     assert not target.exists()
-
-
-# --- reload ---------------------------------------------------------------------------
-
-
-def test_reload_without_a_master_says_nginx_is_not_running(tmp_path):
-    nginx = NginxSpec(pid=str(tmp_path / "nginx.pid"))
-    result = reload_nginx(nginx, None)
-    assert not result.ok and not result.running and "not running" in result.message
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (tmp_path / "nginx.pid").write_text(f"{dead.pid}\n")
-    assert read_pid(tmp_path / "nginx.pid") == dead.pid
-    gone = reload_nginx(nginx, None)
-    assert not gone.running and "is gone" in gone.message
-
-
-def fake_master(title: str, *, exit_on_hup: bool = True) -> subprocess.Popen[bytes]:
-    """A process whose command line reads like `title` (as nginx sets its own title);
-    it exits 7 on SIGHUP, or ignores it."""
-    on_hup = "lambda *a: sys.exit(7)" if exit_on_hup else "signal.SIG_IGN"
-    code = (
-        "import signal,sys,time\n"
-        f"signal.signal(signal.SIGHUP, {on_hup})\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(60)"
-    )
-    child = subprocess.Popen(
-        ["bash", "-c", f'exec -a "{title}" "$0" -c "$1"', sys.executable, code],
-        stdout=subprocess.PIPE,
-    )
-    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
-    return child
-
-
-def test_reload_signals_the_pid_file_master(tmp_path):
-    child = fake_master("nginx: master process /usr/sbin/nginx")
-    (tmp_path / "nginx.pid").write_text(str(child.pid))
-    result = reload_nginx(NginxSpec(pid=str(tmp_path / "nginx.pid")), None)
-    assert result.ok and f"SIGHUP to nginx master {child.pid}" in result.message
-    assert child.wait(10) == 7
-
-
-@pytest.mark.parametrize("title", ["python3 my_server.py", "nginx: worker process"])
-def test_a_pid_that_is_not_an_nginx_master_is_never_signalled(tmp_path, title):
-    """The pid file outlived nginx and the number now belongs to someone else."""
-    stranger = fake_master(title)
-    try:
-        (tmp_path / "nginx.pid").write_text(f"{stranger.pid}\n")
-        for mode in ("signal", "binary"):
-            nginx = NginxSpec(pid=str(tmp_path / "nginx.pid"), reload=mode)
-            result = reload_nginx(nginx, Binary("/bin/false", "nginx"))
-            assert not result.ok and not result.running
-            pid_file = tmp_path / "nginx.pid"
-            assert result.message.startswith(
-                f"nginx is not running (pid {stranger.pid} from {pid_file} is `{title} -c "
-            ), result.message
-            assert result.message.endswith(", not an nginx master)"), result.message
-        assert stranger.poll() is None  # alive, never signalled
-        assert find_master(tmp_path / "nginx.pid")[0] is None
-    finally:
-        stranger.kill()
-        stranger.wait()
-
-
-def test_reload_command_wins_and_its_failure_is_reported(tmp_path):
-    ok = NginxSpec(pid=str(tmp_path / "p"), reload_command="true")
-    assert reload_nginx(ok, None).ok
-    bad = NginxSpec(reload_command=[sys.executable, "-c", "import sys; sys.exit('no master')"])
-    result = reload_nginx(bad, None)
-    assert not result.ok and "no master" in result.message
-
-
-def test_confirm_gives_up_at_the_deadline_when_nothing_answers():
-    seen = confirm_generation(f"127.0.0.1:{free_port()}", "0" * 16, timeout=0.3)
-    assert not seen.ok and seen.seen is None and seen.waited >= 0.3

@@ -72,7 +72,7 @@ class _Down:
 
 
 def test_watch_survives_a_hundred_thousand_failed_reads(tmp_path: Path, monkeypatch):
-    from tests.test_watch import make_spec
+    from tests.watch.test_loop import make_spec
 
     monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
     monkeypatch.setattr("nginxgen.watch.loop.event", lambda *args, **kwargs: None)  # 100k lines

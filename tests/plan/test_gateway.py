@@ -21,7 +21,7 @@ from nginxgen.spec import SpecError, load_spec
 from nginxgen.verify import verify
 from tests.helpers import require_component
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "nginxgen.yaml"
 
 

@@ -13,9 +13,9 @@ from nginxgen.spec import Spec
 from nginxgen.watch.apply import Result
 from nginxgen.watch.loop import Options, Watcher
 from nginxgen.watch.telemetry import Health, Metrics
+from tests.helpers import REPO, fake_master
 from tests.helpers.clock import FakeClock
 from tests.helpers.source import FakeSource
-from tests.test_install import fake_master
 
 
 def make_spec(tmp_path: Path, **watch: object) -> Spec:
@@ -196,7 +196,7 @@ def test_once_exits_1_when_the_registry_cannot_be_read(watcher):
 def test_the_sidecar_example_spec_is_valid():
     from nginxgen.spec import load_spec
 
-    spec = load_spec(Path(__file__).parent.parent / "examples/sidecar/nginxgen.yaml")
+    spec = load_spec(REPO / "examples/sidecar/nginxgen.yaml")
     assert spec.watch.debounce.min == 0.2 and spec.nginx.status_listen == "127.0.0.1:9181"
 
 
