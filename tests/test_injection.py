@@ -13,15 +13,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nginxgen.model.catalog import Catalog
 from nginxgen.model.validate import CatalogBuilder, safe_name
 from nginxgen.pipeline import BuildCache, build
 from nginxgen.registry.etcd import b64
 from nginxgen.sources.consul import add_entries
+from nginxgen.sources.endpointslices import add_slices
 from nginxgen.sources.etcd import add_kv
 from nginxgen.sources.eureka import parse_apps
 from nginxgen.sources.file import parse_registry
 from nginxgen.sources.nacos import add_hosts
-from nginxgen.spec import parse_spec
+from nginxgen.spec import KubernetesRegistry, parse_spec
 from nginxgen.util.yaml_load import load_data
 from nginxgen.verify.parse import parse_text
 from tests.helpers import require_nginx
@@ -157,6 +159,17 @@ def test_registry_text_never_becomes_syntax(
     for name in load_data(raw, "s.yaml")["services"]:
         if name:
             assert GOOD["id"] in {i.id for i in catalog.services[safe_name(name)]}, name
+    assert_no_syntax(tmp_path, catalog)
+    # Whatever did not make it in was reported, not silently lost; no reason is huge.
+    kept = sum(len(v) for v in catalog.services.values())
+    if kept < sum(len(v) for v in services.values()):
+        assert catalog.dropped
+    assert all(len(str(d)) < 800 for d in catalog.dropped)
+
+
+def assert_no_syntax(tmp_path: Path, catalog: Catalog) -> None:
+    """The config built from this catalog holds only our directives, one server line per
+    planned server."""
     spec = make_spec(tmp_path, sorted(catalog.services) or ["users"])
     result = build(spec, catalog, binary=None, cache=BuildCache(), now=datetime.now(timezone.utc))
 
@@ -168,11 +181,68 @@ def test_registry_text_never_becomes_syntax(
     # Exactly one server line per planned server, each with the planned address.
     servers = [d["args"][0] for d in directives if d["directive"] == "server" and d.get("args")]
     assert sorted(servers) == sorted(s.address for u in result.plan.upstreams for s in u.servers)
-    # Whatever did not make it in was reported, not silently lost; no reason is huge.
-    kept = sum(len(v) for v in catalog.services.values())
-    if kept < sum(len(v) for v in services.values()):
-        assert catalog.dropped
-    assert all(len(str(d)) < 800 for d in catalog.dropped)
+
+
+# EndpointSlices as a hostile API server could send them: every field the adapter reads
+# is hostile often enough, and valid often enough that some endpoints get through.
+def mostly(good: Any, bad: Any = ANY) -> Any:
+    """`good` four times in five, else `bad`."""
+    return st.integers(0, 4).flatmap(lambda n: bad if n == 0 else good)
+
+
+ENDPOINT = st.fixed_dictionaries(
+    {
+        "addresses": st.lists(
+            mostly(st.sampled_from(["127.0.0.1", "fd00::1"]), HOSTILE), min_size=1, max_size=2
+        )
+    },
+    optional={
+        "conditions": mostly(
+            st.dictionaries(
+                st.sampled_from(["ready", "serving", "terminating"]), mostly(st.booleans())
+            )
+        ),
+        "nodeName": mostly(st.just("node-1"), HOSTILE),
+        "zone": mostly(st.just("zone-a"), HOSTILE),
+        "targetRef": st.fixed_dictionaries(
+            {"kind": mostly(st.just("Pod"), HOSTILE), "name": st.one_of(HOSTILE, st.integers())}
+        ),
+    },
+)
+PORT = st.fixed_dictionaries(
+    {"port": mostly(st.integers(1, 65535), st.one_of(st.integers(), ANY))},
+    optional={
+        "name": mostly(st.just("http"), HOSTILE),
+        "protocol": mostly(st.just("TCP"), HOSTILE),
+    },
+)
+SLICE = st.fixed_dictionaries(
+    {
+        "metadata": st.fixed_dictionaries(
+            {
+                "name": HOSTILE,
+                "labels": st.fixed_dictionaries(
+                    {"kubernetes.io/service-name": mostly(st.just("users"), HOSTILE)}
+                ),
+            }
+        ),
+        "addressType": mostly(st.sampled_from(["IPv4", "IPv6", "FQDN"]), HOSTILE),
+        "ports": mostly(st.lists(PORT, min_size=1, max_size=1), st.lists(PORT, max_size=3)),
+        "endpoints": mostly(st.lists(ENDPOINT, max_size=4)),
+    }
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(SLICE, min_size=1, max_size=4), st.sampled_from([None, "http"]))
+def test_endpoint_slices_never_become_syntax(tmp_path: Path, slices: list[Any], port: Any) -> None:
+    builder = CatalogBuilder("kubernetes")
+    add_slices(builder, slices, KubernetesRegistry(kind="kubernetes", port=port))
+    assert_no_syntax(tmp_path, builder.build())
 
 
 @pytest.mark.requires("nginx")

@@ -28,7 +28,7 @@ def open_registrar(config: RegistrySpec, service: str, instance_id: str, ttl: fl
         from .file import FileRegistrar
 
         return FileRegistrar(config, service, instance_id, ttl)
-    raise ValueError(
-        f"registry kind {config.kind!r} cannot be written by `nginxgen agent` "
-        f"(supported: {', '.join(WRITABLE_KINDS)})"
-    )
+    why = f"supported: {', '.join(WRITABLE_KINDS)}"
+    if config.kind == "kubernetes":  # nothing to do: the kubelet registers pods
+        why += "; in a cluster the kubelet registers pods, no agent is needed"
+    raise ValueError(f"registry kind {config.kind!r} cannot be written by `nginxgen agent` ({why})")

@@ -51,7 +51,7 @@ def plan_service(
     observed: Observed,
 ) -> tuple[Planned, Window, list[str]]:
     """One service's upstream, notes, refusals and ramp steps; plus the times `now` at
-    which that result holds and the observed-state keys it read (for plan_memo)."""
+    which that result holds and the observed-state keys it read (for plan/memo.py)."""
     notes: list[str] = []
     refused: list[str] = []
     balance = balance_args(policy.balance)

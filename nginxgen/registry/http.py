@@ -8,6 +8,7 @@ and known secrets are scrubbed from any text that came back from the server.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -142,3 +143,16 @@ class Http:
                 s.close()
             self._all.clear()
             self._idle.clear()
+
+
+def interrupt(stream: requests.Response) -> None:
+    """Wake the thread blocked in recv() on this streamed answer (a watch): closing a
+    socket from another thread does not, shutting it down does."""
+    conn = getattr(stream.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    stream.close()

@@ -32,4 +32,8 @@ def open_source(config: RegistrySpec, services: Sequence[str]) -> Source:
         from .eureka import EurekaSource
 
         return EurekaSource(config, services)
+    if config.kind == "kubernetes":
+        from .kubernetes import KubernetesSource
+
+        return KubernetesSource(config, services)
     raise RegistryError(f"registry kind {config.kind!r} is not supported yet")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from ..model.catalog import Catalog
 from ..model.validate import CatalogBuilder
 from ..registry.errors import describe, printable
 from ..registry.etcd import EtcdClient, prefix_end
+from ..registry.http import interrupt
 from ..spec import EtcdRegistry
 from .base import RegistryError
 
@@ -119,7 +119,7 @@ class EtcdSource:
             self.history_resets += 1
             stream = self._stream
         if stream is not None:
-            _interrupt(stream)  # the watcher re-opens from the new revision
+            interrupt(stream)  # the watcher re-opens from the new revision
 
     # --- wait -------------------------------------------------------------------------
 
@@ -230,18 +230,5 @@ class EtcdSource:
         self._stop.set()
         stream = self._stream
         if stream is not None:
-            _interrupt(stream)
+            interrupt(stream)
         self.client.close()
-
-
-def _interrupt(stream: requests.Response) -> None:
-    """Wake the watcher thread blocked in recv(): closing a socket from another thread
-    does not, shutting it down does."""
-    conn = getattr(stream.raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
-    if isinstance(sock, socket.socket):
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    stream.close()

@@ -109,8 +109,75 @@ class EurekaRegistry(_NetworkRegistry, _Credentials):
     prefer_ip: bool = True  # ipAddr rather than hostName
 
 
+# Kubernetes names: a Service is an RFC 1035 label, a namespace an RFC 1123 label.
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# A label selector as the API server parses it: `k`, `!k`, `k=v`, `k==v`, `k!=v`,
+# `k in (v1,v2)`, `k notin (v1,v2)`, joined by commas.
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_KEY = rf"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_NAME}"
+_VALUE = rf"({_NAME})?"
+_REQUIREMENT = (
+    rf"(!\s*{_KEY}|{_KEY}\s*((==?|!=)\s*{_VALUE}|\s(in|notin)\s*\(\s*{_VALUE}"
+    rf"(\s*,\s*{_VALUE})*\s*\))?)"
+)
+_SELECTOR = re.compile(rf"\s*{_REQUIREMENT}(\s*,\s*{_REQUIREMENT})*\s*")
+
+
+def is_service_name(value: str) -> bool:
+    """A name a Kubernetes Service can have (an RFC 1035 label)."""
+    return bool(_SERVICE_NAME.fullmatch(value))
+
+
+def _matches(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"not a valid Kubernetes {what}: {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+class KubernetesRegistry(Model):
+    """EndpointSlices (discovery.k8s.io/v1) of one namespace; the defaults are the pod's own
+    service account, so in a cluster `kind: kubernetes` alone is enough."""
+
+    kind: Literal["kubernetes"]
+    api: HttpUrl | None = None  # default https://$KUBERNETES_SERVICE_HOST:$..._PORT
+    namespace: Annotated[str, _matches(_NAMESPACE, "namespace")] | None = None
+    token_file: SpecPath | None = None  # default: the service account token (re-read)
+    ca_file: SpecPath | None = None  # default: the service account's ca.crt
+    # Which Services: these names, or the EndpointSlices a label selector matches (the
+    # EndpointSlice controller copies a Service's labels onto its slices); neither: the
+    # services the routes name.
+    services: tuple[Annotated[str, _matches(_SERVICE_NAME, "service name")], ...] | None = None
+    selector: Annotated[str, _matches(_SELECTOR, "label selector")] | None = None
+    port: str | None = None  # the port name for every service; default: the only port
+    ports: dict[str, str] = {}  # per service: {users: http}
+    connect_timeout: Duration = 2.0
+    read_timeout: Duration = 5.0
+    watch_timeout: Duration = 300.0  # asked of the API server per watch (timeoutSeconds)
+
+    @model_validator(mode="after")
+    def _choice(self) -> KubernetesRegistry:
+        if self.services is not None and self.selector is not None:
+            raise ValueError("use services or selector, not both")
+        if self.services is not None:
+            unknown = sorted(set(self.ports) - set(self.services))
+            if unknown:
+                raise ValueError(f"ports names services not in services: {', '.join(unknown)}")
+        if self.watch_timeout < 1:
+            raise ValueError("watch_timeout must be at least 1s")
+        return self
+
+
 RegistrySpec = Annotated[
-    FileRegistry | ConsulRegistry | EtcdRegistry | NacosRegistry | EurekaRegistry,
+    FileRegistry
+    | ConsulRegistry
+    | EtcdRegistry
+    | NacosRegistry
+    | EurekaRegistry
+    | KubernetesRegistry,
     Field(discriminator="kind"),
 ]
-REGISTRY_KINDS = ("file", "consul", "etcd", "nacos", "eureka")
+REGISTRY_KINDS = ("file", "consul", "etcd", "nacos", "eureka", "kubernetes")

@@ -1,5 +1,5 @@
 """The agent's pure parts: rise/fall, in-flight parsing, command-line checks (its backoff
-is nginxgen.util.backoff, tested in tests/test_backoff.py)."""
+is nginxgen.util.backoff, tested in tests/util/test_backoff.py)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def needs_lua() -> Any:
-    """nginx with the Lua module (tests/helpers/components.py: skipped without it, failed
-    under CI=true)."""
+    """Skipped without nginx's Lua module; failed under CI=true (see tests/helpers)."""
     import pytest
 
     return pytest.mark.requires("nginx-lua")
