@@ -149,6 +149,9 @@ def start_watched_gateway(
             "listen": f"127.0.0.1:{port}",
             "output": "nginx.conf",
             "pid": "nginx.pid",
+            # Never the default 127.0.0.1:9181: another nginx on the machine (a parallel
+            # test run) would answer for this one's generation.
+            "status_listen": f"127.0.0.1:{free_port()}",
             **nginx,
         },
         "watch": {"listen": f"127.0.0.1:{health}", **WATCH, **(watch or {})},

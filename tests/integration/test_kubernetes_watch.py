@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import Backend, Client, WatchedGateway, free_port, who_answers
+from tests.helpers import Backend, Client, WatchedGateway, who_answers
 from tests.helpers import poll_until as eventually
 from tests.helpers.kubernetes import FakeKubeAPI, endpoint, endpoint_slice
 from tests.helpers.tls import make_tls_files
@@ -55,7 +55,6 @@ def kube_gateway(
             registry=registry,
             # a pod that is ready takes its full share here
             extra={"defaults": {"warmup": "off"}},
-            status_listen=f"127.0.0.1:{free_port()}",
         )
 
     return make
