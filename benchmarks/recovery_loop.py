@@ -37,8 +37,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.agent_proc import AgentProcess, Control, token_file  # noqa: E402
-from tests.conftest import (  # noqa: E402
+from tests.helpers import (  # noqa: E402
     REPO,
     Etcd,
     Nginx,
@@ -46,6 +45,7 @@ from tests.conftest import (  # noqa: E402
     wait_for_port,
     world_readable_dir,  # noqa: E402
 )
+from tests.helpers.agent import AgentProcess, Control, token_file  # noqa: E402
 from tests.integration.test_restart_loop import HANGING_UNIT, at  # noqa: E402
 
 PROBES = {

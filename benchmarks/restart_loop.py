@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/restart_loop.py [--runs 5] [--grace 0.5] [--ready 0]
 
-One agent wraps a small HTTP unit (tests/agent_proc.UNIT, /healthz 200 once it listens,
+One agent wraps a small HTTP unit (tests/helpers/agent.UNIT, /healthz 200 once it listens,
 plus `--ready` seconds) and is restarted `--runs` times through POST /restart. Each part
 is seen from outside, by sampling every 5 ms: etcd no longer holds the key, the program's
 port is closed and its process group gone, the port is open again, etcd holds the key
@@ -25,7 +25,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.agent_proc import (  # noqa: E402
+from tests.helpers import Etcd, free_port  # noqa: E402
+from tests.helpers.agent import (  # noqa: E402
     AgentProcess,
     Control,
     Timeline,
@@ -35,7 +36,6 @@ from tests.agent_proc import (  # noqa: E402
     token_file,
     unit_command,
 )
-from tests.conftest import Etcd, free_port  # noqa: E402
 
 KEY = "/services/app/app-1"
 PARTS = (

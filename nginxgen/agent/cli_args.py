@@ -7,7 +7,7 @@ import re
 import ssl
 from collections.abc import Sequence
 
-from ..catalog import InvalidEntry, is_safe_name, split_address, valid_host, valid_id
+from ..model.validate import InvalidEntry, is_safe_name, split_address, valid_host, valid_id
 from ..spec import parse_duration
 from ..util.checks import tls_context
 from .base import CONTROL_META, AgentConfig, ControlConfig, HealthCheck

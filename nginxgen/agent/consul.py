@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from ..catalog import CatalogBuilder, split_address
+from ..model.validate import CatalogBuilder, split_address
 from ..registry.consul import ConsulClient
 from ..sources.consul import add_entries
 from ..spec import ConsulRegistry

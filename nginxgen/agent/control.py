@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..catalog import label
+from ..model.validate import label
 from ..util import token_file
 from .restart import Answer, RestartDesk
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..catalog import CatalogBuilder
+from ..model.validate import CatalogBuilder
 from ..registry.etcd import EtcdClient
 from ..sources.etcd import add_kv
 from ..spec import EtcdRegistry

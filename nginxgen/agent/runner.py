@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..catalog import split_address
+from ..model.validate import split_address
 from ..util.backoff import Backoff
 from . import program
 from .base import (

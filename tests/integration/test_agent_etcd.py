@@ -7,22 +7,17 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import AgentProcess, TcpServer, agent_factory, eventually, write_agent_spec
-from tests.conftest import Etcd, free_port, wait_for_port
-from tests.tls import SERVER_NAME, HttpsServer, TlsFiles, make_tls_files
+from tests.helpers import Etcd, free_port, wait_for_port
+from tests.helpers.agent import TcpServer, eventually, write_agent_spec
+from tests.helpers.tls import SERVER_NAME, HttpsServer, TlsFiles, make_tls_files
 
 KEY = "/services/app/app-1"
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
 
 
 @pytest.fixture

@@ -4,18 +4,17 @@ refusals that change nothing, the rate limit, and a registry that is down."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import (
+from tests.helpers import Etcd, free_port
+from tests.helpers.agent import (
     TOKEN,
     AgentProcess,
     Control,
     Timeline,
-    agent_factory,
     eventually,
     group_members,
     port_open,
@@ -23,15 +22,9 @@ from tests.agent_proc import (
     unit_command,
     write_agent_spec,
 )
-from tests.conftest import Etcd, free_port
 
 KEY = "/services/app/app-1"
 GRACE = 1.0
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
 
 
 @pytest.fixture

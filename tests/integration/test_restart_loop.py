@@ -11,19 +11,16 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
-from tests.agent_proc import AgentProcess, Control, agent_factory, token_file
-from tests.conftest import free_port
+from tests.helpers import Client, WatchedGateway, free_port, nginx_workers
+from tests.helpers import poll_until as eventually
+from tests.helpers.agent import AgentProcess, Control, token_file
 from tests.integration import test_e2e_agent_watch as e2e
-from tests.integration.test_policies import workers
-from tests.integration.test_watch import Client, Gateway, eventually
 
 # A unit whose application can hang: GET /hang (sent to it directly) makes every later
 # request wait forever, /healthz included, while the process and its listener stay up
@@ -66,11 +63,6 @@ PERIOD = 4.0  # warm-up: 50 % for 4 s, then full weight
 PROBE = {"path": "/healthz", "interval": "0.2s", "timeout": "0.3s", "fall": 2, "rise": 1}
 
 
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
-
-
 class Unit:
     def __init__(self, tmp_path: Path, name: str) -> None:
         self.name, self.port, self.control_port = name, free_port(), free_port()
@@ -92,7 +84,7 @@ class Unit:
         requests.get(f"http://{self.address}/hang", timeout=5)
 
 
-def start_unit(agents, gw: Gateway, unit: Unit, agent_token: Path) -> AgentProcess:
+def start_unit(agents, gw: WatchedGateway, unit: Unit, agent_token: Path) -> AgentProcess:
     return agents(
         gw.spec,
         *("--service", "app", "--id", unit.name, "--address", unit.address, "--ttl", "3s"),
@@ -116,7 +108,7 @@ def at(iso: str) -> float:
 class ConfWatch(threading.Thread):
     """Every config nginxgen installs, in order, as {address: weight}."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: WatchedGateway) -> None:
         super().__init__(daemon=True)
         self.gw, self.seen, self.halt = gw, [], threading.Event()
         self.seen: list[dict[str, int]] = []
@@ -161,7 +153,7 @@ def test_a_hung_unit_is_restarted_through_its_agent_and_comes_back_warming(
     # ... and served by nginx's one worker alone: no old worker with an older config (a
     # single-server upstream cannot fail over) still takes connections.
     assert gw.nginx.proc is not None
-    eventually(lambda: len(workers(gw.nginx.proc.pid)) == 1, 30, "one nginx worker")
+    eventually(lambda: len(nginx_workers(gw.nginx.proc.pid)) == 1, 30, "one nginx worker")
     old_pid = a.control.status()["pid"]
     confs = ConfWatch(gw)
     confs.start()
