@@ -244,6 +244,22 @@ def agent(
     health_url: Annotated[
         str | None, typer.Option(help="GET it every --health-interval; 2xx is healthy.")
     ] = None,
+    health_kind: Annotated[
+        str | None,
+        typer.Option(help="http, https or tcp. Default: the --health-url's scheme."),
+    ] = None,
+    health_address: Annotated[
+        str | None, typer.Option(help="tcp: HOST:PORT to connect to. Default: --address.")
+    ] = None,
+    health_ca: Annotated[
+        str | None, typer.Option(help="https: trust only this CA file (PEM).")
+    ] = None,
+    health_insecure: Annotated[
+        bool, typer.Option(help="https: do not verify the unit's certificate.")
+    ] = False,
+    health_sni: Annotated[
+        str | None, typer.Option(help="https: TLS name to send and verify. Default: URL host.")
+    ] = None,
     health_interval: Annotated[str, typer.Option(help="Between two health probes.")] = "2s",
     rise: Annotated[int, typer.Option(help="Passes in a row that mark the unit up.")] = 2,
     fall: Annotated[int, typer.Option(help="Failures in a row that mark the unit down.")] = 3,
@@ -261,6 +277,35 @@ def agent(
     stop_timeout: Annotated[
         str, typer.Option(help="After SIGTERM, how long the program gets before SIGKILL.")
     ] = "30s",
+    control_listen: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT for the control endpoint (POST /restart, GET /status)."),
+    ] = None,
+    control_token_file: Annotated[
+        str | None, typer.Option(help="File with the bearer token (mode 0600).")
+    ] = None,
+    control_advertise: Annotated[
+        str | None,
+        typer.Option(
+            help="URL the gateway calls, in meta.nginxgen_control. Default: http://LISTEN."
+        ),
+    ] = None,
+    restart_grace: Annotated[
+        str | None,
+        typer.Option(
+            help="After the registry stops listing the unit, wait this long. [default: 3s]"
+        ),
+    ] = None,
+    restart_limit: Annotated[
+        str | None, typer.Option(help="At most COUNT restarts per WINDOW. [default: 3/10m]")
+    ] = None,
+    start_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="After a restart, how long the program gets to pass its health check. "
+            "[default: 60s]"
+        ),
+    ] = None,
 ) -> None:
     """Register this unit in the registry, heartbeat, follow its health, drain on shutdown.
 
@@ -269,6 +314,7 @@ def agent(
     """
     from .agent import open_registrar
     from .agent.cli_args import AgentArgsError, agent_config
+    from .agent.control import ControlError
     from .agent.runner import Agent, ChildError
 
     spec = load(config)
@@ -282,6 +328,11 @@ def agent(
             tags=tag or [],
             ttl=ttl,
             health_url=health_url,
+            health_kind=health_kind,
+            health_address=health_address,
+            health_ca=health_ca,
+            health_insecure=health_insecure,
+            health_sni=health_sni,
             health_interval=health_interval,
             rise=rise,
             fall=fall,
@@ -291,6 +342,12 @@ def agent(
             inflight_url=inflight_url,
             stop_timeout=stop_timeout,
             command=command or [],
+            control_listen=control_listen,
+            control_token_file=control_token_file,
+            control_advertise=control_advertise,
+            restart_grace=restart_grace,
+            restart_limit=restart_limit,
+            start_timeout=start_timeout,
         )
         registrar = open_registrar(spec.registry, cfg.service, cfg.instance_id, cfg.ttl)
     except (AgentArgsError, ValueError, RegistryError) as exc:
@@ -304,7 +361,7 @@ def agent(
 
     try:
         code = Agent(cfg, registrar, log).run()
-    except ChildError as exc:
+    except (ChildError, ControlError) as exc:
         fail(str(exc), 2)
     raise typer.Exit(code)
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import requests
-
 from ..registry.errors import Gone, RegistryError
 
 # States the agent writes; the same vocabulary every registry reader understands.
 STARTING, UP, DOWN, DRAINING = "starting", "up", "down", "draining"
+SERVING = (UP, STARTING)  # states a gateway sends requests to
+# The meta key that advertises the agent's control endpoint to the gateway.
+CONTROL_META = "nginxgen_control"
 
 # The registry layer's errors, under the names the agent's loop reasons with:
 # RegistryDown — did not answer, or answered with an error: retry later;
@@ -20,6 +21,42 @@ STARTING, UP, DOWN, DRAINING = "starting", "up", "down", "draining"
 # data wiped): register again from scratch. LeaseLost is a kind of RegistryDown.
 RegistryDown = RegistryError
 LeaseLost = Gone
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How the agent checks its unit: `http`/`https` GET `url` (2xx is healthy), or `tcp`
+    connect to host:port."""
+
+    kind: str  # "http" | "https" | "tcp"
+    url: str | None = None
+    host: str = ""
+    port: int = 0
+    ca: str | None = None  # https: trust only this CA
+    insecure: bool = False  # https: verify nothing
+    sni: str | None = None  # https: the TLS name, when it is not the URL's host
+
+    @property
+    def label(self) -> str:
+        """What log lines call it: the URL, or "tcp HOST:PORT"."""
+        if self.url is not None:
+            return self.url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp {host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The control endpoint (`--control-listen`) and the restarts it can ask for."""
+
+    host: str
+    port: int
+    token_file: str
+    url: str  # advertised as meta.nginxgen_control
+    grace: float = 3.0  # after the registry stopped listing the unit
+    limit: int = 3  # restarts ...
+    window: float = 600.0  # ... per this many seconds
+    start_timeout: float = 60.0  # for the restarted program to pass its health check
 
 
 @dataclass(frozen=True)
@@ -31,7 +68,7 @@ class AgentConfig:
     tags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
     ttl: float = 10.0
-    health_url: str | None = None
+    health: HealthCheck | None = None
     health_interval: float = 2.0
     rise: int = 2
     fall: int = 3
@@ -41,6 +78,7 @@ class AgentConfig:
     inflight_url: str | None = None
     stop_timeout: float = 30.0
     command: tuple[str, ...] = ()
+    control: ControlConfig | None = None
 
     @property
     def heartbeat_every(self) -> float:
@@ -122,19 +160,10 @@ class Registrar(Protocol):
         """Remove the registration now; a missing one is not an error."""
         ...
 
+    def listed(self) -> str | None:
+        """The state this instance is listed in, read the way the gateway's source reads
+        it; None when the registry does not list it (or lists something no gateway would
+        use)."""
+        ...
+
     def close(self) -> None: ...
-
-
-def http_reason(exc: BaseException) -> str:
-    """The human part of a requests error (no urllib3 object reprs in log lines)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connect timeout"
-    if isinstance(exc, requests.ReadTimeout):
-        return "read timeout"
-    if isinstance(exc, requests.ConnectionError):
-        text = str(exc)
-        for hint in ("Connection refused", "Name or service not known", "Connection reset"):
-            if hint in text:
-                return hint.lower()
-        return "connection failed"
-    return type(exc).__name__

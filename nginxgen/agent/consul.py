@@ -10,8 +10,11 @@ The calls go through registry.consul, the client the source reads with.
 
 from __future__ import annotations
 
-from ..model.validate import split_address
+from urllib.parse import quote
+
+from ..model.validate import CatalogBuilder, split_address
 from ..registry.consul import ConsulClient
+from ..sources.consul import add_entries
 from ..spec import ConsulRegistry
 from .base import DOWN, DRAINING, LeaseLost, Record
 
@@ -20,7 +23,9 @@ DEREGISTER_AFTER = "1m"  # Consul reaps critical services no sooner than one min
 
 class ConsulRegistrar:
     def __init__(self, config: ConsulRegistry, service: str, instance_id: str, ttl: float) -> None:
+        self.config = config
         self.client = ConsulClient(config)
+        self.service = service
         self.service_id = instance_id
         self.check_id = f"service:{instance_id}"
         self.ttl = f"{max(1, round(ttl))}s"
@@ -69,6 +74,23 @@ class ConsulRegistrar:
             self.client.deregister(self.service_id)
         except LeaseLost:
             pass  # already gone
+
+    def listed(self) -> str | None:
+        """From the catalog (/v1/health/service/<name>), as the gateway reads it, not from
+        the local agent: the agent knows at once, the catalog once the agent has synced."""
+        path = f"/v1/health/service/{quote(self.service, safe='')}"
+        entries, _ = self.client.read(path, {})
+        if not isinstance(entries, list):
+            raise self.client.http.fail(
+                self.client.url + path, "expected a list of service entries"
+            )
+        builder = CatalogBuilder("consul")
+        add_entries(builder, self.service, entries, self.config.warning)
+        for inst in builder.build().services.get(self.service, ()):
+            # Ids the catalog qualified as "<node>/<id>" (one id on two nodes) count too.
+            if inst.id == self.service_id or inst.id.endswith(f"/{self.service_id}"):
+                return inst.state
+        return None
 
     def close(self) -> None:
         self.client.close()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 
+from ..model.validate import CatalogBuilder
 from ..registry.etcd import EtcdClient
+from ..sources.etcd import add_kv
 from ..spec import EtcdRegistry
 from .base import LeaseLost, Record
 
@@ -17,6 +19,8 @@ from .base import LeaseLost, Record
 class EtcdRegistrar:
     def __init__(self, config: EtcdRegistry, service: str, instance_id: str, ttl: float) -> None:
         self.client = EtcdClient(config)
+        self.prefix = config.prefix
+        self.service, self.instance_id = service, instance_id
         self.key = f"{config.prefix}{service}/{instance_id}".encode()
         self.ttl = max(1, round(ttl))  # etcd leases are whole seconds
         self.lease: str | None = None
@@ -46,6 +50,17 @@ class EtcdRegistrar:
         if self.lease is not None:
             self.client.revoke(self.lease)
             self.lease = None
+
+    def listed(self) -> str | None:
+        kvs = self.client.range(self.key).get("kvs") or []
+        if not isinstance(kvs, list) or not kvs:
+            return None
+        builder = CatalogBuilder("etcd")
+        add_kv(builder, self.prefix, kvs[0])  # the source's own parsing of the value
+        found = [
+            i for i in builder.build().services.get(self.service, ()) if i.id == self.instance_id
+        ]
+        return found[0].state if found else None
 
     def close(self) -> None:
         self.client.close()

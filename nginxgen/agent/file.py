@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..registry.file import ServicesFile
+from ..sources.file import parse_registry
 from ..spec import FileRegistry
 from .base import LeaseLost, Record
 
@@ -71,6 +72,15 @@ class FileRegistrar:
             return True
 
         self._edit(change)
+
+    def listed(self) -> str | None:
+        """As the file source reads it; RegistryDown when the file cannot be read."""
+        if not self.path.exists():
+            return None
+        raw = self.file.read_bytes()  # raises RegistryDown (RegistryError)
+        catalog = parse_registry(raw, str(self.path))
+        found = [i for i in catalog.services.get(self.service, ()) if i.id == self.instance_id]
+        return found[0].state if found else None
 
     def close(self) -> None:
         pass

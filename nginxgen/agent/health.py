@@ -1,29 +1,32 @@
-"""Probing the unit: its health URL (rise/fall) and its in-flight request count."""
+"""Probing the unit: its health check (http, https or tcp; rise/fall) and its in-flight
+request count. The checks themselves are nginxgen.util.checks, shared with the gateway."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
 
 import requests
 
-from .base import http_reason
+from ..util.checks import CheckResult, Clock, check_http, check_tcp, tls_context
+from .base import HealthCheck
 
 
-@dataclass(frozen=True)
-class Probe:
-    ok: bool
-    detail: str  # "HTTP 200", "connection refused", ...
+class Checker:
+    """The configured check (http, https or tcp), ready to run: the TLS context is built
+    once, not per probe. Raises OSError / ssl.SSLError when the CA file is unusable."""
 
+    def __init__(self, check: HealthCheck, clock: Clock = time.monotonic) -> None:
+        self.check = check
+        self.clock = clock
+        self.context = tls_context(check.ca, not check.insecure) if check.kind == "https" else None
 
-def probe(session: requests.Session, url: str, timeout: float) -> Probe:
-    """One GET; healthy means a 2xx answer within `timeout`."""
-    try:
-        r = session.get(url, timeout=timeout, allow_redirects=False)
-    except requests.RequestException as exc:
-        return Probe(False, http_reason(exc))
-    r.close()
-    return Probe(200 <= r.status_code < 300, f"HTTP {r.status_code}")
+    def __call__(self, timeout: float) -> CheckResult:
+        c = self.check
+        if c.kind == "tcp":
+            return check_tcp(c.host, c.port, timeout, clock=self.clock)
+        assert c.url is not None
+        return check_http(c.url, timeout, context=self.context, sni=c.sni, clock=self.clock)
 
 
 class HealthTracker:

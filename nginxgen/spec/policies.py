@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -12,7 +12,7 @@ from pydantic import (
 )
 from pydantic.functional_validators import AfterValidator
 
-from .fields import Duration, Model
+from .fields import Duration, Model, SpecPath
 from .gateway import OptionalLimitConn, OptionalRateLimit
 
 NEXT_UPSTREAM = (
@@ -101,11 +101,15 @@ _URL_PATH = re.compile(r"^/[A-Za-z0-9._~!&()*+,=:@%/?-]*$")
 
 
 class Recovery(Model):
-    """Run a command or POST JSON when an instance has been pseudo-dead for `after` probes."""
+    """What to do when an instance has been pseudo-dead for `after` probes: run a command,
+    POST JSON to a URL (a control center), or ask the instance's own agent to restart it
+    (`agent: true`: POST <meta.nginxgen_control>/restart with the token in `token_file`)."""
 
     after: int = Field(10, ge=1)  # consecutive failed probes
     command: tuple[str, ...] | None = None  # argv, no shell; JSON on stdin
     url: str | None = None  # POST application/json
+    agent: bool = False  # POST the instance's advertised control endpoint
+    token_file: SpecPath | None = None  # agent: the bearer token, one line, mode 0600
     cooldown: Duration = 600.0  # at most once per instance per cooldown
     timeout: Duration = 10.0
 
@@ -116,12 +120,19 @@ class Recovery(Model):
 
     @model_validator(mode="after")
     def _one_action(self) -> Recovery:
-        if (self.command is None) == (self.url is None):
-            raise ValueError("give exactly one of 'command' (argv list) or 'url'")
+        given = (self.command is not None) + (self.url is not None) + self.agent
+        if given != 1:
+            raise ValueError("give exactly one of 'command' (argv list), 'url' or 'agent: true'")
         if self.command is not None and not self.command:
             raise ValueError("command must not be empty")
         if self.url is not None and not re.match(r"^https?://[^\s]+$", self.url):
             raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if self.agent and not self.token_file:
+            raise ValueError(
+                "agent: true needs token_file (the file with the agents' bearer token)"
+            )
+        if self.token_file and not self.agent:
+            raise ValueError("token_file is for agent: true")
         return self
 
 
@@ -129,7 +140,11 @@ class Probe(Model):
     """Active health checks run by nginxgen (not nginx) against each instance."""
 
     enabled: bool = True
+    kind: Literal["http", "https", "tcp"] = "http"  # tcp: a connect within the timeout
     path: str = "/healthz"
+    verify: bool = True  # https: verify the instance's certificate
+    ca: SpecPath | None = None  # https: trust only this CA (PEM)
+    sni: str | None = None  # https: the TLS name to send and verify; default the address
     interval: Duration = 5.0
     timeout: Duration = 2.0
     rise: int = Field(2, ge=1)  # consecutive successes to come back
@@ -151,6 +166,22 @@ class Probe(Model):
         ):
             raise ValueError(f"expect_status must list HTTP status codes 100-599, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> Probe:
+        if self.kind != "https" and (
+            self.ca is not None or self.sni is not None or not self.verify
+        ):
+            raise ValueError(f"ca, sni and verify are for kind: https, not {self.kind}")
+        if self.ca is not None and not self.verify:
+            raise ValueError("ca and verify: false contradict each other")
+        if self.sni is not None and not re.fullmatch(
+            r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+            self.sni,
+        ):
+            raise ValueError(f"sni must be a DNS name, got {self.sni!r}")
+        return self
 
     @field_validator("path")
     @classmethod

@@ -34,6 +34,7 @@ from .flap import FlapDamper
 from .guard import RemovalHold
 from .policies import Policies, warming_count
 from .policy_state import state_path
+from .recovery import HookRun
 from .telemetry import Health, Metrics, event
 
 # /healthz asks nginx's status listener whether the generation serves; never for longer.
@@ -107,7 +108,7 @@ class Applier:
         self.hold = RemovalHold(spec.watch.guard)
         self.flaps = FlapDamper(spec.watch.flap)
         # Traffic policies: warm-up state file, pseudo-dead probes (started by the loop).
-        self.policies = Policies(spec, clock=clock)
+        self.policies = Policies(spec, clock=clock, on_recovery=self._count_recovery)
         self.accepted: Catalog | None = None  # the guard's catalog last planned with
         self.applied_plan: Plan | None = None
         self.next_change: datetime | None = None  # the last plan's next warm-up step
@@ -132,6 +133,10 @@ class Applier:
         self._reload_policies(spec)
         self._spec_reloaded = True
 
+    def _count_recovery(self, run: HookRun) -> None:
+        """From the prober's threads: nginxgen_recoveries_total{result}."""
+        self.metrics.recoveries.labels(run.result).inc()
+
     def _reload_policies(self, spec: Spec) -> None:
         """Keep the policies (and the prober's verdicts) when their settings stay;
         otherwise start afresh, keeping the state file's times when its path stays."""
@@ -142,7 +147,9 @@ class Applier:
         same_file = state_path(spec) == state_path(old.spec)
         old.close()
         state = old.state if same_file else None
-        self.policies = Policies(spec, state=state, clock=self.clock).start()
+        self.policies = Policies(
+            spec, state=state, clock=self.clock, on_recovery=self._count_recovery
+        ).start()
         # The new prober knows nothing yet: the next pass plans without pseudo-dead ones.
         event(logging.INFO, "SIGHUP: probe or state file settings changed; policies start afresh")
 
@@ -310,7 +317,9 @@ class Applier:
         self.applied_plan = plan
         self._applied_dead = self._observed_dead
         self._spec_reloaded = False
-        self.policies.installed()  # first-seen times count from a config that serves
+        # First-seen times count from a config that serves; agents of the pseudo-dead
+        # instances it keeps out may be asked to restart them from now on.
+        self.policies.installed(self._applied_dead)
         self.failed_text = None
         self.health.applied, self.health.apply_error = True, ""
         self.health.generation = generation

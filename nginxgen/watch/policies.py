@@ -5,13 +5,14 @@ policies = Policies(spec).start()
     observed = policies.observe(catalog, now)       # prober targets + state file
     result = pipeline.build(spec, catalog, ..., now=now, observed=observed)
     ...install + reload...
-    policies.installed()                            # persist first-seen times
+    policies.installed(dead)                        # persist first-seen times
     wake at result.plan.next_change_at (warm-up step), or when policies.changed is set
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from ..model.catalog import Catalog
@@ -21,6 +22,7 @@ from ..spec import Probe, Spec
 from ..util.clock import Clock
 from .policy_state import PolicyState, state_path
 from .probe import Prober
+from .recovery import HookRun
 
 # The plan's note for an instance on its ramp (plan/service.py writes it; the README shows it).
 WARMING_NOTE = ": warming up, step "
@@ -28,13 +30,20 @@ WARMING_NOTE = ": warming up, step "
 
 class Policies:
     def __init__(
-        self, spec: Spec, *, state: PolicyState | None = None, clock: Clock | None = None
+        self,
+        spec: Spec,
+        *,
+        state: PolicyState | None = None,
+        clock: Clock | None = None,
+        on_recovery: Callable[[HookRun], None] = lambda run: None,
     ) -> None:
         self.spec = spec
         self.state = state if state is not None else PolicyState(state_path(spec))
         probing = any(spec.service_policy(n).probe.enabled for n in spec.service_names)
         monotonic = (clock or Clock()).monotonic
-        self.prober: Prober | None = Prober(spec, clock=monotonic) if probing else None
+        self.prober: Prober | None = (
+            Prober(spec, clock=monotonic, on_recovery=on_recovery) if probing else None
+        )
         # Set when the prober's dead set changes: re-plan without waiting for the registry.
         self.changed = self.prober.changed if self.prober else threading.Event()
 
@@ -52,9 +61,12 @@ class Policies:
             dead = self.prober.dead()
         return self.state.observe(catalog, now, dead)
 
-    def installed(self) -> None:
-        """Call after a config built from the last `observe` was installed."""
+    def installed(self, dead: frozenset[str]) -> None:
+        """Call once a config built from the last `observe` serves; `dead` are the
+        pseudo-dead keys it keeps out (their agents may be asked to restart them now)."""
         self.state.save()
+        if self.prober:
+            self.prober.served_without(dead)
 
     def close(self) -> None:
         if self.prober:

@@ -7,29 +7,41 @@ back in through the warm-up). The plan, not the prober, refuses to take a whole 
 down on probe evidence alone.
 
 Probes run concurrently on a thread pool, each instance on its own cadence, so one hung
-instance costs one thread for `timeout`, never the others' schedule.
+instance costs one thread for `timeout`, never the others' schedule. A probe is an HTTP or
+HTTPS GET of `path`, or a TCP connect (`kind`), made by nginxgen.util.checks, the checks
+the agent runs on its unit.
+
+After `recovery.after` failures the prober acts (watch/recovery.py): a command, a POST to a
+control center, or a restart through the instance's own agent. An agent is asked only
+while the instance is held out as pseudo-dead and another instance of its service passes
+its probes: a probe that is wrong for every instance must not restart them all.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import requests
-
+from ..agent.base import CONTROL_META
 from ..model.catalog import LIVE_STATES, Catalog, instance_key
 from ..spec import Probe, Recovery, Spec
+from ..util.checks import check_http, check_tcp, tls_context
+from ..util.token_file import TokenFileError, read_token
+from . import recovery as recoveries
+from .recovery import HookRun
 
 log = logging.getLogger("nginxgen.probe")
+
+# How long the time of a recovery is kept for an instance that left the registry (the
+# cooldown holds when it comes back): longer than any sensible cooldown.
+HOOKED_KEPT = 86400.0
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,15 @@ class Target:
     instance_id: str
     address: str
     probe: Probe
+    control: str | None = None  # meta.nginxgen_control: where its agent listens
+    # https: built once per (ca, verify) by the prober, not per probe
+    context: ssl.SSLContext | None = field(default=None, compare=False)
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}{self.probe.path}"
+        if self.probe.kind == "tcp":
+            return f"tcp://{self.address}"
+        return f"{self.probe.kind}://{self.address}{self.probe.path}"
 
 
 @dataclass
@@ -56,14 +73,7 @@ class _Track:
     next_due: float = 0.0
     in_flight: bool = False
     hooked_at: float | None = None  # monotonic time of the last recovery hook
-
-
-@dataclass(frozen=True)
-class HookRun:
-    key: str
-    action: str  # "command" or "url"
-    ok: bool
-    detail: str
+    held_said: bool = False  # the agent was not called (no other instance passes): logged
 
 
 @dataclass
@@ -78,22 +88,16 @@ class ProbeStatus:
 def check(target: Target) -> str:
     """Probe once; '' when healthy, else why not (one short line)."""
     p = target.probe
-    try:
-        with requests.Session() as s:
-            s.trust_env = False  # instances are reached directly, never through a proxy
-            r = s.get(
-                target.url,
-                timeout=(p.timeout, p.timeout),
-                allow_redirects=False,
-                headers={"Connection": "close", "User-Agent": "nginxgen-probe"},
-            )
-    except requests.Timeout:
-        return f"no answer within {p.timeout:g}s"
-    except requests.RequestException as exc:
-        return f"connection failed: {type(exc).__name__}"
-    if r.status_code not in p.expect_status:
-        return f"HTTP {r.status_code} from {p.path}"
-    return ""
+    if p.kind == "tcp":
+        host, _, port = target.address.rpartition(":")
+        result = check_tcp(host.strip("[]"), int(port), p.timeout)
+        return "" if result.ok else result.detail
+    result = check_http(
+        target.url, p.timeout, context=target.context, sni=p.sni, expect=p.expect_status
+    )
+    if result.ok:
+        return ""
+    return f"{result.detail} from {p.path}" if result.detail.startswith("HTTP ") else result.detail
 
 
 class Prober:
@@ -110,10 +114,17 @@ class Prober:
         clock: Callable[[], float] = time.monotonic,
         checker: Callable[[Target], str] = check,
         max_workers: int = 16,
+        on_recovery: Callable[[HookRun], None] = lambda run: None,
     ) -> None:
         self.spec = spec
         self.clock = clock
         self.checker = checker
+        self.on_recovery = on_recovery  # e.g. counts nginxgen_recoveries_total{result}
+        self._contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+        # Pseudo-dead keys the serving config keeps out (None: nobody reports it).
+        self._served_without: frozenset[str] | None = None
+        self._hooked: dict[str, float] = {}  # last recovery per key, across re-registrations
+        self._check_token_files()
         self.changed = threading.Event()
         self.hook_runs: list[HookRun] = []
         self._tracks: dict[str, _Track] = {}
@@ -122,6 +133,24 @@ class Prober:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _check_token_files(self) -> None:
+        """Say at start, not at the first pseudo-dead instance, that a token file is
+        unusable; each call reads it again, so fixing it needs no restart."""
+        files: dict[str, list[str]] = {}
+        for name in self.spec.service_names:
+            r = self.spec.service_policy(name).probe.recovery
+            if r is not None and r.agent and r.token_file:
+                files.setdefault(r.token_file, []).append(name)
+        for path, services in files.items():
+            try:
+                read_token(path, f"probe.recovery.token_file {path}")
+            except TokenFileError as exc:
+                log.warning(
+                    "%s; restarts through the agents of %s fail until it is fixed",
+                    exc,
+                    ", ".join(repr(s) for s in services),
+                )
 
     # --- what the loop calls ---------------------------------------------------------
 
@@ -132,21 +161,47 @@ class Prober:
             probe = self.spec.service_policy(name).probe
             if not probe.enabled:
                 continue
+            context = self._context(probe)
             for inst in catalog.services.get(name, ()):
                 if inst.state in LIVE_STATES:
                     key = instance_key(inst)
-                    targets[key] = Target(key, name, inst.id, inst.address, probe)
+                    control = inst.meta_dict.get(CONTROL_META)
+                    targets[key] = Target(key, name, inst.id, inst.address, probe, control, context)
         with self._lock:
             gone_dead = any(t.dead for k, t in self._tracks.items() if k not in targets)
             tracks = {}
             for key, target in targets.items():
-                track = self._tracks.get(key) or _Track(target, next_due=self.clock())
+                track = self._tracks.get(key) or _Track(
+                    target,
+                    next_due=self.clock(),
+                    # An instance that comes back (its agent restarted it) keeps its
+                    # cooldown: at most one recovery per instance per cooldown.
+                    hooked_at=self._hooked.get(key),
+                )
                 track.target = target
                 tracks[key] = track
             self._tracks = tracks
+            now = self.clock()
+            self._hooked = {
+                k: t for k, t in self._hooked.items() if k in tracks or now - t < HOOKED_KEPT
+            }
         if gone_dead:
             self.changed.set()
         self._wake.set()
+
+    def _context(self, probe: Probe) -> ssl.SSLContext | None:
+        """The TLS context for an https probe; a CA file that cannot be read leaves the
+        probe without one (its checks then fail and say why), once per file, logged."""
+        if probe.kind != "https":
+            return None
+        key = (probe.ca, probe.verify)
+        if key not in self._contexts:
+            try:
+                self._contexts[key] = tls_context(probe.ca, probe.verify)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("probe.ca %s: not a readable PEM CA file (%s)", probe.ca, exc)
+                return None
+        return self._contexts[key]
 
     def dead(self) -> frozenset[str]:
         """Keys (service/id@address) of instances held out as pseudo-dead."""
@@ -209,6 +264,7 @@ class Prober:
 
     def _record(self, track: _Track, error: str, started: float) -> None:
         hook: Recovery | None = None
+        held = False
         p = track.target.probe
         with self._lock:
             track.in_flight = False
@@ -236,7 +292,11 @@ class Prober:
                     and track.failures >= r.after
                     and (track.hooked_at is None or started - track.hooked_at >= r.cooldown)
                 ):
-                    track.hooked_at, hook = started, r
+                    if not r.agent:
+                        track.hooked_at, hook = started, r
+                        self._hooked[track.target.key] = started
+                    else:
+                        hook, held = self._agent_due(track, started)
             else:
                 track.successes += 1
                 track.failures = 0
@@ -254,8 +314,60 @@ class Prober:
         self._wake.set()  # the scheduler sleeps until this instance's next probe is known
         if flipped:
             self.changed.set()
+        if held:
+            self._report(_held(track))
         if hook is not None and not self._stop.is_set():
-            self._pool.submit(self._run_hook, hook, payload)
+            self._pool.submit(self._run_hook, hook, payload, track.target.control)
+
+    def served_without(self, keys: frozenset[str]) -> None:
+        """The watch loop: the config nginx serves now keeps `keys` (pseudo-dead) out.
+
+        From the first call on, an instance's agent is asked to restart it only once that
+        is so: from the restart command on, no request reaches the unit. Without these
+        calls (a Prober used alone) the agent is asked as soon as the verdict is reached.
+        """
+        calls: list[tuple[Recovery, dict[str, Any], str | None]] = []
+        helds: list[HookRun] = []
+        now = self.clock()
+        with self._lock:
+            self._served_without = keys
+            for track in self._tracks.values():
+                r = track.target.probe.recovery
+                if r is None or not r.agent or track.failures < r.after:
+                    continue
+                if track.hooked_at is not None and now - track.hooked_at < r.cooldown:
+                    continue
+                hook, held = self._agent_due(track, now)
+                if hook is not None:
+                    calls.append((hook, _describe(track), track.target.control))
+                if held:
+                    helds.append(_held(track))
+        for run in helds:
+            self._report(run)
+        for hook, payload, control in calls:
+            if not self._stop.is_set():
+                self._pool.submit(self._run_hook, hook, payload, control)
+
+    def _agent_due(self, track: _Track, now: float) -> tuple[Recovery | None, bool]:
+        """Under the lock, for a track past `after` and its cooldown: (the recovery to run
+        now, or None; whether to report it held). Its agent is asked when it is
+        pseudo-dead, nginx serves without it, and another instance passes."""
+        r = track.target.probe.recovery
+        served = self._served_without
+        if not track.dead or (served is not None and track.target.key not in served):
+            return None, False
+        service = track.target.service
+        if any(
+            t is not track and t.target.service == service and not t.dead and t.successes > 0
+            for t in self._tracks.values()
+        ):
+            track.hooked_at, track.held_said = now, False
+            self._hooked[track.target.key] = now
+            return r, False
+        if track.held_said:
+            return None, False
+        track.held_said = True
+        return None, True
 
     def _warn_if_service_down(self, service: str) -> None:
         tracks = [t for t in self._tracks.values() if t.target.service == service]
@@ -266,47 +378,31 @@ class Prober:
                 service,
             )
 
-    def _run_hook(self, recovery: Recovery, payload: dict[str, Any]) -> None:
-        key = payload["key"]
-        body = json.dumps(payload)
-        if recovery.command is not None:
-            env = {
-                **os.environ,
-                "NGINXGEN_SERVICE": payload["service"],
-                "NGINXGEN_INSTANCE": payload["instance"],
-                "NGINXGEN_ADDRESS": payload["address"],
-            }
-            try:
-                done = subprocess.run(
-                    list(recovery.command),
-                    input=body,
-                    text=True,
-                    capture_output=True,
-                    env=env,
-                    timeout=recovery.timeout,
-                )
-                run = HookRun(key, "command", done.returncode == 0, f"exit {done.returncode}")
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                run = HookRun(key, "command", False, str(exc))
-        else:
-            assert recovery.url is not None
-            try:
-                with requests.Session() as s:
-                    s.trust_env = False
-                    r = s.post(
-                        recovery.url,
-                        data=body,
-                        headers={"Content-Type": "application/json"},
-                        timeout=recovery.timeout,
-                    )
-                run = HookRun(key, "url", r.ok, f"HTTP {r.status_code}")
-            except requests.RequestException as exc:
-                run = HookRun(key, "url", False, type(exc).__name__)
+    def _run_hook(self, recovery: Recovery, payload: dict[str, Any], control: str | None) -> None:
+        try:
+            run = recoveries.run(recovery, payload, control)
+        except Exception as exc:  # a bug in a hook must not kill the pool's thread silently
+            run = HookRun(payload["key"], "agent" if recovery.agent else "hook", False, str(exc))
+        self._report(run)
+
+    def _report(self, run: HookRun) -> None:
         (log.info if run.ok else log.warning)(
-            "recovery hook for %s (%s): %s", key, run.action, run.detail
+            "recovery for %s (%s): %s: %s", run.key, run.action, run.result, run.detail
         )
         with self._lock:
             self.hook_runs.append(run)
+        self.on_recovery(run)
+
+
+def _held(track: _Track) -> HookRun:
+    return HookRun(
+        track.target.key,
+        "agent",
+        False,
+        f"not restarting it: no other instance of {track.target.service!r} passes its "
+        "probes (a probe wrong for all must not restart them all)",
+        "held",
+    )
 
 
 def _describe(track: _Track) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from ..model.catalog import Catalog
+from .recovery import RESULTS as RECOVERY_RESULTS
 
 log = logging.getLogger("nginxgen.watch")
 
@@ -156,6 +157,14 @@ class Metrics:
             "Instances failing their health probes (kept out unless their whole service fails).",
             registry=r,
         )
+        self.recoveries = Counter(
+            "nginxgen_recoveries",
+            "Recovery actions for pseudo-dead instances, by outcome (see recovery.RESULTS).",
+            ["result"],
+            registry=r,
+        )
+        for result in RECOVERY_RESULTS:
+            self.recoveries.labels(result)
         self.latency = Histogram(
             "nginxgen_change_to_served_seconds",
             "From noticing a registry change to nginx serving the new config.",

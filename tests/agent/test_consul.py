@@ -10,11 +10,22 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
-from tests.helpers.agent import eventually, write_agent_spec
+from nginxgen.agent.restart import STEPS
+from tests.helpers import REPO, free_port
+from tests.helpers.agent import (
+    Control,
+    Timeline,
+    eventually,
+    group_members,
+    port_open,
+    token_file,
+    unit_command,
+    write_agent_spec,
+)
 from tests.helpers.fakes import FakeConsul
 from tests.helpers.tls import make_tls_files
 
@@ -131,3 +142,65 @@ def test_a_token_variable_named_in_the_spec_must_be_set(tmp_path, consul):
     assert result.returncode == 2, result.stderr
     assert "token environment variable NGINXGEN_TEST_NO_TOKEN is not set" in result.stderr
     assert consul.calls == []
+
+
+def test_consul_restart_waits_for_the_catalog_to_drop_the_unit(tmp_path, consul, agents):
+    # The agent reads the catalog (what the gateway reads) to see the unit gone, not its
+    # own deregistration call: Consul's catalog follows its local agent by a sync.
+    port, control_port = free_port(), free_port()
+    spec = write_agent_spec(tmp_path, {"kind": "consul", "url": consul.url})
+    agent = agents(
+        spec,
+        *("--service", "app", "--id", "app-1", "--address", f"127.0.0.1:{port}"),
+        *("--health-url", f"http://127.0.0.1:{port}/healthz", "--health-interval", "0.1s"),
+        *("--ttl", "3s", "--wait-healthy", "--restart-grace", "0s"),
+        *("--control-listen", f"127.0.0.1:{control_port}"),
+        *("--control-token-file", str(token_file(tmp_path)), "--"),
+        *unit_command(tmp_path, port, 0.3, "consul", consul.url, "app", "app-1"),
+    )
+    control = Control(control_port)
+
+    def in_catalog() -> dict[str, Any] | None:
+        found = [e for e in consul.services.get("app", []) if e["Service"]["ID"] == "app-1"]
+        return found[0] if found else None
+
+    eventually(lambda: in_catalog() and consul.registered["app-1"]["check"] == "passing", 30)
+    first = consul.calls[0]["body"]
+    assert first["Meta"]["nginxgen_control"] == control.url
+    old_pid = control.status()["pid"]
+
+    def back(seen: dict[str, float]) -> bool:
+        entry = in_catalog()
+        return (
+            "started" in seen and entry is not None and entry["Checks"][-1]["Status"] == "passing"
+        )
+
+    timeline = Timeline(
+        {
+            "deregistered": lambda seen: DEREGISTER in consul.paths(),
+            "unlisted": lambda seen: "deregistered" in seen and in_catalog() is None,
+            "stopped": lambda seen: (
+                "unlisted" in seen and not port_open(port) and not group_members(old_pid)
+            ),
+            "started": lambda seen: "stopped" in seen and port_open(port),
+            "registered": back,
+        }
+    )
+    assert control.restart().status_code == 202
+    timeline.wait("registered", 60, agent)
+    seen = timeline.stop()
+    order = ["deregistered", "unlisted", "stopped", "started", "registered"]
+    assert sorted(seen, key=seen.__getitem__) == order, seen
+    assert (tmp_path / "marker").read_text().split() == [str(old_pid), "absent"]
+
+    registers = [c for c in consul.calls if c["path"] == "/v1/agent/service/register"]
+    again = registers[-1]["body"]
+    assert len(registers) == 2
+    assert again["Meta"]["registered_at"] > first["Meta"]["registered_at"]
+    assert {**again["Meta"], "registered_at": ""} == {**first["Meta"], "registered_at": ""}
+    last = control.finished(agent=agent)["last_restart"]
+    assert last["result"] == "ok"
+    assert [s["step"] for s in last["steps"]] == list(STEPS)
+
+
+DEREGISTER = "/v1/agent/service/deregister/app-1"

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from nginxgen.sources.file import parse_registry
-from tests.helpers.agent import eventually, write_agent_spec
+from tests.helpers import free_port
+from tests.helpers.agent import Control, eventually, token_file, unit_command, write_agent_spec
 
 
 def entries(path: Path, service: str = "app") -> dict[str, dict[str, Any]]:
@@ -60,6 +61,30 @@ def test_unhealthy_unit_is_written_down(tmp_path, agents, backends):
     eventually(lambda: registry.exists() and entries(registry).get("a", {}).get("state") == "up")
     app.health_status = 500
     eventually(lambda: entries(registry)["a"]["state"] == "down", 30, "down", agent)
+
+
+def test_a_restart_leaves_the_file_and_comes_back_with_a_new_start_time(tmp_path, agents):
+    registry = tmp_path / "services.yaml"
+    spec = write_agent_spec(tmp_path, {"kind": "file", "path": "services.yaml"})
+    port, control_port = free_port(), free_port()
+    agent = agents(
+        spec,
+        *("--service", "app", "--id", "a", "--address", f"127.0.0.1:{port}"),
+        *("--health-url", f"http://127.0.0.1:{port}/healthz", "--health-interval", "0.1s"),
+        *("--wait-healthy", "--restart-grace", "1s"),
+        *("--control-listen", f"127.0.0.1:{control_port}"),
+        *("--control-token-file", str(token_file(tmp_path)), "--"),
+        *unit_command(tmp_path, port, 0.2),
+    )
+    control = Control(control_port)
+    first = eventually(lambda: registry.exists() and entries(registry).get("a"), 30, "entry", agent)
+    assert first["meta"] == {"nginxgen_control": control.url}
+    assert control.restart().status_code == 202
+    eventually(lambda: "a" not in entries(registry), 30, "the entry gone", agent)
+    again = eventually(lambda: entries(registry).get("a"), 30, "the entry back", agent)
+    assert again["registered_at"] > first["registered_at"]
+    assert {**again, "registered_at": ""} == {**first, "registered_at": ""}
+    assert control.finished(agent=agent)["last_restart"]["result"] == "ok"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -16,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port, wait_for_port
-from tests.helpers.agent import AgentProcess, eventually, write_agent_spec
+from tests.helpers.agent import (
+    AgentProcess,
+    eventually,
+    group_members,
+    port_open,
+    write_agent_spec,
+)
 
 SERVER = textwrap.dedent(
     """
@@ -40,28 +45,6 @@ def groups() -> Iterator[list[int]]:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes() if entry.isdigit() else b""
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def wrapped_server(

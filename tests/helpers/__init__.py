@@ -9,6 +9,7 @@ tests/conftest.py builds its fixtures on these; tests import them from here.
 from __future__ import annotations
 
 from .backend import AuthService, Backend, who_answers
+from .clock import ManualClock
 from .components import COMPONENTS, in_ci, require_component, require_nginx, skip_or_fail
 from .gateway import Client, WatchedGateway, metric, run_cli, start_watched_gateway, write_spec
 from .net import closed_port_url, free_port, wait_for_port
@@ -27,6 +28,7 @@ from .tools import NginxInstall, find_nginx, find_tool, search_path
 
 __all__ = [
     "COMPONENTS",
+    "ManualClock",
     "REPO",
     "AuthService",
     "Backend",

@@ -1,4 +1,4 @@
-"""A clock the test drives: `sleep` moves time on at once, nobody waits."""
+"""Clocks the test drives: `sleep` moves time on at once, nobody waits."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ class FakeClock(Clock):
     @property
     def elapsed(self) -> float:
         return self.now - self._start
+
+
+class ManualClock:
+    """Monotonic seconds as a plain callable (what RestartLimit, the agent and the prober
+    take), changed only when the test says so: `clock.now += 5`."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now

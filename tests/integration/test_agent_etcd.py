@@ -7,13 +7,15 @@ import signal
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import Etcd, free_port, wait_for_port
-from tests.helpers.agent import eventually, write_agent_spec
+from tests.helpers.agent import TcpServer, eventually, write_agent_spec
+from tests.helpers.tls import SERVER_NAME, HttpsServer, TlsFiles, make_tls_files
 
 KEY = "/services/app/app-1"
 
@@ -272,3 +274,56 @@ def test_sigterm_during_an_outage_drains_quietly_and_exits_0(spec, etcd_server, 
     assert agent.wait(30) == 0
     assert "could not deregister" in agent.log()
     assert "when its TTL runs out" in agent.log()
+
+
+def test_a_tcp_only_unit_that_stops_accepting_is_marked_down(spec, etcd_server, agents):
+    unit = TcpServer()  # speaks no HTTP: only a connect can check it
+    agent = agents(
+        spec,
+        *("--service", "app", "--id", "app-1", "--address", unit.address),
+        *("--health-kind", "tcp", "--health-interval", "0.2s", "--fall", "2", "--rise", "1"),
+    )
+    eventually(lambda: state(etcd_server) == "up", 30, "state up", agent)
+    assert unit.accepted >= 1
+    unit.stop_accepting()
+    eventually(lambda: state(etcd_server) == "down", 30, "state down", agent)
+    assert f"tcp {unit.address} failed 2 time(s) in a row (connection refused)" in agent.log()
+
+
+@pytest.fixture
+def https_unit(tmp_path: Path) -> Iterator[tuple[HttpsServer, TlsFiles]]:
+    pki = make_tls_files(tmp_path / "pki")
+    unit = HttpsServer(pki)
+    yield unit, pki
+    unit.stop()
+
+
+def test_an_https_health_route_that_starts_failing_is_marked_down(
+    spec, etcd_server, agents, https_unit
+):
+    unit, pki = https_unit
+    agent = agents(
+        spec,
+        *("--service", "app", "--id", "app-1", "--address", f"127.0.0.1:{unit.port}"),
+        *("--health-url", unit.url(), "--health-ca", str(pki.ca)),
+        *("--health-sni", SERVER_NAME, "--health-interval", "0.2s", "--fall", "2"),
+    )
+    eventually(lambda: state(etcd_server) == "up", 30, "state up", agent)
+    assert SERVER_NAME in unit.names
+    unit.status = 500
+    eventually(lambda: state(etcd_server) == "down", 30, "state down", agent)
+    assert "failed 2 time(s) in a row (HTTP 500): marking down" in agent.log()
+
+
+def test_an_https_unit_with_a_certificate_nobody_vouches_for_never_comes_up(
+    spec, etcd_server, agents, https_unit
+):
+    unit, _ = https_unit
+    agent = agents(
+        spec,
+        *("--service", "app", "--id", "app-1", "--address", f"127.0.0.1:{unit.port}"),
+        *("--health-url", unit.url(), "--health-interval", "0.2s", "--wait-healthy"),
+    )
+    agent.wait_log("TLS certificate not accepted: unable to get local issuer certificate")
+    time.sleep(1.0)  # several probes: every one refuses the certificate
+    assert etcd_server.get(KEY) == (None, 0)

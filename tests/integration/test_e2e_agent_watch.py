@@ -35,12 +35,16 @@ def etcd_gateway(
 ) -> Callable[..., WatchedGateway]:
     """Factory: nginx on a config rendered from etcd, kept in step by `nginxgen watch`."""
 
-    def make(**watch: Any) -> WatchedGateway:
+    def make(
+        defaults: dict[str, Any] | None = None, nginx: dict[str, Any] | None = None, **watch: Any
+    ) -> WatchedGateway:
         return watched_gateway(
             registry={"kind": "etcd", "url": etcd_server.url, "read_timeout": "2s"},
             watch={"debounce": {"min": "100ms", "max": f"{DEBOUNCE_MAX:g}s"}, **watch},
-            # The ramp is tested elsewhere; here a unit that is up takes its full share.
-            extra={"defaults": {"warmup": "off"}},
+            # The ramp is tested elsewhere (unless `defaults` says otherwise); here a unit
+            # that is up takes its full share.
+            extra={"defaults": defaults or {"warmup": "off"}},
+            **(nginx or {}),
         )
 
     return make

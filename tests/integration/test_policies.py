@@ -203,7 +203,7 @@ def test_pseudo_dead_instance_leaves_within_fall_intervals_and_returns_ramping(
     def apply() -> Build:
         now = datetime.now(timezone.utc)
         result = gw.apply(now, policies.observe(gw.catalog(), now))
-        policies.installed()
+        policies.installed(frozenset())
         return result
 
     try:
