@@ -28,6 +28,9 @@ from tests.lua.harness import (
 
 API_KEY = "metrics-test-key-7d1e"
 METRICS_LOG = 'log_by_lua_block { require("nginxgen.metrics").log() }'
+# Everything the log hook needs, in one variable (lua/nginxgen/metrics.lua: RECORD).
+RECORD = "$status $request_time $nginxgen_route|$upstream_response_time|$upstream_addr"
+METRICS_MAP = f'map $status $nginxgen_metrics {{ default "{RECORD}"; }}'
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class MetricsGateway:
         interval: float = 0.25,
         dict_size: str = "4m",
         options: dict[str, Any] | None = None,
+        record: bool = True,
     ) -> None:
         self.workdir = workdir
         self.port, self.status_port = free_port(), free_port()
@@ -168,6 +172,7 @@ class MetricsGateway:
         {cache_init}
     }}
     init_worker_by_lua_block {{ require("nginxgen.metrics").init_worker() }}
+    {METRICS_MAP if record else ""}
     limit_req_zone $binary_remote_addr zone=mt_limit:1m rate=1r/m;
     upstream app {{
 {servers}        keepalive 16;
@@ -293,14 +298,19 @@ def dynamic_http(
         }}"""
         for r in routes
     )
+    feed = (
+        f"plan = {lua_pieces(json.dumps(plan))}, token_sha256 = {lua_string(token_digest(token))}"
+    )
+    log = 'require("nginxgen.balancer").log() require("nginxgen.metrics").log()'
     return f"""
     lua_package_path "{lua_dir}/?.lua;;";
     lua_shared_dict nginxgen_endpoints 4m;
     lua_shared_dict nginxgen_health 1m;
     lua_shared_dict nginxgen_metrics 4m;
+    {METRICS_MAP}
     init_by_lua_block {{
         require("nginxgen.balancer")
-        require("nginxgen.endpoints").init({{ plan = {lua_pieces(json.dumps(plan))}, token_sha256 = {lua_string(token_digest(token))} }})
+        require("nginxgen.endpoints").init({{ {feed} }})
         {metrics_init(routes, interval=0.25)}
     }}
     init_worker_by_lua_block {{
@@ -310,7 +320,7 @@ def dynamic_http(
     server {{
         listen 127.0.0.1:{port};
         set $nginxgen_route "";
-        log_by_lua_block {{ require("nginxgen.balancer").log() require("nginxgen.metrics").log() }}{locs}
+        log_by_lua_block {{ {log} }}{locs}
     }}"""
 
 

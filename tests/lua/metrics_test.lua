@@ -39,10 +39,14 @@ local function no_ctx()
     error("ngx.ctx must not be read for this route")
 end
 
--- One request as ngx.var would describe it.
+-- One request: what ngx.var would say about it (observe's arguments but status,
+-- seconds and ctx), and the var table it reads $upstream_status from after retries.
 local function req(route, addr, rt, ustatus)
-    return { nginxgen_route = route, upstream_addr = addr, upstream_response_time = rt,
-             upstream_status = ustatus }
+    return { route, addr, rt, { upstream_status = ustatus } }
+end
+
+local function observe(reg, q, status, seconds, ctx)
+    return reg:observe(q[1], status, seconds, q[2], q[3], q[4], ctx)
 end
 
 local function new(cfg, cache_result)
@@ -65,9 +69,9 @@ end)
 s.case("the request path writes no dict; a flush writes exact counts once", function()
     local reg = new()
     for _ = 1, 7 do
-        reg:observe(req("/api/", "10.0.0.1:80", "0.003"), 200, 0.004, no_ctx)
+        observe(reg, req("/api/", "10.0.0.1:80", "0.003"), 200, 0.004, no_ctx)
     end
-    reg:observe(req("/api/", "10.0.0.1:80", "0.2"), 502, 0.3, no_ctx)
+    observe(reg, req("/api/", "10.0.0.1:80", "0.2"), 502, 0.3, no_ctx)
     local d = dict()
     eq(#d:get_keys(0), 0)
     reg:flush(d, 1000)
@@ -82,7 +86,7 @@ s.case("the request path writes no dict; a flush writes exact counts once", func
     ok(math.abs(d:get('d|route="/api/",service="carts"|sum') - 0.328) < 1e-9, "duration sum")
     reg:flush(d, 1001)
     eq(d:get('r|route="/api/",service="carts",version="default"|2xx'), 7, "no double count")
-    reg:observe(req("/api/", "10.0.0.1:80", "0.003"), 200, 0.004, no_ctx)
+    observe(reg, req("/api/", "10.0.0.1:80", "0.003"), 200, 0.004, no_ctx)
     reg:flush(d, 1002)
     eq(d:get('r|route="/api/",service="carts",version="default"|2xx'), 8)
 end)
@@ -90,11 +94,11 @@ end)
 s.case("counts the dict refuses stay for the next flush", function()
     local reg = new()
     local d = dict()
-    reg:observe(req("/api/", "10.0.0.1:80", "0.001"), 200, 0.001, no_ctx)
+    observe(reg, req("/api/", "10.0.0.1:80", "0.001"), 200, 0.001, no_ctx)
     d.refuse = true
     ok(reg:flush(d, 1000) > 0, "the flush says counts were kept")
     eq(d:get('r|route="/api/",service="carts",version="default"|2xx'), nil)
-    reg:observe(req("/api/", "10.0.0.1:80", "0.001"), 200, 0.001, no_ctx)
+    observe(reg, req("/api/", "10.0.0.1:80", "0.001"), 200, 0.001, no_ctx)
     d.refuse = false
     eq(reg:flush(d, 1001), 0)
     eq(d:get('r|route="/api/",service="carts",version="default"|2xx'), 2)
@@ -104,11 +108,11 @@ end)
 s.case("no route, unknown routes and too many of them are bounded", function()
     local reg = new()
     local d = dict()
-    reg:observe(req(nil), 404, 0, no_ctx)
-    reg:observe(req(""), 404, 0, no_ctx)
-    reg:observe(req("/legacy/"), 200, 0, function() return {} end)
+    observe(reg, req(nil), 404, 0, no_ctx)
+    observe(reg, req(""), 404, 0, no_ctx)
+    observe(reg, req("/legacy/"), 200, 0, function() return {} end)
     for i = 1, 1005 do
-        reg:observe(req("/x" .. i), 200, 0, function() return {} end)
+        observe(reg, req("/x" .. i), 200, 0, function() return {} end)
     end
     reg:flush(d, 1000)
     eq(d:get('r|route="-",service="",version="default"|4xx'), 2)
@@ -120,7 +124,7 @@ s.case("status classes: 1xx to 5xx, anything else 5xx", function()
     local reg = new()
     local d = dict()
     for _, st in ipairs({ 101, 204, 304, 499, 503, 0, 999 }) do
-        reg:observe(req("/api/"), st, 0, no_ctx)
+        observe(reg, req("/api/"), st, 0, no_ctx)
     end
     reg:flush(d, 1000)
     local base = 'r|route="/api/",service="carts",version="default"|'
@@ -134,12 +138,12 @@ end)
 s.case("each attempt counts for its own peer; non-peers are not peers", function()
     local reg = new()
     local d = dict()
-    reg:observe(req("/api/", "10.0.0.1:80, 10.0.0.2:80", "0.001, 0.002", "502, 200"), 200, 0.01, no_ctx)
-    reg:observe(req("/api/", "10.0.0.1:80, 10.0.0.2:80 : 10.0.0.3:81", "0.001, 0.002 : 0.004",
+    observe(reg, req("/api/", "10.0.0.1:80, 10.0.0.2:80", "0.001, 0.002", "502, 200"), 200, 0.01, no_ctx)
+    observe(reg, req("/api/", "10.0.0.1:80, 10.0.0.2:80 : 10.0.0.3:81", "0.001, 0.002 : 0.004",
         "504, 503 : 200"), 200, 0.01, no_ctx)
-    reg:observe(req("/api/", "[fd00::7]:8080", "0.001"), 200, 0.01, no_ctx)
-    reg:observe(req("/api/", "unix:/run/app.sock", "0.001"), 200, 0.01, no_ctx)
-    reg:observe(req("/api/", "carts", "0"), 502, 0.01, no_ctx) -- nginx: "no live upstreams"
+    observe(reg, req("/api/", "[fd00::7]:8080", "0.001"), 200, 0.01, no_ctx)
+    observe(reg, req("/api/", "unix:/run/app.sock", "0.001"), 200, 0.01, no_ctx)
+    observe(reg, req("/api/", "carts", "0"), 502, 0.01, no_ctx) -- nginx: "no live upstreams"
     reg:flush(d, 1000)
     eq(d:get('p|service="carts",peer="10.0.0.1:80"|5xx'), 2)
     eq(d:get('p|service="carts",peer="10.0.0.2:80"|2xx'), 1)
@@ -157,7 +161,7 @@ s.case("beyond max_peers, peers count as peer=other; idle peers leave", function
     local reg = new({ max_peers = 3, peer_ttl = 600 })
     local d = dict(clock)
     for i = 1, 5 do
-        reg:observe(req("/api/", "10.0.1." .. i .. ":80", "0.001"), 200, 0, no_ctx)
+        observe(reg, req("/api/", "10.0.1." .. i .. ":80", "0.001"), 200, 0, no_ctx)
     end
     reg:flush(d, clock())
     eq(d:get('p|service="carts",peer="10.0.1.3:80"|2xx'), 1)
@@ -166,7 +170,7 @@ s.case("beyond max_peers, peers count as peer=other; idle peers leave", function
     -- Only 10.0.1.1 keeps serving: the idle ones expire in the dict and free their places.
     for step = 1, 12 do
         clock.advance(60)
-        reg:observe(req("/api/", "10.0.1.1:80", "0.001"), 200, 0, no_ctx)
+        observe(reg, req("/api/", "10.0.1.1:80", "0.001"), 200, 0, no_ctx)
         reg:flush(d, clock())
         if step == 9 then
             eq(d:get('p|service="carts",peer="10.0.1.2:80"|2xx'), 1, "still there before peer_ttl")
@@ -174,7 +178,7 @@ s.case("beyond max_peers, peers count as peer=other; idle peers leave", function
     end
     eq(d:get('p|service="carts",peer="10.0.1.2:80"|2xx'), nil, "expired")
     eq(d:get('p|service="carts",peer="10.0.1.1:80"|2xx'), 13, "kept while it serves")
-    reg:observe(req("/api/", "10.0.1.9:80", "0.001"), 200, 0, no_ctx)
+    observe(reg, req("/api/", "10.0.1.9:80", "0.001"), 200, 0, no_ctx)
     reg:flush(d, clock())
     eq(d:get('p|service="carts",peer="10.0.1.9:80"|2xx'), 1, "a new peer gets a freed place")
 end)
@@ -185,18 +189,18 @@ s.case("versions: read from ngx.ctx.nginxgen_version, bounded, escaped", functio
     local function as(v)
         return function() return { nginxgen_version = v } end
     end
-    reg:observe(req("/v/", "10.0.0.1:80", "0.001"), 200, 0, as("blue"))
-    reg:observe(req("/v/", "10.0.0.2:80", "0.001"), 500, 0, as("green"))
-    reg:observe(req("/v/", "10.0.0.2:80", "0.001"), 200, 0, as(nil))
-    reg:observe(req("/v/", "10.0.0.2:80", "0.001"), 200, 0, as('x"y'))
-    reg:observe(req("/v/", "10.0.0.2:80", "0.001"), 200, 0, as("z"))
+    observe(reg, req("/v/", "10.0.0.1:80", "0.001"), 200, 0, as("blue"))
+    observe(reg, req("/v/", "10.0.0.2:80", "0.001"), 500, 0, as("green"))
+    observe(reg, req("/v/", "10.0.0.2:80", "0.001"), 200, 0, as(nil))
+    observe(reg, req("/v/", "10.0.0.2:80", "0.001"), 200, 0, as('x"y'))
+    observe(reg, req("/v/", "10.0.0.2:80", "0.001"), 200, 0, as("z"))
     reg:flush(d, 1000)
     local base = 'r|route="/v/",service="shop",version='
     eq(d:get(base .. '"blue"|2xx'), 1)
     eq(d:get(base .. '"green"|5xx'), 1)
     eq(d:get(base .. '"default"|2xx'), 1)
     eq(d:get(base .. '"other"|2xx'), 2, "beyond max_versions")
-    reg:observe(req("/v/", "10.0.0.1:80", "0.001"), 200, 0, as("blue"))
+    observe(reg, req("/v/", "10.0.0.1:80", "0.001"), 200, 0, as("blue"))
     reg:flush(d, 1001)
     eq(d:get(base .. '"blue"|2xx'), 2)
 end)
@@ -207,16 +211,16 @@ s.case("cache results, and refusals only when no upstream answered", function()
     local function res(v)
         return function() return { result = v } end
     end
-    reg:observe(req("/c/"), 200, 0, res("hit"))
-    reg:observe(req("/c/"), 200, 0, res("hit"))
-    reg:observe(req("/c/", "10.0.0.1:80", "0.001"), 200, 0, res("miss"))
-    reg:observe(req("/c/", "10.0.0.1:80", "0.001"), 200, 0, res("bypass"))
-    reg:observe(req("/c/"), 429, 0, res(nil))
-    reg:observe(req("/api/"), 429, 0, no_ctx)
-    reg:observe(req("/api/"), 401, 0, no_ctx)
-    reg:observe(req("/api/"), 403, 0, no_ctx)
-    reg:observe(req("/api/", "10.0.0.1:80", "0.001"), 403, 0, no_ctx) -- the backend's own
-    reg:observe(req("/api/", "10.0.0.1:80", "0.001"), 429, 0, no_ctx)
+    observe(reg, req("/c/"), 200, 0, res("hit"))
+    observe(reg, req("/c/"), 200, 0, res("hit"))
+    observe(reg, req("/c/", "10.0.0.1:80", "0.001"), 200, 0, res("miss"))
+    observe(reg, req("/c/", "10.0.0.1:80", "0.001"), 200, 0, res("bypass"))
+    observe(reg, req("/c/"), 429, 0, res(nil))
+    observe(reg, req("/api/"), 429, 0, no_ctx)
+    observe(reg, req("/api/"), 401, 0, no_ctx)
+    observe(reg, req("/api/"), 403, 0, no_ctx)
+    observe(reg, req("/api/", "10.0.0.1:80", "0.001"), 403, 0, no_ctx) -- the backend's own
+    observe(reg, req("/api/", "10.0.0.1:80", "0.001"), 429, 0, no_ctx)
     reg:flush(d, 1000)
     eq(d:get('c|route="/c/",service="carts"|hit'), 2)
     eq(d:get('c|route="/c/",service="carts"|miss'), 1)
@@ -230,9 +234,9 @@ end)
 s.case("the text: HELP and TYPE, cumulative buckets ending in +Inf, escaped labels", function()
     local reg = new({ routes = { ['/a|"b"\n'] = { service = "s\\1" } }, buckets = { 0.01, 0.1 } })
     local d = dict()
-    reg:observe(req('/a|"b"\n', "10.0.0.1:80", "0.05"), 200, 0.005, no_ctx)
-    reg:observe(req('/a|"b"\n', "10.0.0.1:80", "0.05"), 200, 0.05, no_ctx)
-    reg:observe(req('/a|"b"\n', "10.0.0.1:80", "5"), 200, 7, no_ctx)
+    observe(reg, req('/a|"b"\n', "10.0.0.1:80", "0.05"), 200, 0.005, no_ctx)
+    observe(reg, req('/a|"b"\n', "10.0.0.1:80", "0.05"), 200, 0.05, no_ctx)
+    observe(reg, req('/a|"b"\n', "10.0.0.1:80", "5"), 200, 7, no_ctx)
     reg:flush(d, 1000)
     d:set("#text", "cached text")
     d:set("g|worker=\"0\"|", 18)

@@ -90,9 +90,12 @@ def total(s: Scrape) -> float:
     return s.value("nginxgen_requests_total")
 
 
-def test_counters_equal_the_requests_sent_across_two_workers(mgw, backends):
+@pytest.mark.parametrize("record", [True, False], ids=["one-map-variable", "five-reads"])
+def test_counters_equal_the_requests_sent_across_two_workers(mgw, backends, record):
+    """Both ways the hook reads a request: the $nginxgen_metrics map, and without it (a
+    config rendered before the map existed) ngx.var one field at a time."""
     a, b = backends("a"), backends("b")
-    gw = mgw([a.address, b.address])
+    gw = mgw([a.address, b.address], record=record)
     auth: Backend = gw.auth
     sent: dict[tuple[str, str], int] = {}
 

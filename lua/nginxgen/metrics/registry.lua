@@ -274,12 +274,12 @@ function Registry:attempts(svc, addr, var, c)
     end
 end
 
--- One request, in the log phase. var: ngx.var (nginxgen_route, upstream_addr,
--- upstream_response_time; upstream_status only after retries); status: ngx.status;
--- seconds: the request's duration; ctx(): ngx.ctx, asked for only by routes that
--- need it (versions, cache).
-function Registry:observe(var, status, seconds, ctx)
-    local label = var.nginxgen_route
+-- One request, in the log phase. label: $nginxgen_route; status: the response status;
+-- seconds: the request's duration; addr, rt: $upstream_addr and $upstream_response_time
+-- (nil when no upstream was involved); var: ngx.var, read only after retries (for
+-- $upstream_status); ctx(): ngx.ctx, asked for only by routes that need it (versions,
+-- cache).
+function Registry:observe(label, status, seconds, addr, rt, var, ctx)
     local r = self.routes[label or ""]
     if r == nil then
         r = self:route(label)
@@ -299,7 +299,6 @@ function Registry:observe(var, status, seconds, ctx)
     t[b] = t[b] + 1
     r.dur_sum = r.dur_sum + seconds
 
-    local addr = var.upstream_addr
     if addr == nil then
         -- answered by the gateway itself: a refusal, a cache hit, a 503 route
         if status == 429 then
@@ -312,7 +311,6 @@ function Registry:observe(var, status, seconds, ctx)
             t[2] = t[2] + 1
         end
     else
-        local rt = var.upstream_response_time
         local u = tonumber(rt) or total_seconds(rt)
         if u then
             b = slot(buckets, nb, u)
