@@ -17,8 +17,14 @@ every second during the "on" runs, as a Prometheus with a 1 s interval would.
 
 Besides requests/s, each run reads the gateway worker's CPU time (/proc/PID/schedstat) and
 divides it by the requests wrk saw answered. On a machine shared with other work, requests/s
-moves with the neighbours; CPU per request hardly does, and off/on of it is the
-requests/s ratio a saturated worker would show.
+moves with the neighbours; CPU per request moves less, and off/on of it is the requests/s
+ratio a saturated worker would show.
+
+When `perf` is installed, a last pass samples each gateway worker's CPU (perf record -e
+cpu-clock) during more runs of the gated routes and prints the share of its samples spent
+in Lua (LuaJIT, its JIT-compiled code, lua-nginx-module). The share is a ratio inside one
+process, so neighbours hardly move it: on minus off is what the metrics hook costs, and
+1 - that is on/off for a worker that only does this.
 
     python benchmarks/gateway_overhead.py [--rounds 7] [--seconds 3] [--connections 32]
 
@@ -222,6 +228,33 @@ class Scraper:
         self.thread.join(10)
 
 
+LUA_DSOS = ("libluajit", "ngx_http_lua_module", "[JIT]")
+
+
+def lua_share(pid: int, url: str, seconds: int, connections: int, work: Path) -> float | None:
+    """The share of `pid`'s CPU samples in Lua while wrk loads `url`; None without perf."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return None
+    data = work / "perf.data"
+    cmd = [perf, "record", "-q", "-e", "cpu-clock", "-F", "2999", "-p", str(pid), "-o", str(data)]
+    rec = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    wrk(url, seconds, connections, None)
+    rec.send_signal(signal.SIGINT)
+    rec.wait(30)
+    report = [perf, "report", "-i", str(data), "--sort", "dso", "-q", "-g", "none", "--stdio"]
+    out = subprocess.run(report, capture_output=True, text=True, timeout=60).stdout
+    if rec.returncode not in (0, -signal.SIGINT) or not out.strip():
+        return None  # perf cannot sample here (a container without perf events)
+    share = 0.0
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(.*)", line)
+        if m and any(d in m.group(2) for d in LUA_DSOS):
+            share += float(m.group(1)) / 100
+    return share
+
+
 def counted(status: int) -> float:
     """nginxgen_requests_total summed over every series, from /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{status}/metrics", timeout=5) as r:  # noqa: S310
@@ -302,6 +335,14 @@ def main() -> None:
                     cpu.setdefault((route, gw.name), []).append(used / 1000 / n)
         time.sleep(2.5)  # one flush, and the cached /metrics text expires
         total = counted(gateways[1].status)
+        shares: dict[tuple[str, str], list[float]] = {}
+        for i in range(3):
+            for route in GATED:
+                for gw in gateways if i % 2 == 0 else gateways[::-1]:
+                    url = f"http://127.0.0.1:{gw.port}{route}"
+                    share = lua_share(workers[gw.name], url, args.seconds, args.connections, work)
+                    if share is not None:
+                        shares.setdefault((route, gw.name), []).append(share)
     finally:
         for p in reversed(procs):
             stop(p)
@@ -343,12 +384,24 @@ def main() -> None:
         f"/metrics counted {total:.0f} requests; wrk saw {answered} answered "
         f"(+ at most {runs * args.connections} in flight when wrk stopped)"
     )
+    profiled = {}
+    if shares:
+        print()
+        print("share of the gateway worker's CPU samples in Lua (perf), medians of 3 runs")
+        print(f"{'route':<10} {'off':>7} {'on':>7} {'on/off':>7}")
+        for route in GATED:
+            off, on = (statistics.median(shares[(route, v)]) for v in ("off", "on"))
+            profiled[route] = 1 - (on - off)
+            print(f"{route:<10} {off:>7.1%} {on:>7.1%} {profiled[route]:>7.1%}")
+    else:
+        print("(perf is not installed or cannot sample here: no Lua share)")
     for route, _, ratio in verdicts:
         r_off, r_on = (statistics.median(rps[(route, v)]) for v in ("off", "on"))
         print(
             f"goal {route}: on >= {GOAL:.0%} of off: CPU per request {ratio:.1%} "
             f"({'met' if ratio >= GOAL else 'MISSED'}), req/s {r_on / r_off:.1%} "
             f"({'met' if r_on / r_off >= GOAL else 'MISSED'})"
+            + (f", Lua profile {profiled[route]:.1%}" if route in profiled else "")
         )
 
 
