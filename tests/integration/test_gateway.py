@@ -293,6 +293,12 @@ def test_metrics_count_what_was_sent_and_stay_off_the_public_listener(gateway, b
     assert metric(text, "nginxgen_upstream_response_seconds_bucket", route="/api/", le="+Inf") == 7
     assert "# TYPE nginxgen_upstream_response_seconds histogram" in text
 
+    # The hook read all of that from the one map variable the template renders: its
+    # value is the record metrics.lua parses (a drift would count through the slow path).
+    lua = (Path(__file__).parents[2] / "lua" / "nginxgen" / "metrics.lua").read_text()
+    record = re.search(r'^_M\.RECORD = "(.*)"$', lua, re.M)
+    assert record and f'default "{record.group(1)}";' in gw.conf.read_text()
+
     status = requests.get(f"{gw.status_url}/nginx_status", timeout=10)
     assert status.status_code == 200 and "Active connections" in status.text
     # The public listener knows nothing of either endpoint.
