@@ -283,7 +283,10 @@ def test_metrics_count_what_was_sent_and_stay_off_the_public_listener(gateway, b
 
     text = poll(scrape)
     assert text, requests.get(f"{gw.status_url}/metrics", timeout=10).text
-    assert metric(text, "nginxgen_requests_total", route="/api/", status="2xx") == 7
+    # The rendered route table gives each route its service, and each peer too.
+    assert metric(text, "nginxgen_requests_total", route="/api/", service="app", status="2xx") == 7
+    peer = metric(text, "nginxgen_upstream_requests_total", service="app", peer=app.address)
+    assert peer == 7 + 2 == app.count  # /api/ and the two /limited/ let through
     assert metric(text, "nginxgen_requests_total", route="-", status="4xx") == 3
     assert metric(text, "nginxgen_requests_total", route="/limited/", status="2xx") == 2
     assert metric(text, "nginxgen_rate_limited_total", route="/limited/") == 3
