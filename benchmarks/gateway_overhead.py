@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,8 +52,13 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from wrk import nginx_binary, wrk  # noqa: E402
+
+from tests.helpers import find_tool, free_port, wait_for_port  # noqa: E402
+
 KEY = "bench-key-5f0c2a9e7d"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "nginx"
 GOAL = 0.90
 GATED = ("/plain/", "/hit/")  # the routes the goal is about
 ROUTES: tuple[tuple[str, str | None], ...] = (
@@ -66,32 +70,15 @@ ROUTES: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
-
-
 def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out)
-    wait_for(port)
+    wait_for_port(port)
     return proc
 
 
 def nginx_cmd(conf: Path) -> list[str]:
-    return [NGINX, "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+    return [nginx_binary(), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
 
 
 def backend_conf(work: Path, port: int, auth_port: int) -> Path:
@@ -190,20 +177,10 @@ def cpu_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
-def wrk(url: str, seconds: int, connections: int, header: str | None) -> tuple[float, int]:
-    """Requests/s, and how many requests wrk saw answered. A refused request is cheaper
-    than a served one: any non-2xx answer ends the benchmark."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
-    if header:
-        cmd[1:1] = ["-H", header]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    done = re.search(r"(\d+) requests in", out)
-    if not (rps and done):
-        raise SystemExit(f"cannot read wrk output:\n{out}")
-    if "Non-2xx" in out:
-        raise SystemExit(f"{url} answered errors under load:\n{out}")
-    return float(rps.group(1)), int(done.group(1))
+def load(url: str, seconds: int, connections: int, header: str | None) -> tuple[float, int]:
+    """Requests/s, and how many requests wrk saw answered (any non-2xx ends the run)."""
+    run = wrk(url, seconds, connections, header=header)
+    return run.rps, run.requests
 
 
 class Scraper:
@@ -233,14 +210,14 @@ LUA_DSOS = ("libluajit", "ngx_http_lua_module", "[JIT]")
 
 def lua_share(pid: int, url: str, seconds: int, connections: int, work: Path) -> float | None:
     """The share of `pid`'s CPU samples in Lua while wrk loads `url`; None without perf."""
-    perf = shutil.which("perf")
+    perf = find_tool("perf")
     if perf is None:
         return None
     data = work / "perf.data"
     cmd = [perf, "record", "-q", "-e", "cpu-clock", "-F", "2999", "-p", str(pid), "-o", str(data)]
     rec = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
-    wrk(url, seconds, connections, None)
+    load(url, seconds, connections, None)
     rec.send_signal(signal.SIGINT)
     rec.wait(30)
     report = [perf, "report", "-i", str(data), "--sort", "dso", "-q", "-g", "none", "--stdio"]
@@ -289,9 +266,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 5:
         raise SystemExit("--rounds must be at least 5")
-    for tool in ("wrk", "redis-server"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is not installed (scripts/test installs it)")
+    redis_server = find_tool("redis-server")
+    if redis_server is None:
+        raise SystemExit("redis-server is not installed (scripts/test installs it)")
 
     work = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     work.chmod(0o755)
@@ -301,7 +278,7 @@ def main() -> None:
     rps: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}  # µs of worker CPU per request
     try:
-        redis_cmd = ["redis-server", "--port", str(redis), "--bind", "127.0.0.1"]
+        redis_cmd = [redis_server, "--port", str(redis), "--bind", "127.0.0.1"]
         redis_cmd += ["--save", "", "--appendonly", "no", "--dir", str(work)]
         procs.append(start(redis_cmd, redis, work / "redis.log"))
         procs.append(
@@ -316,7 +293,7 @@ def main() -> None:
         answered = 0  # by the "on" gateway, as wrk saw them
         for route, header in ROUTES:  # warm up: connections, JIT traces, the cache fill
             for gw in gateways:
-                _, n = wrk(f"http://127.0.0.1:{gw.port}{route}", 1, args.connections, header)
+                _, n = load(f"http://127.0.0.1:{gw.port}{route}", 1, args.connections, header)
                 answered += n if gw.name == "on" else 0
         for i in range(args.rounds):
             print(f"round {i + 1}/{args.rounds}", file=sys.stderr, flush=True)
@@ -326,10 +303,10 @@ def main() -> None:
                     used = cpu_ns(workers[gw.name])
                     if gw.name == "on":
                         with Scraper(gw.status):
-                            r, n = wrk(url, args.seconds, args.connections, header)
+                            r, n = load(url, args.seconds, args.connections, header)
                         answered += n
                     else:
-                        r, n = wrk(url, args.seconds, args.connections, header)
+                        r, n = load(url, args.seconds, args.connections, header)
                     used = cpu_ns(workers[gw.name]) - used
                     rps.setdefault((route, gw.name), []).append(r)
                     cpu.setdefault((route, gw.name), []).append(used / 1000 / n)

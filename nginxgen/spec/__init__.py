@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..yaml_load import SafeLoader, YamlError, load_yaml
+from ..util.yaml_load import SafeLoader, YamlError, load_yaml
 from .cache import CacheSpec, L1Cache, RedisSpec, identity_problem
 from .fields import DEFAULT_SPEC, Duration, Model, SpecError, SpecPath, Token, parse_duration
 from .gateway import ApiKeys, Auth, OptionalLimitConn, OptionalRateLimit, RateLimit
@@ -119,7 +119,7 @@ class Route(Model):
     @field_validator("service")
     @classmethod
     def _service(cls, v: str) -> str:
-        from ..catalog import is_safe_name
+        from ..model.validate import is_safe_name
 
         if not is_safe_name(v):
             raise ValueError(f"not a valid service name: {v!r}")

@@ -15,9 +15,8 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from nginxgen.telemetry import Metrics
-from tests.conftest import Nginx, free_port, write_spec
-from tests.helpers import poll_until
+from nginxgen.watch.telemetry import Metrics
+from tests.helpers import Nginx, free_port, poll_until, write_spec
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DASHBOARD = REPO / "examples" / "monitoring" / "nginxgen-dashboard.json"

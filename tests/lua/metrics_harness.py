@@ -14,8 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from nginxgen.render import lua_string
-from tests.conftest import Nginx, free_port, wait_for_port
-from tests.helpers import poll_until
+from tests.helpers import Nginx, free_port, nginx_workers, poll_until, wait_for_port
 from tests.lua.harness import (
     feed_server,
     lua_pieces,
@@ -23,7 +22,6 @@ from tests.lua.harness import (
     readable_copy,
     token_digest,
     upstream,
-    worker_pids,
 )
 
 API_KEY = "metrics-test-key-7d1e"
@@ -251,7 +249,7 @@ class MetricsGateway:
 
     def workers(self) -> set[int]:
         assert self.nginx is not None and self.nginx.proc is not None
-        return worker_pids(self.nginx.proc.pid)
+        return nginx_workers(self.nginx.proc.pid)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -1,7 +1,7 @@
 -- Unit tests for nginxgen.metrics (registry, exposition, init), run inside nginx by
--- test_metrics_lua.py, whose config declares lua_shared_dict nginxgen_metrics.
+-- test_lua_suites.py, whose config declares lua_shared_dict nginxgen_metrics.
 
-local t = require("testing")
+local t = require("harness")
 local registry = require("nginxgen.metrics.registry")
 local exposition = require("nginxgen.metrics.exposition")
 

@@ -1,6 +1,6 @@
-"""nginxgen.metrics inside real nginx: the Lua unit suite, then counts through real
-routes, workers, reloads, the Redis cache and the endpoint feed, read back from /metrics
-with prometheus_client's parser."""
+"""nginxgen.metrics inside real nginx: counts through real routes, workers, reloads, the
+Redis cache and the endpoint feed, read back from /metrics with prometheus_client's
+parser. (The Lua unit suite, metrics_test.lua, runs with the others: test_lua_suites.py.)"""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Backend, Nginx, free_port, wait_for_port, world_readable_dir
-from tests.helpers import poll_until
-from tests.lua.harness import Feed, needs_lua, nginx_conf, peer, readable_copy, worker_pids
+from tests.helpers import (
+    Backend,
+    Nginx,
+    free_port,
+    nginx_workers,
+    poll_until,
+    wait_for_port,
+    world_readable_dir,
+)
+from tests.lua.harness import Feed, needs_lua, nginx_conf, peer, readable_copy
 from tests.lua.metrics_harness import (
     API_KEY,
     MetricsGateway,
@@ -26,45 +33,6 @@ from tests.lua.metrics_harness import (
 )
 
 pytestmark = needs_lua()
-
-
-# --- the unit suite ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def unit_nginx() -> Iterator[tuple[int, Nginx]]:
-    workdir = world_readable_dir("nginxgen-metrics-unit-")
-    lua = readable_copy(workdir)
-    port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        nginx_conf(
-            workdir,
-            f"""
-    lua_package_path "{lua}/?.lua;;";
-    lua_shared_dict nginxgen_metrics 1m;
-    init_by_lua_block {{ require("testing") require("nginxgen.cache") }}
-    server {{
-        listen 127.0.0.1:{port};
-        location = /t/metrics {{ content_by_lua_block {{ require("metrics_test").run() }} }}
-    }}""",
-            workers=1,
-        )
-    )
-    nginx = Nginx(conf, workdir / "nginx.pid").start(port)
-    yield port, nginx
-    nginx.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
-def test_lua_metrics_suite(unit_nginx: tuple[int, Nginx]) -> None:
-    port, nginx = unit_nginx
-    r = requests.get(f"http://127.0.0.1:{port}/t/metrics", timeout=60)
-    log = nginx.conf.parent / "error.log"
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    assert r.status_code == 200, f"{r.status_code} {r.text}\n{tail}"
-    assert r.text.startswith("ok "), r.text + "\n" + tail
-    assert int(r.text.split()[1]) >= 15, r.text
 
 
 # --- real nginx ---------------------------------------------------------------------------
@@ -260,7 +228,7 @@ def test_dynamic_upstreams_report_peers_and_the_generation_each_worker_serves(ba
     nginx = Nginx(conf, workdir / "nginx.pid").start(port)
     try:
         wait_for_port(status_port)
-        poll_until(lambda: len(worker_pids(nginx.proc.pid)) >= 2, timeout=10, what="workers")
+        poll_until(lambda: len(nginx_workers(nginx.proc.pid)) >= 2, timeout=10, what="workers")
         feed = Feed(status_port, token)
         assert feed.push(
             {"generation": 7, "services": {"app": {"peers": [peer(a.port), peer(b.port)]}}}
