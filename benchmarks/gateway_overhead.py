@@ -367,6 +367,9 @@ def main() -> None:
         print("share of the gateway worker's CPU samples in Lua (perf), medians of 3 runs")
         print(f"{'route':<10} {'off':>7} {'on':>7} {'on/off':>7}")
         for route in GATED:
+            if not (shares.get((route, "off")) and shares.get((route, "on"))):
+                print(f"{route:<10} (perf took no samples of one of the gateways)")
+                continue
             off, on = (statistics.median(shares[(route, v)]) for v in ("off", "on"))
             profiled[route] = 1 - (on - off)
             print(f"{route:<10} {off:>7.1%} {on:>7.1%} {profiled[route]:>7.1%}")
