@@ -126,6 +126,9 @@ ALLOWED = {
     "proxy_next_upstream", "proxy_next_upstream_tries", "proxy_next_upstream_timeout",
     "add_header", "allow", "deny", "stub_status", "map", "map_hash_bucket_size",
     "map_hash_max_size", "set", "log_format",
+    # metrics (on by default): Lua modules, their shared dict, the hooks, /metrics
+    "load_module", "lua_package_path", "lua_shared_dict", "init_by_lua_block",
+    "init_worker_by_lua_block", "log_by_lua_block", "content_by_lua_block",
 }  # fmt: skip
 
 

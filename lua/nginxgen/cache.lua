@@ -1,7 +1,8 @@
 -- nginxgen.cache: answer hot reads from Redis inside nginx, fail open when Redis is not there.
 --
 -- nginxgen renders the configuration once into init_by_lua_block (`init`), and each cached
--- location calls four one-liners: access(route_id), header_filter(), body_filter(), log().
+-- location calls four one-liners: access(route_id), header_filter(), body_filter(), log();
+-- result() tells nginxgen.metrics whether the request was a hit, a miss or a bypass.
 -- Per-request state lives in ngx.ctx; the module holds only that configuration and the
 -- Redis client settings, never a socket. The parts:
 --   nginxgen.cache.key       which requests may use the cache, and their key
@@ -309,6 +310,19 @@ local function store(premature, route, k, value, ttl)
         end
     end
     stampede.release(config.state, k)
+end
+
+-- What the cache did with this request, for nginxgen.metrics: "hit", "miss", "bypass",
+-- or nil (the route is not cached, or the request never reached the access phase).
+function _M.result(ctx)
+    local st = (ctx or ngx.ctx).nginxgen_cache
+    if not st then
+        return nil
+    end
+    if st.hit then
+        return "hit"
+    end
+    return st.xcache == "MISS" and "miss" or "bypass"
 end
 
 function _M.log()

@@ -7,6 +7,7 @@
 --   push()          content handler of POST /nginxgen/endpoints (loopback, token)
 --   status()        content handler of GET /nginxgen/endpoints/status (same token)
 --   upstream(name)  what balance() serves: a table lookup, no JSON on the request path
+--   generation()    the generation this worker serves (for nginxgen.metrics)
 --
 -- This module holds the process's one Feed (set by init, inherited by the workers).
 
@@ -202,6 +203,12 @@ end
 function _M.upstream(name)
     local feed = process.feed
     return feed and feed.upstreams[name]
+end
+
+-- The generation this worker serves (nginxgen.metrics reports it), nil without init.
+function _M.generation()
+    local feed = process.feed
+    return feed and feed.generation
 end
 
 local function same(a, b)

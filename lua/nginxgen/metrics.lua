@@ -1,179 +1,363 @@
--- Prometheus counters for nginxgen gateways, kept in a lua_shared_dict.
+-- Prometheus metrics of an nginxgen gateway, counted per worker and served from a
+-- lua_shared_dict (docs/monitoring.md).
 --
--- `log()` runs in the log phase of every request on the public server (log_by_lua at
--- server level, so named error locations count too); `serve()` answers /metrics on the
--- loopback status server. The route comes from $nginxgen_route, which survives the
--- internal redirects of error_page (ngx.ctx would not).
+--   init(config)   init_by_lua (master): the routes (label → service, cache, versions)
+--                  and limits; optional — without it routes are counted by label alone
+--   init_worker()  init_worker_by_lua: the flush timer (every `interval`, and at exit)
+--   log()          log_by_lua of the public server (and of every location that has its
+--                  own log_by_lua): counts the request in this worker's tables
+--   serve()        content handler of /metrics on the loopback status listener
+--
+-- The request path (log) touches no shared dict: counts go to plain Lua tables
+-- (nginxgen.metrics.registry) that a timer moves to the dict every second; /metrics is
+-- rendered from the dict when scraped and kept for `cache_ttl` seconds, so concurrent
+-- scrapes on several workers render once. The route comes from $nginxgen_route, which
+-- survives error_page's internal redirects to named locations (ngx.ctx would not).
+--
+-- This module holds the process's one configuration and, in each worker, its one
+-- registry (made by init_worker, or by the first log() when nothing called it).
+
+local registry = require("nginxgen.metrics.registry")
+local exposition = require("nginxgen.metrics.exposition")
 
 local _M = {}
 
 local ngx = ngx
-local tonumber = tonumber
-local floor = math.floor
-local sort = table.sort
-local concat = table.concat
-local gmatch = string.gmatch
+local ngx_var = ngx.var
+local ngx_now = ngx.now
+local start_time = ngx.req.start_time
+local type = type
+local pairs = pairs
+local pcall = pcall
+local error = error
+local tostring = tostring
 local format = string.format
+local byte = string.byte
+local find = string.find
+local sub = string.sub
+local tonumber = tonumber
+local escape = exposition.escape
 
-local DICT = "nginxgen_metrics"
-local SEP = "\t"
--- Upper bounds (seconds) of the upstream response time histogram.
-local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
-local CACHE_RESULTS = { hit = true, miss = true, bypass = true, expired = true, stale = true }
+-- What log() reads in one go: nginx fills a map variable with the fields it needs, so
+-- the hook makes one ngx.var read instead of five calls into nginx (each ngx.var read,
+-- ngx.status or ngx.now() costs more than everything else the hook does). http {} has:
+--   map $status $nginxgen_metrics { default "RECORD"; }
+_M.RECORD = "$status $request_time $nginxgen_route|$upstream_response_time|$upstream_addr"
 
-local function incr(dict, key, by)
-    local _, err = dict:incr(key, by or 1, 0)
-    if err then
-        ngx.log(ngx.WARN, "nginxgen metrics: cannot count ", key, ": ", err)
-    end
+local TEXT_KEY = "#text" -- the last rendered exposition, for cache_ttl seconds
+local LOCK_KEY = "#render"
+local DEFAULTS = {
+    dict = "nginxgen_metrics",
+    interval = 1,
+    cache_ttl = 1,
+    max_peers = registry.DEFAULTS.max_peers,
+    max_versions = registry.DEFAULTS.max_versions,
+    peer_ttl = registry.DEFAULTS.peer_ttl,
+}
+local QUIET = 60 -- seconds between two log lines about the same trouble, per worker
+
+local process = { config = nil, reg = nil, timer = false }
+
+local function fail(msg)
+    error("nginxgen.metrics.init: " .. msg, 0)
 end
 
--- "0.002, 0.010 : 0.001" (retries, internal redirects) → total seconds, or nil.
-local function upstream_seconds(value)
-    if value == nil or value == "" then
-        return nil
+local function show(v)
+    if type(v) == "string" then
+        return format("%q", v)
     end
-    local total, seen = 0, false
-    for n in gmatch(value, "[%d.]+") do
-        local v = tonumber(n)
-        if v then
-            total = total + v
-            seen = true
+    return tostring(v)
+end
+
+local function number_option(cfg, name, lo, hi)
+    local v = cfg[name]
+    if v == nil then
+        return DEFAULTS[name]
+    end
+    if type(v) ~= "number" or v ~= v or v < lo or v > hi then
+        fail(name .. " must be a number from " .. lo .. " to " .. hi .. ", got " .. show(v))
+    end
+    return v
+end
+
+local function check_routes(routes)
+    if routes == nil then
+        return {}
+    end
+    if type(routes) ~= "table" then
+        fail("routes must be a table of route label → { service = name }")
+    end
+    local out = {}
+    for label, r in pairs(routes) do
+        if type(label) ~= "string" or label == "" then
+            fail("routes: a route label must be a non-empty string, got " .. show(label))
+        end
+        if type(r) ~= "table" then
+            fail("routes[" .. show(label) .. "] must be a table")
+        end
+        for k, v in pairs(r) do
+            if k == "service" then
+                if type(v) ~= "string" then
+                    fail("routes[" .. show(label) .. "].service must be a string, got " .. show(v))
+                end
+            elseif k == "cache" or k == "versions" then
+                if type(v) ~= "boolean" then
+                    fail("routes[" .. show(label) .. "]." .. k .. " must be true or false, got " .. show(v))
+                end
+            else
+                fail("routes[" .. show(label) .. "]: unknown setting " .. show(k))
+            end
+        end
+        out[label] = { service = r.service or "", cache = r.cache == true, versions = r.versions == true }
+    end
+    return out
+end
+
+local function check_buckets(b)
+    if b == nil then
+        return registry.DEFAULTS.buckets
+    end
+    if type(b) ~= "table" or #b == 0 or #b > 30 then
+        fail("buckets must be a list of 1 to 30 upper bounds in seconds")
+    end
+    local prev = 0
+    for i = 1, #b do
+        if type(b[i]) ~= "number" or b[i] ~= b[i] or b[i] <= prev or b[i] == math.huge then
+            fail("buckets must be finite, positive and increasing; got " .. show(b[i]) .. " at " .. i)
+        end
+        prev = b[i]
+    end
+    return b
+end
+
+-- config: { routes = { [label] = { service = name, cache = bool, versions = bool } },
+--           dict?, interval?, cache_ttl?, max_peers?, max_versions?, peer_ttl?, buckets? }
+function _M.init(config)
+    if config == nil then
+        config = {}
+    end
+    if type(config) ~= "table" then
+        fail("give a table of settings")
+    end
+    for k in pairs(config) do
+        if DEFAULTS[k] == nil and k ~= "routes" and k ~= "buckets" then
+            fail("unknown setting " .. show(k))
         end
     end
-    if seen then
-        return total
+    local dict = config.dict or DEFAULTS.dict
+    if type(dict) ~= "string" or ngx.shared[dict] == nil then
+        fail("the config has no `lua_shared_dict " .. tostring(dict) .. "`")
+    end
+    process.config = {
+        dict = dict,
+        routes = check_routes(config.routes),
+        buckets = check_buckets(config.buckets),
+        interval = number_option(config, "interval", 0.05, 60),
+        cache_ttl = number_option(config, "cache_ttl", 0, 60),
+        max_peers = number_option(config, "max_peers", 1, 100000),
+        max_versions = number_option(config, "max_versions", 1, 100),
+        peer_ttl = number_option(config, "peer_ttl", 60, 30 * 86400),
+    }
+end
+
+local function settings()
+    local cfg = process.config
+    if cfg == nil then
+        cfg = {
+            dict = DEFAULTS.dict, routes = {}, buckets = registry.DEFAULTS.buckets,
+            interval = DEFAULTS.interval, cache_ttl = DEFAULTS.cache_ttl,
+            max_peers = DEFAULTS.max_peers, max_versions = DEFAULTS.max_versions,
+            peer_ttl = DEFAULTS.peer_ttl,
+        }
+        process.config = cfg
+    end
+    return cfg
+end
+
+-- The cache module says what it did with a request (read from its ngx.ctx state).
+local function cache_result(ctx)
+    local cache = package.loaded["nginxgen.cache"]
+    if type(cache) == "table" and cache.result then
+        return cache.result(ctx)
     end
     return nil
 end
 
-function _M.log()
-    local dict = ngx.shared[DICT]
+local function get_ctx()
+    return ngx.ctx
+end
+
+local function complain(state, what, ...)
+    local now = ngx_now()
+    if (state[what] or 0) <= now then
+        state[what] = now + QUIET
+        ngx.log(ngx.WARN, "nginxgen metrics: ", ...)
+    end
+end
+
+-- The generation of endpoints this worker serves, when the endpoint feed runs here.
+local function served_generation()
+    local endpoints = package.loaded["nginxgen.endpoints"]
+    if type(endpoints) == "table" and endpoints.generation then
+        return endpoints.generation()
+    end
+    return nil
+end
+
+local function tick(premature, reg, dict, state)
+    local ok, kept = pcall(reg.flush, reg, dict, ngx_now())
+    if not ok then
+        complain(state, "bug", "flush failed: ", kept)
+    elseif kept > 0 then
+        complain(state, "refused", "the shared dict refused some counts (", reg.last_error,
+            "); kept for the next flush: give lua_shared_dict ", state.dict_name, " more memory")
+    end
+    if reg.evicting then
+        reg.evicting = false
+        complain(state, "evicting", "lua_shared_dict ", state.dict_name,
+            " is full and evicts series: give it more memory")
+    end
+    if premature or ngx.worker.exiting() then
+        return -- the last flush of a worker that exits; its gauges leave with it
+    end
+    local gen = served_generation()
+    if gen then
+        dict:set(state.gen_key, gen, state.gauge_ttl)
+    end
+end
+
+local function start()
+    local cfg = settings()
+    local dict = ngx.shared[cfg.dict]
     if dict == nil then
-        return
+        process.reg = false -- no dict: count nothing (logged once)
+        ngx.log(ngx.ERR, "nginxgen metrics: no lua_shared_dict ", cfg.dict, ": counting nothing")
+        return false
     end
-    local var = ngx.var
-    local route = var.nginxgen_route
-    if route == nil or route == "" then
-        route = "-"
+    local reg = registry.new(cfg, cache_result)
+    process.reg = reg
+    local state = {
+        dict_name = cfg.dict,
+        gen_key = 'g|worker="' .. (ngx.worker.id() or 0) .. '"|',
+        gauge_ttl = cfg.interval * 5 + 1,
+    }
+    local ok, err = ngx.timer.every(cfg.interval, tick, reg, dict, state)
+    if not ok then
+        ngx.log(ngx.ERR, "nginxgen metrics: cannot start the flush timer: ", err)
     end
-    local status = ngx.status or 0
-    incr(dict, "req" .. SEP .. route .. SEP .. floor(status / 100) .. "xx")
+    return reg
+end
 
-    local seconds = upstream_seconds(var.upstream_response_time)
-    if seconds then
-        local slot = #BUCKETS + 1
-        for i = 1, #BUCKETS do
-            if seconds <= BUCKETS[i] then
-                slot = i
-                break
+function _M.init_worker()
+    if process.reg == nil then
+        start()
+    end
+end
+
+function _M.log()
+    local reg = process.reg
+    if not reg then
+        if reg == false then
+            return
+        end
+        reg = start() -- no init_worker hook in this config: start on the first request
+        if not reg then
+            return
+        end
+    end
+    -- "200 0.004 /api/|0.003|10.0.0.1:8080" (see RECORD): route labels hold no space or
+    -- bar (the spec refuses them; a hand-written label with a bar miscounts only its own
+    -- requests, under bounded labels); upstream addresses may hold both, so they come last.
+    local line = ngx_var.nginxgen_metrics
+    local sp = line and find(line, " ", 5, true)
+    local bar = sp and find(line, "|", sp, true)
+    local bar2 = bar and find(line, "|", bar + 1, true)
+    if bar2 == nil then
+        -- a config without the map: five reads instead of one (each costs as much)
+        return reg:observe(ngx_var.nginxgen_route, ngx.status, ngx_now() - start_time(),
+            ngx_var.upstream_addr, ngx_var.upstream_response_time, ngx_var, get_ctx)
+    end
+    local a, b, c = byte(line, 1, 3)
+    local addr, rt
+    if bar2 < #line then
+        addr = sub(line, bar2 + 1)
+        rt = sub(line, bar + 1, bar2 - 1)
+    end
+    return reg:observe(sub(line, sp + 1, bar - 1), a * 100 + b * 10 + c - 5328,
+        tonumber(sub(line, 5, sp - 1)), addr, rt, ngx_var, get_ctx)
+end
+
+local STATES = { "active", "reading", "writing", "waiting" }
+
+-- Families computed when scraped: connections (stub_status' numbers) and the dict's room.
+local function scrape_time(dict)
+    local conns = {}
+    for _, s in ipairs(STATES) do
+        local v = ngx_var["connections_" .. s]
+        if v then
+            conns[#conns + 1] = 'nginxgen_connections{state="' .. s .. '"} ' .. v
+        end
+    end
+    local extra = {}
+    if #conns > 0 then
+        extra[#extra + 1] = { "nginxgen_connections", "gauge",
+            "Client connections of this nginx by state (as stub_status counts them).", conns }
+    end
+    local ok, free = pcall(dict.free_space, dict)
+    if ok and free then
+        extra[#extra + 1] = { "nginxgen_metrics_dict_free_bytes", "gauge",
+            "Free memory (whole pages) in the metrics shared dict; near 0 it starts evicting.",
+            { "nginxgen_metrics_dict_free_bytes " .. exposition.number(free) } }
+    end
+    return extra
+end
+
+local function yield()
+    ngx.sleep(0)
+end
+
+-- The text of /metrics: the cached one, else rendered here (one worker at a time).
+local function text(dict, cfg)
+    local cached = dict:get(TEXT_KEY)
+    if cached then
+        return cached
+    end
+    if not dict:add(LOCK_KEY, true, 10) then
+        -- another worker renders: wait for its text (bounded), else render here too
+        for _ = 1, 100 do
+            ngx.sleep(0.01)
+            cached = dict:get(TEXT_KEY)
+            if cached then
+                return cached
             end
         end
-        incr(dict, "lat" .. SEP .. route .. SEP .. slot)
-        incr(dict, "latsum" .. SEP .. route, seconds)
     end
-
-    if var.limit_req_status == "REJECTED" or var.limit_conn_status == "REJECTED" then
-        incr(dict, "limited" .. SEP .. route)
+    local ok, out = pcall(exposition.render, dict, scrape_time(dict), yield)
+    dict:delete(LOCK_KEY)
+    if not ok then
+        error(out)
     end
-
-    local cache = var.sent_http_x_cache
-    if cache and cache ~= "" then
-        cache = cache:lower()
-        if CACHE_RESULTS[cache] then
-            incr(dict, "cache" .. SEP .. route .. SEP .. cache)
-        end
+    if cfg.cache_ttl > 0 then
+        -- safe_set: the text never evicts counters; without room it is not kept
+        dict:safe_set(TEXT_KEY, out, cfg.cache_ttl)
     end
-end
-
-local function label(value)
-    return (value:gsub("\\", "\\\\"):gsub('"', '\\"'):gsub("\n", "\\n"))
-end
-
-local function split(key)
-    local parts = {}
-    for part in gmatch(key, "[^" .. SEP .. "]+") do
-        parts[#parts + 1] = part
-    end
-    return parts
-end
-
-local HELP = {
-    { "nginxgen_requests_total", "counter", "Requests by route and status class." },
-    { "nginxgen_rate_limited_total", "counter", "Requests refused by limit_req or limit_conn." },
-    { "nginxgen_cache_total", "counter", "Responses by route and X-Cache result." },
-    { "nginxgen_upstream_response_seconds", "histogram", "Upstream response time by route." },
-}
-
--- The exposition text for everything counted so far.
-function _M.render()
-    local dict = ngx.shared[DICT]
-    local keys = dict and dict:get_keys(0) or {}
-    sort(keys)
-    local lines = { requests = {}, limited = {}, cache = {}, histogram = {} }
-    local hist = {} -- route → { slots = {}, sum = n }
-    local routes = {}
-    for _, key in ipairs(keys) do
-        local value = dict:get(key)
-        local p = split(key)
-        if value then
-            if p[1] == "req" then
-                local t = lines.requests
-                t[#t + 1] = format('nginxgen_requests_total{route="%s",status="%s"} %d',
-                    label(p[2]), p[3], value)
-            elseif p[1] == "limited" then
-                local t = lines.limited
-                t[#t + 1] = format('nginxgen_rate_limited_total{route="%s"} %d', label(p[2]), value)
-            elseif p[1] == "cache" then
-                local t = lines.cache
-                t[#t + 1] = format('nginxgen_cache_total{route="%s",result="%s"} %d',
-                    label(p[2]), p[3], value)
-            elseif p[1] == "lat" or p[1] == "latsum" then
-                local h = hist[p[2]]
-                if h == nil then
-                    h = { slots = {}, sum = 0 }
-                    hist[p[2]] = h
-                    routes[#routes + 1] = p[2]
-                end
-                if p[1] == "lat" then
-                    h.slots[tonumber(p[3])] = value
-                else
-                    h.sum = value
-                end
-            end
-        end
-    end
-    sort(routes)
-    local t = lines.histogram
-    for _, route in ipairs(routes) do
-        local h, seen = hist[route], 0
-        local name = label(route)
-        for i = 1, #BUCKETS + 1 do
-            seen = seen + (h.slots[i] or 0)
-            local le = BUCKETS[i] and format("%g", BUCKETS[i]) or "+Inf"
-            t[#t + 1] = format('nginxgen_upstream_response_seconds_bucket{route="%s",le="%s"} %d',
-                name, le, seen)
-        end
-        t[#t + 1] = format('nginxgen_upstream_response_seconds_sum{route="%s"} %.6f', name, h.sum)
-        t[#t + 1] = format('nginxgen_upstream_response_seconds_count{route="%s"} %d', name, seen)
-    end
-
-    local out = {}
-    local groups = { lines.requests, lines.limited, lines.cache, lines.histogram }
-    for i, meta in ipairs(HELP) do
-        out[#out + 1] = "# HELP " .. meta[1] .. " " .. meta[3]
-        out[#out + 1] = "# TYPE " .. meta[1] .. " " .. meta[2]
-        for _, line in ipairs(groups[i]) do
-            out[#out + 1] = line
-        end
-    end
-    out[#out + 1] = ""
-    return concat(out, "\n")
+    return out
 end
 
 function _M.serve()
-    ngx.header["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-    ngx.print(_M.render())
+    local cfg = settings()
+    local dict = ngx.shared[cfg.dict]
+    if dict == nil then
+        ngx.status = 500
+        ngx.header["Content-Type"] = "text/plain"
+        ngx.say("nginxgen metrics: no lua_shared_dict ", cfg.dict)
+        return ngx.exit(500)
+    end
+    ngx.header["Content-Type"] = exposition.CONTENT_TYPE
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.print(text(dict, cfg))
 end
+
+_M.escape = escape
 
 return _M

@@ -42,8 +42,9 @@ class NginxSpec(Model):
     # to confirm the new config serves), stub_status, and /metrics when `metrics` is on.
     # "off": no status server, and `watch` cannot confirm reloads.
     status_listen: LoopbackListen = "127.0.0.1:9181"  # or "off"
-    # Lua request counters per route, served as Prometheus text on the status server.
-    metrics: bool = False
+    # Lua request counters per route, served as Prometheus text on the status server
+    # (docs/monitoring.md). Default: on, unless status_listen is off (nowhere to serve them).
+    metrics: bool = True
     # How `watch` reloads: SIGHUP to the master in `pid`, or `<binary> -s reload`.
     reload: Literal["signal", "binary"] = "signal"
     reload_command: tuple[str, ...] | None = None  # overrides `reload`, e.g. [supervisorctl, ...]
@@ -78,6 +79,13 @@ class NginxSpec(Model):
         if not 1 <= port <= 65535:
             raise ValueError(f"port out of range 1-65535: {port}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_follow_status_listen(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "metrics" not in data and data.get("status_listen") == "off":
+            return {**data, "metrics": False}
+        return data
 
     @model_validator(mode="after")
     def _status_port_apart(self) -> NginxSpec:

@@ -49,5 +49,5 @@ def test_cached_route_is_counted_and_its_hits_never_reach_the_backend(
 
     text = poll(scrape)
     assert text, "metrics never counted the cached route's 5 requests"
-    assert metric(text, "nginxgen_cache_total", route="/c/", result="hit") == 4
+    assert metric(text, "nginxgen_cache_total", route="/c/", service="app", result="hit") == 4
     assert metric(text, "nginxgen_cache_total", route="/c/", result="miss") == 1

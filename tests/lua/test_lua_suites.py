@@ -42,6 +42,7 @@ def lua_nginx() -> Iterator[tuple[int, Nginx]]:
     lua_package_path "{lua}/?.lua;;";
     lua_shared_dict nginxgen_endpoints 1m;
     lua_shared_dict nginxgen_health 1m;
+    lua_shared_dict nginxgen_metrics 1m;
     init_by_lua_block {{ require("harness") }}
     server {{
         listen 127.0.0.1:{port};
@@ -73,7 +74,7 @@ def error_log(lua_nginx: tuple[int, Nginx]) -> str:
 
 def test_every_module_has_its_suite():
     assert len(SUITES) >= 11, SUITES
-    assert {"cache_key_test", "pool_test", "endpoints_test"} <= set(SUITES)
+    assert {"cache_key_test", "pool_test", "endpoints_test", "metrics_test"} <= set(SUITES)
 
 
 @pytest.mark.parametrize("suite", SUITES)

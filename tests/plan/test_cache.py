@@ -182,8 +182,12 @@ routes:
     assert directives == ["env"]
 
 
-def test_no_cached_route_means_no_lua():
-    s = spec("redis: {}\nroutes: [{path: /a/, service: a, cache: {ttl: 1s}}]")
+def test_no_cached_route_and_metrics_off_mean_no_lua():
+    text = BASE.replace("server_name:", "metrics: false, server_name:")
+    s = parse_spec(
+        text + "redis: {}\nroutes: [{path: /a/, service: a, cache: {ttl: 1s}}]",
+        Path("/etc/gw/nginxgen.yaml"),
+    )
     plan = make_plan(s, catalog())  # the cached service has nobody alive
     assert not plan_uses_lua(plan)
     assert "lua" not in render(plan, s.nginx)

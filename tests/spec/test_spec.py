@@ -42,6 +42,11 @@ BAD = [
     (GOOD + "  - {path: /api/, service: other}\n", "routes", "same path"),
     (GOOD + "nginx: {}\n", "", "duplicate"),  # YAML itself: a repeated key is refused
     ("registry: [\n", "", "not valid YAML"),
+    (
+        GOOD.replace("{listen: 8080}", "{listen: 8080, status_listen: off, metrics: true}"),
+        "nginx",
+        "metrics are served on status_listen, which is off",
+    ),
 ]
 
 
@@ -79,6 +84,23 @@ def test_missing_spec_file_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "spec file not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("nginx", "metrics"),
+    [
+        ("{listen: 8080}", True),
+        ("{listen: 8080, metrics: off}", False),
+        ("{listen: 8080, status_listen: off}", False),
+        ("{listen: 8080, status_listen: '127.0.0.1:9300', metrics: on}", True),
+    ],
+)
+def test_metrics_are_on_unless_turned_off_or_nowhere_to_serve(
+    tmp_path: Path, nginx: str, metrics: bool
+) -> None:
+    path = tmp_path / "nginxgen.yaml"
+    path.write_text(GOOD.replace("{listen: 8080}", nginx))
+    assert load_spec(path).nginx.metrics is metrics
 
 
 def test_routes_and_services_inherit_defaults_key_by_key(tmp_path: Path) -> None:
