@@ -12,6 +12,7 @@ from pydantic import (
     ValidationInfo,
 )
 from pydantic.functional_validators import AfterValidator, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 DEFAULT_SPEC = "nginxgen.yaml"
 
@@ -59,6 +60,12 @@ def _token(value: str) -> str:
 
 
 Token = Annotated[str, AfterValidator(_token)]
+
+
+def keyed(key: tuple[Any, ...], message: str) -> PydanticCustomError:
+    """A validation error about `key` (relative to the model that raises it), so that the
+    message names that key and its line, not only the model around it."""
+    return PydanticCustomError("spec_key", "{message}", {"message": message, "key": key})
 
 
 class Model(BaseModel):

@@ -14,6 +14,7 @@ from pydantic.functional_validators import AfterValidator
 
 from .fields import Duration, Model
 from .gateway import OptionalLimitConn, OptionalRateLimit
+from .snippets import UpstreamSnippet
 
 NEXT_UPSTREAM = (
     "error",
@@ -231,3 +232,4 @@ class ServicePolicy(Model):
     warmup: Warmup = Warmup()
     probe: Probe = Probe(enabled=False)
     balance: Balance = "round_robin"
+    snippets: UpstreamSnippet | None = None  # inside the service's (HTTP) upstream {}
