@@ -609,3 +609,19 @@ def test_specs_without_new_keys_load_as_before(tmp_path):
     path = write(tmp_path, "nginx: {listen: 8080}\nroutes: [{path: /, service: a, exact: true}]\n")
     spec = load_spec(path)
     assert spec.nginx.listen == "8080" and spec.routes[0].exact
+
+
+def test_service_names_cover_every_host_and_stream_in_order(tmp_path):
+    spec = load(
+        tmp_path,
+        """\
+        routes: [{path: /, service: web}, {path: /b/, service: api}]
+        hosts:
+          - server_names: [a.test]
+            routes: [{path: /, service: api}, {path: /c/, service: chat}]
+        streams: [{listen: 7000, service: db}, {listen: 7001, service: web}]
+        """,
+    )
+    assert spec.http_service_names == ["web", "api", "chat"]
+    assert spec.stream_service_names == ["db", "web"]
+    assert spec.service_names == ["web", "api", "chat", "db"]  # what the sources watch

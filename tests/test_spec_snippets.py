@@ -55,6 +55,8 @@ def test_lines_count_from_the_snippet_and_blocks_are_kept():
         ("stream", "proxy_set_header A b;", "is not allowed here in the stream block"),
         ("location", "proxy_pass http://x;", "proxy_pass is not allowed in a snippet"),
         ("upstream", "server 10.0.0.1;", "servers come from the registry"),
+        ("upstream", "least_conn;", "comes from services.NAME.balance"),
+        ("upstream", "keepalive 8;", "services.NAME.keepalive sets it"),
         ("server", "server_name other.test;", "names come from the host's server_names"),
         ("server", "include /etc/nginx/extra.conf;", "include is not allowed in a snippet"),
         ("server", "location / { include x.conf; }", "include is not allowed in a snippet"),

@@ -1,8 +1,10 @@
 """nginxgen.yaml → Spec, validated, with errors that name the file, key and line.
 
-Two override levels mirror nginx's own: location-level settings (failover, timeouts)
-live on `routes` and fall back to `defaults`; upstream-level settings (health, keepalive)
-live in `services: {NAME: ...}` and fall back to `defaults`. Fallback is per key.
+Override levels mirror nginx's own: location-level settings (failover, timeouts) live on
+`routes` and fall back to their host's (`hosts:`), then to `defaults`; upstream-level
+settings (health, keepalive) live in `services: {NAME: ...}` and fall back to `defaults`.
+Fallback is per key. The HTTP surface (listeners, hosts, streams, snippets) is described
+in docs/http-surface.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .fields import (
     SpecError,
     SpecPath,
     Token,
+    dotted_key,
     keyed,
     parse_duration,
 )
@@ -188,8 +191,17 @@ class Spec(Model):
 
     @property
     def service_names(self) -> list[str]:
-        """Services the top-level routes need, in route order, without repeats."""
-        return list(dict.fromkeys(r.service for r in self.routes))
+        """Services the spec reads from the registry, in spec order, without repeats:
+        those of the routes (top-level first, then each host's), then the streams'."""
+        return list(dict.fromkeys(self.http_service_names + self.stream_service_names))
+
+    @property
+    def http_service_names(self) -> list[str]:
+        return list(dict.fromkeys(r.service for _, r in self.all_routes()))
+
+    @property
+    def stream_service_names(self) -> list[str]:
+        return list(dict.fromkeys(s.service for s in self.streams))
 
     @property
     def virtual_hosts(self) -> tuple[VirtualHost, ...]:
@@ -226,7 +238,7 @@ class Spec(Model):
         """`nginxgen.yaml:12: hosts[0].tls.cert` for messages about that key after loading."""
         line = self.line(key)
         at = f"{self.source_path}:{line}" if line else self.source_path or "spec"
-        return f"{at}: {_dotted(key) or '(top level)'}"
+        return f"{at}: {dotted_key(key) or '(top level)'}"
 
 
 def _host_inherit(host: Any, defaults: Mapping[str, Any]) -> Any:
@@ -351,7 +363,7 @@ def _format_errors(
         if err["type"] == "spec_key":  # a model's check about one of its keys
             loc += tuple(err["ctx"]["key"])
         line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-        key = _dotted(loc) or "(top level)"
+        key = dotted_key(loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the spec reference in the README)"
@@ -388,13 +400,6 @@ def _without_union_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _short(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) and len(str(value)) < 60
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
-from .fields import Duration, Model, Token, keyed
+from .fields import Duration, Model, Token, keyed, off_is_none
 from .gateway import Auth, OptionalLimitConn, OptionalRateLimit
 from .http import ExistingFile, OptionalCors
 from .policies import Failover, Timeouts
@@ -104,7 +104,7 @@ class HostPolicies(Model):
     timeouts: Timeouts | None = None
     rate_limit: OptionalRateLimit = None
     limit_conn: OptionalLimitConn = None
-    auth: Annotated[Auth | None, BeforeValidator(lambda v: None if v == "off" else v)] = None
+    auth: Annotated[Auth | None, BeforeValidator(off_is_none)] = None
     client_max_body_size: Token | None = None
     cors: OptionalCors = None
 

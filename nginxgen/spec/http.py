@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.functional_validators import AfterValidator, BeforeValidator
 
-from .fields import Duration, Model, SpecPath
+from .fields import Duration, Model, SpecPath, off_is_none
 from .gateway import HeaderName
 
 # Methods nginx proxies. It answers TRACE with 405 itself and has no CONNECT proxying.
@@ -285,11 +285,7 @@ class Cors(Model):
         return self
 
 
-def _off_is_none(value: Any) -> Any:
-    return None if value in ("off", False) else value
-
-
-OptionalCors = Annotated[Cors | None, BeforeValidator(_off_is_none)]
+OptionalCors = Annotated[Cors | None, BeforeValidator(off_is_none)]
 
 
 # --- TLS to the upstream ----------------------------------------------------------------

@@ -9,7 +9,7 @@ from pydantic import ValidationInfo, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
 from .cache import CacheSpec, identity_problem
-from .fields import Model, Token
+from .fields import Model, ServiceName, Token, off_is_none
 from .gateway import Auth, OptionalLimitConn, OptionalRateLimit
 from .http import (
     Headers,
@@ -29,15 +29,11 @@ MATCHES = ("prefix", "exact", "regex")
 LONG_READ = "1h"
 
 
-def _off_is_none(value: Any) -> Any:
-    return None if value in ("off", False) else value
-
-
 class Route(Model):
     # Before `path`: the path's validation depends on the kind of match.
     match: Literal["prefix", "exact", "regex"] = "prefix"
     path: str
-    service: str
+    service: ServiceName
     exact: bool = False  # the older spelling of match: exact (`location = path`)
     methods: Methods | None = None  # None: every method; others get 405
     strip_prefix: bool = False  # send the path without the route prefix upstream
@@ -54,7 +50,7 @@ class Route(Model):
     client_max_body_size: Token | None = None
     rate_limit: OptionalRateLimit = None
     limit_conn: OptionalLimitConn = None
-    auth: Annotated[Auth | None, BeforeValidator(_off_is_none)] = None
+    auth: Annotated[Auth | None, BeforeValidator(off_is_none)] = None
     cache: CacheSpec | None = None
 
     @model_validator(mode="before")
@@ -82,15 +78,6 @@ class Route(Model):
             return check_regex(v)
         if not re.fullmatch(r"/[A-Za-z0-9._~!&'()*+,=:@%/-]*", v) or "'" in v:
             raise ValueError(f"must start with '/' and hold only URL path characters: {v!r}")
-        return v
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, v: str) -> str:
-        from ..catalog import is_safe_name
-
-        if not is_safe_name(v):
-            raise ValueError(f"not a valid service name: {v!r}")
         return v
 
     @model_validator(mode="after")

@@ -54,7 +54,15 @@ _RESERVED: dict[str, dict[str, str]] = {
         "proxy_pass": "nginxgen writes the route's upstream",
         "grpc_pass": "nginxgen writes the route's upstream",
     },
-    "upstream": {"server": "servers come from the registry"},
+    "upstream": {
+        "server": "servers come from the registry",
+        "zone": "nginx.upstream_zone sizes it",
+        "keepalive": "services.NAME.keepalive sets it",
+        **{
+            method: "the balancing method comes from services.NAME.balance"
+            for method in ("least_conn", "ip_hash", "hash", "random")
+        },
+    },
     "stream_server": {
         "listen": "the stream's listen key says where it listens",
         "proxy_pass": "nginxgen writes the stream's upstream",

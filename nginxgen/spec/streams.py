@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .fields import Duration, Model
+from .fields import Duration, Model, ServiceName
 from .listen import address_text, split_address
 from .snippets import StreamServerSnippet
 
@@ -42,7 +42,7 @@ class StreamTimeouts(Model):
 
 class Stream(Model):
     listen: str  # port or host:port
-    service: str
+    service: ServiceName
     protocol: Literal["tcp", "udp"] = "tcp"
     failover: StreamFailover = StreamFailover()
     timeouts: StreamTimeouts = StreamTimeouts()
@@ -53,15 +53,6 @@ class Stream(Model):
     @classmethod
     def _listen(cls, v: Any) -> str:
         return address_text(*split_address(v))
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, v: str) -> str:
-        from ..catalog import is_safe_name
-
-        if not is_safe_name(v):
-            raise ValueError(f"not a valid service name: {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> Stream:

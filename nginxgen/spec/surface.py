@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .fields import keyed
+from .fields import dotted_key, keyed
 from .hosts import VirtualHost, name_owner
 from .streams import stream_balance_problem
 
@@ -19,14 +19,7 @@ Key = tuple[Any, ...]
 
 
 def _host_label(vh: VirtualHost) -> str:
-    return "the top-level routes" if vh.default else _dotted(vh.key)
-
-
-def _dotted(key: Key) -> str:
-    out = ""
-    for part in key:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    return "the top-level routes" if vh.default else dotted_key(vh.key)
 
 
 def surface_problem(spec: Spec) -> tuple[Key, str] | None:
@@ -103,7 +96,7 @@ def _upstream_agreement(spec: Spec) -> tuple[Key, str] | None:
             if r.service not in first:
                 first[r.service] = (key, how)
             elif first[r.service][1] != how:
-                other = _dotted(first[r.service][0])
+                other = dotted_key(first[r.service][0])
                 return key, (
                     f"routes to service {r.service!r} must agree on protocol and upstream_tls "
                     f"(they share its connections); this one differs from {other}"
