@@ -137,7 +137,7 @@ class Host(HostPolicies):
     def _hsts_once(self) -> Host:
         if self.tls is not None and self.tls.hsts is not None:
             for i, r in enumerate(self.routes):
-                if "strict-transport-security" in r.headers.response_names():
+                if r.headers and "strict-transport-security" in r.headers.response_names():
                     raise keyed(
                         ("routes", i, "headers"),
                         "Strict-Transport-Security is set by the host's tls.hsts",

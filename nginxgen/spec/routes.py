@@ -38,7 +38,7 @@ class Route(Model):
     methods: Methods | None = None  # None: every method; others get 405
     strip_prefix: bool = False  # send the path without the route prefix upstream
     rewrite: Rewrite | None = None
-    headers: Headers = Headers()
+    headers: Headers | None = None  # None: as the gateway always sends them
     cors: OptionalCors = None
     websocket: bool = False  # Upgrade passed through; keepalive kept for other requests
     streaming: bool = False  # SSE / long responses: delivered as they come, unbuffered
@@ -145,11 +145,14 @@ def route_conflict(r: Route) -> str | None:
         extra = [m for m in r.cors.methods if m not in allowed_methods(r.methods)]
         if extra:
             return f"cors.methods allows {', '.join(extra)}, which the route's methods refuse"
-    if r.cors is not None and any(
-        n.startswith("access-control-") for n in r.headers.response_names()
-    ):
+    response = r.headers.response_names() if r.headers else []
+    if r.cors is not None and any(n.startswith("access-control-") for n in response):
         return "Access-Control-* response headers are set by cors; remove them from headers"
-    if r.cache is not None and any(n.lower() == "host" for n in r.headers.request.set):
+    if (
+        r.cache is not None
+        and r.headers
+        and any(n.lower() == "host" for n in r.headers.request.set)
+    ):
         return "headers.request.set.Host cannot go with cache (cache.host sets what is sent)"
     return None
 

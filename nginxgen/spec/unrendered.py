@@ -45,7 +45,7 @@ def _route_keys(r: Route) -> list[tuple[str, str]]:
         ("match", "match: regex", r.match == "regex"),
         ("methods", "methods", r.methods is not None),
         ("rewrite", "rewrite", r.rewrite is not None),
-        ("headers", "headers", bool(r.headers.request.named() or r.headers.response.named())),
+        ("headers", "headers", r.headers is not None),
         ("cors", "cors", r.cors is not None),
         ("websocket", "websocket: true", r.websocket),
         ("streaming", "streaming: true", r.streaming),
