@@ -61,12 +61,23 @@ def lua_modules(nginx: NginxSpec) -> tuple[str, ...]:
     """`load_module` paths stock nginx needs for Lua (NDK first); OpenResty needs none."""
     if resolved_flavor(nginx) == "openresty":
         return ()
-    base = nginx.modules_path
-    if base is None:
-        binary = find_binary(nginx)
-        m = re.search(r"--modules-path=(\S+)", _version_text(binary.path)) if binary else None
-        base = m.group(1) if m else DEFAULT_MODULES_PATH
+    base = _modules_path(nginx)
     return (f"{base}/ndk_http_module.so", f"{base}/ngx_http_lua_module.so")
+
+
+def stream_modules(nginx: NginxSpec) -> tuple[str, ...]:
+    """Debian builds stream as a module (libnginx-mod-stream); OpenResty has it built in."""
+    if resolved_flavor(nginx) == "openresty":
+        return ()
+    return (f"{_modules_path(nginx)}/ngx_stream_module.so",)
+
+
+def _modules_path(nginx: NginxSpec) -> str:
+    if nginx.modules_path is not None:
+        return nginx.modules_path
+    binary = find_binary(nginx)
+    m = re.search(r"--modules-path=(\S+)", _version_text(binary.path)) if binary else None
+    return m.group(1) if m else DEFAULT_MODULES_PATH
 
 
 @dataclass(frozen=True)

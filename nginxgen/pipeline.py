@@ -5,18 +5,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .catalog import Catalog
 from .heap import without_collector
-from .nginx_bin import Binary, find_binary, lua_modules
+from .nginx_bin import Binary, find_binary, lua_modules, stream_modules
 from .plan import Plan, make_plan
 from .render import render_parts
 from .resolve import drop_unresolvable
 from .spec import Spec
-from .verify import Verdict, verify_rendered
+from .tls.certs import check_certificates
+from .verify import Finding, Verdict, verify_rendered
 from .warmup import Observed
 
 
@@ -65,8 +66,19 @@ def build(
     now: datetime | None = None,
     observed: Observed | None = None,
 ) -> Build:
-    plan = make_plan(spec, drop_unresolvable(catalog), now or datetime.now(timezone.utc), observed)
+    now = now or datetime.now(timezone.utc)
+    plan = make_plan(spec, drop_unresolvable(catalog), now, observed)
+    # Certificates before nginx sees them: an error keeps the running config serving.
+    certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
+    errors = tuple(Finding("certificate", str(c)) for c in certs if c.level == "error")
+    if errors:
+        return Build(plan, "", Verdict(errors, False))
+    warnings = tuple(str(c) for c in certs if c.level == "warning")
+    if warnings:
+        plan = replace(plan, notes=plan.notes + warnings)
     modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
+    if spec.streams:
+        modules += stream_modules(spec.nginx)
     rendered = render_parts(plan, spec.nginx, modules=modules)
     if binary is not None:
         ensure_runtime_dirs(spec)

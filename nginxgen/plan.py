@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from .heap import without_collector
 from .plan_memo import ALWAYS, CLOCKLESS, ServiceMemo, Window, intersect, ramp_window
 from .spec import NO_BACKUP_METHODS, Failover, ServicePolicy, Spec, Timeouts, balance_args
 from .spec.cache import parse_size
+from .surface import StreamBlock, Surface, plan_surface, stream_servers
 from .warmup import (
     Observed,
     Ramp,
@@ -83,6 +84,7 @@ class Upstream(_HashedOnce):
     keepalive: int
     zone: str | None
     balance: tuple[str, ...] = ()  # the balancing directive; () for round robin
+    snippet: str | None = None  # services.NAME.snippets: the spec author's nginx text
 
     __hash__ = _HashedOnce._hash_once
 
@@ -102,6 +104,13 @@ class Location(_HashedOnce):
     cache: RouteCache | None = None  # served from Redis by lua/nginxgen/cache.lua
     upstream_host: str | None = None  # the Host (and X-Forwarded-Host) sent; None: $host
     cleared_headers: tuple[str, ...] = FORWARDING_CLEARED  # request headers never sent upstream
+    server: int = 0  # the host whose server block holds it (Surface.servers[].index)
+    regex: bool = False  # `location ~ path`
+    websocket: bool = False  # Upgrade passed through (the $nginxgen_connection map)
+    streaming: bool = False  # unbuffered, uncompressed
+    grpc: bool = False  # grpc_pass; "nobody alive" is a gRPC UNAVAILABLE
+    hsts_var: str | None = None  # repeated where a location's own add_header drops the server's
+    snippet: str | None = None  # routes[].snippets: the spec author's nginx text, last
 
     __hash__ = _HashedOnce._hash_once
 
@@ -121,6 +130,7 @@ class Plan:
     cache: CacheSetup | None = None  # set when a route with an upstream caches
     # Next warm-up step boundary: the watch loop re-plans then, even with no registry event.
     next_change_at: datetime | None = None
+    surface: Surface = Surface()  # server blocks, listeners, TLS, streams (surface.py)
 
     @property
     def server_count(self) -> int:
@@ -175,10 +185,25 @@ def make_plan(
                 notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
             upstreams[name] = planned.upstream
-        locations, cache = fixed.locations(upstreams.keys())
+        http = {n: upstreams[n] for n in fixed.http_names if n in upstreams}
+        locations, cache = fixed.locations(http.keys())
+        surface = fixed.surface
+        if spec.streams:
+            # Stream upstreams have their own namespace and no keepalive or snippets.
+            stream_ups = tuple(
+                replace(upstreams[n], keepalive=0, snippet=None)
+                for n in spec.stream_service_names
+                if n in upstreams
+            )
+            block = StreamBlock(
+                upstreams=stream_ups,
+                servers=stream_servers(spec, frozenset(u.name for u in stream_ups)),
+                snippet=spec.snippets.stream.text if spec.snippets.stream else None,
+            )
+            surface = replace(surface, stream=block)
 
     return Plan(
-        upstreams=tuple(upstreams.values()),
+        upstreams=tuple(http.values()),
         locations=locations,
         catch_all=fixed.catch_all,
         notes=tuple(notes),
@@ -190,6 +215,7 @@ def make_plan(
         gateway=fixed.gateway,
         cache=cache,
         next_change_at=min(changes, default=None),
+        surface=surface,
     )
 
 
@@ -220,12 +246,17 @@ class _SpecPlan:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec  # held, so the identity check in _spec_plan stays sound
         self.service_names = spec.service_names
+        self.http_names = frozenset(spec.http_service_names)
+        self.surface = plan_surface(spec)
+        # Every host's routes in one list, the default host's first: their index is the
+        # one the gateway's guards and the cache use.
+        self.routes = [(i, r) for i, vh in enumerate(spec.virtual_hosts) for r in vh.routes]
         self.zone = None if spec.nginx.upstream_zone == "off" else spec.nginx.upstream_zone
         self.gateway, self.guards = plan_gateway(spec)
-        self.catch_all = not any(r.path == "/" and not r.exact for r in spec.routes)
+        self.catch_all = not any(r.path == "/" and r.match == "prefix" for r in spec.routes)
         self.notes = cache_notes(spec)
         self._default: ServicePolicy | None = None
-        n = len(spec.routes)
+        n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
         self._unavailable: list[Location | None] = [None] * n
         self._last: tuple[frozenset[str], tuple[Location, ...], CacheSetup | None] | None = None
@@ -243,7 +274,7 @@ class _SpecPlan:
         if self._last is not None and self._last[0] == live:
             return self._last[1], self._last[2]
         out = []
-        for i, r in enumerate(self.spec.routes):
+        for i, (_, r) in enumerate(self.routes):
             serving = r.service in live
             variants = self._serving if serving else self._unavailable
             loc = variants[i]
@@ -256,7 +287,7 @@ class _SpecPlan:
         return locations, cache
 
     def _location(self, i: int, serving: bool) -> Location:
-        r = self.spec.routes[i]
+        host, r = self.routes[i]
         guard = self.guards[i]
         # A route answering 503 on purpose has nothing worth caching.
         cache = route_cache(self.spec, i, r, guard) if serving else None
@@ -280,6 +311,13 @@ class _SpecPlan:
             cache=cache,
             upstream_host=cache.key_host if cache else None,
             cleared_headers=cleared,
+            server=host,
+            regex=r.match == "regex",
+            websocket=r.websocket,
+            streaming=r.streaming,
+            grpc=r.protocol == "grpc",
+            hsts_var=self.surface.hsts_var(host),
+            snippet=r.snippets.text if r.snippets else None,
         )
 
 
@@ -400,6 +438,7 @@ def _plan_service(
         keepalive=policy.keepalive,
         zone=upstream_zone(zone, len(servers)),
         balance=balance,
+        snippet=policy.snippets.text if policy.snippets else None,
     )
     planned = _Planned(upstream, tuple(notes), tuple(refused), tuple(changes))
     return planned, intersect(windows), keys

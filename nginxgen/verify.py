@@ -15,12 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from . import forked
-from .gateway_verify import check_guard, is_gateway_location, split_status_server
+from .gateway_verify import check_guard, split_status_server
 from .heap import without_collector
 from .nginx_bin import Binary, test_config
 from .nginx_parse import parse_text
 from .plan import Location, Plan, Server, Upstream
 from .render import Rendered, lua_string, nginx_time
+from .surface_verify import (
+    compare_servers,
+    compare_stream,
+    location_args,
+    snippet_findings,
+    snippet_shape,
+)
 
 
 @dataclass(frozen=True)
@@ -114,28 +121,8 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
     servers = [d for d in http.get("block", []) if d["directive"] == "server"]
     servers, findings_gw = split_status_server(servers, plan)
     findings += findings_gw
-    if len(servers) != 1:
-        findings.append(Finding("round-trip", f"expected 1 server block, found {len(servers)}"))
-        return findings
-    locations = {
-        tuple(d["args"]): d
-        for d in servers[0].get("block", [])
-        if d["directive"] == "location" and not is_gateway_location(d["args"])
-    }
-    for loc in plan.locations:
-        key = ("=", loc.path) if loc.exact else (loc.path,)
-        block = locations.get(key)
-        if block is None:
-            findings.append(Finding("round-trip", f"route {loc.path!r} is missing"))
-            continue
-        findings += _compare_location(block, loc, plan.gateway.metrics)
-    expected_locations = len(plan.locations) + (1 if plan.catch_all else 0)
-    if len(locations) != expected_locations:
-        findings.append(
-            Finding(
-                "round-trip", f"expected {expected_locations} locations, found {len(locations)}"
-            )
-        )
+    findings += compare_servers(servers, plan, _compare_location)
+    findings += compare_stream(parsed, plan, _compare_upstream)
     return findings
 
 
@@ -151,7 +138,15 @@ def _compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding
                 block["line"],
             )
         )
-    others = [[d["directive"], *d["args"]] for d in block.get("block", [])]
+    statements = block.get("block", [])
+    if upstream.snippet is not None:
+        findings += snippet_findings(
+            statements, upstream.snippet, "upstream", f"upstream {upstream.name!r}", block["line"]
+        )
+        statements = statements[
+            : len(statements) - len(snippet_shape(upstream.snippet, "upstream"))
+        ]
+    others = [[d["directive"], *d["args"]] for d in statements]
     others = [d for d in others if d[0] != "server"]
     if others != expected_upstream_settings(upstream):
         findings.append(
@@ -196,14 +191,21 @@ def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Fi
 def _compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:
     """One route's block: proxies exactly where planned, runs exactly the planned Lua,
     and keeps every guard (auth, API key, rate and connection limits) the plan gave it."""
-    passes = [d["args"] for d in block.get("block", []) if d["directive"] == "proxy_pass"]
-    want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
+    statements = block.get("block", [])
+    passes = [d["args"] for d in statements if d["directive"] in ("proxy_pass", "grpc_pass")]
+    if loc.grpc:
+        want = [[f"grpc://{loc.upstream}"]] if loc.upstream else []
+    else:
+        want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
     if passes != want:
         return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
     return (
         _compare_lua(block, loc, metrics)
         + check_guard(block, loc)
         + _compare_request_headers(block, loc)
+        + snippet_findings(
+            statements, loc.snippet, "location", f"route {loc.path!r}", block["line"]
+        )
     )
 
 
@@ -221,8 +223,9 @@ def _compare_request_headers(block: dict[str, Any], loc: Location) -> list[Findi
     """The Host the cache key holds is the one sent; what must not reach the upstream is
     cleared. nginx sends every line for a name, so each must appear exactly once."""
     sent: dict[str, list[str]] = {}
+    header_directive = "grpc_set_header" if loc.grpc else "proxy_set_header"
     for d in block.get("block", []):
-        if d["directive"] == "proxy_set_header" and d["args"]:
+        if d["directive"] == header_directive and d["args"]:
             sent.setdefault(d["args"][0].lower(), []).append(" ".join(d["args"][1:]))
     want = expected_request_headers(loc)
     wrong = [name for name, value in want.items() if sent.get(name) != [value]]
@@ -367,7 +370,7 @@ def _verify_run(run: list[Piece], metrics: bool) -> list[Finding]:
                     break
                 findings += _compare_upstream(block, planned)
             elif isinstance(planned, Location):
-                key = ["=", planned.path] if planned.exact else [planned.path]
+                key = location_args(planned)
                 if block["directive"] != "location" or block["args"] != key:
                     break
                 findings += _compare_location(block, planned, metrics)
@@ -422,7 +425,7 @@ def _verify_location_piece(text: str, loc: Location, metrics: bool) -> list[Find
         return errors
     servers = parsed[0].get("block", []) if len(parsed) == 1 else []
     inner = servers[0].get("block", []) if len(servers) == 1 else []
-    key = ["=", loc.path] if loc.exact else [loc.path]
+    key = location_args(loc)
     if len(inner) != 1 or inner[0]["directive"] != "location" or inner[0]["args"] != key:
         return [Finding("round-trip", f"route {loc.path!r} is not one location block")]
     return _compare_location(inner[0], loc, metrics)

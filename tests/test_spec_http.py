@@ -588,20 +588,19 @@ def test_keys_not_rendered_yet_are_refused_with_their_lines(tmp_path):
         routes:
           - {path: /, service: a}
           - {path: /ws/, service: chat, websocket: true, methods: [GET]}
+        hosts:
+          - server_names: [a.test]
+            routes: [{path: /, service: a, cors: {origins: ["https://x.test"]}}]
         streams: [{listen: 7000, service: db}]
         """,
     )
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert str(info.value).splitlines() == [
-        f"{path}:2: nginx.listen: valid, but this version of nginxgen does not render several "
-        "listeners, tls, http2 or proxy_protocol yet; refused rather than ignored",
         f"{path}:5: routes[1].methods: valid, but this version of nginxgen does not render "
         "methods yet; refused rather than ignored",
-        f"{path}:5: routes[1].websocket: valid, but this version of nginxgen does not render "
-        "websocket: true yet; refused rather than ignored",
-        f"{path}:6: streams: valid, but this version of nginxgen does not render streams yet; "
-        "refused rather than ignored",
+        f"{path}:8: hosts[0].routes[0].cors: valid, but this version of nginxgen does not "
+        "render cors yet; refused rather than ignored",
     ]
 
 

@@ -227,6 +227,12 @@ class Spec(Model):
     def all_routes(self) -> list[tuple[VirtualHost, Route]]:
         return [(vh, r) for vh in self.virtual_hosts for r in vh.routes]
 
+    @property
+    def flat_routes(self) -> tuple[Route, ...]:
+        """Every host's routes, the default host's (top-level) first: the index the
+        planner gives each route's guard and cache."""
+        return tuple(r for _, r in self.all_routes())
+
     def line(self, key: tuple[Any, ...]) -> int | None:
         """The spec line of `key` (or of the nearest key around it); None when unknown."""
         for i in range(len(key), 0, -1):
