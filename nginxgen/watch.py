@@ -37,6 +37,7 @@ from typing import Any
 
 from . import heap
 from .catalog import Catalog
+from .cert_watch import CertificateFiles
 from .diff import diff_plans
 from .flap import FlapDamper
 from .guard import RemovalHold
@@ -66,6 +67,7 @@ from .render import config_generation, environment, render_location, render_upst
 from .sources import RegistryError, Source, open_source
 from .spec import Spec, SpecError, load_spec
 from .telemetry import Health, Metrics, StatusServer, event
+from .tls.certs import certificate_files
 from .util.backoff import Backoff
 
 # Longest single block on the registry: SIGHUP, schedules and holds are noticed this fast.
@@ -81,6 +83,7 @@ REASON_WORDS = {
     "registry": "registry changed",
     "probe": "health probes changed",
     "warmup": "warm-up step",
+    "certificate": "certificate file changed",
 }
 
 
@@ -134,6 +137,7 @@ class Watcher:
         self._observed_dead: frozenset[str] = frozenset()  # in the last build
         self._applied_dead: frozenset[str] = frozenset()  # in the config that serves
         self._spec_reloaded = False  # since the last successful apply
+        self.certs = CertificateFiles(certificate_files(spec))
         self.failed_text: str | None = None  # do not retry this exact text
         self.last_read = 0.0
         self.stopping = False
@@ -295,6 +299,9 @@ class Watcher:
                 return "stop"
             if self.reload_spec:
                 return "spec"
+            if self.certs.changed():
+                self.failed_text = None  # a new file is a change, even for the same text
+                return "certificate"
             if self.policies.changed.is_set():
                 return "probe"
             now = time.monotonic()
@@ -407,7 +414,7 @@ class Watcher:
 
         if self.options.dry_run:
             return self._dry_run(installed, text, result.verdict.ok, result.verdict.findings)
-        if text == installed and self._serving(generation):
+        if text == installed and self._serving(generation) and not self.certs.pending:
             self._succeeded(plan, generation, changed_at, observe=False)
             return Result.UNCHANGED
         if text == self.failed_text:
@@ -467,6 +474,8 @@ class Watcher:
             return "start"
         if self._spec_reloaded:
             return "spec"
+        if self.certs.pending:
+            return "certificate"
         if plan.catalog_fingerprint != last.catalog_fingerprint:
             return "registry"
         if self._observed_dead != self._applied_dead:
@@ -533,6 +542,7 @@ class Watcher:
 
     def _succeeded(self, plan: Plan, generation: str, changed_at: float, *, observe: bool) -> None:
         self.applied_plan = plan
+        self.certs.served()
         self._applied_dead = self._observed_dead
         self._spec_reloaded = False
         self.policies.installed()  # first-seen times count from a config that serves
@@ -629,6 +639,7 @@ class Watcher:
             self.source = source
         self.spec = spec
         self.binary = binary
+        self.certs = CertificateFiles(certificate_files(spec))  # the spec reload reloads them
         self.hold = RemovalHold(spec.watch.guard)
         if spec.watch.flap != self.flaps.config:
             self.flaps = FlapDamper(spec.watch.flap)
