@@ -21,6 +21,7 @@ Block = dict[str, Any]
 CompareLocation = Callable[[Block, "Location", bool], "list[Finding]"]
 CompareUpstream = Callable[[Block, "Upstream"], "list[Finding]"]
 
+STREAM_ZONE_SUFFIX = "@stream"
 _REDIRECT_DIRECTIVES = {"listen", "server_name", "return"}
 _UNKNOWN_DIRECTIVES = {"listen", "server_name", "ssl_reject_handshake", "default_type", "return"}
 
@@ -161,7 +162,8 @@ def compare_stream(
     for block in ups:
         up = planned.get(block["args"][0]) if block["args"] else None
         if up is not None:
-            findings += compare_upstream(block, up)
+            # Its zone is NAME@stream: nginx's http and stream zones share one namespace.
+            findings += compare_upstream(block, _as_stream_zone(up))
     servers = [d for d in inner if d["directive"] == "server"]
     if len(servers) != len(stream.servers):
         findings.append(Finding("round-trip", "stream servers other than planned"))
@@ -177,3 +179,9 @@ def compare_stream(
             block.get("block", []), st.snippet, "stream_server", f"stream {st.listen}", None
         )
     return findings
+
+
+def _as_stream_zone(up: Upstream) -> Upstream:
+    from dataclasses import replace
+
+    return replace(up, name=f"{up.name}{STREAM_ZONE_SUFFIX}") if up.zone else up

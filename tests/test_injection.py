@@ -125,6 +125,8 @@ ALLOWED = {
     "proxy_next_upstream", "proxy_next_upstream_tries", "proxy_next_upstream_timeout",
     "add_header", "allow", "deny", "stub_status", "map", "map_hash_bucket_size",
     "map_hash_max_size", "set", "log_format",
+    # streams: and websocket routes, which registry instances feed too
+    "load_module", "stream", "proxy_timeout",
 }  # fmt: skip
 
 
@@ -135,9 +137,17 @@ def walk(block: list[dict[str, Any]]):
             yield from walk(d.get("block", []))
 
 
-def make_spec(tmp: Path, names: list[str]) -> Any:
-    routes = "\n".join(f"  - {{path: /r{i}/, service: '{n}'}}" for i, n in enumerate(names))
-    text = f"registry: {{kind: file, path: s.yaml}}\nnginx: {{listen: 8080}}\nroutes:\n{routes}\n"
+def make_spec(tmp: Path, names: list[str], flavor: str = "openresty") -> Any:
+    routes = "\n".join(
+        f"  - {{path: /r{i}/, service: '{n}', websocket: {str(i % 2 == 0).lower()}}}"
+        for i, n in enumerate(names)
+    )
+    # Every service feeds a stream too: its instances reach the stream {} block as well.
+    streams = "\n".join(f"  - {{listen: {7000 + i}, service: '{n}'}}" for i, n in enumerate(names))
+    text = (
+        f"registry: {{kind: file, path: s.yaml}}\nnginx: {{listen: 8080, flavor: {flavor}}}\n"
+        f"routes:\n{routes}\nstreams:\n{streams}\n"
+    )
     return parse_spec(text, tmp / "nginxgen.yaml")
 
 
@@ -179,7 +189,9 @@ def assert_no_syntax(tmp_path: Path, catalog: Catalog) -> None:
     assert {d["directive"] for d in directives} <= ALLOWED
     # Exactly one server line per planned server, each with the planned address.
     servers = [d["args"][0] for d in directives if d["directive"] == "server" and d.get("args")]
-    assert sorted(servers) == sorted(s.address for u in result.plan.upstreams for s in u.servers)
+    stream = result.plan.surface.stream
+    planned = [*result.plan.upstreams, *(stream.upstreams if stream else ())]
+    assert sorted(servers) == sorted(s.address for u in planned for s in u.servers)
 
 
 # EndpointSlices as a hostile API server could send them: every field the adapter reads
@@ -252,8 +264,9 @@ def test_nginx_accepts_whatever_survives_the_catalog(
 ) -> None:
     catalog = parse_registry(registry_file(services, as_json), "s.yaml")
     tmp = Path("/tmp")
-    spec = make_spec(tmp, sorted(catalog.services) or ["users"])
-    result = build(spec, catalog, binary=require_nginx().binary)
+    install = require_nginx("stream")
+    spec = make_spec(tmp, sorted(catalog.services) or ["users"], install.flavor)
+    result = build(spec, catalog, binary=install.binary)
     # DNS names that do not resolve are the only acceptable nginx -t failure.
     problems = [
         f
