@@ -25,29 +25,23 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import Backend, EtcdServer  # noqa: E402
+from tests.helpers import Backend, Etcd, seconds_until  # noqa: E402
 
 KEY = "/services/app/app-1"
 
 
 def until(check: Callable[[], bool], timeout: float = 60.0) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.01)
-    return time.monotonic() - start
+    """Seconds until `check` holds (polled every 20 ms)."""
+    return seconds_until(check, timeout, "the agent's registration to change")
 
 
-def state(etcd: EtcdServer) -> str | None:
+def state(etcd: Etcd) -> str | None:
     value, _ = etcd.get(KEY)
     return value["state"] if value else None
 
 
 def one_run(tmp: Path, ttl: int, interval: float) -> dict[str, float]:
-    etcd = EtcdServer(tmp / "etcd")
-    etcd.root.mkdir(parents=True)
-    etcd.start()
+    etcd = Etcd(tmp / "etcd-data").start()
     app = Backend("app").start()
     app.body = b'{"inflight": 0}'
     spec = tmp / "nginxgen.yaml"

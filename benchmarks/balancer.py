@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from wrk import nginx_binary, wrk
+
+from tests.helpers import free_port, nginx_workers, wait_for_port
 from tests.lua.harness import (
     LOG_HOOK,
     Feed,
@@ -41,42 +44,21 @@ from tests.lua.harness import (
     peer,
     readable_copy,
     upstream,
-    worker_pids,
 )
 
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "nginx"
 TOKEN = "bench-token-0b7e2c"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(port: int, timeout: float = 15.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
 def start(conf: Path, port: int, timeout: float = 15.0) -> subprocess.Popen[bytes]:
     path = conf.with_suffix(".stderr")
     log = open(path, "ab")  # noqa: SIM115 - lives with nginx
     proc = subprocess.Popen(
-        [NGINX, "-c", str(conf), "-e", "stderr", "-g", "daemon off;"], stdout=log, stderr=log
+        [nginx_binary(), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
+        stdout=log,
+        stderr=log,
     )
     try:
-        wait_for(port, timeout)
+        wait_for_port(port, timeout)
     except SystemExit:
         proc.kill()
         raise SystemExit(f"nginx did not start: {path.read_text()[-2000:]}") from None
@@ -152,14 +134,6 @@ def gateway_conf(
     return conf
 
 
-def to_ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        raise SystemExit(f"cannot read a wrk latency: {text!r}")
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
 LOCATIONS = ("stock", "bare", "dyn", "dyn+log")
 
 
@@ -178,21 +152,12 @@ def cpu_seconds(pids: set[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, seconds: int, connections: int, pids: set[int] | None = None) -> Run:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+def one_wrk(url: str, seconds: int, connections: int, pids: set[int] | None = None) -> Run:
+    """One wrk run (wrk.py), with the gateway workers' CPU time per request."""
     before = cpu_seconds(pids) if pids else 0.0
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    run = wrk(url, seconds, connections, socket_errors=False)
     used = cpu_seconds(pids) - before if pids else 0.0
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50%\s+([\d.]+\w+)", out)
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if not (rps and p50 and p99 and total):
-        raise SystemExit(f"cannot read wrk output:\n{out}")
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"{url} answered errors under load:\n{out}")
-    cpu_us = used * 1e6 / int(total.group(1))
-    return Run(float(rps.group(1)), to_ms(p50.group(1)), to_ms(p99.group(1)), cpu_us)
+    return Run(run.rps, run.p50_ms, run.p99_ms, used * 1e6 / run.requests)
 
 
 def push_latency(feed: Feed, backends: tuple[int, int], pushes: int) -> list[float]:
@@ -260,7 +225,7 @@ def scale(work: Path, services: int, peers: int, pushes: int) -> list[str]:
     proc = start(conf, port, timeout=300)
     rows = []
     try:
-        wait_for(status)
+        wait_for_port(status)
         feed = Feed(status, TOKEN)
         while not feed.status()["converged"]:
             time.sleep(0.01)
@@ -328,7 +293,8 @@ def measure(
     runs: dict[str, list[Run]] = {name: [] for name in LOCATIONS}
     for r in range(rounds):
         for name in LOCATIONS if r % 2 == 0 else LOCATIONS[::-1]:
-            runs[name].append(wrk(f"http://127.0.0.1:{port}/{name}/", seconds, connections, pids))
+            url = f"http://127.0.0.1:{port}/{name}/"
+            runs[name].append(one_wrk(url, seconds, connections, pids))
     return {
         name: Run(*(statistics.median(getattr(r, f) for r in rows) for f in Run._fields))
         for name, rows in runs.items()
@@ -374,8 +340,6 @@ def main() -> None:
     )
     parser.add_argument("--peers", type=int, default=10, help="scale section: peers each")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="nginxgen-bench-balancer-"))
     work.chmod(0o755)
@@ -385,10 +349,10 @@ def main() -> None:
     try:
         gateway = start(gateway_conf(work, port, status, backends, args.workers), port)
         procs.append(gateway)
-        wait_for(status)
-        pids = worker_pids(gateway.pid)
+        wait_for_port(status)
+        pids = nginx_workers(gateway.pid)
         for name in LOCATIONS:  # warm the pools and the JIT before measuring
-            wrk(f"http://127.0.0.1:{port}/{name}/", 2, args.connections)
+            one_wrk(f"http://127.0.0.1:{port}/{name}/", 2, args.connections)
         load = measure(port, pids, args.rounds, args.seconds, args.connections)
         calm = measure(port, pids, args.rounds, args.seconds, args.calm)
         pushes = push_latency(Feed(status, TOKEN), backends, args.pushes)

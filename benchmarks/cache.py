@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,28 +36,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+from wrk import nginx_binary, nginx_with_lua, wrk
 
-from nginxgen.nginx_bin import lua_modules
-from nginxgen.spec import NginxSpec
+from tests.helpers import find_tool, free_port, wait_for_port
 
 BODY = json.dumps({"id": 42, "name": "Ada Lovelace", "roles": ["admin", "author"]}).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
 @contextmanager
@@ -105,7 +86,7 @@ def process(cmd: list[str], port: int, log: Path) -> Iterator[None]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out)
     try:
-        wait_for(port)
+        wait_for_port(port)
         yield
     finally:
         # nginx: graceful, then fast shutdown (a killed master would orphan its workers).
@@ -122,12 +103,12 @@ def process(cmd: list[str], port: int, log: Path) -> Iterator[None]:
 
 
 def nginx_cmd(conf: Path) -> list[str]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    binary = nginx_binary()
     return [binary, "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
 
 
 def ceiling_conf(work: Path, port: int) -> Path:
-    modules = "".join(f"load_module {m};\n" for m in lua_modules(NginxSpec(flavor="nginx")))
+    modules = nginx_with_lua().load_modules("lua")
     body = BODY.decode().replace("\\", "\\\\").replace("'", "\\'")
     conf = work / "ceiling.conf"
     temp = work / "tmp"
@@ -241,21 +222,6 @@ def stampede(gw: str, seen: Counter[str], rounds: int) -> list[tuple[str, float,
     return rows
 
 
-def wrk(url: str, duration: int, connections: int) -> tuple[float, str]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"{url}: {errors.group(1)} non-2xx answers during the run")
-    return rps, p99.group(1) if p99 else "?"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -266,14 +232,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
-        if not shutil.which(tool):
+        if not find_tool(tool):
             raise SystemExit(f"{tool} is not installed")
 
     work = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     work.chmod(0o755)  # nginx workers run as nobody
     (work / "tmp").mkdir()
     redis_port, gw_port, ceil_port = free_port(), free_port(), free_port()
-    redis_cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
+    redis_cmd = [
+        find_tool("redis-server") or "redis-server",
+        "--port",
+        str(redis_port),
+        "--bind",
+        "127.0.0.1",
+    ]
     redis_cmd += ["--save", "", "--appendonly", "no", "--dir", str(work)]
     seen: Counter[str] = Counter()
     try:
@@ -304,7 +276,8 @@ def main() -> None:
             results: dict[str, tuple[float, str]] = {}
             for _ in range(args.rounds):
                 for name, url in rows:
-                    rps, p99 = wrk(url, args.duration, args.connections)
+                    run = wrk(url, args.duration, args.connections)
+                    rps, p99 = run.rps, run.p99
                     if rps > results.get(name, (0.0, ""))[0]:
                         results[name] = (rps, p99)
             stampede_rows = stampede(gw, seen, args.rounds)

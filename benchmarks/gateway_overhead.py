@@ -13,46 +13,33 @@ Numbers depend on the machine; compare the rows with each other, not across mach
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from wrk import nginx_binary, wrk  # noqa: E402
+
+from tests.helpers import free_port, wait_for_port  # noqa: E402
+
 KEY = "bench-key-5f0c2a9e7d"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
 def start_nginx(conf: Path, port: int) -> subprocess.Popen[bytes]:
     log = open(conf.parent / f"{conf.stem}.stderr", "ab")  # noqa: SIM115 - lives with nginx
     proc = subprocess.Popen(
-        [NGINX, "-c", str(conf), "-e", "stderr", "-g", "daemon off;"], stdout=log, stderr=log
+        [nginx_binary(), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
+        stdout=log,
+        stderr=log,
     )
-    wait_for(port)
+    wait_for_port(port)
     return proc
 
 
@@ -123,28 +110,11 @@ def gateway_conf(work: Path, port: int, backend: int, auth: int, metrics: bool) 
     return conf
 
 
-def wrk(url: str, seconds: int, connections: int, header: str | None) -> tuple[float, str, str]:
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    if header:
-        cmd[1:1] = ["-H", header]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    avg = re.search(r"Latency\s+([\d.]+\w+)", out)
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-    if not (rps and avg and p99):
-        raise SystemExit(f"cannot read wrk output:\n{out}")
-    if "Non-2xx" in out:  # a refused request is cheaper than a served one: not comparable
-        raise SystemExit(f"{url} answered errors under load:\n{out}")
-    return float(rps.group(1)), avg.group(1), p99.group(1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     work.chmod(0o755)
@@ -162,10 +132,9 @@ def main() -> None:
                 ("/keyed/", f"X-Api-Key: {KEY}"),
                 ("/sso/", None),
             ):
-                rps, avg, p99 = wrk(
-                    f"http://127.0.0.1:{port}{route}", args.seconds, args.connections, header
-                )
-                rows.append((route, "on" if metrics else "off", rps, avg, p99))
+                url = f"http://127.0.0.1:{port}{route}"
+                run = wrk(url, args.seconds, args.connections, threads=2, header=header)
+                rows.append((route, "on" if metrics else "off", run.rps, run.avg, run.p99))
             gw.send_signal(signal.SIGQUIT)
             gw.wait(10)
     finally:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import crossplane
 
-from nginxgen.catalog import CatalogBuilder
 from nginxgen.lint import Options, lint_file, lint_paths
 from nginxgen.lint.external import gixy_available, gixy_findings
+from nginxgen.model.validate import CatalogBuilder
 from nginxgen.plan import make_plan
 from nginxgen.render import render
 from nginxgen.spec import parse_spec

@@ -3,7 +3,7 @@ shows it, for each registry with a watch.
 
 - etcd: a real etcd on free loopback ports; the change is a put or delete of an instance
   (so the time includes etcd committing the write).
-- kubernetes: the in-process API server of the tests (tests/fake_kubernetes.py); the
+- kubernetes: the in-process API server of the tests (tests/helpers/kubernetes.py); the
   change is the watch event of an EndpointSlice gaining or losing a pod.
 
 Rounds alternate between the kinds (and which goes first), so a busy moment on the
@@ -34,8 +34,8 @@ from nginxgen.sources.base import Source  # noqa: E402
 from nginxgen.sources.etcd import EtcdSource  # noqa: E402
 from nginxgen.sources.kubernetes import KubernetesSource  # noqa: E402
 from nginxgen.spec import EtcdRegistry, KubernetesRegistry  # noqa: E402
-from tests.conftest import Etcd  # noqa: E402
-from tests.fake_kubernetes import FakeKubeAPI, endpoint, endpoint_slice  # noqa: E402
+from tests.helpers import Etcd  # noqa: E402
+from tests.helpers.kubernetes import FakeKubeAPI, endpoint, endpoint_slice  # noqa: E402
 
 GOAL_MS = 100.0
 

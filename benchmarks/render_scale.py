@@ -6,7 +6,7 @@
 Goal (issue 2): (render + verify) / nginx -t <= 2.0, for a full render from cold caches:
 every service planned, every block rendered, the whole file parsed by crossplane and
 compared with the plan (verify_rendered, as `nginxgen render` runs it), the default
-loopback status server included. Each run starts with every memo dropped.
+loopback status server included. Each run starts with a fresh BuildCache.
 
 Measured on the 2-core test machine (shared with other jobs), 10,000 x 10, 360,074 lines:
   before (collector running through the pass, one core): render 1.53 s, verify 6.32 s,
@@ -28,16 +28,18 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nginxgen import forked
-from nginxgen.catalog import Catalog, CatalogBuilder
-from nginxgen.heap import collector_paused
-from nginxgen.nginx_bin import Binary, lua_modules
-from nginxgen.pipeline import ensure_runtime_dirs, forget_caches, plan_uses_lua
+from nginxgen.deploy.nginx_bin import Binary, lua_modules
+from nginxgen.model.catalog import Catalog
+from nginxgen.model.validate import CatalogBuilder
+from nginxgen.pipeline import BuildCache, ensure_runtime_dirs, plan_uses_lua
 from nginxgen.plan import make_plan
 from nginxgen.render import render_parts
-from nginxgen.resolve import drop_unresolvable
+from nginxgen.sources.resolve import drop_unresolvable
 from nginxgen.spec import Spec, parse_spec
+from nginxgen.util import forked
+from nginxgen.util.heap import collector_paused
 from nginxgen.verify import nginx_test, verify_rendered
+from tests.helpers import find_nginx
 
 
 def make_inputs(tmp: Path, services: int, instances: int) -> tuple[Spec, Catalog]:
@@ -55,19 +57,21 @@ def make_inputs(tmp: Path, services: int, instances: int) -> tuple[Spec, Catalog
 
 
 def one_run(spec: Spec, catalog: Catalog, nginx: str | None) -> dict[str, float]:
-    forget_caches()
+    cache = BuildCache()  # cold: every memo of the pass starts empty
     gc.collect()
     # One pass with the cycle collector paused, as pipeline.build runs it ...
     with collector_paused():
         t0 = time.perf_counter()
         # What pipeline.build does: drop unresolvable names, plan at the current time.
-        plan = make_plan(spec, drop_unresolvable(catalog), datetime.now(timezone.utc))
-        modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
-        rendered = render_parts(plan, spec.nginx, modules=modules)
+        now = datetime.now(timezone.utc)
+        plan = make_plan(spec, drop_unresolvable(catalog, cache.hosts), now, memo=cache.plans)
+        modules = lua_modules(spec.nginx, cache.versions) if plan_uses_lua(plan) else ()
+        rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render)
         t_render = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        verdict = verify_rendered(rendered, plan)  # cold: crossplane parses the whole file
+        # cold: crossplane parses the whole file
+        verdict = verify_rendered(rendered, plan, cache=cache.verified)
         t_verify = time.perf_counter() - t0
         assert verdict.ok, verdict.findings[:5]
     # ... and the collection it deferred, counted with verify: the young generation holds
@@ -98,7 +102,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=forked.MAX_WORKERS, help="cores for verify")
     args = ap.parse_args()
     forked.MAX_WORKERS = args.workers
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    found = find_nginx()  # as the tests find it; without one, no nginx -t column
+    nginx = found.path if found else None
     tmp = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     try:
         spec, catalog = make_inputs(tmp, args.services, args.instances)

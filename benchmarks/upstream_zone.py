@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nginxgen.nginx_bin import find_binary  # noqa: E402
-from nginxgen.plan import ZONE_HEADROOM, zone_size  # noqa: E402
+from nginxgen.deploy.nginx_bin import find_binary  # noqa: E402
+from nginxgen.plan.service import ZONE_HEADROOM, zone_size  # noqa: E402
 from nginxgen.spec import NginxSpec  # noqa: E402
 
 KIB = 1024

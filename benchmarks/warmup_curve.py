@@ -23,12 +23,12 @@ from pathlib import Path
 import requests
 import yaml
 
-from nginxgen.install import write_atomic
-from nginxgen.pipeline import build, ensure_runtime_dirs
-from nginxgen.policy_state import PolicyState
+from nginxgen.pipeline import BuildCache, build, ensure_runtime_dirs
 from nginxgen.sources.file import FileSource
 from nginxgen.spec import load_spec
-from tests.conftest import Backend, free_port, wait_for_port, world_readable_dir
+from nginxgen.util.atomic_write import write_atomic
+from nginxgen.watch.policy_state import PolicyState
+from tests.helpers import Backend, find_nginx, free_port, wait_for_port, world_readable_dir
 
 
 def workers(master: int) -> set[int]:
@@ -67,7 +67,10 @@ def main() -> None:
     port = free_port()
     olds = [Backend(f"old{i}").start() for i in range(args.old)]
     new = Backend("new").start()
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "nginx"
+    found = find_nginx()
+    if found is None:
+        raise SystemExit("nginx is not installed (apt-get install nginx; scripts/test does it)")
+    nginx = found.path
     proc: subprocess.Popen[bytes] | None = None
     try:
         spec_doc = {
@@ -105,11 +108,11 @@ def main() -> None:
         )
         print(f"{'step':>4} {'age':>7} {'new w':>6} {'old w':>6} {'expected':>9} {'measured':>9}")
         now, step = t0, 0
+        cache = BuildCache()  # as a watcher keeps one
         while True:
             step += 1
-            result = build(
-                spec, catalog, binary=None, now=now, observed=state.observe(catalog, now)
-            )
+            observed = state.observe(catalog, now)
+            result = build(spec, catalog, binary=None, cache=cache, now=now, observed=observed)
             assert result.verdict.ok, result.verdict.findings
             write_atomic(spec.nginx.output, result.text)
             if proc is None:

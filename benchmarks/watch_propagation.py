@@ -37,17 +37,17 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nginxgen.catalog import Catalog, Instance  # noqa: E402
-from nginxgen.diff import diff_plans  # noqa: E402
-from nginxgen.flap import FlapDamper  # noqa: E402
-from nginxgen.guard import RemovalHold  # noqa: E402
-from nginxgen.nginx_bin import find_binary  # noqa: E402
-from nginxgen.pipeline import build, ensure_runtime_dirs, forget_caches  # noqa: E402
+from nginxgen.deploy.nginx_bin import find_binary  # noqa: E402
+from nginxgen.model.catalog import Catalog, Instance  # noqa: E402
+from nginxgen.pipeline import BuildCache, build, ensure_runtime_dirs  # noqa: E402
 from nginxgen.spec import RemovalGuard, Spec  # noqa: E402
 from nginxgen.spec.watch import Flap  # noqa: E402
-from nginxgen.telemetry import Metrics  # noqa: E402
-from nginxgen.watch import settle_heap  # noqa: E402
-from tests.conftest import Backend, Etcd, Nginx, free_port, wait_for_port  # noqa: E402
+from nginxgen.util.heap import Settler  # noqa: E402
+from nginxgen.watch.diff import diff_plans  # noqa: E402
+from nginxgen.watch.flap import FlapDamper  # noqa: E402
+from nginxgen.watch.guard import RemovalHold  # noqa: E402
+from nginxgen.watch.telemetry import Metrics  # noqa: E402
+from tests.helpers import Backend, Etcd, Nginx, free_port, wait_for_port  # noqa: E402
 
 DEBOUNCE_MIN = 0.2
 
@@ -197,19 +197,16 @@ def scale(services: int) -> dict[str, float]:
             }
         )
 
-    def cold() -> None:
-        forget_caches()  # per-service plans, block texts, verified blocks, digests
-
     binary = find_binary(spec.nginx)
     before, after = catalog(1), catalog(7)
     out: dict[str, float] = {}
     for label, nginx_bin in (("", None), ("_nginx_t", binary)):
-        cold()
+        cache = BuildCache()  # cold: no plans, block texts, verified blocks or digests yet
         t = time.perf_counter()
-        first = build(spec, before, binary=nginx_bin)
+        first = build(spec, before, binary=nginx_bin, cache=cache)
         out["full" + label] = time.perf_counter() - t
         assert first.verdict.ok, first.verdict.findings[:3]
-        settle_heap()  # what the watcher does after each apply
+        Settler().settle()  # what the watcher does after each apply
         hold, metrics = RemovalHold(RemovalGuard()), Metrics()
         flaps = FlapDamper(Flap())
         flaps.observe(before, 0.0)
@@ -217,7 +214,7 @@ def scale(services: int) -> dict[str, float]:
         t = time.perf_counter()
         flaps.observe(after, 1.0)  # the watcher counts flaps on every read
         effective = flaps.apply(hold.check(before, after, 0.0).catalog, 1.0).catalog
-        second = build(spec, effective, binary=nginx_bin)
+        second = build(spec, effective, binary=nginx_bin, cache=cache)
         change = diff_plans(first.plan, second.plan)
         metrics.set_catalog(effective)
         out["one_change" + label] = time.perf_counter() - t

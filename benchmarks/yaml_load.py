@@ -24,8 +24,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nginxgen import yaml_load  # noqa: E402
 from nginxgen.sources.file import parse_registry  # noqa: E402
+from nginxgen.util import yaml_load  # noqa: E402
 
 
 class PureLoader(yaml.SafeLoader):

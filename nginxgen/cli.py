@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .install import InstallError, install_target, write_atomic
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
-from .pipeline import Build, NginxMissing, build, nginx_for_test, untested_warning
-from .policy_state import PolicyState, state_path
+from .pipeline import Build, BuildCache, NginxMissing, build, nginx_for_test, untested_warning
 from .sources import RegistryError, Source, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
+from .util.atomic_write import InstallError, install_target, write_atomic
+from .watch.policy_state import PolicyState, state_path
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -79,8 +79,9 @@ def render(
 ) -> None:
     """Read the registry, plan, render and verify nginx.conf; write it atomically."""
     spec = load(config)
+    cache = BuildCache()
     try:
-        binary = nginx_for_test(spec, nginx_test)
+        binary = nginx_for_test(spec, nginx_test, cache.versions)
         if output not in (None, "-"):
             install_target(output)  # refuse a bad -o before reading the registry
     except (NginxMissing, InstallError) as exc:
@@ -98,7 +99,8 @@ def render(
     # a file records it (a render to stdout is a look, not a deployment).
     state = PolicyState(state_path(spec))
     now = datetime.now(timezone.utc)
-    result = build(spec, catalog, binary=binary, now=now, observed=state.observe(catalog, now))
+    observed = state.observe(catalog, now)
+    result = build(spec, catalog, binary=binary, cache=cache, now=now, observed=observed)
     written = None
     if result.verdict.ok:
         if output in (None, "-"):
@@ -176,8 +178,8 @@ def watch(
     ] = "text",
 ) -> None:
     """Keep the running nginx in step with the registry: render, verify, install, reload."""
-    from .telemetry import setup_logging
     from .watch import ListenError, Options, Watcher
+    from .watch.telemetry import setup_logging
 
     if log_format not in ("text", "json"):
         fail(f"--log-format must be text or json, got {log_format!r}", 2)

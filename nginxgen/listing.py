@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from .catalog import Catalog
+from .model.catalog import Catalog
 
 STATE_STYLE = {"up": "green", "starting": "cyan", "draining": "yellow", "down": "red"}
 

@@ -1,6 +1,9 @@
-"""One pass of the pipeline without side effects on the target: read → plan → render → verify.
+"""One pass of the pipeline without side effects on the target: plan → render → verify.
 
-`render` (one-shot) and `watch` (the sidecar loop) both call `build`.
+`render` (one-shot) and `watch` (the sidecar loop) both call `build`, the one place that
+runs the stages. Whatever a pass may reuse from earlier passes lives in the BuildCache it
+is given: a watcher keeps one for its life, `render` makes one, tests make a fresh one.
+No module keeps a memo of its own.
 """
 
 from __future__ import annotations
@@ -9,20 +12,39 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .catalog import Catalog
-from .heap import without_collector
-from .nginx_bin import Binary, find_binary, lua_modules, stream_modules
-from .plan import Plan, make_plan
-from .render import render_parts
-from .resolve import drop_unresolvable
+from .deploy.nginx_bin import Binary, VersionInfo, find_binary, lua_modules, stream_modules
+from .model.catalog import Catalog
+from .model.observed import Observed
+from .model.plan import Plan
+from .plan import PlanMemo, make_plan
+from .render import RenderCache, render_parts
+from .sources.resolve import HostKinds, drop_unresolvable
 from .spec import Spec
 from .tls.certs import check_certificates
-from .verify import Finding, Verdict, verify_rendered
-from .warmup import Observed
+from .util.heap import without_collector
+from .verify import Finding, Verdict, VerifyCache, verify_rendered
 
 
 class NginxMissing(Exception):
     pass
+
+
+class BuildCache:
+    """Every memo a pass reuses, one part per stage. Each part checks its own inputs (a
+    plan is reused only for equal instances, policy and ramp step; a block text only for
+    an equal planned block), so a BuildCache never changes what a build produces, only
+    how much of it is computed again."""
+
+    def __init__(self) -> None:
+        self.hosts = HostKinds()  # which hosts are IP literals (resolve)
+        self.plans = PlanMemo()  # per-service plans, per-spec decisions, catalog digests
+        self.render = RenderCache()  # templates, block texts, block digests
+        self.verified = VerifyCache()  # blocks that passed verification
+        self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
+
+    def reload_templates(self) -> None:
+        """SIGHUP: read the templates again; rendered blocks go with the old ones."""
+        self.render = RenderCache()
 
 
 @dataclass(frozen=True)
@@ -32,13 +54,15 @@ class Build:
     verdict: Verdict
 
 
-def nginx_for_test(spec: Spec, mode: bool | None) -> Binary | None:
+def nginx_for_test(
+    spec: Spec, mode: bool | None, versions: VersionInfo | None = None
+) -> Binary | None:
     """The binary for `nginx -t`: mode True requires it, None uses it when present,
     False skips it. A configured `nginx.binary` that does not exist is an error whenever
     nginx -t would run: only "none configured and none on PATH" may fall back."""
     if mode is False:
         return None
-    binary = find_binary(spec.nginx)
+    binary = find_binary(spec.nginx, versions)
     configured = spec.nginx.binary
     if binary is None and configured:
         where = "is not on PATH" if "/" not in configured else "does not exist or is not executable"
@@ -63,11 +87,13 @@ def build(
     catalog: Catalog,
     *,
     binary: Binary | None,
+    cache: BuildCache,
     now: datetime | None = None,
     observed: Observed | None = None,
 ) -> Build:
     now = now or datetime.now(timezone.utc)
-    plan = make_plan(spec, drop_unresolvable(catalog), now, observed)
+    catalog = drop_unresolvable(catalog, cache.hosts)
+    plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
     # Certificates before nginx sees them: an error keeps the running config serving.
     certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
     errors = tuple(Finding("certificate", str(c)) for c in certs if c.level == "error")
@@ -76,14 +102,15 @@ def build(
     warnings = tuple(str(c) for c in certs if c.level == "warning")
     if warnings:
         plan = replace(plan, notes=plan.notes + warnings)
-    modules = lua_modules(spec.nginx) if plan_uses_lua(plan) else ()
+    modules = lua_modules(spec.nginx, cache.versions) if plan_uses_lua(plan) else ()
     if spec.streams:
-        modules += stream_modules(spec.nginx)
-    rendered = render_parts(plan, spec.nginx, modules=modules)
+        modules += stream_modules(spec.nginx, cache.versions)
+    rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render)
     if binary is not None:
         ensure_runtime_dirs(spec)
     # Incremental: only blocks that changed since the last good verify are parsed again.
-    return Build(plan, rendered.text, verify_rendered(rendered, plan, binary))
+    verdict = verify_rendered(rendered, plan, binary, cache=cache.verified)
+    return Build(plan, rendered.text, verdict)
 
 
 def plan_uses_lua(plan: Plan) -> bool:
@@ -97,18 +124,3 @@ def ensure_runtime_dirs(spec: Spec) -> None:
     temp = Path(spec.nginx.temp_dir) if spec.nginx.temp_dir else out / "tmp"
     for d in (out, temp, Path(spec.nginx.pid).parent):
         d.mkdir(parents=True, exist_ok=True)
-
-
-def forget_caches() -> None:
-    """Drop every memo a pass reuses (per-service plans, block texts, verified blocks,
-    catalog digests), so the next pass runs cold. Benchmarks use this; a watcher never
-    needs to: each memo checks its inputs."""
-    from . import catalog, plan, render, resolve, verify
-
-    for cache in (render.environment, render.render_upstream, render.render_location):
-        cache.cache_clear()
-    resolve._is_ip.cache_clear()
-    verify._VERIFIED.clear()
-    render._DIGESTS.clear()
-    plan.forget_plans()
-    catalog._DIGESTS.clear()

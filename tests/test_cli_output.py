@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, write_spec
-from tests.test_install import mounts  # noqa: F401 - the fixture
+from tests.helpers import REPO, free_port, write_spec
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nginxgen.cli import app
-from tests.fakes import (
+from tests.helpers.fakes import (
     FakeConsul,
     FakeEureka,
     FakeNacos,

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from nginxgen.cli import app
-from tests.conftest import write_spec
+from tests.helpers import write_spec
 
 runner = CliRunner()
 

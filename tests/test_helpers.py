@@ -82,3 +82,31 @@ def test_poll_until_returns_the_value_or_names_what_it_waited_for():
     assert poll_until(lambda: next(calls), 5, every=0) == "ready"
     with pytest.raises(AssertionError, match=r"waiting for the moon \(last: 0\)\nlog: x"):
         poll_until(lambda: 0, 0.05, "the moon", every=0.01, detail=lambda: "log: x")
+
+
+def test_backends_answer_kept_alive_requests_with_nagle_off(backends):
+    """Headers and body go out as two writes: with Nagle's algorithm on, every kept-alive
+    answer would wait for the peer's delayed ACK (40 ms)."""
+    import socket
+
+    import requests
+
+    backend = backends("a")
+    with requests.Session() as s:
+        for _ in range(3):
+            assert s.get(f"http://{backend.address}/x", timeout=10).headers["X-Backend"] == "a"
+        open_now = backend.connections()
+        assert len(open_now) == 1  # one kept-alive connection served all three
+        assert open_now[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_the_fake_source_publishes_scheduled_changes_on_the_fake_clock():
+    from tests.helpers.clock import FakeClock
+    from tests.helpers.source import FakeSource
+
+    clock = FakeClock()
+    source = FakeSource(1, clock=clock)
+    source.at(clock.now + 2.5, 2)
+    assert not source.wait("0", 1.0) and clock.elapsed == 1.0  # nothing due: the full wait
+    assert source.wait("0", 5.0) and clock.elapsed == 2.5  # woken exactly at the change
+    assert [i.port for i in source.read().services["app"]] == [2]

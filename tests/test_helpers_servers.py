@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.helpers.certs import make_ca, make_cert
 from tests.helpers.echo import TcpEcho, UdpEcho, tcp_exchange, udp_exchange
 from tests.helpers.grpc_backend import GrpcBackend, backend_name, grpc_channel, health_status
+from tests.helpers.poll import poll_until
 from tests.helpers.sse import SseServer, read_events
 from tests.helpers.websocket import WebSocketEcho, ws_connect
 
@@ -65,7 +66,8 @@ def test_websocket_echo_answers_in_kind_and_records_the_handshake():
 def test_websocket_echo_stop_closes_open_connections():
     server = WebSocketEcho().start()
     with ws_connect(server.port) as ws:
-        assert server.open_connections == 1
+        # The server counts a connection in its own thread, after the handshake's answer.
+        poll_until(lambda: server.open_connections == 1, what="the server to count it")
         server.stop()
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)

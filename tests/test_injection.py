@@ -13,9 +13,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nginxgen.catalog import Catalog, CatalogBuilder, safe_name
-from nginxgen.nginx_parse import parse_text
-from nginxgen.pipeline import build
+from nginxgen.model.catalog import Catalog
+from nginxgen.model.validate import CatalogBuilder, safe_name
+from nginxgen.pipeline import BuildCache, build
 from nginxgen.registry.etcd import b64
 from nginxgen.sources.consul import add_entries
 from nginxgen.sources.endpointslices import add_slices
@@ -24,9 +24,10 @@ from nginxgen.sources.eureka import parse_apps
 from nginxgen.sources.file import parse_registry
 from nginxgen.sources.nacos import add_hosts
 from nginxgen.spec import KubernetesRegistry, parse_spec
-from nginxgen.yaml_load import load_data
-from tests.fakes import consul_entry, eureka_instance, nacos_host
+from nginxgen.util.yaml_load import load_data
+from nginxgen.verify.parse import parse_text
 from tests.helpers import require_nginx
+from tests.helpers.fakes import consul_entry, eureka_instance, nacos_host
 
 NASTY = st.sampled_from(
     [";", "{", "}", "\n", "$", '"', "'", "#", " ", "\\", "\t", "ü", "😀", "\x00", "`", "/*"]
@@ -180,7 +181,7 @@ def assert_no_syntax(tmp_path: Path, catalog: Catalog) -> None:
     """The config built from this catalog holds only our directives, one server line per
     planned server."""
     spec = make_spec(tmp_path, sorted(catalog.services) or ["users"])
-    result = build(spec, catalog, binary=None, now=datetime.now(timezone.utc))
+    result = build(spec, catalog, binary=None, cache=BuildCache(), now=datetime.now(timezone.utc))
 
     assert result.verdict.ok, result.verdict.findings
     parsed = parse_text(result.text, strict=True)
@@ -266,7 +267,7 @@ def test_nginx_accepts_whatever_survives_the_catalog(
     tmp = Path("/tmp")
     install = require_nginx("stream")
     spec = make_spec(tmp, sorted(catalog.services) or ["users"], install.flavor)
-    result = build(spec, catalog, binary=install.binary)
+    result = build(spec, catalog, binary=install.binary, cache=BuildCache())
     # DNS names that do not resolve are the only acceptable nginx -t failure.
     problems = [
         f

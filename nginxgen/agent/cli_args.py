@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..catalog import InvalidEntry, is_safe_name, split_address, valid_id
+from ..model.validate import InvalidEntry, is_safe_name, split_address, valid_id
 from ..spec import parse_duration
 from .base import AgentConfig
 

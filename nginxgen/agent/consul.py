@@ -10,7 +10,7 @@ The calls go through registry.consul, the client the source reads with.
 
 from __future__ import annotations
 
-from ..catalog import split_address
+from ..model.validate import split_address
 from ..registry.consul import ConsulClient
 from ..spec import ConsulRegistry
 from .base import DOWN, DRAINING, LeaseLost, Record

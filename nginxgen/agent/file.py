@@ -1,4 +1,5 @@
-"""Write one instance into the file registry (services.yaml), for local demos and tests.
+"""Write one instance into the file registry (services.yaml), for local demos and tests,
+through registry/file.py, the client the source reads with.
 
 Every change is a read-modify-write under an exclusive lock on `<file>.lock` (so two agents
 never lose each other's edits), written atomically (readers see the old file or the new).
@@ -8,77 +9,25 @@ the file are not preserved.
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import yaml
-
-from ..install import write_atomic
+from ..registry.file import ServicesFile
 from ..spec import FileRegistry
-from ..yaml_load import YamlError, load_data
-from .base import LeaseLost, Record, RegistryDown
+from .base import LeaseLost, Record
 
 
 class FileRegistrar:
     def __init__(self, config: FileRegistry, service: str, instance_id: str, ttl: float) -> None:
-        self.path = Path(config.path)
+        self.file = ServicesFile(config.path)
+        self.path = self.file.path
         self.service = service
         self.instance_id = instance_id
         self.name = f"file {self.path}"
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        lock = self.path.with_name(self.path.name + ".lock")
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise RegistryDown(f"file registry {lock}: cannot open lock: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def _edit(self, change: Callable[[list[Any]], bool]) -> None:
         """Apply `change` to this service's instance list; write only when it says so."""
-        with self._locked():
-            try:
-                data: Any = load_data(self.path.read_bytes(), str(self.path))
-            except FileNotFoundError:
-                data = None
-            except OSError as exc:
-                why = exc.strerror
-                raise RegistryDown(f"file registry {self.path}: cannot read: {why}") from None
-            except YamlError as exc:
-                raise RegistryDown(f"file registry {exc}") from None
-            if data is None:
-                data = {"services": {}}
-            if not isinstance(data, dict) or not isinstance(data.get("services") or {}, dict):
-                raise RegistryDown(
-                    f"file registry {self.path}: expected a mapping with a 'services' key"
-                )
-            services = data.setdefault("services", {}) or {}
-            data["services"] = services
-            instances = services.get(self.service) or []
-            if not isinstance(instances, list):
-                raise RegistryDown(
-                    f"file registry {self.path}: services.{self.service} is not a list"
-                )
-            if not change(instances):
-                return
-            if instances:
-                services[self.service] = instances
-            else:
-                services.pop(self.service, None)
-            text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-            try:
-                write_atomic(self.path, text, backup=False)
-            except OSError as exc:
-                raise RegistryDown(f"file registry {self.path}: cannot write: {exc}") from None
+        self.file.edit(self.service, change)
 
     def _index(self, instances: list[Any]) -> int | None:
         for i, entry in enumerate(instances):

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from ..nginx_bin import find_binary
+from ..deploy.nginx_bin import find_binary
 from ..spec import NginxSpec
 from . import external
 from .config import ConfigError, ProjectConfig, find_project_config, load_project_config

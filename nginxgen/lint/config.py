@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from ..yaml_load import YamlError, load_yaml
+from ..util.yaml_load import YamlError, load_yaml
 from .findings import Finding
 from .rules import canonical
+from .rules.suppressions import SUPPRESSION_INVALID
 
 CONFIG_NAME = ".nginxgen-lint.yaml"
 
@@ -90,7 +91,13 @@ def load_project_config(path: Path) -> ProjectConfig:
             rid = canonical(v)
             if rid is None:
                 problems.append(
-                    Finding("NGX017", "warning", f"unknown rule {v!r} in '{key}'", shown, line)
+                    Finding(
+                        SUPPRESSION_INVALID.id,
+                        "warning",
+                        f"unknown rule {v!r} in '{key}'",
+                        shown,
+                        line,
+                    )
                 )
             else:
                 ids.add(rid)
@@ -114,7 +121,9 @@ def load_project_config(path: Path) -> ProjectConfig:
         reason = str(entry.get("reason") or "").strip()
         if not reason:
             problems.append(
-                Finding("NGX017", "warning", "ignore entry without a reason", shown, line)
+                Finding(
+                    SUPPRESSION_INVALID.id, "warning", "ignore entry without a reason", shown, line
+                )
             )
         ignores.append(
             PathIgnore(tuple(patterns), rule_ids(entry.get("rules"), "rules", line), reason, line)

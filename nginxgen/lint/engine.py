@@ -23,12 +23,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..nginx_bin import Binary
+from ..deploy.nginx_bin import Binary
 from . import external
 from .config import ProjectConfig
+from .external import NGINX_TEST
 from .findings import FileResult, Finding, Rule
-from .parse import parse_config
-from .rules import RULES, canonical
+from .parse import SYNTAX, parse_config
+from .rules import CHECKS, RULES, canonical
+from .rules.suppressions import check_inline
 from .tree import Scope, Walk
 
 _WHERE = re.compile(r"\s+in\s+\S+:\d+$")
@@ -63,7 +65,7 @@ def lint_file(path: str, options: Options) -> tuple[FileResult, list[Rule]]:
         if _is_snippet(payload):
             payload = parse_config(path, comments=True, check_ctx=False)
             scope = Scope(in_http=True)
-        walk = Walk(payload, top_scope=scope)
+        walk = Walk(payload, checks=CHECKS, top_scope=scope)
         walk.run()
 
     findings = [_syntax(e, path) for e in payload["errors"]]
@@ -74,14 +76,7 @@ def lint_file(path: str, options: Options) -> tuple[FileResult, list[Rule]]:
         findings.append(
             Finding(hit.rule, rule.severity, hit.message or rule.message, hit.file, hit.line)
         )
-    for s in walk.suppressions:
-        unknown = [r for r in s.rules if canonical(r) is None]
-        if unknown:
-            message = f"suppression names unknown rule(s) {', '.join(unknown)}"
-            findings.append(Finding("NGX017", "warning", message, s.file, s.line))
-        if not s.reason:
-            message = f"suppression of {','.join(s.rules) or 'nothing'} without a reason"
-            findings.append(Finding("NGX017", "warning", message, s.file, s.line))
+    findings += check_inline(walk.suppressions, canonical)
 
     files = tuple(c["file"] for c in payload["config"])
     known = {os.path.realpath(f): f for f in files}
@@ -90,7 +85,7 @@ def lint_file(path: str, options: Options) -> tuple[FileResult, list[Rule]]:
     # eats memory, and nginx recurses through an include loop until it crashes.
     unsafe = bool(payload["refused"] or walk.loops)
     if options.nginx is not None and unsafe:
-        findings.append(Finding("NGX019", "note", _NOT_RUN, path, None))
+        findings.append(Finding(NGINX_TEST.id, "note", _NOT_RUN, path, None))
     elif options.nginx is not None:
         findings += external.nginx_test(options.nginx, path, known)
     if options.security and not unsafe:
@@ -185,7 +180,7 @@ def _is_snippet(payload: dict[str, Any]) -> bool:
 
 def _syntax(error: dict[str, Any], path: str) -> Finding:
     message = _WHERE.sub("", error["error"])
-    return Finding("NGX000", "error", message, error.get("file") or path, error.get("line"))
+    return Finding(SYNTAX.id, "error", message, error.get("file") or path, error.get("line"))
 
 
 def _suppressed(rule: str, tokens: frozenset[str]) -> bool:

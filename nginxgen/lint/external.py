@@ -10,8 +10,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..nginx_bin import Binary, test_config
-from .findings import Finding, Rule, Severity
+from ..deploy.nginx_bin import Binary, test_config
+from .findings import Finding, Rule, Severity, rule
+
+NGINX_TEST = rule(
+    "NGX019",
+    "nginx-test",
+    "error",
+    "nginx -t rejects the config",
+    """With --nginx-test, the nginx (or openresty) binary on PATH checks the file
+    itself. Its [emerg] messages are errors and its [warn] messages warnings.""",
+)
 
 # "2026/11/29 21:31:26 [emerg] 97#97: message in /etc/nginx/x.conf:12" (or "nginx: [emerg] …")
 _NGINX_LINE = re.compile(
@@ -39,7 +48,7 @@ def nginx_test(binary: Binary, path: str, known: Mapping[str, str]) -> list[Find
         shown = known.get(os.path.realpath(file), file) if file else path
         findings.append(
             Finding(
-                "NGX019",
+                NGINX_TEST.id,
                 _NGINX_SEVERITY[level],
                 f"{os.path.basename(binary.path)} -t: {message}",
                 shown,
@@ -49,7 +58,7 @@ def nginx_test(binary: Binary, path: str, known: Mapping[str, str]) -> list[Find
     if not result.ok and not any(f.severity == "error" for f in findings):
         text = result.output.strip().splitlines()
         findings.append(
-            Finding("NGX019", "error", text[-1] if text else "nginx -t failed", path, None)
+            Finding(NGINX_TEST.id, "error", text[-1] if text else "nginx -t failed", path, None)
         )
     return findings
 

@@ -18,6 +18,11 @@ class Rule:
     explanation: str  # why it matters and what to do; shown by --explain and in SARIF help
 
 
+def rule(id: str, name: str, severity: Severity, message: str, explanation: str) -> Rule:
+    """A Rule, its explanation written as an indented paragraph and kept as one line."""
+    return Rule(id, name, severity, message, " ".join(explanation.split()))
+
+
 @dataclass(frozen=True)
 class Finding:
     rule: str

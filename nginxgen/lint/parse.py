@@ -23,7 +23,19 @@ from crossplane.errors import NgxParserBaseException, NgxParserDirectiveError
 from crossplane.lexer import _balance_braces, _lex_file_object
 from crossplane.parser import _prepare_if_args
 
-from ..nginx_parse import analyze
+from ..verify.parse import analyze
+from .findings import rule
+
+# The parse is this rule's check: every error it collects is reported as NGX000.
+SYNTAX = rule(
+    "NGX000",
+    "syntax",
+    "error",
+    "nginx cannot parse this",
+    """A syntax error, a directive in a context where nginx does not allow it, a wrong
+    number of arguments, or an include that matches no readable file. nginx refuses
+    to start or reload on any of these. Syntax errors cannot be suppressed inline.""",
+)
 
 MIB = 1024 * 1024
 MAX_FILE_BYTES = 64 * MIB  # a generated config for 10,000 services is about 17 MB

@@ -1,30 +1,31 @@
 """One pass over a crossplane payload: includes inlined, scopes inherited, suppressions seen.
 
-Rules never walk the tree themselves. The walk calls the checks registered for each
-directive name (`ON`), keeps the proxy settings each level inherits (`Scope`), records
-what later checks need to know about the whole file (`Facts`), and files every hit with
-the inline suppressions in force where it was found. That keeps a lint at one traversal,
-which is what makes a 10,000-upstream config lint in about the time crossplane parses it.
+Rules never walk the tree themselves. The walk calls the checks each rule topic gives for
+a directive name (`Checks.on`), keeps the proxy settings each level inherits (`Scope`),
+records what later checks need to know about the whole file (`Facts`), and files every
+hit with the inline suppressions in force where it was found. That keeps a lint at one
+traversal, which is what makes a 10,000-upstream config lint in about the time
+crossplane parses it.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from crossplane.analyzer import DIRECTIVES
 
+from .findings import rule
+from .parse import SYNTAX
+
 Node = dict[str, Any]
 Check = Callable[[Node, "Walk"], None]
-
-# Checks per directive name, checks run once the whole file has been walked, and block
-# markers (a name for blocks whose contents a check treats differently; see Walk.marked).
-ON: dict[str, list[Check]] = {}
-AT_END: list[Callable[[Walk], None]] = []
-MARKERS: list[Callable[[Node], str | None]] = []
+EndCheck = Callable[["Walk"], None]
+Marker = Callable[[Node], "str | None"]
 # Including the same files over and over (each including the next one twice, 30 deep)
 # expands without bound; past this many directives the walk stops with a finding.
 MAX_WALKED = 5_000_000
@@ -40,24 +41,43 @@ _SUPPRESS = re.compile(r"^\s*nginxgen:\s*disable=([A-Za-z0-9_/,.-]*)\s*(.*?)\s*$
 _HEADER = re.compile(r"^\s*nginxgen:\s*spec=(.*?)(?:\s+catalog=([0-9a-fA-F]*))?\s*$")
 NONE: frozenset[str] = frozenset()
 
-
-def on(*directives: str) -> Callable[[Check], Check]:
-    def register(check: Check) -> Check:
-        for d in directives:
-            ON.setdefault(d, []).append(check)
-        return check
-
-    return register
-
-
-def at_end(check: Callable[[Walk], None]) -> Callable[[Walk], None]:
-    AT_END.append(check)
-    return check
+# The walk itself is this rule's check (see Walk._level).
+UNKNOWN_DIRECTIVE = rule(
+    "NGX018",
+    "unknown-directive",
+    "warning",
+    "unknown directive",
+    """Neither nginx's core modules nor the Lua/NDK modules know this directive: a
+    typo, or a third-party module. `nginx -t` fails on it unless the module is
+    loaded. Run with --nginx-test against your build to be sure.""",
+)
 
 
-def marker(mark: Callable[[Node], str | None]) -> Callable[[Node], str | None]:
-    MARKERS.append(mark)
-    return mark
+@dataclass(frozen=True)
+class Checks:
+    """What one rule topic asks of the walk: checks per directive name, checks run once
+    the whole file has been walked, and block markers (a name for blocks whose contents a
+    check treats differently; see Walk.marked)."""
+
+    on: Mapping[str, tuple[Check, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    at_end: tuple[EndCheck, ...] = ()
+    markers: tuple[Marker, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on", MappingProxyType(dict(self.on)))
+
+    @staticmethod
+    def merge(parts: Iterable[Checks]) -> Checks:
+        """One Checks for all topics, in topic order."""
+        on: dict[str, tuple[Check, ...]] = {}
+        at_end: tuple[EndCheck, ...] = ()
+        markers: tuple[Marker, ...] = ()
+        for part in parts:
+            for directive, checks in part.on.items():
+                on[directive] = on.get(directive, ()) + checks
+            at_end += part.at_end
+            markers += part.markers
+        return Checks(MappingProxyType(on), at_end, markers)
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,9 @@ class UpstreamFact:
     keepalive: bool
     primaries: int
     suppressed: frozenset[str]
+    # In a generated file only: its server lines and other directives, checked at the end.
+    servers: tuple[Node, ...] = ()
+    others: tuple[Node, ...] = ()
 
 
 @dataclass
@@ -138,7 +161,6 @@ class Facts:
     http_blocks: int = 0
     server_blocks: int = 0
     generated: tuple[str, str] | None = None  # (spec, catalog) from the nginxgen header
-    generated_problems: list[tuple[str, int, str, frozenset[str]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -159,7 +181,7 @@ class Suppression:
 
 
 class Walk:
-    """Walk one parsed file (with its includes) once, calling the registered checks.
+    """Walk one parsed file (with its includes) once, calling `checks`.
 
     The walk keeps its own stack (no recursion per block or include), so a config nested
     40,000 blocks deep costs what 40,000 blocks side by side do; an include that leads
@@ -170,9 +192,11 @@ class Walk:
         self,
         payload: dict[str, Any],
         *,
+        checks: Checks | None = None,  # none: only the walk's own (NGX000, NGX018)
         top_scope: Scope | None = None,
         max_walked: int = MAX_WALKED,
     ) -> None:
+        self.checks = checks or Checks()
         self.configs: list[dict[str, Any]] = payload["config"]
         self.hits: list[Hit] = []
         self.facts = Facts()
@@ -229,7 +253,7 @@ class Walk:
         return self._open[directive] > 0
 
     def marked(self, mark: str) -> bool:
-        """Some block we are inside was given `mark` by a @marker function."""
+        """Some block we are inside was given `mark` by a topic's marker."""
         return mark in self._marks[-1]
 
     # --- the walk -------------------------------------------------------------------------
@@ -244,7 +268,7 @@ class Walk:
                     stack.pop()
                 else:
                     stack.append(below)
-        for check in AT_END:
+        for check in self.checks.at_end:
             check(self)
 
     def _level(self, nodes: list[Node], file: str) -> Iterator[Iterator[Any]]:
@@ -256,7 +280,7 @@ class Walk:
         pending = NONE  # from an own-line comment: off for the next directive
         started = False
         last_line = -1
-        on = ON
+        on = self.checks.on
         for i, node in enumerate(nodes):
             d = node["directive"]
             if d == "#":
@@ -275,7 +299,7 @@ class Walk:
                         "includes repeat the same files so often that this config expands "
                         f"past {self._max_walked:,} directives; the rest is not checked"
                     )
-                    self.hit("NGX000", node["line"], message, suppressed=NONE)
+                    self.hit(SYNTAX.id, node["line"], message, suppressed=NONE)
                 break
             self._walked += 1
             started = True
@@ -292,7 +316,7 @@ class Walk:
             if self._in_data:
                 pass
             elif d not in DIRECTIVES and not d.endswith("_by_lua_block"):
-                self.hit("NGX018", node["line"], f"unknown directive {d!r}")
+                self.hit(UNKNOWN_DIRECTIVE.id, node["line"], f"unknown directive {d!r}")
             checks = on.get(d)
             if checks is not None:
                 for check in checks:
@@ -322,7 +346,7 @@ class Walk:
         self._in_data += data
         self.parents.append(node)
         self._open[d] += 1
-        marks = {m for mark in MARKERS if (m := mark(node)) is not None}
+        marks = {m for mark in self.checks.markers if (m := mark(node)) is not None}
         self._marks.append(self._marks[-1] | marks if marks else self._marks[-1])
         yield self._level(block, file)
         self._marks.pop()
@@ -341,7 +365,7 @@ class Walk:
         chain = reading[reading.index(index) :] + [index]
         files = " -> ".join(self.configs[i]["file"] for i in chain)
         message = f"include loop: {files}; nginx would include these files until it crashes"
-        self.hit("NGX000", node["line"], message, suppressed=NONE)
+        self.hit(SYNTAX.id, node["line"], message, suppressed=NONE)
 
     def _comment(self, node: Node, file: str, *, record: bool = True) -> frozenset[str] | None:
         text = node.get("comment", "")

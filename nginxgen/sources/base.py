@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..catalog import Catalog
+from ..model.catalog import Catalog
 from ..registry.errors import RegistryError
 
 __all__ = ["RegistryError", "Source"]

@@ -19,7 +19,8 @@ from concurrent.futures import wait as wait_futures
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from ..catalog import Catalog, CatalogBuilder, shown
+from ..model.catalog import Catalog
+from ..model.validate import CatalogBuilder, shown
 from ..registry.consul import ConsulClient
 from ..spec import ConsulRegistry
 from .base import RegistryError

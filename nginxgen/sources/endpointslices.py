@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..catalog import CatalogBuilder
+from ..model.validate import CatalogBuilder
 from ..registry.kubernetes import SERVICE_NAME_LABEL
 from ..spec import KubernetesRegistry
 

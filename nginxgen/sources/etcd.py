@@ -22,7 +22,8 @@ from typing import Any
 
 import requests
 
-from ..catalog import Catalog, CatalogBuilder
+from ..model.catalog import Catalog
+from ..model.validate import CatalogBuilder
 from ..registry.errors import describe, printable
 from ..registry.etcd import EtcdClient, prefix_end
 from ..registry.http import interrupt

@@ -1,4 +1,5 @@
-"""File registry: services.yaml (or the same structure in JSON).
+"""File registry: services.yaml (or the same structure in JSON), read through
+registry/file.py, the client the agent writes with.
 
 services:
   users:
@@ -8,14 +9,13 @@ services:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from ..catalog import Catalog, CatalogBuilder, label
+from ..model.catalog import Catalog
+from ..model.validate import CatalogBuilder, label
+from ..registry.file import ServicesFile, digest
 from ..spec import FileRegistry
-from ..yaml_load import YamlError, load_data
 from .base import RegistryError
 
 FIELDS = ("id", "address", "host", "port", "weight", "state", "registered_at", "tags", "meta")
@@ -23,24 +23,19 @@ FIELDS = ("id", "address", "host", "port", "weight", "state", "registered_at", "
 
 class FileSource:
     def __init__(self, config: FileRegistry, services: Sequence[str] = ()) -> None:
-        self.path = Path(config.path)
+        self.file = ServicesFile(config.path)
+        self.path = self.file.path
         self.poll = max(0.05, config.poll)
 
-    def _bytes(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except OSError as exc:
-            raise RegistryError(f"file registry {self.path}: cannot read: {exc.strerror}") from None
-
     def read(self) -> Catalog:
-        raw = self._bytes()
-        return parse_registry(raw, str(self.path), _digest(raw))
+        raw = self.file.read_bytes()
+        return parse_registry(raw, str(self.path), digest(raw))
 
     def wait(self, version: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if _digest(self._bytes()) != version:
+                if digest(self.file.read_bytes()) != version:
                     return True
             except RegistryError:
                 pass  # a file being replaced is briefly missing; the next read reports it
@@ -52,20 +47,11 @@ class FileSource:
         pass
 
 
-def _digest(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
 def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
     """Parse the services file. A broken envelope fails the read; bad entries are dropped."""
-    try:
-        data = load_data(raw, where)
-    except YamlError as exc:
-        raise RegistryError(f"file registry {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
-        raise RegistryError(f"file registry {where}: expected a mapping with a 'services' key")
+    services = ServicesFile(where).services(raw, where)
     builder = CatalogBuilder(f"file:{where}")
-    for name, instances in data["services"].items():
+    for name, instances in services.items():
         if builder.service(name) is None:
             continue
         if instances is None:

@@ -30,7 +30,8 @@ from typing import Any
 
 import requests
 
-from ..catalog import Catalog, CatalogBuilder
+from ..model.catalog import Catalog
+from ..model.validate import CatalogBuilder
 from ..registry.errors import RegistryConfigError, describe
 from ..registry.http import interrupt
 from ..registry.kubernetes import SERVICE_NAME_LABEL, Expired, KubernetesClient

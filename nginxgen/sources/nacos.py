@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..catalog import Catalog, CatalogBuilder
+from ..model.catalog import Catalog
+from ..model.validate import CatalogBuilder
 from ..registry.http import Http, secret_value
 from ..spec import NacosRegistry
 from .poll import poll_until_changed

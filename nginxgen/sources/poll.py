@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..catalog import Catalog
+from ..model.catalog import Catalog
 
 
 def poll_until_changed(

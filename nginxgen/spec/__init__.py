@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from ..yaml_load import SafeLoader, YamlError, load_yaml
+from ..util.yaml_load import SafeLoader, YamlError, load_yaml
 from .cache import CacheSpec, L1Cache, RedisSpec
 from .fields import (
     DEFAULT_SPEC,

@@ -63,7 +63,7 @@ Token = Annotated[str, AfterValidator(_token)]
 
 
 def _service_name(value: str) -> str:
-    from ..catalog import is_safe_name
+    from ..model.validate import is_safe_name
 
     if not is_safe_name(value):
         raise ValueError(f"not a valid service name: {value!r}")

@@ -19,7 +19,6 @@ from crossplane.errors import NgxParserBaseException
 from pydantic import PrivateAttr, model_validator
 from pydantic.functional_validators import BeforeValidator
 
-from .. import nginx_parse
 from .fields import Model
 
 SnippetContext = Literal["http", "server", "location", "upstream", "stream", "stream_server"]
@@ -107,7 +106,10 @@ def _parse(text: str) -> dict[str, Any]:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        return nginx_parse.parse_file(path, strict=True, single=True, check_ctx=True)
+        # Imported here: loading the verify package loads the spec, which is loading now.
+        from ..verify.parse import parse_file
+
+        return parse_file(path, strict=True, single=True, check_ctx=True)
     finally:
         os.unlink(path)
 

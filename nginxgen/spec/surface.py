@@ -4,14 +4,14 @@ sense alone but cannot all be true at once. Each problem names the key it is abo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .fields import dotted_key, keyed
 from .hosts import VirtualHost, name_owner
 from .streams import stream_balance_problem
 
-if TYPE_CHECKING:
-    from . import Spec
+# spec.Spec: its module imports this one, so it is named here without an import.
+Spec = Any
 
 __all__ = ["check_templates_dir", "keyed", "surface_problem"]
 
@@ -126,7 +126,7 @@ def _streams(spec: Spec) -> tuple[Key, str] | None:
 
 def check_templates_dir(path: str) -> str:
     """An existing directory whose templates each replace one of nginxgen's by name."""
-    from ..resources import resource_dir
+    from ..util.resources import resource_dir
 
     where = Path(path)
     if not where.is_dir():

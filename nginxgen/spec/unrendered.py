@@ -8,11 +8,12 @@ its lines here go, together with the test in tests/test_spec_http.py that says s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from . import Spec
-    from .routes import Route
+from .routes import Route
+
+# spec.Spec: its module imports this one, so it is named here without an import.
+Spec = Any
 
 Key = tuple[Any, ...]
 

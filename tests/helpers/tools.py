@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nginxgen.nginx_bin import Binary, lua_modules, resolved_flavor
+from nginxgen.deploy.nginx_bin import Binary, lua_modules, resolved_flavor
 from nginxgen.spec import NginxSpec
 
 NGINX_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/local/openresty/bin", "/usr/local/nginx/sbin")

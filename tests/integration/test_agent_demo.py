@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.helpers import require_component
+from tests.helpers import REPO, require_component
 
 DEMO = REPO / "examples" / "agent-demo.sh"
 TOOLS = ("etcd", "etcdctl", "nginx", "curl")

@@ -7,21 +7,15 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
-from tests.conftest import Etcd, free_port, wait_for_port
+from tests.helpers import Etcd, free_port, wait_for_port
+from tests.helpers.agent import eventually, write_agent_spec
 
 KEY = "/services/app/app-1"
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
 
 
 @pytest.fixture

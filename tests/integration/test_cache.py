@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from nginxgen.resources import resource_dir
-from tests.conftest import free_port, write_spec
+from nginxgen.util.resources import resource_dir
+from tests.helpers import free_port, write_spec
 from tests.integration.cache_gateway import CachedGateways, render
 
 pytestmark = pytest.mark.requires("nginx-lua", "redis-server")
@@ -160,7 +160,7 @@ def test_post_is_never_cached(gateway):
         assert r.status_code == 200
         assert r.headers["X-Cache"] == "BYPASS"
     assert gw.backend.count == 3
-    assert [q["body"] for q in gw.backend.requests] == ["n=0", "n=1", "n=2"]
+    assert [q["body"] for q in gw.backend.requests] == [b"n=0", b"n=1", b"n=2"]
     assert gw.get("/c/o").headers["X-Cache"] == "MISS"  # the POSTs stored nothing
 
 

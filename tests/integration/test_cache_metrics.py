@@ -7,7 +7,7 @@ import sys
 
 import requests
 
-from tests.conftest import free_port, write_spec
+from tests.helpers import free_port, write_spec
 from tests.integration.test_gateway import metric, poll
 
 

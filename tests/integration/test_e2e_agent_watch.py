@@ -10,17 +10,15 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from tests.agent_proc import AgentProcess, agent_factory
-from tests.conftest import Backend, Etcd, free_port
-from tests.integration.test_watch import Client, Gateway, eventually, run_cli, who_answers
+from tests.helpers import Backend, Client, Etcd, WatchedGateway, who_answers
+from tests.helpers import poll_until as eventually
+from tests.helpers.agent import AgentProcess
 
 # Timings the tests run with; the bounds below are written in these terms.
 HEALTH_INTERVAL = 0.2
@@ -32,58 +30,24 @@ SLACK = 5.0
 
 
 @pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
-
-
-@pytest.fixture
 def etcd_gateway(
-    workdir: Path, nginx_runner: Any, etcd_server: Etcd
-) -> Iterator[Callable[..., Gateway]]:
+    watched_gateway: Callable[..., WatchedGateway], etcd_server: Etcd
+) -> Callable[..., WatchedGateway]:
     """Factory: nginx on a config rendered from etcd, kept in step by `nginxgen watch`."""
-    made: list[Gateway] = []
 
-    def make(**watch: Any) -> Gateway:
-        port, health = free_port(), free_port()
-        spec = {
-            "registry": {"kind": "etcd", "url": etcd_server.url, "read_timeout": "2s"},
-            "nginx": {
-                "flavor": "nginx",
-                "listen": f"127.0.0.1:{port}",
-                "output": "nginx.conf",
-                "pid": "nginx.pid",
-                "status_listen": f"127.0.0.1:{free_port()}",
-            },
-            "watch": {
-                "listen": f"127.0.0.1:{health}",
-                "debounce": {"min": "100ms", "max": f"{DEBOUNCE_MAX:g}s"},
-                "backoff": {"initial": "100ms", "max": "1s"},
-                "confirm_timeout": "10s",
-                **watch,
-            },
+    def make(**watch: Any) -> WatchedGateway:
+        return watched_gateway(
+            registry={"kind": "etcd", "url": etcd_server.url, "read_timeout": "2s"},
+            watch={"debounce": {"min": "100ms", "max": f"{DEBOUNCE_MAX:g}s"}, **watch},
             # The ramp is tested elsewhere; here a unit that is up takes its full share.
-            "defaults": {"warmup": "off"},
-            "routes": [{"path": "/", "service": "app"}],
-        }
-        path = workdir / "nginxgen.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        first = run_cli("watch", "-c", str(path), "--once")
-        assert first.returncode == 0, first.stderr
-        server = nginx_runner(workdir / "nginx.conf", workdir / "nginx.pid", port)
-        gw = Gateway(workdir, path, port, health, server)
-        made.append(gw)
-        gw.start_watch()
-        return gw
+            extra={"defaults": {"warmup": "off"}},
+        )
 
-    yield make
-    for gw in made:
-        if gw.proc is not None:
-            gw.proc.kill()
-            gw.proc.wait(10)
+    return make
 
 
 def start_agent(
-    agents: Callable[..., AgentProcess], gw: Gateway, backend: Backend, *extra: str
+    agents: Callable[..., AgentProcess], gw: WatchedGateway, backend: Backend, *extra: str
 ) -> AgentProcess:
     """One agent per backend, on the gateway's own spec (one `registry:` section for both)."""
     return agents(
@@ -96,9 +60,9 @@ def start_agent(
     )
 
 
-def serves(gw: Gateway, *names: str, n: int = 12) -> bool:
+def serves(gw: WatchedGateway, *names: str, n: int = 12) -> bool:
     """Exactly these backends answer n requests between them (each at least once)."""
-    return set(who_answers(gw.url, n)) == set(names)
+    return set(who_answers(gw.url, n, fresh=True)) == set(names)
 
 
 def client_sees(client: Client, *names: str, timeout: float = 30) -> None:
@@ -113,7 +77,7 @@ def state(etcd: Etcd, name: str) -> str | None:
     return value["state"] if value else None
 
 
-def both_serving(gw: Gateway) -> None:
+def both_serving(gw: WatchedGateway) -> None:
     eventually(lambda: serves(gw, "a", "b"), 40, f"traffic on a and b; {gw.logs()[-1500:]}")
 
 
@@ -122,7 +86,7 @@ def test_agents_register_and_health_moves_units_in_and_out(
 ):
     a, b = backends("a"), backends("b")
     gw = etcd_gateway()
-    assert who_answers(gw.url, 2) == {"HTTP 503": 2}  # nobody registered yet
+    assert who_answers(gw.url, 2, fresh=True) == {"HTTP 503": 2}  # nobody registered yet
     agent_a = start_agent(agents, gw, a)
     start_agent(agents, gw, b)
     both_serving(gw)

@@ -16,7 +16,7 @@ import requests
 from nginxgen.sources import RegistryError, open_source
 from nginxgen.sources.etcd import EtcdSource
 from nginxgen.spec import EtcdRegistry
-from tests.fakes import FakeServer, closed_port_url
+from tests.helpers.fakes import FakeServer, closed_port_url
 
 
 def source(etcd_url: str | None = None, **kw: Any) -> EtcdSource:

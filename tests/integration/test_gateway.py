@@ -13,14 +13,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import Nginx, free_port, write_spec
+from tests.helpers import AuthService, Nginx, free_port, write_spec
 from tests.helpers import poll_until as poll
 
 KEYS = ("key-alpha-7f3a91c2", "key-beta-0b55e6d4")
@@ -170,45 +169,10 @@ def test_api_keys_reject_missing_and_wrong_keys_and_pass_valid_ones(gateway, bac
     assert not any(key in gw.nginx.errors() for key in KEYS)
 
 
-class AuthService:
-    """A tiny real auth service: Bearer good → 200 + X-User-Id, bad → 403, else 401."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, str]] = []
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                service.seen.append({**dict(self.headers.items()), "path": self.path})
-                auth = self.headers.get("Authorization", "")
-                status = {"Bearer good": 200, "Bearer bad": 403}.get(auth, 401)
-                self.send_response(status)
-                if status == 200:
-                    self.send_header("X-User-Id", "u-42")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/verify"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def auth_service() -> Iterator[AuthService]:
-    service = AuthService()
+    """Bearer good → 200 + X-User-Id: u-42, bad → 403, else 401."""
+    service = AuthService({"good": "u-42"}, forbidden={"bad"})
     yield service
     service.stop()
 
@@ -242,8 +206,8 @@ def test_auth_request_allows_denies_and_forwards_the_user(gateway, backends, aut
     assert app.count == 1
     assert app.requests[0]["headers"]["X-User-Id"] == "u-42"
     check = auth_service.seen[-1]
-    assert check["X-Original-Method"] == "POST"
-    assert check["X-Original-URI"] == "/sso/orders?page=2"
+    assert check["x-original-method"] == "POST"
+    assert check["x-original-uri"] == "/sso/orders?page=2"
     assert check["path"] == "/verify"
 
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, write_spec
 from tests.helpers.certs import make_ca, make_cert, write_pair
 from tests.helpers.components import require_nginx
+from tests.helpers.gateway import write_spec
+from tests.helpers.net import free_port
 
 IDLE = 30.0  # what the issue asks a WebSocket to survive without a message
 

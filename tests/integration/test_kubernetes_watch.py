@@ -1,6 +1,6 @@
 """`nginxgen watch` following a Kubernetes API server, with real nginx and real backends.
 
-The API server is tests/fake_kubernetes.py (no real one can run here), over TLS with a
+The API server is tests/helpers/kubernetes.py (no real one can run here), over TLS with a
 test CA and a bearer token from a file, as in a pod. Each backend is one pod; since all
 listen on 127.0.0.1, each sits in its own EndpointSlice with its own port number (as the
 controller does for pods whose named port resolves to different numbers).
@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from tests.conftest import Backend, free_port
-from tests.fake_kubernetes import FakeKubeAPI, endpoint, endpoint_slice
-from tests.integration.test_watch import Client, Gateway, eventually, run_cli, who_answers
-from tests.tls import make_tls_files
+from tests.helpers import Backend, Client, WatchedGateway, who_answers
+from tests.helpers import poll_until as eventually
+from tests.helpers.kubernetes import FakeKubeAPI, endpoint, endpoint_slice
+from tests.helpers.tls import make_tls_files
 
 OUTAGE = 30.0  # seconds the API server stays away
 
@@ -35,57 +34,30 @@ def kube(tmp_path: Path) -> Iterator[FakeKubeAPI]:
 
 @pytest.fixture
 def kube_gateway(
-    workdir: Path, nginx_runner: Any, kube: FakeKubeAPI
-) -> Iterator[Callable[..., Gateway]]:
+    watched_gateway: Callable[..., WatchedGateway], workdir: Path, kube: FakeKubeAPI
+) -> Callable[[], WatchedGateway]:
     """nginx on a config rendered from the cluster, kept in step by `nginxgen watch`."""
-    made: list[Gateway] = []
 
-    def make() -> Gateway:
-        port, health = free_port(), free_port()
+    def make() -> WatchedGateway:
         (workdir / "token").write_text("sa-token\n")
         assert kube.tls is not None
-        spec = {
-            "registry": {
-                "kind": "kubernetes",
-                "api": kube.url,
-                "namespace": "shop",
-                "token_file": str(workdir / "token"),
-                "ca_file": str(kube.tls.ca),
-                "services": ["app"],
-                "ports": {"app": "http"},
-                "read_timeout": "2s",
-            },
-            "nginx": {
-                "flavor": "nginx",
-                "listen": f"127.0.0.1:{port}",
-                "output": "nginx.conf",
-                "pid": "nginx.pid",
-                "status_listen": f"127.0.0.1:{free_port()}",
-            },
-            "watch": {
-                "listen": f"127.0.0.1:{health}",
-                "debounce": {"min": "100ms", "max": "1s"},
-                "backoff": {"initial": "100ms", "max": "1s"},
-                "confirm_timeout": "10s",
-            },
-            "defaults": {"warmup": "off"},  # a pod that is ready takes its full share here
-            "routes": [{"path": "/", "service": "app"}],
+        registry = {
+            "kind": "kubernetes",
+            "api": kube.url,
+            "namespace": "shop",
+            "token_file": str(workdir / "token"),
+            "ca_file": str(kube.tls.ca),
+            "services": ["app"],
+            "ports": {"app": "http"},
+            "read_timeout": "2s",
         }
-        path = workdir / "nginxgen.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        first = run_cli("watch", "-c", str(path), "--once")
-        assert first.returncode == 0, first.stderr
-        server = nginx_runner(workdir / "nginx.conf", workdir / "nginx.pid", port)
-        gw = Gateway(workdir, path, port, health, server)
-        made.append(gw)
-        gw.start_watch()
-        return gw
+        return watched_gateway(
+            registry=registry,
+            # a pod that is ready takes its full share here
+            extra={"defaults": {"warmup": "off"}},
+        )
 
-    yield make
-    for gw in made:
-        if gw.proc is not None:
-            gw.proc.kill()
-            gw.proc.wait(10)
+    return make
 
 
 def pod(kube: FakeKubeAPI, backend: Backend, **conditions: Any) -> None:
@@ -97,7 +69,7 @@ def pod(kube: FakeKubeAPI, backend: Backend, **conditions: Any) -> None:
     kube.apply(slice_)
 
 
-def serves(gw: Gateway, *names: str, n: int = 12) -> bool:
+def serves(gw: WatchedGateway, *names: str, n: int = 12) -> bool:
     return set(who_answers(gw.url, n)) == set(names)
 
 

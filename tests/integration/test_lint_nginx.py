@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, write_spec
-from tests.helpers import require_component
+from tests.helpers import REPO, free_port, require_component, write_spec
 
 pytestmark = pytest.mark.requires("nginx")
 

@@ -14,30 +14,18 @@ from typing import Any
 import pytest
 import requests
 
-from nginxgen.install import write_atomic
-from nginxgen.pipeline import Build, build, ensure_runtime_dirs
-from nginxgen.policies import Policies
-from nginxgen.policy_state import PolicyState
+from nginxgen.model.observed import Observed
+from nginxgen.pipeline import Build, BuildCache, build, ensure_runtime_dirs
 from nginxgen.sources.file import FileSource
 from nginxgen.spec import load_spec
-from nginxgen.warmup import Observed
-from tests.conftest import Backend, Nginx, free_port, who_answers, write_spec
+from nginxgen.util.atomic_write import write_atomic
+from nginxgen.watch.policies import Policies
+from nginxgen.watch.policy_state import PolicyState
+from tests.helpers import Backend, Nginx, free_port, who_answers, write_spec
+from tests.helpers import nginx_workers as workers
 from tests.helpers import seconds_until as eventually
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
-
-
-def workers(master: int) -> set[int]:
-    """Pids whose parent is the nginx master (its workers)."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            out.add(int(stat.parent.name))
-    return out
 
 
 class Gateway:
@@ -50,6 +38,7 @@ class Gateway:
         self.spec_extra = spec
         self.nginx: Nginx | None = None
         self.conf = workdir / "nginx.conf"
+        self.cache = BuildCache()  # one per gateway, as a watcher keeps one
 
     @property
     def url(self) -> str:
@@ -72,7 +61,9 @@ class Gateway:
     def apply(self, now: datetime | None = None, observed: Observed | None = None) -> Build:
         """Render, install, (re)start nginx and wait until only new workers serve."""
         spec = load_spec(self.dir / "nginxgen.yaml")
-        result = build(spec, self.catalog(), binary=None, now=now, observed=observed)
+        result = build(
+            spec, self.catalog(), binary=None, cache=self.cache, now=now, observed=observed
+        )
         assert result.verdict.ok, result.verdict.findings
         ensure_runtime_dirs(spec)
         write_atomic(self.conf, result.text)

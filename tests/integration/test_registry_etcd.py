@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +14,13 @@ import pytest
 
 from nginxgen.sources import RegistryError, open_source
 from nginxgen.spec import EtcdRegistry, load_spec
-from tests.agent_proc import AgentProcess, agent_factory, eventually, write_agent_spec
-from tests.conftest import REPO, Etcd
-from tests.fakes import FakeServer, Request
-from tests.helpers import require_component
-from tests.tls import TlsFiles, make_tls_files
+from tests.helpers import REPO, Etcd, require_component
+from tests.helpers.agent import eventually, write_agent_spec
+from tests.helpers.fakes import FakeServer, Request
+from tests.helpers.tls import TlsFiles, make_tls_files
 
 KEY = "/services/app/app-1"
 PASSWORD = "S3cret-Etcd-pw-42"
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    yield from agent_factory(tmp_path)
 
 
 @pytest.fixture

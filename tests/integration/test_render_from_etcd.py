@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.conftest import free_port, who_answers
+from tests.helpers import free_port, who_answers
 
 
 def nginxgen(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import free_port, who_answers, write_spec
+from tests.helpers import free_port, who_answers, write_spec
 
 
 def render(spec: Path, out: Path) -> subprocess.CompletedProcess[str]:

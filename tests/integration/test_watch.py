@@ -8,21 +8,25 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
-from tests.conftest import REPO, Backend, Nginx, free_port, write_spec
-from tests.conftest import who_answers as _who_answers
+from tests.helpers import (
+    REPO,
+    Backend,
+    Client,
+    WatchedGateway,
+    free_port,
+    run_cli,
+    who_answers,
+    write_spec,
+)
 from tests.helpers import poll_until as eventually
 
 
@@ -43,92 +47,8 @@ def app(*members: tuple[Backend, int] | Backend, state: str = "up") -> dict[str,
     return {"app": out}
 
 
-def who_answers(url: str, n: int) -> Counter[str]:
-    """conftest's who_answers on fresh connections: a kept-alive one may be closed by an
-    old worker during a reload, which is nginx's graceful behaviour, not a failed request."""
-    return _who_answers(url, n, headers={"Connection": "close"})
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nginxgen.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-
-
-def metric(text: str, name: str) -> float:
-    """A sample's value: `name` alone sums every label set, `name{label="x"}` is one."""
-    values = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + " ") or (line.startswith(name + "{") and "{" not in name)
-    ]
-    if not values:
-        raise KeyError(name)
-    return sum(values)
-
-
-@dataclass
-class Gateway:
-    dir: Path
-    spec: Path
-    port: int
-    health_port: int
-    nginx: Nginx
-    proc: subprocess.Popen[bytes] | None = None
-    log: Path = field(default_factory=Path)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def conf(self) -> Path:
-        return self.dir / "nginx.conf"
-
-    def healthz(self) -> tuple[int, str]:
-        try:
-            r = requests.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=5)
-        except requests.ConnectionError:
-            return 0, "not listening"
-        return r.status_code, r.text
-
-    def metrics(self) -> str:
-        return requests.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5).text
-
-    def metric(self, name: str) -> float:
-        return metric(self.metrics(), name)
-
-    def start_watch(self) -> None:
-        self.log = self.dir / "watch.log"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(self.spec)],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-            )
-        eventually(lambda: self.healthz()[0] == 200, 30, f"healthy watcher; log: {self.logs()}")
-
-    def stop_watch(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(30)
-        self.proc = None
-        return rc
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.is_file() else ""
-
-    def serves_only(self, name: str, n: int = 6) -> bool:
-        return who_answers(self.url, n) == {name: n}
-
-
 @contextmanager
-def listening_on_a_taken_port(gw: Gateway) -> Iterator[None]:
+def listening_on_a_taken_port(gw: WatchedGateway) -> Iterator[None]:
     """Point the spec's listen at a port another socket holds: nginx -t passes, but the
     master cannot bind it on reload and keeps the old config (a reload that does not
     serve)."""
@@ -141,92 +61,13 @@ def listening_on_a_taken_port(gw: Gateway) -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def gateway(workdir, nginx_runner) -> Iterator[Callable[..., Gateway]]:
-    made: list[Gateway] = []
-
-    def make(
-        services: dict[str, Any],
-        watch: dict[str, Any] | None = None,
-        extra: dict[str, Any] | None = None,  # more top-level spec keys (defaults, ...)
-        **nginx: Any,
-    ):
-        port, health = free_port(), free_port()
-        spec = write_spec(
-            workdir,
-            {
-                "nginx": {
-                    "flavor": "nginx",
-                    "listen": f"127.0.0.1:{port}",
-                    "output": "nginx.conf",
-                    "pid": "nginx.pid",
-                    **nginx,
-                },
-                "watch": {
-                    "listen": f"127.0.0.1:{health}",
-                    "debounce": {"min": "100ms", "max": "1s"},
-                    "backoff": {"initial": "100ms", "max": "1s"},
-                    "confirm_timeout": "10s",
-                    **(watch or {}),
-                },
-                "routes": [{"path": "/", "service": "app"}],
-                **(extra or {}),
-            },
-            services,
-        )
-        # The registry polls fast so the tests do not wait on it.
-        data = yaml.safe_load(spec.read_text())
-        data["registry"]["poll"] = "50ms"
-        spec.write_text(yaml.safe_dump(data, sort_keys=False))
-        first = run_cli("watch", "-c", str(spec), "--once")
-        assert first.returncode == 0, first.stderr
-        assert "nginx is not running" in first.stderr
-        server = nginx_runner(workdir / "nginx.conf", workdir / "nginx.pid", port)
-        gw = Gateway(workdir, spec, port, health, server)
-        made.append(gw)
-        gw.start_watch()
-        return gw
-
-    yield make
-    for gw in made:
-        if gw.proc is not None:
-            gw.proc.kill()
-            gw.proc.wait(10)
-
-
-class Client(threading.Thread):
-    """Requests in a loop on fresh connections until stopped (bounded), recording results."""
-
-    def __init__(self, url: str, limit: int = 20000) -> None:
-        super().__init__(daemon=True)
-        self.url, self.limit = url, limit
-        self.results: list[str] = []
-        self.failures: list[str] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set() and len(self.results) < self.limit:
-            try:
-                r = requests.get(self.url, headers={"Connection": "close"}, timeout=10)
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-                continue
-            if r.status_code != 200:
-                self.failures.append(f"HTTP {r.status_code}: {r.text[:100]}")
-            self.results.append(r.headers.get("X-Backend", "?"))
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(30)
-
-
 def test_traffic_follows_ten_registry_changes_under_load_without_a_failed_request(
-    gateway, backends
+    watched_gateway, backends
 ):
     a, b, c = backends("a"), backends("b"), backends("c")
     # Ten moves in about 20 s turn each backend in and out more often than flap damping
     # allows by default (it would pin them out); this test is about following every move.
-    gw = gateway(app(a), watch={"flap": "off"})
+    gw = watched_gateway(app(a), watch={"flap": "off"})
     assert gw.serves_only("a")
     client = Client(gw.url)
     client.start()
@@ -252,9 +93,9 @@ def test_traffic_follows_ten_registry_changes_under_load_without_a_failed_reques
     assert gw.stop_watch() == 0
 
 
-def test_invalid_config_is_not_installed_and_health_says_why(gateway, backends):
+def test_invalid_config_is_not_installed_and_health_says_why(watched_gateway, backends):
     a, b = backends("a"), backends("b")
-    gw = gateway(app(a))
+    gw = watched_gateway(app(a))
     good = gw.conf.read_text()
     # The operator edits the spec into something nginx refuses, then sends SIGHUP.
     spec = yaml.safe_load(gw.spec.read_text())
@@ -282,9 +123,9 @@ def test_invalid_config_is_not_installed_and_health_says_why(gateway, backends):
     assert gw.stop_watch() == 0
 
 
-def test_reload_that_does_not_serve_is_rolled_back(gateway, backends):
+def test_reload_that_does_not_serve_is_rolled_back(watched_gateway, backends):
     a = backends("a")
-    gw = gateway(app(a), watch={"confirm_timeout": "2s"})
+    gw = watched_gateway(app(a), watch={"confirm_timeout": "2s"})
     good = gw.conf.read_text()
     with listening_on_a_taken_port(gw):
         assert gw.proc is not None
@@ -298,9 +139,9 @@ def test_reload_that_does_not_serve_is_rolled_back(gateway, backends):
     assert gw.stop_watch() == 0
 
 
-def test_registry_outage_keeps_traffic_goes_stale_and_catches_up(gateway, backends):
+def test_registry_outage_keeps_traffic_goes_stale_and_catches_up(watched_gateway, backends):
     a, b = backends("a"), backends("b")
-    gw = gateway(app(a), watch={"resync": "500ms"})
+    gw = watched_gateway(app(a), watch={"resync": "500ms"})
     registry = gw.dir / "services.yaml"
     client = Client(gw.url)
     client.start()
@@ -323,9 +164,9 @@ def test_registry_outage_keeps_traffic_goes_stale_and_catches_up(gateway, backen
     assert gw.stop_watch() == 0
 
 
-def test_hundred_changes_inside_the_quiet_period_give_one_reload(gateway, backends):
+def test_hundred_changes_inside_the_quiet_period_give_one_reload(watched_gateway, backends):
     a, b = backends("a"), backends("b")
-    gw = gateway(app(a), watch={"debounce": {"min": "1500ms", "max": "30s"}})
+    gw = watched_gateway(app(a), watch={"debounce": {"min": "1500ms", "max": "30s"}})
     before = gw.metric("nginxgen_reloads_total")
     for weight in range(1, 101):
         write_registry(gw.dir, app(a, (b, weight)))
@@ -337,21 +178,25 @@ def test_hundred_changes_inside_the_quiet_period_give_one_reload(gateway, backen
     assert gw.stop_watch() == 0
 
 
-def test_sudden_emptying_is_held_until_confirmed_but_drained_removal_is_not(gateway, backends):
+def test_sudden_emptying_is_held_until_confirmed_but_drained_removal_is_not(
+    watched_gateway, backends
+):
     a, b = backends("a"), backends("b")
-    gw = gateway(
+    gw = watched_gateway(
         app(a, b), watch={"guard": {"confirm_reads": 3, "confirm_period": "2s"}, "resync": "1s"}
     )
     write_registry(gw.dir, {"app": []})  # a registry hiccup answers "nobody"
     eventually(lambda: gw.metric("nginxgen_removals_held") == 2, 20, "hold")
     code, text = gw.healthz()
     assert code == 200 and "holding" in text and "'app' emptied" in text, text
-    assert set(who_answers(gw.url, 10)) == {"a", "b"}
+    assert set(who_answers(gw.url, 10, fresh=True)) == {"a", "b"}
     # Still empty on the following reads: it was real; routes now answer 503.
-    eventually(lambda: who_answers(gw.url, 2) == {"HTTP 503": 2}, 20, "503 after confirmation")
+    eventually(
+        lambda: who_answers(gw.url, 2, fresh=True) == {"HTTP 503": 2}, 20, "503 after confirmation"
+    )
     # Drain first, then remove: deliberate, applied at once.
     write_registry(gw.dir, app(a, b))
-    eventually(lambda: set(who_answers(gw.url, 10)) == {"a", "b"}, 20, "both back")
+    eventually(lambda: set(who_answers(gw.url, 10, fresh=True)) == {"a", "b"}, 20, "both back")
     write_registry(gw.dir, {"app": [*app(a)["app"], *app(b, state="draining")["app"]]})
     eventually(lambda: gw.serves_only("a"), 20, "b drained")
     write_registry(gw.dir, app(a))
@@ -489,9 +334,9 @@ def test_sigkill_of_the_watch_loop_at_random_points_never_tears_nginx_conf(workd
     assert not list(workdir.glob(".nginx.conf.*.tmp"))
 
 
-def test_reload_through_the_binary_follows_the_registry(gateway, backends):
+def test_reload_through_the_binary_follows_the_registry(watched_gateway, backends):
     a, b = backends("a"), backends("b")
-    gw = gateway(app(a), reload="binary")
+    gw = watched_gateway(app(a), reload="binary")
     write_registry(gw.dir, app(b))
     eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
     assert gw.metric("nginxgen_reloads_total") >= 1
@@ -518,11 +363,25 @@ def flapping(
     return time.monotonic() - start
 
 
-def test_a_flapping_instance_costs_far_fewer_reloads_when_damped(gateway, backends):
+def settled_reloads(gw: WatchedGateway, quiet: float, timeout: float = 30.0) -> float:
+    """The reload count once it has not moved for `quiet` seconds (a pass in flight ends)."""
+    deadline = time.monotonic() + timeout
+    last, since = gw.metric("nginxgen_reloads_total"), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = gw.metric("nginxgen_reloads_total")
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return last
+    raise AssertionError(f"reloads kept coming for {timeout}s:\n{gw.logs()}")
+
+
+def test_a_flapping_instance_costs_far_fewer_reloads_when_damped(watched_gateway, backends):
     a, b = backends("a"), backends("b")
     debounce = {"min": "100ms", "max": "500ms"}
-    gw = gateway(app(b, a), watch={"flap": "off", "debounce": debounce})
-    assert set(who_answers(gw.url, 10)) == {"a", "b"}
+    gw = watched_gateway(app(b, a), watch={"flap": "off", "debounce": debounce})
+    assert set(who_answers(gw.url, 10, fresh=True)) == {"a", "b"}
 
     # Undamped: a reload whenever a pass (debounce, nginx -t, reload, confirm) finds `a`
     # in the other state. Flap until that has made 4 reloads: a loaded machine is slower.
@@ -532,7 +391,7 @@ def test_a_flapping_instance_costs_far_fewer_reloads_when_damped(gateway, backen
     )
     undamped = gw.metric("nginxgen_reloads_total") - before
     assert undamped >= 4, gw.logs()
-    eventually(lambda: set(who_answers(gw.url, 10)) == {"a", "b"}, 20, "both serving")
+    eventually(lambda: set(who_answers(gw.url, 10, fresh=True)) == {"a", "b"}, 20, "both serving")
 
     # Damping on, with a short hold so that the release shows too; flap as long again.
     spec = yaml.safe_load(gw.spec.read_text())
@@ -541,7 +400,8 @@ def test_a_flapping_instance_costs_far_fewer_reloads_when_damped(gateway, backen
     assert gw.proc is not None
     gw.proc.send_signal(signal.SIGHUP)
     eventually(lambda: "SIGHUP: spec and templates reloaded" in gw.logs(), 20, "spec reload")
-    before = gw.metric("nginxgen_reloads_total")
+    # The pass the SIGHUP starts may still reload (the spec changed); count from after it.
+    before = settled_reloads(gw, quiet=2.0)
     client = Client(gw.url)
     client.start()
     try:
@@ -557,13 +417,13 @@ def test_a_flapping_instance_costs_far_fewer_reloads_when_damped(gateway, backen
     assert "held out of nginx until it has been stable for 3s" in flap_lines[0]
     # Quiet (up) for the hold: released, and back in nginx.
     eventually(lambda: "stable for 3s, released" in gw.logs(), 20, "release")
-    eventually(lambda: set(who_answers(gw.url, 10)) == {"a", "b"}, 20, "a back")
+    eventually(lambda: set(who_answers(gw.url, 10, fresh=True)) == {"a", "b"}, 20, "a back")
     assert gw.stop_watch() == 0
 
 
-def test_health_says_not_served_while_nginx_is_down(gateway, backends):
+def test_health_says_not_served_while_nginx_is_down(watched_gateway, backends):
     a = backends("a")
-    gw = gateway(app(a))
+    gw = watched_gateway(app(a))
     assert gw.healthz()[0] == 200
     gw.nginx.stop()
     code, text = eventually(lambda: (h := gw.healthz())[0] == 503 and h, 10, "503")
@@ -574,10 +434,10 @@ def test_health_says_not_served_while_nginx_is_down(gateway, backends):
 
 
 def test_a_dry_run_next_to_a_running_watcher_binds_nothing_a_second_watcher_exits_2(
-    gateway, backends
+    watched_gateway, backends
 ):
     a, b = backends("a"), backends("b")
-    gw = gateway(app(a))
+    gw = watched_gateway(app(a))
     installed = gw.conf.read_text()
     write_registry(gw.dir, app(b))
     eventually(lambda: gw.serves_only("b"), 20, "traffic on b")
@@ -631,9 +491,9 @@ def test_watch_never_signals_a_process_that_reused_the_nginx_pid(workdir, backen
         stranger.wait()
 
 
-def test_a_failed_apply_leaves_exactly_the_old_bytes_or_no_file(gateway, backends):
+def test_a_failed_apply_leaves_exactly_the_old_bytes_or_no_file(watched_gateway, backends):
     a = backends("a")
-    gw = gateway(app(a), watch={"confirm_timeout": "2s"})
+    gw = watched_gateway(app(a), watch={"confirm_timeout": "2s"})
     assert gw.stop_watch() == 0
     # Hand-edited on another system: CRLF line ends and a Latin-1 comment. nginx takes it.
     odd = gw.conf.read_bytes().replace(b"\n", b"\r\n") + b"# edited by caf\xe9\r\n"

@@ -13,20 +13,12 @@ from datetime import datetime, timezone
 import requests
 import yaml
 
-from nginxgen.install import serving_generation
+from nginxgen.deploy.confirm import serving_generation
 from nginxgen.render import config_generation
-from tests.integration import test_watch as watch_tests
-from tests.integration.test_policies import workers
-from tests.integration.test_watch import (
-    Client,
-    Gateway,
-    app,
-    eventually,
-    who_answers,
-    write_registry,
-)
-
-gateway = watch_tests.gateway  # the fixture: `watch --once`, nginx, then the watch process
+from tests.helpers import Client, WatchedGateway, who_answers
+from tests.helpers import nginx_workers as workers
+from tests.helpers import poll_until as eventually
+from tests.integration.test_watch import app, write_registry
 
 # Warm-up period. Each step must outlast the watch process's reaction (registry poll,
 # debounce, nginx -t, reload: under 1 s idle, 2 s at a load of 8 on 2 cores) plus one
@@ -36,11 +28,11 @@ PERIOD = 6.0
 BURST = 42  # requests per sample: whole cycles of the 1:4 .. 3:4 round robins
 
 
-def status_listen(gw: Gateway) -> str:
+def status_listen(gw: WatchedGateway) -> str:
     return str(yaml.safe_load(gw.spec.read_text())["nginx"]["status_listen"])
 
 
-def serving_servers(gw: Gateway) -> set[str]:
+def serving_servers(gw: WatchedGateway) -> set[str]:
     """Addresses in the upstream of the installed config, once nginx serves it (else {})."""
     text = gw.conf.read_text()
     if serving_generation(status_listen(gw)) != config_generation(text):
@@ -48,13 +40,13 @@ def serving_servers(gw: Gateway) -> set[str]:
     return set(re.findall(r"server (127\.0\.0\.1:\d+) weight=", text))
 
 
-def settled_on(gw: Gateway, servers: set[str]) -> bool:
+def settled_on(gw: WatchedGateway, servers: set[str]) -> bool:
     """The config with `servers` answers five status requests in a row: old workers keep
     accepting for a moment after a reload, and one answer does not show they stopped."""
     return all(serving_servers(gw) == servers for _ in range(5))
 
 
-def sample(gw: Gateway, b_address: str) -> tuple[tuple[int, int], Counter[str]] | None:
+def sample(gw: WatchedGateway, b_address: str) -> tuple[tuple[int, int], Counter[str]] | None:
     """(a's weight, b's weight) and who answered BURST requests, when one config served
     them all: the installed file, the generation answering, and the single worker were
     the same before and after (a reload in between spoils the sample)."""
@@ -64,7 +56,7 @@ def sample(gw: Gateway, b_address: str) -> tuple[tuple[int, int], Counter[str]] 
     before = workers(master)
     if len(before) != 1 or serving_generation(status_listen(gw)) != config_generation(text):
         return None
-    seen = who_answers(gw.url, BURST)
+    seen = who_answers(gw.url, BURST, fresh=True)
     if gw.conf.read_text() != text or workers(master) != before:
         return None
     servers = dict(re.findall(r"server (127\.0\.0\.1:\d+) weight=(\d+)", text))
@@ -74,10 +66,12 @@ def sample(gw: Gateway, b_address: str) -> tuple[tuple[int, int], Counter[str]] 
     return (a_weight, int(servers[b_address])), seen
 
 
-def test_warmup_steps_through_the_watch_process_and_a_restart_keeps_the_ramp(gateway, backends):
+def test_warmup_steps_through_the_watch_process_and_a_restart_keeps_the_ramp(
+    watched_gateway, backends
+):
     a, b = backends("a"), backends("b")
     warmup = {"step_percent": 25, "period": f"{PERIOD:g}s"}
-    gw = gateway(app(a), extra={"defaults": {"warmup": warmup}}, worker_processes=1)
+    gw = watched_gateway(app(a), extra={"defaults": {"warmup": warmup}}, worker_processes=1)
     state_file = gw.dir / "nginxgen-state.json"
     assert gw.serves_only("a")
 
@@ -133,12 +127,16 @@ def test_warmup_steps_through_the_watch_process_and_a_restart_keeps_the_ramp(gat
     assert gw.stop_watch() == 0
 
 
-def test_pseudo_dead_instance_leaves_and_returns_through_the_watch_process(gateway, backends):
+def test_pseudo_dead_instance_leaves_and_returns_through_the_watch_process(
+    watched_gateway, backends
+):
     a, b = backends("a"), backends("b")
     interval, fall = 0.2, 2
     probe = {"path": "/healthz", "interval": f"{interval}s", "timeout": "0.5s"}
-    gw = gateway(app(a, b), extra={"defaults": {"warmup": "off", "probe": {**probe, "fall": fall}}})
-    eventually(lambda: set(who_answers(gw.url, 10)) == {"a", "b"}, 20, "both serving")
+    gw = watched_gateway(
+        app(a, b), extra={"defaults": {"warmup": "off", "probe": {**probe, "fall": fall}}}
+    )
+    eventually(lambda: set(who_answers(gw.url, 10, fresh=True)) == {"a", "b"}, 20, "both serving")
     client = Client(gw.url)
     client.start()
     try:
@@ -148,7 +146,7 @@ def test_pseudo_dead_instance_leaves_and_returns_through_the_watch_process(gatew
         left = time.monotonic() - flipped
         eventually(lambda: gw.serves_only("b", 10), 10, "old workers gone")
         reached_a = a.count
-        assert who_answers(gw.url, 20) == Counter({"b": 20})
+        assert who_answers(gw.url, 20, fresh=True) == Counter({"b": 20})
         assert a.count == reached_a  # neither these nor the client's requests reach a
         # fall x interval, the debounce (100 ms .. 1 s here), one reload; plus a busy machine
         assert left < fall * interval + 1.0 + 3.0, left
@@ -176,9 +174,9 @@ def test_pseudo_dead_instance_leaves_and_returns_through_the_watch_process(gatew
     assert gw.stop_watch() == 0
 
 
-def test_draining_through_the_watch_process_finishes_requests_in_flight(gateway, backends):
+def test_draining_through_the_watch_process_finishes_requests_in_flight(watched_gateway, backends):
     a, b = backends("a"), backends("b")
-    gw = gateway(app(a, b), extra={"defaults": {"warmup": "off"}})
+    gw = watched_gateway(app(a, b), extra={"defaults": {"warmup": "off"}})
     a.delay = 5.0
     results: list[requests.Response] = []
     threads: list[threading.Thread] = []

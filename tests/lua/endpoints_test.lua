@@ -1,7 +1,7 @@
--- Unit tests for nginxgen.endpoints.init (run inside nginx by test_endpoints_lua.py, whose
+-- Unit tests for nginxgen.endpoints.init (run inside nginx by test_lua_suites.py, whose
 -- config declares the two shared dicts; each case loads the module afresh).
 
-local t = require("testing")
+local t = require("harness")
 
 local s = t.suite()
 local eq, ok, contains = t.eq, t.ok, t.contains

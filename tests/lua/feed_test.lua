@@ -1,7 +1,7 @@
--- Unit tests for nginxgen.endpoints.feed (run inside nginx by test_endpoints_lua.py).
+-- Unit tests for nginxgen.endpoints.feed (run inside nginx by test_lua_suites.py).
 -- Several Feeds on one fake dict stand for the master and the workers.
 
-local t = require("testing")
+local t = require("harness")
 
 local s = t.suite()
 local eq, ok, contains = t.eq, t.ok, t.contains

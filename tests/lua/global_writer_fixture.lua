@@ -1,4 +1,4 @@
--- Proves the harness traps global writes (tests/lua/test_cache_lua.py); not a suite to run.
+-- Proves the harness traps global writes (tests/lua/test_lua_suites.py); not a suite to run.
 local t = require("harness").suite()
 
 t.case("leaks", function()

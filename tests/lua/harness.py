@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import socket
 import stat
 import time
 from pathlib import Path
@@ -15,25 +13,18 @@ from typing import Any
 
 import requests
 
-from nginxgen.nginx_bin import lua_modules
 from nginxgen.render import lua_string
-from nginxgen.resources import resource_dir
-from nginxgen.spec import NginxSpec
-from tests.conftest import Backend, Nginx, free_port, wait_for_port
-from tests.helpers import poll_until
+from nginxgen.util.resources import resource_dir
+from tests.helpers import Nginx, free_port, nginx_workers, poll_until, require_nginx, wait_for_port
 
 HERE = Path(__file__).resolve().parent
-LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
 
 
 def needs_lua() -> Any:
+    """Skipped without nginx's Lua module; failed under CI=true (see tests/helpers)."""
     import pytest
 
-    if os.environ.get("CI") == "true":
-        return pytest.mark.usefixtures()  # under CI a missing module must fail, not skip
-    return pytest.mark.skipif(
-        not LUA_MODULE.exists(), reason="needs nginx with the Lua module (libnginx-mod-http-lua)"
-    )
+    return pytest.mark.requires("nginx-lua")
 
 
 def readable_copy(workdir: Path) -> Path:
@@ -47,14 +38,6 @@ def readable_copy(workdir: Path) -> Path:
         path.chmod(mode)
     workdir.chmod(workdir.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
     return target
-
-
-def no_nagle(backend: Backend) -> Backend:
-    """TCP_NODELAY on the listening socket, which accepted connections inherit (Linux)."""
-    server = backend._server  # noqa: SLF001 - the shared Backend has no option for it
-    assert server is not None
-    server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return backend
 
 
 def token_digest(token: str) -> str:
@@ -141,7 +124,7 @@ def feed_server(port: int, max_body: str = "32m") -> str:
 
 
 def nginx_conf(workdir: Path, http: str, workers: int = 2, log_level: str = "info") -> str:
-    modules = "".join(f"load_module {m};\n" for m in lua_modules(NginxSpec(flavor="nginx")))
+    modules = require_nginx("lua").load_modules("lua")
     tmp = workdir / "tmp"
     tmp.mkdir(exist_ok=True)
     tmp.chmod(0o777)
@@ -190,29 +173,6 @@ class Feed:
         )
         r.raise_for_status()
         return r.json()
-
-
-def worker_pids(master_pid: int) -> set[int]:
-    """PIDs of the master's children (its workers), from /proc."""
-    out: set[int] = set()
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-        if fields.get("PPid", "").strip() == str(master_pid) and "worker" in _cmdline(
-            status.parent
-        ):
-            out.add(int(status.parent.name))
-    return out
-
-
-def _cmdline(proc: Path) -> str:
-    try:
-        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def uid_of(pid: int) -> int:
@@ -315,7 +275,7 @@ class DynGateway:
         return self.nginx.proc.pid
 
     def workers(self) -> set[int]:
-        return worker_pids(self.master_pid)
+        return nginx_workers(self.master_pid)
 
     def error_log(self) -> str:
         log = self.workdir / "error.log"

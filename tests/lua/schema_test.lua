@@ -1,6 +1,6 @@
--- Unit tests for nginxgen.endpoints.schema (run inside nginx by test_endpoints_lua.py).
+-- Unit tests for nginxgen.endpoints.schema (run inside nginx by test_lua_suites.py).
 
-local t = require("testing")
+local t = require("harness")
 
 local s = t.suite()
 local eq, ok, fails, contains = t.eq, t.ok, t.fails, t.contains

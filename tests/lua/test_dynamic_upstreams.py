@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Backend, free_port, who_answers
-from tests.lua.harness import DynGateway, needs_lua, no_nagle, peer, uid_of
+from tests.helpers import Backend, free_port, who_answers
+from tests.lua.harness import DynGateway, needs_lua, peer, uid_of
 
 pytestmark = needs_lua()
 
@@ -232,7 +232,7 @@ def test_passive_health_takes_a_dead_peer_out_and_back(gateway: Factory, backend
     gw.converged(2)
     assert all(dead not in t for t in tried(gw.url("carts"), 30))
     # The peer comes alive; after fail_timeout it takes requests again.
-    revived = no_nagle(Backend("revived", dead_port).start())
+    revived = Backend("revived", dead_port).start()
     try:
         deadline = time.monotonic() + 20
         seen: Counter[str] = Counter()

@@ -1,0 +1,34 @@
+"""Names nginxgen gives things in nginx.conf, in one place: the plan decides with them, the
+templates write them, verify and lint recognise them, and the Lua modules read them."""
+
+from __future__ import annotations
+
+# Variables the templates set and the Lua/log format read.
+ROUTE_VAR = "nginxgen_route"
+CONN_ZONE = "nginxgen_conn_client_ip"
+METRICS_DICT = "nginxgen_metrics"
+# server_name of the loopback status/metrics server; lint recognises it by this name.
+STATUS_SERVER_NAME = "nginxgen_status"
+METRICS_DICT_SIZE = "4m"  # ~10k routes x status classes x buckets fits comfortably
+AUTH_PREFIX = "/_nginxgen/auth/"  # internal locations for auth_request subrequests
+KEY_DIGEST_VAR = "nginxgen_key_digest"  # sha256 of the presented API key (set_by_lua)
+# The Redis cache's stampede locks and Redis health, shared by all workers.
+CACHE_STATE_DICT = "nginxgen_cache"
+CACHE_STATE_DICT_SIZE = "1m"
+
+# Forwarding headers the gateway does not set itself, cleared on every proxied request
+# (routes and auth subrequests): a client must not tell an application which prefix,
+# scheme, server or client certificate it came through. X-Forwarded-For, -Proto, -Host,
+# -Port and X-Real-IP are set by the gateway instead (templates/location.conf.j2).
+FORWARDING_CLEARED = (
+    "Forwarded",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Scheme",
+    "X-Forwarded-Server",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Path",
+    "X-Forwarded-Method",
+    "X-Forwarded-Protocol",
+    "X-Forwarded-Client-Cert",
+)

@@ -1,0 +1,217 @@
+"""The Plan: what nginx should do, as plain frozen values. `plan.make_plan` decides it,
+`render` lays it out, `verify` checks the text against it.
+
+It splits into the structure (upstreams, locations, the gateway's shared pieces, the
+cache) and, per upstream, the servers with their effective weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from ..spec import Failover, RedisSpec, Timeouts
+from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
+from .surface import Surface
+
+# --- the gateway's cross-cutting pieces (plan.gateway decides them) ----------------------
+
+
+@dataclass(frozen=True)
+class LimitZone:
+    name: str
+    key: str  # the nginx variable, with its `$`
+    size: str
+    rate: str
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """Accepted API key digests; a `map` turns the request's digest into 1 or 0."""
+
+    variable: str  # map output, without `$`
+    digests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ForwardHeader:
+    name: str  # as sent to the upstream
+    variable: str  # auth_request_set target, without `$`
+    source: str  # $upstream_http_* of the auth response, without `$`
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One route's policies, ready to lay out inside its location."""
+
+    label: str  # the route's name in metrics and logs
+    limit_zone: str | None = None
+    burst: int = 0
+    nodelay: bool = True
+    retry_after: int = 1  # seconds, sent with 429
+    limit_conn: int | None = None
+    api_key_header: str | None = None
+    api_key_var: str | None = None  # $http_* carrying the key, without `$`
+    key_set: str | None = None  # KeySet.variable
+    auth_location: str | None = None  # internal location doing auth_request
+    auth_url: str | None = None
+    forward: tuple[ForwardHeader, ...] = ()
+
+    @property
+    def limited(self) -> bool:
+        return self.limit_zone is not None or self.limit_conn is not None
+
+
+@dataclass(frozen=True)
+class Gateway:
+    zones: tuple[LimitZone, ...] = ()
+    conn_zone: bool = False
+    key_sets: tuple[KeySet, ...] = ()
+    status_listen: str | None = None  # the loopback status server, None when off
+    metrics: bool = False  # Lua request counters, served on the status server
+    json_log: bool = False
+
+    @property
+    def lua_modules(self) -> tuple[str, ...]:
+        """Lua modules the rendered config requires (preloaded by the master)."""
+        mods = []
+        if self.key_sets:
+            mods.append("nginxgen.apikey")
+        if self.metrics:
+            mods.append("nginxgen.metrics")
+        return tuple(mods)
+
+    @property
+    def uses_lua(self) -> bool:
+        return bool(self.lua_modules)
+
+
+# --- the Redis cache (plan.cache decides it; lua/nginxgen/cache.lua runs it) -------------
+
+
+@dataclass(frozen=True)
+class RouteCache:
+    id: str  # what the location passes to the Lua module
+    ttl: float
+    statuses: tuple[int, ...]
+    max_body: int
+    bypass_credentials: bool
+    allow_no_cache: bool
+    key_host: str | None  # the Host keyed on and sent upstream; None: the client's ($host)
+    identity_vars: tuple[str, ...]  # nginx variables holding the identity sent upstream
+    key_headers: tuple[str, ...]  # request headers keyed on (and passed upstream)
+    stripped: tuple[str, ...]  # request headers never sent upstream from this route
+    stampede_wait: float
+    l1_dict: str | None
+    l1_size: str | None
+    l1_ttl: float
+
+
+@dataclass(frozen=True)
+class CacheSetup:
+    redis: RedisSpec
+    routes: tuple[RouteCache, ...]
+
+    @property
+    def env(self) -> tuple[str, ...]:
+        """Environment variables nginx must pass to Lua (`env NAME;` in the main context)."""
+        return (self.redis.password_env,) if self.redis.password_env else ()
+
+    @property
+    def shared_dicts(self) -> tuple[tuple[str, str], ...]:
+        l1 = tuple((r.l1_dict, r.l1_size) for r in self.routes if r.l1_dict and r.l1_size)
+        return ((CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE),) + l1
+
+
+# --- upstreams, locations, the plan ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    address: str
+    weight: int
+    max_fails: int
+    fail_timeout: float
+    instance_id: str
+    backup: bool = False
+    down: bool = False  # kept in a hash/ip_hash upstream so the mapping stays stable
+
+
+class _HashedOnce:
+    """For frozen values that render and verify look up by value on every pass: the hash
+    is computed once per object (a dataclass hashes all its fields on every call), and
+    never pickled, since string hashes differ between processes."""
+
+    def _hash_once(self) -> int:
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))  # type: ignore[arg-type]
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+
+@dataclass(frozen=True)
+class Upstream(_HashedOnce):
+    name: str
+    servers: tuple[Server, ...]
+    keepalive: int
+    zone: str | None
+    balance: tuple[str, ...] = ()  # the balancing directive; () for round robin
+    snippet: str | None = None  # services.NAME.snippets: the spec author's nginx text
+
+    __hash__ = _HashedOnce._hash_once
+
+
+@dataclass(frozen=True)
+class Location(_HashedOnce):
+    path: str
+    exact: bool
+    service: str
+    upstream: str | None  # None: nobody alive → deliberate 503
+    strip_prefix: bool
+    failover: Failover
+    timeouts: Timeouts
+    client_max_body_size: str | None
+    unavailable_body: str = ""
+    guard: Guard | None = None  # rate limits, auth, metrics label (plan/gateway.py)
+    cache: RouteCache | None = None  # served from Redis by lua/nginxgen/cache.lua
+    upstream_host: str | None = None  # the Host (and X-Forwarded-Host) sent; None: $host
+    cleared_headers: tuple[str, ...] = FORWARDING_CLEARED  # request headers never sent upstream
+    server: int = 0  # the host whose server block holds it (Surface.servers[].index)
+    regex: bool = False  # `location ~ path`
+    websocket: bool = False  # Upgrade passed through (the $nginxgen_connection map)
+    streaming: bool = False  # unbuffered, uncompressed
+    grpc: bool = False  # grpc_pass; "nobody alive" is a gRPC UNAVAILABLE
+    hsts_var: str | None = None  # repeated where a location's own add_header drops the server's
+    snippet: str | None = None  # routes[].snippets: the spec author's nginx text, last
+
+    __hash__ = _HashedOnce._hash_once
+
+
+@dataclass(frozen=True)
+class Plan:
+    upstreams: tuple[Upstream, ...]
+    locations: tuple[Location, ...]
+    catch_all: bool  # add `location /` answering 404, because no route covers '/'
+    notes: tuple[str, ...] = ()  # decisions worth telling the operator about
+    catalog_fingerprint: str = ""
+    spec_path: str = ""
+    services_seen: int = 0
+    instances_seen: int = 0
+    dropped: tuple[str, ...] = field(default=())
+    gateway: Gateway = Gateway()
+    cache: CacheSetup | None = None  # set when a route with an upstream caches
+    # Next warm-up step boundary: the watch loop re-plans then, even with no registry event.
+    next_change_at: datetime | None = None
+    surface: Surface = Surface()  # server blocks, listeners, TLS, streams (model/surface.py)
+
+    @property
+    def server_count(self) -> int:
+        return sum(len(u.servers) for u in self.upstreams)
+
+    def upstream(self, name: str) -> Upstream | None:
+        return next((u for u in self.upstreams if u.name == name), None)

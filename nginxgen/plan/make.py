@@ -1,0 +1,227 @@
+"""Spec + Catalog + now → Plan: what nginx should do. Pure: no I/O, no clock reads.
+
+Every decision about traffic lives in this package (which instances serve, with which
+weight, what a route does when its service has nobody alive); templates only lay the
+Plan out. `make_plan` puts together what the spec alone decides (`SpecPlan`, once per
+spec) and each service's upstream (`service.plan_service`, reused through the memo).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import datetime
+
+from ..model.catalog import Catalog, ServiceDigests
+from ..model.names import FORWARDING_CLEARED
+from ..model.observed import Observed
+from ..model.plan import CacheSetup, Location, Plan, Upstream
+from ..model.surface import StreamBlock
+from ..spec import ServicePolicy, Spec
+from ..util.heap import without_collector
+from .cache import cache_notes, cache_setup, route_cache
+from .gateway import plan_gateway
+from .memo import ServiceMemo
+from .service import Planned, plan_service
+from .surface import plan_surface, stream_servers
+
+
+class PlanMemo:
+    """Everything `make_plan` may reuse from earlier plans: each service's result (valid
+    while its inputs stay equal, see memo.py), what each recent spec alone decides, and the
+    catalog's per-service digests. One per BuildCache; a fresh one plans from scratch."""
+
+    def __init__(self, max_specs: int = 8) -> None:
+        self.services: ServiceMemo[Planned] = ServiceMemo()
+        self.digests = ServiceDigests()
+        self.max_specs = max_specs
+        self._specs: dict[int, SpecPlan] = {}
+
+    def spec_plan(self, spec: Spec) -> SpecPlan:
+        """The SpecPlan of this very spec object (specs are frozen; the plan holds it, so
+        its id cannot be reused while it is here)."""
+        fixed = self._specs.get(id(spec))
+        if fixed is None or fixed.spec is not spec:
+            if len(self._specs) >= self.max_specs:
+                del self._specs[next(iter(self._specs))]  # the oldest
+            fixed = self._specs[id(spec)] = SpecPlan(spec)
+        return fixed
+
+
+@without_collector
+def make_plan(
+    spec: Spec,
+    catalog: Catalog,
+    now: datetime | None = None,
+    observed: Observed | None = None,
+    *,
+    memo: PlanMemo | None = None,
+) -> Plan:
+    """Decide upstreams and locations.
+
+    `now` places warm-up ramps (None: no ramp at all); `observed` carries what nginxgen saw
+    over time (first-seen and return times, pseudo-dead instances) as plain data.
+    Services whose inputs did not change since an earlier plan made with the same `memo`
+    reuse its result (memo.py), so one changed instance among 10,000 services re-plans
+    one service; without a memo every service is planned afresh.
+    """
+    observed = observed or Observed()
+    notes: list[str] = []
+    refused: list[str] = []
+    changes: list[datetime] = []
+    upstreams: dict[str, Upstream] = {}
+    memo = memo if memo is not None else PlanMemo()
+    services = memo.services
+    with services.lock:
+        fixed = memo.spec_plan(spec)
+        notes += fixed.notes
+        services.sync(observed)
+        for name in fixed.service_names:
+            instances = catalog.services.get(name)
+            if instances is None:
+                notes.append(f"service {name!r}: not in the registry; its routes answer 503")
+                continue
+            policy = fixed.policy(name)
+            planned = services.get(name, instances, policy, fixed.zone, now)
+            if planned is None:
+                planned, window, keys = plan_service(
+                    name, instances, policy, fixed.zone, now, observed
+                )
+                services.put(name, instances, policy, fixed.zone, window, keys, planned)
+            if planned.notes:
+                notes += planned.notes
+            if planned.refused:
+                refused += planned.refused
+            if planned.changes:
+                changes += planned.changes
+            if planned.upstream is None:
+                notes.append(f"service {name!r}: no live instance; its routes answer 503")
+                continue
+            upstreams[name] = planned.upstream
+        http = {n: u for n, u in upstreams.items() if n in fixed.http_names}
+        locations, cache = fixed.locations(http.keys())
+        surface = fixed.surface
+        if spec.streams:
+            # Stream upstreams have their own namespace and no keepalive or snippets.
+            stream_ups = tuple(
+                replace(upstreams[n], keepalive=0, snippet=None)
+                for n in spec.stream_service_names
+                if n in upstreams
+            )
+            block = StreamBlock(
+                upstreams=stream_ups,
+                servers=stream_servers(spec, frozenset(u.name for u in stream_ups)),
+                snippet=spec.snippets.stream.text if spec.snippets.stream else None,
+            )
+            surface = replace(surface, stream=block)
+
+    return Plan(
+        upstreams=tuple(http.values()),
+        locations=locations,
+        catch_all=fixed.catch_all,
+        notes=tuple(notes),
+        catalog_fingerprint=catalog.fingerprint(memo.digests),
+        spec_path=spec.source_path,
+        services_seen=len(catalog.services),
+        instances_seen=catalog.instance_count,
+        dropped=tuple(str(d) for d in catalog.dropped) + tuple(refused),
+        gateway=fixed.gateway,
+        cache=cache,
+        next_change_at=min(changes, default=None),
+        surface=surface,
+    )
+
+
+def next_change_at(
+    spec: Spec,
+    catalog: Catalog,
+    now: datetime,
+    observed: Observed | None = None,
+    *,
+    memo: PlanMemo | None = None,
+) -> datetime | None:
+    """When the plan changes with no registry event: the next step of any warm-up ramp."""
+    return make_plan(spec, catalog, now, observed, memo=memo).next_change_at
+
+
+class SpecPlan:
+    """What a Spec alone decides, worked out once per Spec object (specs are frozen):
+    policies, the gateway, and each route's Location with and without an upstream."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec  # held, so PlanMemo's identity check stays sound
+        self.service_names = spec.service_names
+        self.http_names = frozenset(spec.http_service_names)
+        self.surface = plan_surface(spec)
+        # Every host's routes in one list, the default host's first: their index is the
+        # one the gateway's guards and the cache use.
+        self.routes = [(i, r) for i, vh in enumerate(spec.virtual_hosts) for r in vh.routes]
+        self.zone = None if spec.nginx.upstream_zone == "off" else spec.nginx.upstream_zone
+        self.gateway, self.guards = plan_gateway(spec)
+        self.catch_all = not any(r.path == "/" and r.match == "prefix" for r in spec.routes)
+        self.notes = cache_notes(spec)
+        self._default: ServicePolicy | None = None
+        n = len(self.routes)
+        self._serving: list[Location | None] = [None] * n
+        self._unavailable: list[Location | None] = [None] * n
+        self._last: tuple[frozenset[str], tuple[Location, ...], CacheSetup | None] | None = None
+
+    def policy(self, name: str) -> ServicePolicy:
+        own = self.spec.services.get(name)
+        if own is not None:
+            return own
+        if self._default is None:  # one object for all, so the memo compares by identity
+            self._default = self.spec.service_policy(name)
+        return self._default
+
+    def locations(self, live: Collection[str]) -> tuple[tuple[Location, ...], CacheSetup | None]:
+        """Every route's Location for this set of services with an upstream."""
+        if self._last is not None and self._last[0] == live:
+            return self._last[1], self._last[2]
+        out = []
+        for i, (_, r) in enumerate(self.routes):
+            serving = r.service in live
+            variants = self._serving if serving else self._unavailable
+            loc = variants[i]
+            if loc is None:
+                loc = variants[i] = self._location(i, serving)
+            out.append(loc)
+        locations = tuple(out)
+        cache = cache_setup(self.spec, tuple(loc.cache for loc in locations if loc.cache))
+        self._last = (frozenset(live), locations, cache)
+        return locations, cache
+
+    def _location(self, i: int, serving: bool) -> Location:
+        host, r = self.routes[i]
+        guard = self.guards[i]
+        # A route answering 503 on purpose has nothing worth caching.
+        cache = route_cache(self.spec, i, r, guard) if serving else None
+        sent = {f.name.lower() for f in guard.forward}  # set from the auth answer instead
+        cleared = FORWARDING_CLEARED + (cache.stripped if cache else ())
+        if sent:
+            cleared = tuple(h for h in cleared if h.lower() not in sent)
+        return Location(
+            path=r.path,
+            exact=r.exact,
+            service=r.service,
+            upstream=r.service if serving else None,
+            strip_prefix=r.strip_prefix,
+            failover=r.failover,
+            timeouts=r.timeouts,
+            client_max_body_size=r.client_max_body_size,
+            unavailable_body=json.dumps(
+                {"error": "service unavailable", "service": r.service}, separators=(",", ":")
+            ),
+            guard=guard,
+            cache=cache,
+            upstream_host=cache.key_host if cache else None,
+            cleared_headers=cleared,
+            server=host,
+            regex=r.match == "regex",
+            websocket=r.websocket,
+            streaming=r.streaming,
+            grpc=r.protocol == "grpc",
+            hsts_var=self.surface.hsts_var(host),
+            snippet=r.snippets.text if r.snippets else None,
+        )

@@ -1,0 +1,174 @@
+"""What `make_plan` may reuse from earlier plans, so one registry change re-plans one service.
+
+`make_plan` stays a pure function of (spec, catalog, now, observed): a service's planned
+result is reused only when every input it depends on is equal to the one it was planned
+with, and only for the times `now` at which its warm-up ramps stand on the same step.
+
+- the service's instances (compared by value), its policy, and the upstream zone;
+- `now`: each entry carries a window [start, end) in which no ramp changes step; a result
+  planned without a clock (`now` None, so no ramp at all) holds only without one when a
+  clock would have started a ramp;
+- `observed` (first-seen and return times, pseudo-dead keys): a change to any instance's
+  entry evicts the service that instance belongs to, before anything is looked up.
+
+Both memos are bounded and hold strong references to what they compare, so an `is`
+check can never match a recycled object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from ..model.observed import Observed
+from .warmup import Ramp
+
+T = TypeVar("T")
+
+# Windows are shrunk by this much at both ends, so float rounding at a step boundary can
+# never make a reused ramp disagree with a recomputed one (the ramp math works in floats).
+_MARGIN = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The values of `now` for which a planned service stays the same."""
+
+    start: datetime | None = None  # None: no lower bound
+    end: datetime | None = None  # None: no upper bound
+    never: bool = False  # depends on `now` continuously (a start in the future): never reuse
+    clockless: bool = False  # planned with no clock where one would ramp: only for now=None
+
+    def holds(self, now: datetime | None) -> bool:
+        if self.never:
+            return False
+        if self.clockless:
+            return now is None
+        if self.start is None and self.end is None:
+            return True  # no ramp involved: the same with or without a clock
+        if now is None:
+            return False
+        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
+
+
+ALWAYS = Window()
+NEVER = Window(never=True)
+CLOCKLESS = Window(clockless=True)
+
+
+def ramp_window(ramp: Ramp, start: datetime, now: datetime, period: float) -> Window:
+    """Times at which an instance whose ramp began at `start` is on the same step as now."""
+    if start >= now:
+        return NEVER  # a registered_at in the future counts as "now", which moves
+    lo = start + timedelta(seconds=(ramp.step - 1) * period) + _MARGIN
+    hi = ramp.next_at - _MARGIN if ramp.next_at is not None else None
+    return Window(lo, hi)
+
+
+def intersect(windows: Iterable[Window]) -> Window:
+    lo: datetime | None = None
+    hi: datetime | None = None
+    for w in windows:
+        if w.never:
+            return NEVER
+        if w.clockless:
+            return CLOCKLESS  # never mixed with a ramp window: those need a clock
+        if w.start is not None and (lo is None or w.start > lo):
+            lo = w.start
+        if w.end is not None and (hi is None or w.end < hi):
+            hi = w.end
+    return Window(lo, hi)
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[T]):
+    instances: tuple[Any, ...]
+    policy: Any
+    zone: str | None
+    window: Window
+    value: T
+
+
+class ServiceMemo(Generic[T]):
+    """One planned result per service name, valid while its inputs stay equal.
+
+    Callers hold `lock` from `sync` through their last `put`, so entries and the observed
+    state they were planned with always belong together.
+    """
+
+    def __init__(self, max_services: int = 200_000, max_keys: int = 2_000_000) -> None:
+        self.lock = threading.Lock()
+        self.max_services = max_services
+        self.max_keys = max_keys
+        self._entries: dict[str, _Entry[T]] = {}
+        self._owners: dict[str, str] = {}  # instance key -> service name it was planned in
+        self._first_seen: Mapping[str, datetime] = {}
+        self._returned: Mapping[str, datetime] = {}
+        self._dead: frozenset[str] = frozenset()
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._owners.clear()
+
+    def sync(self, observed: Observed) -> None:
+        """Evict every service whose instances' observed state differs from last time."""
+        changed: set[str] = set()
+        if observed.first_seen != self._first_seen:
+            changed.update(k for k, _ in observed.first_seen.items() ^ self._first_seen.items())
+            self._first_seen = dict(observed.first_seen)  # a copy: the caller's may change
+        if observed.returned != self._returned:
+            changed.update(k for k, _ in observed.returned.items() ^ self._returned.items())
+            self._returned = dict(observed.returned)
+        if observed.dead != self._dead:
+            changed.update(observed.dead ^ self._dead)
+            self._dead = frozenset(observed.dead)
+        for key in changed:
+            name = self._owners.get(key)
+            if name is not None:
+                self._entries.pop(name, None)
+
+    def get(
+        self,
+        name: str,
+        instances: tuple[Any, ...],
+        policy: Any,
+        zone: str | None,
+        now: datetime | None,
+    ) -> T | None:
+        entry = self._entries.get(name)
+        if (
+            entry is not None
+            and entry.instances == instances
+            and (entry.policy is policy or entry.policy == policy)
+            and entry.zone == zone
+            and entry.window.holds(now)
+        ):
+            return entry.value
+        return None
+
+    def put(
+        self,
+        name: str,
+        instances: tuple[Any, ...],
+        policy: Any,
+        zone: str | None,
+        window: Window,
+        keys: Iterable[str],
+        value: T,
+    ) -> None:
+        """Remember `value`; `keys` are the observed-state keys of every instance in it."""
+        if window.never:
+            self._entries.pop(name, None)
+            return
+        if len(self._entries) >= self.max_services or len(self._owners) >= self.max_keys:
+            self.clear()
+        owners = self._owners
+        for key in keys:
+            other = owners.get(key)
+            if other is not None and other != name:
+                self._entries.pop(other, None)  # a key in two services: drop the older entry
+            owners[key] = name
+        self._entries[name] = _Entry(instances, policy, zone, window, value)

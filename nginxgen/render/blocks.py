@@ -1,0 +1,89 @@
+"""The render stage's memos, owned by one RenderCache (a BuildCache part).
+
+The Jinja environment (templates are read once, until a SIGHUP makes a new cache), each
+upstream and location block's text, cached by value so an unchanged service is not
+rendered again, and each block text's digest for the generation hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from ..model.names import CONN_ZONE
+from ..model.plan import Location, Upstream
+from ..util.resources import resource_dir
+from .filters import (
+    balance_arg,
+    comment,
+    lua_string,
+    lua_value,
+    nginx_regex,
+    nginx_time,
+    nginx_token,
+    nginx_var,
+)
+
+# Blocks kept per kind: 10,000 services and routes fit with room for their last versions.
+MAX_BLOCKS = 65536
+MAX_DIGESTS = 262_144
+
+
+def environment(templates: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(
+        q=nginx_token,
+        lua=lua_string,
+        lua_value=lua_value,
+        time=nginx_time,
+        comment=comment,
+        var=nginx_var,
+        balance_arg=balance_arg,
+        regex=nginx_regex,
+    )
+    return env
+
+
+class RenderCache:
+    """Templates and rendered blocks. Blocks are cached by value (the Plan's frozen
+    Upstream and Location), so equal inputs always give the text they gave before."""
+
+    def __init__(self, templates: Path | None = None, max_blocks: int = MAX_BLOCKS) -> None:
+        self.env = env = environment(templates or resource_dir("templates"))
+        self._digests: dict[str, bytes] = {}
+
+        # lru_caches on closures over `env`, not over self: no reference cycle to collect.
+        @lru_cache(maxsize=max_blocks)
+        def upstream(up: Upstream) -> str:
+            """One upstream block."""
+            return env.get_template("upstream.conf.j2").render(up=up)
+
+        @lru_cache(maxsize=max_blocks)
+        def location(loc: Location, metrics: bool = False) -> str:
+            """One location block. `metrics`: the gateway counts requests in Lua, and a
+            cached route's own log phase must call the counter too (a location's log
+            handler replaces the server's)."""
+            template = env.get_template("location.conf.j2")
+            return template.render(loc=loc, gw={"metrics": metrics}, conn_zone=CONN_ZONE)
+
+        self.upstream = upstream
+        self.location = location
+
+    def digest(self, text: str) -> bytes:
+        """sha256 of one block's text, for the generation hash."""
+        known = self._digests.get(text)
+        if known is None:
+            if len(self._digests) >= MAX_DIGESTS:
+                self._digests.clear()
+            known = self._digests[text] = hashlib.sha256(text.encode("utf-8")).digest()
+        return known

@@ -1,0 +1,72 @@
+"""Drop instances whose DNS name does not resolve, before nginx sees them.
+
+nginx resolves upstream server names once, when it loads the config, and refuses the
+whole config if one name fails. One stale registry entry must not block every update,
+so unresolvable names are dropped here with a reason, like any other bad entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from ..model.catalog import Catalog, Dropped
+
+MAX_HOSTS = 65536
+
+
+class HostKinds:
+    """Which hosts are IP literals, remembered (a BuildCache part): hosts repeat on every
+    read, and parsing 20,000 addresses per pass is not free."""
+
+    def __init__(self, max_hosts: int = MAX_HOSTS) -> None:
+        self.max_hosts = max_hosts
+        self._is_ip: dict[str, bool] = {}
+
+    def is_ip(self, host: str) -> bool:
+        known = self._is_ip.get(host)
+        if known is None:
+            if len(self._is_ip) >= self.max_hosts:
+                self._is_ip.clear()
+            known = self._is_ip[host] = _is_ip(host)
+        return known
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolves(host: str) -> bool:
+    try:
+        return bool(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM))
+    except (OSError, UnicodeError):
+        return False
+
+
+def drop_unresolvable(catalog: Catalog, hosts: HostKinds | None = None) -> Catalog:
+    """`catalog` without the instances whose host name does not resolve now."""
+    is_ip = (hosts or HostKinds()).is_ip
+    names = sorted(
+        {i.host for insts in catalog.services.values() for i in insts if not is_ip(i.host)}
+    )
+    if not names:
+        return catalog
+    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+        ok = dict(zip(names, pool.map(_resolves, names), strict=True))
+    dropped = list(catalog.dropped)
+    services = {}
+    for name, insts in catalog.services.items():
+        keep = []
+        for inst in insts:
+            if is_ip(inst.host) or ok[inst.host]:
+                keep.append(inst)
+            else:
+                dropped.append(Dropped(name, inst.id, f"host {inst.host!r} does not resolve"))
+        services[name] = tuple(keep)
+    return replace(catalog, services=services, dropped=tuple(dropped))

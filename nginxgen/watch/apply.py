@@ -1,0 +1,352 @@
+"""One apply of the sidecar: guard → observe → build → install → reload → confirm → record.
+
+The loop (loop.py) decides *when*; the Applier decides nothing about time, only what to do
+with one catalog, and answers with an Outcome that says what happened at each step.
+
+A config that fails verification is never installed; one that installs but does not
+serve in time is rolled back to exactly the bytes that were there (or to no file). Either
+way the same text is not tried again until something changes (registry, spec, templates,
+or the clock). An instance that flaps is pinned until it is stable (flap.py), so it costs
+no reload per debounce window.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+from ..deploy.confirm import serving_generation
+from ..deploy.install import Installed, install
+from ..deploy.nginx_bin import Binary
+from ..deploy.reload import find_master
+from ..model.catalog import Catalog
+from ..model.plan import Plan
+from ..pipeline import BuildCache, build
+from ..render import config_generation
+from ..spec import Spec
+from ..tls.certs import certificate_files
+from ..util.clock import Clock
+from ..util.heap import Settler
+from .certs import CertificateFiles
+from .diff import diff_plans, show_text_diff
+from .flap import FlapDamper
+from .guard import RemovalHold
+from .policies import Policies, warming_count
+from .policy_state import state_path
+from .telemetry import Health, Metrics, event
+
+# /healthz asks nginx's status listener whether the generation serves; never for longer.
+HEALTH_PROBE_TIMEOUT = 0.5
+# Reload reasons as the log line says them (telemetry.RELOAD_REASONS are the metric labels).
+REASON_WORDS = {
+    "start": "first config of this run",
+    "spec": "spec reloaded",
+    "registry": "registry changed",
+    "probe": "health probes changed",
+    "warmup": "warm-up step",
+    "certificate": "certificate file changed",
+}
+
+
+class Result(Enum):
+    APPLIED = "applied"  # installed, reloaded, serving
+    UNCHANGED = "unchanged"  # the running config already says this
+    FAILED = "failed"  # not valid, or did not serve; the old config stays
+    SKIPPED = "skipped"  # the same text failed before; wait for a change
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one apply did. `installed` is the install step's own record, None when nothing
+    was installed (unchanged, skipped, invalid, a dry run)."""
+
+    result: Result
+    installed: Installed | None = None
+    reason: str = ""  # why the config differs from the one serving (RELOAD_REASONS)
+    error: str = ""  # why it failed, as /healthz says it
+
+    @property
+    def written(self) -> bool:
+        return self.installed is not None and self.installed.written is not None
+
+    @property
+    def reloaded(self) -> bool:
+        return self.installed is not None and self.installed.reloaded
+
+    @property
+    def confirmed(self) -> bool:
+        return self.installed is not None and self.installed.confirmed
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.installed is not None and self.installed.rolled_back
+
+
+class Applier:
+    """What the sidecar remembers between applies: the guard's and the flap damper's
+    state, the traffic policies, the config that serves, and the BuildCache."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        binary: Binary | None,
+        *,
+        metrics: Metrics,
+        health: Health,
+        clock: Clock,
+        cache: BuildCache,
+        dry_run: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.binary = binary
+        self.metrics = metrics
+        self.health = health
+        self.clock = clock
+        self.cache = cache
+        self.dry_run = dry_run
+        self.hold = RemovalHold(spec.watch.guard)
+        self.flaps = FlapDamper(spec.watch.flap)
+        # Traffic policies: warm-up state file, pseudo-dead probes (started by the loop).
+        self.policies = Policies(spec, clock=clock)
+        self.accepted: Catalog | None = None  # the guard's catalog last planned with
+        self.applied_plan: Plan | None = None
+        self.next_change: datetime | None = None  # the last plan's next warm-up step
+        self.failed_text: str | None = None  # do not retry this exact text
+        self.heap = Settler()
+        self._observed_dead: frozenset[str] = frozenset()  # in the last build
+        self._applied_dead: frozenset[str] = frozenset()  # in the config that serves
+        self._spec_reloaded = False  # since the last successful apply
+        self.certs = CertificateFiles(certificate_files(spec))
+        self._said_in_place = False
+        self._nginx_running = True
+        health.served = self.not_served
+
+    def adopt(self, spec: Spec, binary: Binary | None) -> None:
+        """SIGHUP: carry on under a reloaded spec and templates."""
+        self.spec = spec
+        self.binary = binary
+        self.cache.reload_templates()
+        self.hold = RemovalHold(spec.watch.guard)
+        self.certs = CertificateFiles(certificate_files(spec))  # the spec reload reloads them
+        if spec.watch.flap != self.flaps.config:
+            self.flaps = FlapDamper(spec.watch.flap)
+        self.failed_text = None
+        self._reload_policies(spec)
+        self._spec_reloaded = True
+
+    def _reload_policies(self, spec: Spec) -> None:
+        """Keep the policies (and the prober's verdicts) when their settings stay;
+        otherwise start afresh, keeping the state file's times when its path stays."""
+        if self.policies.reusable_for(spec):
+            self.policies.adopt(spec)
+            return
+        old = self.policies
+        same_file = state_path(spec) == state_path(old.spec)
+        old.close()
+        state = old.state if same_file else None
+        self.policies = Policies(spec, state=state, clock=self.clock).start()
+        # The new prober knows nothing yet: the next pass plans without pseudo-dead ones.
+        event(logging.INFO, "SIGHUP: probe or state file settings changed; policies start afresh")
+
+    def apply_safely(self, catalog: Catalog, changed_at: float) -> Outcome:
+        """`apply`, but a failure nobody planned for (disk full, a template error) is
+        reported like any failed apply: the sidecar must outlive it."""
+        try:
+            return self.apply(catalog, changed_at)
+        except Exception as exc:  # noqa: BLE001 - the loop must not die; the log says what
+            why = f"{type(exc).__name__}: {exc}"
+            self.health.applied, self.health.apply_error = False, why
+            event(logging.ERROR, f"apply failed unexpectedly: {why}; will retry")
+            return Outcome(Result.FAILED, error=why)
+
+    def apply(self, catalog: Catalog, changed_at: float) -> Outcome:
+        """guard → observe → plan → render → verify → install → reload → confirm → record.
+
+        `changed_at` (monotonic) is when the change was noticed: the change-to-served
+        latency is measured from there."""
+        self.next_change = None  # until this pass plans again: never wake on a stale step
+        effective = self._guard(catalog)
+        now = self.clock.wall()
+        observed = self.policies.observe(effective, now)
+        self._observed_dead = observed.dead
+        result = build(
+            self.spec, effective, binary=self.binary, cache=self.cache, now=now, observed=observed
+        )
+        self.metrics.renders.inc()
+        text, plan = result.text, result.plan
+        self.next_change = plan.next_change_at
+        self.metrics.warming.set(warming_count(plan))
+        self.metrics.pseudo_dead.set(len(observed.dead))
+        output = Path(self.spec.nginx.output)
+        installed = _read_text(output)
+        generation = config_generation(text) or ""
+
+        if self.dry_run:
+            return self._dry_run(installed, text, result.verdict.ok, result.verdict.findings)
+        if text == installed and self._serving(generation) and not self.certs.pending:
+            self._succeeded(plan, generation, changed_at, observe=False)
+            return Outcome(Result.UNCHANGED)
+        if text == self.failed_text:
+            return Outcome(Result.SKIPPED)
+        if not result.verdict.ok:
+            self.metrics.validation_failures.inc()
+            first = str(result.verdict.findings[0])
+            event(
+                logging.ERROR,
+                "rendered config is invalid; not installed, nginx keeps the running one",
+                findings=[str(f) for f in result.verdict.findings[:10]],
+            )
+            return self._failed(text, f"validation: {first}")
+
+        reason = self._reason(plan)
+        done = install(
+            text,
+            generation,
+            self.spec.nginx,
+            self.binary,
+            installed=installed,
+            confirm_timeout=self.spec.watch.confirm_timeout,
+            clock=self.clock,
+        )
+        self._count(done, reason)
+        if done.failed == "write":
+            # Nothing changed on disk. Not remembered as failed text: once the disk has
+            # room again (or the path is fixed) the same config goes in on the next pass.
+            self.health.applied, self.health.apply_error = False, done.error
+            event(logging.ERROR, f"apply failed: {done.error}; nginx keeps the running config")
+            return Outcome(Result.FAILED, done, reason, done.error)
+        if done.written and done.written.in_place and not self._said_in_place:
+            self._said_in_place = True
+            event(logging.WARNING, f"{output}: rename impossible (bind mount?); writing in place")
+        self._nginx_running = done.running
+        if not done.ok:
+            return self._failed(text, done.error, done, reason)
+        diff = diff_plans(self.applied_plan, plan)
+        verb = "reloaded" if self._nginx_running else "installed"
+        event(
+            logging.INFO,
+            f"{verb}: {diff.summary()} ({REASON_WORDS[reason]})",
+            reason=reason,
+            generation=generation,
+            upstreams=len(plan.upstreams),
+            servers=plan.server_count,
+            **diff.as_dict(),
+        )
+        for note in plan.notes:
+            event(logging.INFO, f"note: {note}")
+        self._succeeded(plan, generation, changed_at, observe=True)
+        # After the reload, off the change-to-served path: collect, then move the survivors
+        # (plan, caches) out of the collector's sight (util/heap.py says why).
+        self.heap.settle()
+        return Outcome(Result.APPLIED, done, reason)
+
+    def _guard(self, catalog: Catalog) -> Catalog:
+        """The catalog to plan with: sudden removals held, flapping instances pinned."""
+        guarded = self.hold.check(self.accepted, catalog, self.clock.monotonic())
+        for reason in guarded.released:
+            event(logging.WARNING, f"removal confirmed by consecutive reads: {reason}")
+        if guarded.held:
+            for reason in guarded.held.reasons:
+                event(logging.WARNING, f"holding a sudden removal until confirmed: {reason}")
+        self.health.held = "; ".join(guarded.held.reasons) if guarded.held else ""
+        self.metrics.held.set(len(guarded.held.keys) if guarded.held else 0)
+        self.accepted = guarded.catalog
+        damped = self.flaps.apply(guarded.catalog, self.clock.monotonic())
+        for line in damped.started:
+            event(logging.WARNING, line)
+        for line in damped.released:
+            event(logging.INFO, line)
+        self.health.flapping = ", ".join(damped.held)
+        self.metrics.flap_held.set(len(damped.held))
+        self.metrics.set_catalog(damped.catalog)
+        return damped.catalog
+
+    def _count(self, done: Installed, reason: str) -> None:
+        if done.reloaded:
+            self.metrics.reloads.labels(reason).inc()
+        if done.failed in ("reload", "confirm"):
+            self.metrics.reload_failures.inc()
+        if done.rolled_back:
+            self.metrics.rollbacks.inc()
+
+    def _reason(self, plan: Plan) -> str:
+        """Why this config differs from the one serving (telemetry.RELOAD_REASONS)."""
+        last = self.applied_plan
+        if last is None:
+            return "start"
+        if self._spec_reloaded:
+            return "spec"
+        if self.certs.pending:
+            return "certificate"
+        if plan.catalog_fingerprint != last.catalog_fingerprint:
+            return "registry"
+        if self._observed_dead != self._applied_dead:
+            return "probe"
+        # Same spec, registry and probe verdicts: only the clock moved a ramp on.
+        return "warmup" if last.next_change_at is not None else "registry"
+
+    def not_served(self, generation: str) -> str | None:
+        """For /healthz: None when nginx serves `generation`, else why not. Cheap: one
+        loopback request with a short timeout, or (no status listener) a look at the
+        master's pid."""
+        nginx = self.spec.nginx
+        if self.dry_run:
+            return None
+        if nginx.status_listen != "off":
+            seen = serving_generation(nginx.status_listen, timeout=HEALTH_PROBE_TIMEOUT)
+            if seen == generation:
+                return None
+            if seen is None:
+                return f"nginx does not answer on its status listener {nginx.status_listen}"
+            return f"nginx serves generation {seen}, not {generation}"
+        pid, why = find_master(nginx.pid)
+        return None if pid is not None else f"nginx is not running ({why})"
+
+    def _serving(self, generation: str) -> bool:
+        """Is the running nginx on this generation (or is there no way to tell)?"""
+        listen = self.spec.nginx.status_listen
+        if listen == "off" or self.applied_plan is not None:
+            return True  # checked when we applied it
+        seen = serving_generation(listen)
+        return seen is None or seen == generation  # None: nginx not running; nothing to do
+
+    def _succeeded(self, plan: Plan, generation: str, changed_at: float, *, observe: bool) -> None:
+        self.applied_plan = plan
+        self.certs.served()
+        self._applied_dead = self._observed_dead
+        self._spec_reloaded = False
+        self.policies.installed()  # first-seen times count from a config that serves
+        self.failed_text = None
+        self.health.applied, self.health.apply_error = True, ""
+        self.health.generation = generation
+        self.metrics.last_sync.set(self.clock.wall().timestamp())
+        if observe:
+            self.metrics.latency.observe(self.clock.monotonic() - changed_at)
+
+    def _failed(
+        self, text: str, why: str, done: Installed | None = None, reason: str = ""
+    ) -> Outcome:
+        self.failed_text = text
+        self.health.applied, self.health.apply_error = False, why
+        event(logging.ERROR, f"apply failed: {why}; retrying when something changes")
+        return Outcome(Result.FAILED, done, reason, why)
+
+    def _dry_run(
+        self, installed: str | None, text: str, ok: bool, findings: tuple[object, ...]
+    ) -> Outcome:
+        show_text_diff(installed, text, str(self.spec.nginx.output))
+        if not ok:
+            for finding in findings:
+                event(logging.ERROR, f"candidate is invalid: {finding}")
+            return Outcome(Result.FAILED, error="validation")
+        return Outcome(Result.UNCHANGED if installed == text else Result.APPLIED)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,89 @@
+"""What changed: between two plans, in the words an operator reads in a reload log line;
+between the installed text and a candidate, as `watch --dry-run` shows it."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from ..model.plan import Plan
+
+
+@dataclass(frozen=True)
+class PlanDiff:
+    services_added: tuple[str, ...] = ()
+    services_removed: tuple[str, ...] = ()  # no upstream any more: routes answer 503
+    servers_added: tuple[str, ...] = ()  # "service address"
+    servers_removed: tuple[str, ...] = ()
+    reweighted: tuple[str, ...] = ()  # "service address 5->10"
+    other: bool = False  # something else changed (routes, settings, templates)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.as_dict() or self.other)
+
+    def as_dict(self) -> dict[str, Any]:
+        fields = {
+            "services_added": self.services_added,
+            "services_removed": self.services_removed,
+            "servers_added": self.servers_added,
+            "servers_removed": self.servers_removed,
+            "reweighted": self.reweighted,
+        }
+        return {k: list(v) for k, v in fields.items() if v}
+
+    def summary(self, limit: int = 5) -> str:
+        parts = []
+        for key, values in self.as_dict().items():
+            more = f" (+{len(values) - limit})" if len(values) > limit else ""
+            shown = ", ".join(values[:limit]) + more
+            parts.append(f"{key.replace('_', ' ')}: {shown}")
+        if not parts:
+            parts.append("settings or routes changed" if self.other else "no change")
+        return "; ".join(parts)
+
+
+def diff_plans(old: Plan | None, new: Plan) -> PlanDiff:
+    before = {u.name: u for u in old.upstreams} if old else {}
+    after = {u.name: u for u in new.upstreams}
+    added, removed, reweighted = [], [], []
+    for name in before.keys() & after.keys():
+        if before[name] is after[name] or before[name] == after[name]:
+            continue
+        b = {s.address: s for s in before[name].servers}
+        a = {s.address: s for s in after[name].servers}
+        added += [f"{name} {addr}" for addr in a.keys() - b.keys()]
+        removed += [f"{name} {addr}" for addr in b.keys() - a.keys()]
+        reweighted += [
+            f"{name} {addr} {b[addr].weight}->{a[addr].weight}"
+            for addr in a.keys() & b.keys()
+            if a[addr].weight != b[addr].weight
+        ]
+    diff = PlanDiff(
+        services_added=tuple(sorted(after.keys() - before.keys())),
+        services_removed=tuple(sorted(before.keys() - after.keys())),
+        servers_added=tuple(sorted(added)),
+        servers_removed=tuple(sorted(removed)),
+        reweighted=tuple(sorted(reweighted)),
+    )
+    other = old is None or old.locations != new.locations or (diff.empty and old != new)
+    return PlanDiff(**{**diff.__dict__, "other": other})
+
+
+def show_text_diff(installed: str | None, candidate: str, output: str) -> None:
+    """A unified diff of `output` against the candidate text, on stdout (coloured on a
+    terminal): what `watch --dry-run` would change."""
+    from rich.console import Console
+    from rich.text import Text
+
+    out = Console(highlight=False)
+    lines = difflib.unified_diff(
+        (installed or "").splitlines(keepends=True),
+        candidate.splitlines(keepends=True),
+        fromfile=f"{output} (installed)",
+        tofile=f"{output} (candidate)",
+    )
+    styles = {"+": "green", "-": "red", "@": "cyan"}
+    for line in lines:
+        out.print(Text(line.rstrip("\n"), style=styles.get(line[:1], "")), soft_wrap=True)

@@ -1,0 +1,381 @@
+"""`nginxgen watch`: keep a running nginx/OpenResty in step with the registry, unattended.
+
+The loop, one step at a time:
+
+    wait for a change ─▶ debounce ─▶ read ─▶ apply (apply.py: guard ─▶ observe ─▶ build ─▶
+        ▲                                       install ─▶ reload ─▶ confirm ─▶ record)
+        └──────────────────────────────────────────────┘
+
+A change is a registry event, a warm-up step falling due (the plan's next_change_at), the
+prober finding an instance pseudo-dead or healthy again, a held removal or a flapping
+instance due for another look, a resync, or a SIGHUP. This module decides only *when*:
+waits, debounce, backoff and signals, all on an injected Clock, so tests drive them.
+
+Registry errors never end the loop: the last good catalog stays in force, reads are
+retried with capped exponential backoff and jitter, and /healthz says the data is stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..model.catalog import Catalog
+from ..pipeline import (
+    BuildCache,
+    NginxMissing,
+    ensure_runtime_dirs,
+    nginx_for_test,
+    untested_warning,
+)
+from ..sources import RegistryError, Source, open_source
+from ..spec import Spec, SpecError, load_spec
+from ..util.atomic_write import remove_stale_temps
+from ..util.backoff import Backoff
+from ..util.clock import Clock
+from .apply import Applier, Outcome, Result
+from .telemetry import Health, Metrics, StatusServer, event
+
+# Longest single block on the registry: SIGHUP, schedules and holds are noticed this fast.
+WAIT_SLICE = 1.0
+# Wake this much after a warm-up step boundary, so the plan surely sees the new step.
+SCHEDULE_MARGIN = 0.01
+# Longest single sleep: a signal is noticed at least this often.
+NAP = 0.5
+
+
+class ListenError(Exception):
+    """watch.listen cannot be bound; one sentence for the user (exit 2)."""
+
+
+class _Interrupted(Exception):
+    """Raised by the signal handler, only while the loop is idly waiting."""
+
+
+@dataclass
+class Options:
+    once: bool = False
+    dry_run: bool = False
+    listen: bool = True  # serve /healthz and /metrics (off for --once)
+
+
+class Watcher:
+    def __init__(
+        self,
+        config_path: Path,
+        spec: Spec,
+        options: Options | None = None,
+        source: Source | None = None,  # tests pass a fake; default: spec.registry
+        clock: Clock | None = None,  # tests pass one they drive; default: the system's
+    ) -> None:
+        self.config_path = config_path
+        self.spec = spec
+        self.options = options or Options()
+        self.clock = clock or Clock()
+        self.metrics = Metrics()
+        self.health = Health()
+        cache = BuildCache()
+        binary = nginx_for_test(spec, None, cache.versions)  # NginxMissing: exit 2
+        # Bound before anything is touched: a second watcher stops here, harmlessly.
+        self._server: StatusServer | None = self._bind()
+        self.source: Source = source or open_source(spec.registry, spec.service_names)
+        self.backoff = Backoff(spec.watch.backoff.initial, spec.watch.backoff.max)
+        self.applier = Applier(
+            spec,
+            binary,
+            metrics=self.metrics,
+            health=self.health,
+            clock=self.clock,
+            cache=cache,
+            dry_run=self.options.dry_run,
+        )
+        self.last_read = 0.0
+        self.stopping = False
+        self.reload_spec = False
+        self._interruptible = False
+        self._dropped_said: set[str] = set()
+        if binary is None:
+            event(logging.WARNING, untested_warning(spec))
+        if not self.options.dry_run:
+            # The directories the spec names (output, temp_dir, pid): nginx needs them.
+            ensure_runtime_dirs(spec)
+            for tmp in remove_stale_temps(spec.nginx.output):
+                event(logging.INFO, f"removed {tmp}, left behind by an interrupted install")
+
+    def _bind(self) -> StatusServer | None:
+        """The /healthz and /metrics listener, bound now and served once `run` starts.
+        A dry run or a single pass binds nothing."""
+        listen = self.spec.watch.listen
+        opts = self.options
+        if not opts.listen or listen == "off" or opts.once or opts.dry_run:
+            return None
+        try:
+            return StatusServer(listen, self.health, self.metrics)
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            hint = " (is another nginxgen watch running?)" if exc.errno == errno.EADDRINUSE else ""
+            raise ListenError(f"watch.listen {listen}: cannot listen: {why}{hint}") from None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Loop until SIGTERM/SIGINT (exit 0). With --once: 0 applied, 1 failed."""
+        self._install_signals()
+        if self._server is not None:
+            self._server.start()
+            event(logging.INFO, "health and metrics listening", listen=self.spec.watch.listen)
+        try:
+            if self.options.once or self.options.dry_run:
+                return self.one_pass()  # the ramp as it stands now; no probes, no waiting
+            self.applier.policies.start()
+            self.loop()
+            return 0
+        finally:
+            self.applier.policies.close()
+            if self._server:
+                self._server.stop()
+            self.source.close()
+            event(logging.INFO, "stopped")
+
+    def one_pass(self) -> int:
+        try:
+            catalog = self.read()
+        except RegistryError:
+            return 1
+        outcome = self.applier.apply_safely(catalog, self.clock.monotonic())
+        return 0 if outcome.result in (Result.APPLIED, Result.UNCHANGED) else 1
+
+    def apply(self, catalog: Catalog) -> Outcome:
+        """Apply `catalog` now (see Applier.apply), as the loop does after a change."""
+        return self.applier.apply_safely(catalog, self.clock.monotonic())
+
+    def loop(self) -> None:
+        changed_at = self.clock.monotonic()
+        woke = "start"  # what ended the last wait (see wait_for_change)
+        while not self.stopping:
+            if self.reload_spec:
+                self._reread_spec()
+            try:
+                if woke == "probe":
+                    # Instances failing together flip within moments: one reload for all.
+                    self.sleep(self.spec.watch.debounce.min)
+                catalog = self.read()
+                if woke == "registry":
+                    catalog = self.settle(catalog, changed_at)
+            except RegistryError:
+                accepted = self.applier.accepted
+                if woke in ("probe", "warmup", "certificate") and accepted is not None:
+                    # Probe verdicts, ramp steps and renewed certificates do not wait for
+                    # the registry to return.
+                    self.applier.apply_safely(accepted, changed_at)
+                    woke = "error"
+                self.sleep(self.backoff.next())
+                continue
+            self.backoff.reset()
+            if self.stopping:
+                break
+            self.applier.apply_safely(catalog, changed_at)
+            woke = self.wait_for_change(catalog.version)
+            changed_at = self.clock.monotonic()
+
+    # --- the steps ---------------------------------------------------------------------
+
+    def read(self) -> Catalog:
+        """One registry read; failures are counted, logged and marked stale, then re-raised."""
+        try:
+            catalog = self.source.read()
+        except RegistryError as exc:
+            self._registry_failed(str(exc))
+            raise
+        except Exception as exc:  # an adapter bug must not end the loop either
+            self._registry_failed(f"{type(exc).__name__}: {exc}")
+            raise RegistryError(str(exc)) from exc
+        self.metrics.reads.inc()
+        self.last_read = self.clock.monotonic()
+        # Every read counts for flap damping, also the ones a debounce window swallows.
+        self.applier.flaps.observe(catalog, self.last_read)
+        if self.health.stale_since is not None:
+            event(logging.INFO, "registry readable again", source=catalog.source)
+        self.health.stale_since = None
+        self.metrics.stale.set(0)
+        # Say each refused entry once, not on every read while it stays in the registry.
+        dropped = {str(d) for d in catalog.dropped}
+        for line in sorted(dropped - self._dropped_said):
+            event(logging.WARNING, f"dropped {line}")
+        self._dropped_said = dropped
+        return catalog
+
+    def _registry_failed(self, message: str) -> None:
+        self.metrics.read_errors.inc()
+        self.metrics.stale.set(1)
+        if self.health.stale_since is None:
+            self.health.stale_since = self.clock.wall().timestamp()
+        self.health.stale_reason = message
+        event(
+            logging.ERROR,
+            "registry unavailable; keeping the last good catalog",
+            error=message,
+            retry_after=f"{self.backoff.initial:g}s..{self.backoff.cap:g}s",
+        )
+
+    def settle(self, catalog: Catalog, first_change: float) -> Catalog:
+        """Debounce: wait until the registry is quiet for `min`, at most `max` in all.
+
+        Every event inside the window is read (so the last state wins) but nothing is
+        rendered until the window closes: 100 events give one reload.
+        """
+        window = self.spec.watch.debounce
+        latest = first_change + window.max
+        while not self.stopping:
+            quiet_until = min(self.clock.monotonic() + window.min, latest)
+            remaining = quiet_until - self.clock.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                moved = self._idle(self._wait, catalog.version, remaining)
+            except RegistryError as exc:
+                self._registry_failed(str(exc))
+                raise
+            if not moved:
+                break
+            catalog = self.read()
+        return catalog
+
+    def wait_for_change(self, version: str) -> str:
+        """Block until the registry moves ("registry"), a warm-up step falls due
+        ("warmup"), the prober's verdict changes ("probe"), a certificate file changes
+        ("certificate"), a held removal needs another look ("hold"), a flapping instance
+        is due for release ("flap"), a resync is due ("resync"), waiting failed ("error"),
+        or a signal asks for attention ("spec", "stop"). Returns which."""
+        applier = self.applier
+        due = self._schedule_due()
+        slice_ = self._wait_slice()
+        while True:
+            if self.stopping:
+                return "stop"
+            if self.reload_spec:
+                return "spec"
+            if applier.certs.changed():
+                applier.failed_text = None  # a new file is a change, even for the same text
+                return "certificate"
+            if applier.policies.changed.is_set():
+                return "probe"
+            now = self.clock.monotonic()
+            deadline, why = self.last_read + self.spec.watch.resync, "resync"
+            hold = applier.hold
+            if hold.holding and self.last_read + hold.recheck_every < deadline:
+                deadline, why = self.last_read + hold.recheck_every, "hold"
+            release = applier.flaps.next_release()
+            if release is not None and release < deadline:
+                deadline, why = release, "flap"
+            if due is not None and due < deadline:
+                deadline, why = due, "warmup"
+            if now >= deadline:
+                return why
+            timeout = min(slice_, deadline - now)
+            try:
+                if self._idle(self._wait, version, timeout):
+                    return "registry"
+            except RegistryError as exc:
+                self._registry_failed(str(exc))
+                self.sleep(self.backoff.next())
+                return "error"
+
+    def _wait_slice(self) -> float:
+        """How long one registry wait may block. The prober's `changed` event cannot cut a
+        registry wait short, so with probes on the wait is cut into half probe intervals:
+        a flip is noticed within the time the prober needed to see it anyway."""
+        interval = self.applier.policies.probe_interval
+        if interval is None:
+            return WAIT_SLICE
+        return min(WAIT_SLICE, max(0.05, interval / 2))
+
+    def _wait(self, version: str, timeout: float) -> bool:
+        try:
+            return self.source.wait(version, timeout)
+        except (RegistryError, _Interrupted):
+            raise
+        except Exception as exc:  # an adapter bug must not end the loop either
+            raise RegistryError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _schedule_due(self) -> float | None:
+        """The last plan's next_change_at as a monotonic deadline (the plan's clock is
+        wall time)."""
+        next_change = self.applier.next_change
+        if next_change is None:
+            return None
+        delay = (next_change - self.clock.wall()) / timedelta(seconds=1)
+        return self.clock.monotonic() + max(0.0, delay) + SCHEDULE_MARGIN
+
+    # --- signals ------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        event(logging.INFO, f"{signal.Signals(signum).name}: finishing the current step")
+        self.stopping = True
+        if self._interruptible:
+            raise _Interrupted
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_spec = True
+        if self._interruptible:
+            raise _Interrupted
+
+    def _idle(self, fn: Callable[..., bool], *args: Any) -> bool:
+        """Run a blocking wait that a signal may cut short (then: False)."""
+        try:
+            try:
+                self._interruptible = True
+                if self.stopping or self.reload_spec:
+                    return False
+                return fn(*args)
+            finally:
+                self._interruptible = False
+        except _Interrupted:
+            return False
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds` on the clock, cut short by a signal."""
+        deadline = self.clock.monotonic() + seconds
+        while not (self.stopping or self.reload_spec) and self.clock.monotonic() < deadline:
+            self._idle(self._nap, min(NAP, deadline - self.clock.monotonic()))
+
+    def _nap(self, seconds: float) -> bool:
+        self.clock.sleep(seconds)
+        return False
+
+    def _reread_spec(self) -> None:
+        """SIGHUP: read the spec and templates again; keep the old ones if broken."""
+        self.reload_spec = False
+        try:
+            spec = load_spec(self.config_path)
+            binary = nginx_for_test(spec, None, self.applier.cache.versions)
+            ensure_runtime_dirs(spec)
+        except (SpecError, NginxMissing, OSError) as exc:
+            event(logging.ERROR, f"SIGHUP: spec not reloaded, keeping the running one: {exc}")
+            return
+        source = None
+        if spec.registry != self.spec.registry or spec.service_names != self.spec.service_names:
+            try:
+                source = open_source(spec.registry, spec.service_names)
+            except RegistryError as exc:  # e.g. a secret's variable is not set
+                event(logging.ERROR, f"SIGHUP: spec not reloaded, keeping the running one: {exc}")
+                return
+        if source is not None:
+            self.source.close()
+            self.source = source
+        self.spec = spec
+        self.backoff = Backoff(spec.watch.backoff.initial, spec.watch.backoff.max)
+        self.applier.adopt(spec, binary)
+        event(logging.INFO, "SIGHUP: spec and templates reloaded", spec=str(self.config_path))

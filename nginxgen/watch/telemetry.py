@@ -1,0 +1,253 @@
+"""What the sidecar tells the world: log lines, Prometheus metrics, and /healthz."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from ..model.catalog import Catalog
+
+log = logging.getLogger("nginxgen.watch")
+
+# --- logs -------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, msg, and the record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}) or {})
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`HH:MM:SS level message key=value ...` for terminals and plain log files."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        fields = getattr(record, "fields", {}) or {}
+        extra = "".join(f" {k}={_short(v)}" for k, v in fields.items())
+        return f"{stamp} {record.levelname.lower():7} {record.getMessage()}{extra}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def setup_logging(fmt: str, level: int = logging.INFO) -> None:
+    """Logs go to stderr: text (rich on a terminal) or JSON lines."""
+    handler: logging.Handler
+    if fmt == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    elif sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(_RichFields())
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(TextFormatter())
+    # On the package's logger, so the prober's and the state file's lines come out alike.
+    root = logging.getLogger("nginxgen")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class _RichFields(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {}) or {}
+        return record.getMessage() + "".join(f" {k}={_short(v)}" for k, v in fields.items())
+
+
+def event(level: int, msg: str, **fields: Any) -> None:
+    log.log(level, msg, extra={"fields": fields})
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+# Why a reload happened, first match wins: the first config of this process; a reloaded
+# spec (SIGHUP); a different catalog; a different pseudo-dead set; a warm-up step (the clock).
+RELOAD_REASONS = ("start", "spec", "registry", "probe", "warmup", "certificate")
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The sidecar's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.reads = Counter("nginxgen_registry_reads", "Successful registry reads.", registry=r)
+        self.read_errors = Counter(
+            "nginxgen_registry_errors", "Failed registry reads and waits.", registry=r
+        )
+        self.renders = Counter("nginxgen_renders", "Configs rendered.", registry=r)
+        self.validation_failures = Counter(
+            "nginxgen_validation_failures",
+            "Rendered configs refused by crossplane, round-trip or nginx -t.",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "nginxgen_reloads",
+            "Reloads of nginx onto a new config, by what caused them (see RELOAD_REASONS).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in RELOAD_REASONS:
+            self.reloads.labels(reason)  # every reason shows, at 0, from the start
+        self.reload_failures = Counter(
+            "nginxgen_reload_failures",
+            "Reloads that failed or did not serve the new config in time.",
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "nginxgen_rollbacks", "Previous configs restored after a failed reload.", registry=r
+        )
+        self.instances = Gauge(
+            "nginxgen_service_instances",
+            "Instances per service in the effective catalog.",
+            ["service"],
+            registry=r,
+        )
+        self.held = Gauge(
+            "nginxgen_removals_held",
+            "Instances kept although the registry dropped them (awaiting confirmation).",
+            registry=r,
+        )
+        self.last_sync = Gauge(
+            "nginxgen_last_sync_timestamp_seconds",
+            "When the running config last matched the registry (Unix time).",
+            registry=r,
+        )
+        self.stale = Gauge(
+            "nginxgen_registry_stale", "1 while serving the last good catalog.", registry=r
+        )
+        self.warming = Gauge(
+            "nginxgen_instances_warming_up",
+            "Instances on a warm-up ramp in the last planned config.",
+            registry=r,
+        )
+        self.flap_held = Gauge(
+            "nginxgen_instances_flap_held",
+            "Instances pinned by flap damping until they are stable (watch.flap).",
+            registry=r,
+        )
+        self.pseudo_dead = Gauge(
+            "nginxgen_instances_pseudo_dead",
+            "Instances failing their health probes (kept out unless their whole service fails).",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "nginxgen_change_to_served_seconds",
+            "From noticing a registry change to nginx serving the new config.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._services: dict[str, int] = {}
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        counts = {name: len(insts) for name, insts in catalog.services.items()}
+        for name in self._services.keys() - counts.keys():
+            self.instances.remove(name)
+        for name, n in counts.items():
+            if self._services.get(name) != n:
+                self.instances.labels(name).set(n)
+        self._services = counts
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# --- health -----------------------------------------------------------------------------
+
+
+@dataclass
+class Health:
+    """The answer /healthz gives; written by the loop, read by the HTTP thread."""
+
+    applied: bool | None = None  # None: nothing applied yet
+    apply_error: str = ""
+    stale_since: float | None = None
+    stale_reason: str = ""
+    generation: str = ""
+    held: str = ""
+    flapping: str = ""
+    # Asked on every /healthz once a config is applied: None when nginx serves this
+    # generation, else why not (nginx stopped, or reloaded onto something else).
+    served: Callable[[str], str | None] | None = None
+
+    def status(self, now: float | None = None) -> tuple[int, str]:
+        now = time.time() if now is None else now
+        if self.stale_since is not None:
+            ago = now - self.stale_since
+            return 503, f"registry stale for {ago:.0f}s, serving the last good catalog: " + (
+                self.stale_reason
+            )
+        if self.applied is None:
+            return 503, "no config applied yet"
+        if not self.applied:
+            return 503, f"last apply failed: {self.apply_error}"
+        problem = self.served(self.generation) if self.served else None
+        if problem:
+            return 503, f"generation {self.generation or '-'} is not served: {problem}"
+        note = f"; holding: {self.held}" if self.held else ""
+        note += f"; flapping, pinned: {self.flapping}" if self.flapping else ""
+        return 200, f"ok: generation {self.generation or '-'}{note}"
+
+
+class StatusServer:
+    """/healthz and /metrics on a loopback port, served from a daemon thread."""
+
+    def __init__(self, listen: str, health: Health, metrics: Metrics) -> None:
+        host, _, port = listen.rpartition(":")
+        this = self
+        self.health, self.metrics = health, metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.split("?")[0] == "/healthz":
+                    code, text = this.health.status()
+                    body, ctype = (text + "\n").encode(), "text/plain; charset=utf-8"
+                elif self.path.split("?")[0] == "/metrics":
+                    code, body, ctype = 200, this.metrics.exposition(), CONTENT_TYPE_LATEST
+                else:
+                    code, body, ctype = 404, b"try /healthz or /metrics\n", "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer((host, int(port)), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> StatusServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,309 @@
+"""The watch loop's pieces, driven by a fake Source (no nginx needed)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from nginxgen.model.catalog import Catalog, Instance
+from nginxgen.sources import RegistryError
+from nginxgen.spec import Spec
+from nginxgen.watch.apply import Result
+from nginxgen.watch.loop import Options, Watcher
+from nginxgen.watch.telemetry import Health, Metrics
+from tests.helpers import REPO, fake_master
+from tests.helpers.clock import FakeClock
+from tests.helpers.source import FakeSource
+
+
+def make_spec(tmp_path: Path, **watch: object) -> Spec:
+    return Spec.model_validate(
+        {
+            "registry": {"kind": "file", "path": str(tmp_path / "unused.yaml")},
+            "nginx": {
+                "flavor": "nginx",
+                "output": str(tmp_path / "nginx.conf"),
+                "pid": str(tmp_path / "nginx.pid"),
+                "status_listen": "off",
+            },
+            "watch": {"listen": "off", **watch},
+            "routes": [{"path": "/", "service": "app"}],
+        }
+    )
+
+
+@pytest.fixture
+def watcher(tmp_path, monkeypatch):
+    """Factory: a Watcher on `source` (and its clock), with no nginx binary to test with."""
+
+    def make(source: FakeSource, **watch: object) -> Watcher:
+        monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
+        spec = make_spec(tmp_path, **watch)
+        return Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
+
+    return make
+
+
+@pytest.fixture
+def master(tmp_path):
+    """A process that passes for the nginx master in nginx.pid (ignores SIGHUP)."""
+    proc = fake_master("nginx: master process /usr/sbin/nginx", exit_on_hup=False)
+    (tmp_path / "nginx.pid").write_text(f"{proc.pid}\n")
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_apply_installs_then_reports_unchanged(watcher, tmp_path):
+    w = watcher(FakeSource(9001))
+    assert w.apply(w.source.read()).result is Result.APPLIED
+    assert "server 127.0.0.1:9001" in (tmp_path / "nginx.conf").read_text()
+    assert w.apply(w.source.read()).result is Result.UNCHANGED
+
+
+def test_health_is_ok_only_while_a_master_serves_the_config(watcher, tmp_path):
+    """Installed is not served: without nginx running, /healthz must not say ok."""
+    w = watcher(FakeSource(9001))
+    assert w.apply(w.source.read()).result is Result.APPLIED
+    pid_file = tmp_path / "nginx.pid"
+    code, text = w.health.status()
+    assert code == 503, text
+    # status_listen is off here: no generation to ask for, so the master's pid decides.
+    assert text == f"generation - is not served: nginx is not running (no pid in {pid_file})"
+    proc = fake_master("nginx: master process /usr/sbin/nginx", exit_on_hup=False)
+    try:
+        pid_file.write_text(f"{proc.pid}\n")
+        assert w.health.status() == (200, "ok: generation -")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert w.health.status()[1].endswith(f"(pid {proc.pid} from {pid_file} is gone)")
+
+
+def test_invalid_text_is_not_installed_nor_retried_until_something_changes(
+    watcher, tmp_path, monkeypatch
+):
+    source = FakeSource(9001)
+    w = watcher(source)
+    w.apply(source.read())
+    good = (tmp_path / "nginx.conf").read_text()
+    from nginxgen.verify import Finding
+
+    invalid = "nginxgen.verify.incremental.round_trip"
+    monkeypatch.setattr(invalid, lambda parsed, plan: [Finding("x", "bad")])
+    source.set(9001, 9002)
+    assert w.apply(source.read()).result is Result.FAILED
+    assert (tmp_path / "nginx.conf").read_text() == good
+    assert w.health.status() == (503, "last apply failed: validation: [x] bad")
+    assert w.apply(source.read()).result is Result.SKIPPED
+    monkeypatch.undo()
+    source.set(9001, 9003)
+    assert w.apply(source.read()).result is Result.APPLIED
+    assert w.metrics.validation_failures._value.get() == 1
+
+
+def test_debounce_applies_the_last_state_once_the_registry_is_quiet(watcher):
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
+    w = watcher(source, debounce={"min": "150ms", "max": "5s"})
+    catalog = source.read()
+    start = clock.now
+    for n, port in enumerate(range(9002, 9022)):  # 20 events, 20 ms apart
+        source.at(start + 0.02 * n, port)
+    settled = w.settle(catalog, start)
+    assert [i.port for i in settled.services["app"]] == [9021]
+    # Quiet for `min` after the last event (at 0.38 s), and not a moment longer.
+    assert clock.now - start == pytest.approx(0.38 + 0.15)
+
+
+def test_debounce_gives_up_waiting_for_quiet_at_max(watcher):
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
+    w = watcher(source, debounce={"min": "200ms", "max": "500ms"})
+    start = clock.now
+    for n in range(1, 100):  # a registry that never stops changing
+        source.at(start + 0.02 * n, 9001 + n)
+    settled = w.settle(source.read(), start)
+    assert clock.now - start == pytest.approx(0.5)
+    assert [i.port for i in settled.services["app"]] == [9001 + 25]  # the state at `max`
+
+
+def test_registry_errors_mark_stale_and_keep_the_applied_config(watcher, tmp_path, master):
+    source = FakeSource(9001)
+    w = watcher(source)
+    w.apply(source.read())
+    source.broken = True
+    with pytest.raises(RegistryError):
+        w.read()
+    code, text = w.health.status()
+    assert code == 503 and "stale" in text and "connection refused" in text
+    assert w.metrics.stale._value.get() == 1
+    assert "127.0.0.1:9001" in (tmp_path / "nginx.conf").read_text()
+    source.broken = False
+    w.read()
+    assert w.health.status()[0] == 200
+
+
+def test_loop_wakes_when_a_planned_change_falls_due(watcher):
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
+    w = watcher(source)
+    w.apply(w.read())
+    w.applier.next_change = clock.wall() + timedelta(milliseconds=200)
+    start = clock.now
+    assert w.wait_for_change(str(source.version)) == "warmup"
+    # At the step, plus the margin that makes sure the plan sees it; not at the 1s slice.
+    assert clock.now - start == pytest.approx(0.2 + 0.01)
+
+
+def test_next_change_at_hook_is_none_without_time_based_policies(tmp_path):
+    from nginxgen.plan import next_change_at
+
+    assert next_change_at(make_spec(tmp_path), Catalog({}), datetime.now()) is None
+
+
+def test_health_explains_itself():
+    h = Health()
+    assert h.status() == (503, "no config applied yet")
+    h.applied, h.generation, h.held = True, "abc", "service 'a' emptied"
+    assert h.status() == (200, "ok: generation abc; holding: service 'a' emptied")
+    h.stale_since, h.stale_reason = 100.0, "etcd: timeout"
+    assert h.status(now=130.0) == (
+        503,
+        "registry stale for 30s, serving the last good catalog: etcd: timeout",
+    )
+
+
+def test_metrics_follow_services_that_come_and_go():
+    m = Metrics()
+    m.set_catalog(Catalog({"a": (Instance("a1", "a", "127.0.0.1", 1),), "b": ()}))
+    m.set_catalog(Catalog({"a": ()}))
+    text = m.exposition().decode()
+    assert 'nginxgen_service_instances{service="a"} 0.0' in text
+    assert 'service="b"' not in text
+
+
+def test_once_exits_1_when_the_registry_cannot_be_read(watcher):
+    source = FakeSource(9001)
+    source.broken = True
+    w = watcher(source)
+    w.options = Options(once=True)
+    assert w.one_pass() == 1
+
+
+def test_the_sidecar_example_spec_is_valid():
+    from nginxgen.spec import load_spec
+
+    spec = load_spec(REPO / "examples/sidecar/nginxgen.yaml")
+    assert spec.watch.debounce.min == 0.2 and spec.nginx.status_listen == "127.0.0.1:9181"
+
+
+def test_an_unexpected_failure_is_reported_not_fatal(watcher, tmp_path, monkeypatch):
+    source = FakeSource(9001)
+    w = watcher(source)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("nginxgen.deploy.install.write_atomic", full_disk)
+    assert w.apply(source.read()).result is Result.FAILED
+    code, text = w.health.status()
+    assert code == 503 and "No space left on device" in text
+
+
+def test_a_failure_after_install_puts_the_old_bytes_back(watcher, tmp_path, monkeypatch):
+    source = FakeSource(9001)
+    w = watcher(source)
+    old = b"# hand-edited\r\n# caf\xe9\r\n"
+    (tmp_path / "nginx.conf").write_bytes(old)
+
+    def broken_reload(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("reload machinery broke")
+
+    monkeypatch.setattr("nginxgen.deploy.install.reload_nginx", broken_reload)
+    assert w.apply(source.read()).result is Result.FAILED
+    assert (tmp_path / "nginx.conf").read_bytes() == old
+    assert "reload machinery broke" in w.health.status()[1]
+
+
+def test_an_install_error_keeps_the_file_and_is_retried(watcher, tmp_path, monkeypatch):
+    """Disk full: nothing changed, health says why, and the next pass tries again."""
+    source = FakeSource(9001)
+    w = watcher(source)
+    from nginxgen.util.atomic_write import InstallError
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise InstallError(f"cannot write {tmp_path / 'nginx.conf'}: no space left on device")
+
+    monkeypatch.setattr("nginxgen.deploy.install.write_atomic", full)
+    assert w.apply(source.read()).result is Result.FAILED
+    assert w.health.status() == (
+        503,
+        f"last apply failed: install: cannot write {tmp_path / 'nginx.conf'}: "
+        "no space left on device",
+    )
+    monkeypatch.undo()
+    assert w.apply(source.read()).result is Result.APPLIED  # not SKIPPED
+
+
+def test_an_adapter_bug_becomes_a_registry_error(watcher):
+    source = FakeSource(9001)
+    w = watcher(source)
+    source.read = lambda: {}["boom"]  # type: ignore[method-assign]
+    with pytest.raises(RegistryError):
+        w.read()
+    assert "KeyError" in w.health.stale_reason
+    source.wait = lambda version, timeout: 1 / 0  # type: ignore[method-assign]
+    with pytest.raises(RegistryError, match="ZeroDivisionError"):
+        w._wait("0", 0.1)
+
+
+def test_a_changed_certificate_reloads_once_with_reason_certificate(tmp_path, monkeypatch, master):
+    """nginx.conf does not change when a certificate is renewed; nginx must still reload."""
+    from tests.helpers.certs import make_cert, write_pair
+
+    now = datetime.now(timezone.utc)
+    cert, key = write_pair(tmp_path, "a", [make_cert(["a.test"], now=now)])
+    spec = Spec.model_validate(
+        {
+            "registry": {"kind": "file", "path": str(tmp_path / "unused.yaml")},
+            "nginx": {
+                "flavor": "nginx",
+                "output": str(tmp_path / "nginx.conf"),
+                "pid": str(tmp_path / "nginx.pid"),
+                "status_listen": "off",
+                "listen": [{"port": 8443, "tls": True}],
+            },
+            "watch": {"listen": "off"},
+            "hosts": [
+                {
+                    "server_names": ["a.test"],
+                    "tls": {"cert": str(cert), "key": str(key)},
+                    "routes": [{"path": "/", "service": "app"}],
+                }
+            ],
+        }
+    )
+    monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
+    source = FakeSource(9001)
+    w = Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
+    reloads = w.metrics.reloads.labels("certificate")
+    assert w.apply(source.read()).result is Result.APPLIED
+    assert not w.applier.certs.changed()
+
+    write_pair(tmp_path, "a", [make_cert(["a.test"], now=now)])  # renewed: same paths
+    assert w.wait_for_change(str(source.version)) == "certificate"
+    assert w.apply(source.read()).result is Result.APPLIED
+    assert reloads._value.get() == 1
+    # Served now: the next pass has nothing to do.
+    assert w.apply(source.read()).result is Result.UNCHANGED
+    assert reloads._value.get() == 1
+
+    # A renewal that does not match its key is refused; the running config stays.
+    other = make_cert(["a.test"], now=now)
+    cert.write_bytes(other.pem())
+    assert w.wait_for_change(str(source.version)) == "certificate"
+    assert w.apply(source.read()).result is Result.FAILED
+    assert reloads._value.get() == 1
