@@ -42,9 +42,10 @@ class BuildCache:
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
 
-    def reload_templates(self) -> None:
-        """SIGHUP: read the templates again; rendered blocks go with the old ones."""
-        self.render = RenderCache()
+    def reload_templates(self, overrides: str | None = None) -> None:
+        """SIGHUP, or another templates_dir: read the templates again; rendered blocks go
+        with the old ones."""
+        self.render = RenderCache(overrides=overrides)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def build(
     warnings = tuple(str(c) for c in certs if c.level == "warning")
     if warnings:
         plan = replace(plan, notes=plan.notes + warnings)
+    if cache.render.overrides != spec.templates_dir:
+        cache.reload_templates(spec.templates_dir)
     modules = lua_modules(spec.nginx, cache.versions) if plan_uses_lua(plan) else ()
     if spec.streams:
         modules += stream_modules(spec.nginx, cache.versions)

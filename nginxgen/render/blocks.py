@@ -1,6 +1,7 @@
 """The render stage's memos, owned by one RenderCache (a BuildCache part).
 
-The Jinja environment (templates are read once, until a SIGHUP makes a new cache), each
+The Jinja environment (templates are read once, until a SIGHUP makes a new cache; the
+spec's `templates_dir` overrides nginxgen's partials by name), each
 upstream and location block's text, cached by value so an unchanged service is not
 rendered again, and each block text's digest for the generation hash.
 """
@@ -32,9 +33,16 @@ MAX_BLOCKS = 65536
 MAX_DIGESTS = 262_144
 
 
-def environment(templates: Path) -> jinja2.Environment:
+def environment(templates: Path, overrides: Path | None = None) -> jinja2.Environment:
+    """`overrides` (templates_dir) wins by file name, also for the `{% include %}`s inside
+    nginxgen's own partials; "nginxgen/NAME" always names the bundled one, so an override
+    can wrap it."""
+    builtin = jinja2.FileSystemLoader(str(templates))
+    loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({"nginxgen": builtin}), builtin]
+    if overrides is not None:
+        loaders.insert(0, jinja2.FileSystemLoader(str(overrides)))
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
+        loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -58,8 +66,16 @@ class RenderCache:
     """Templates and rendered blocks. Blocks are cached by value (the Plan's frozen
     Upstream and Location), so equal inputs always give the text they gave before."""
 
-    def __init__(self, templates: Path | None = None, max_blocks: int = MAX_BLOCKS) -> None:
-        self.env = env = environment(templates or resource_dir("templates"))
+    def __init__(
+        self,
+        templates: Path | None = None,
+        max_blocks: int = MAX_BLOCKS,
+        *,
+        overrides: str | None = None,
+    ) -> None:
+        self.overrides = overrides  # the spec's templates_dir, None: nginxgen's own only
+        where = Path(overrides) if overrides else None
+        self.env = env = environment(templates or resource_dir("templates"), where)
         self._digests: dict[str, bytes] = {}
 
         # lru_caches on closures over `env`, not over self: no reference cycle to collect.

@@ -20,8 +20,6 @@ Key = tuple[Any, ...]
 
 def unrendered_keys(spec: Spec) -> list[tuple[Key, str]]:
     out: list[tuple[Key, str]] = []
-    if spec.templates_dir:
-        out.append((("templates_dir",), "templates_dir"))
     for vh in spec.virtual_hosts:
         for i, route in enumerate(vh.routes):
             out += [((*vh.route_key(i), key), what) for key, what in _route_keys(route)]

@@ -128,7 +128,7 @@ class Applier:
         """SIGHUP: carry on under a reloaded spec and templates."""
         self.spec = spec
         self.binary = binary
-        self.cache.reload_templates()
+        self.cache.reload_templates(spec.templates_dir)
         self.hold = RemovalHold(spec.watch.guard)
         self.certs = CertificateFiles(certificate_files(spec))  # the spec reload reloads them
         if spec.watch.flap != self.flaps.config:

@@ -300,3 +300,33 @@ def test_a_bad_snippet_is_refused_with_its_line_and_nothing_is_written(workdir):
     assert "routes[0].snippets: line 1 of the snippet:" in result.stderr
     assert f"{spec}:" in result.stderr and "Traceback" not in result.stderr
     assert not conf.exists()
+
+
+def test_a_templates_dir_partial_serves_through_real_nginx(workdir, backends, nginx_runner):
+    """An override of a partial nginxgen includes (gateway_location.conf.j2), wrapping the
+    bundled one: its header reaches the client, and traffic still reaches the backend."""
+    require_nginx()
+    users = backends("users")
+    port = free_port()
+    partials = workdir / "partials"
+    partials.mkdir()
+    (partials / "gateway_location.conf.j2").write_text(
+        '{% include "nginxgen/gateway_location.conf.j2" %}\n'
+        '            add_header X-Team "platform" always;\n'
+    )
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {"flavor": "nginx", "pid": "nginx.pid", "listen": f"127.0.0.1:{port}"},
+            "templates_dir": "partials",
+            "routes": [{"path": "/", "service": "users"}],
+        },
+        {"users": [{"id": "u1", "address": users.address}]},
+    )
+    conf = workdir / "nginx.conf"
+    result = render(spec, conf)
+    assert result.returncode == 0, result.stderr
+    nginx_runner(conf, workdir / "nginx.pid", port)
+    status, headers, _ = plain(port, "localhost", "/hello")
+    assert status == 200 and headers["X-Backend"] == "users"
+    assert headers["X-Team"] == "platform"
