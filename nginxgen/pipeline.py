@@ -8,11 +8,11 @@ No module keeps a memo of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .deploy.nginx_bin import Binary, VersionInfo, find_binary, lua_modules
+from .deploy.nginx_bin import Binary, VersionInfo, find_binary, lua_modules, stream_modules
 from .model.catalog import Catalog
 from .model.observed import Observed
 from .model.plan import Plan
@@ -20,8 +20,9 @@ from .plan import PlanMemo, make_plan
 from .render import RenderCache, render_parts
 from .sources.resolve import HostKinds, drop_unresolvable
 from .spec import Spec
+from .tls.certs import check_certificates
 from .util.heap import without_collector
-from .verify import Verdict, VerifyCache, verify_rendered
+from .verify import Finding, Verdict, VerifyCache, verify_rendered
 
 
 class NginxMissing(Exception):
@@ -41,9 +42,10 @@ class BuildCache:
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
 
-    def reload_templates(self) -> None:
-        """SIGHUP: read the templates again; rendered blocks go with the old ones."""
-        self.render = RenderCache()
+    def reload_templates(self, overrides: str | None = None) -> None:
+        """SIGHUP, or another templates_dir: read the templates again; rendered blocks go
+        with the old ones."""
+        self.render = RenderCache(overrides=overrides)
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,22 @@ def build(
     now: datetime | None = None,
     observed: Observed | None = None,
 ) -> Build:
+    now = now or datetime.now(timezone.utc)
     catalog = drop_unresolvable(catalog, cache.hosts)
-    plan = make_plan(spec, catalog, now or datetime.now(timezone.utc), observed, memo=cache.plans)
+    plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+    # Certificates before nginx sees them: an error keeps the running config serving.
+    certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
+    errors = tuple(Finding("certificate", str(c)) for c in certs if c.level == "error")
+    if errors:
+        return Build(plan, "", Verdict(errors, False))
+    warnings = tuple(str(c) for c in certs if c.level == "warning")
+    if warnings:
+        plan = replace(plan, notes=plan.notes + warnings)
+    if cache.render.overrides != spec.templates_dir:
+        cache.reload_templates(spec.templates_dir)
     modules = lua_modules(spec.nginx, cache.versions) if plan_uses_lua(plan) else ()
+    if spec.streams:
+        modules += stream_modules(spec.nginx, cache.versions)
     rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render)
     if binary is not None:
         ensure_runtime_dirs(spec)

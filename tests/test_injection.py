@@ -129,6 +129,8 @@ ALLOWED = {
     # metrics (on by default): Lua modules, their shared dict, the hooks, /metrics
     "load_module", "lua_package_path", "lua_shared_dict", "init_by_lua_block",
     "init_worker_by_lua_block", "log_by_lua_block", "content_by_lua_block",
+    # streams: and websocket routes, which registry instances feed too
+    "stream", "proxy_timeout",
 }  # fmt: skip
 
 
@@ -139,9 +141,17 @@ def walk(block: list[dict[str, Any]]):
             yield from walk(d.get("block", []))
 
 
-def make_spec(tmp: Path, names: list[str]) -> Any:
-    routes = "\n".join(f"  - {{path: /r{i}/, service: '{n}'}}" for i, n in enumerate(names))
-    text = f"registry: {{kind: file, path: s.yaml}}\nnginx: {{listen: 8080}}\nroutes:\n{routes}\n"
+def make_spec(tmp: Path, names: list[str], flavor: str = "openresty") -> Any:
+    routes = "\n".join(
+        f"  - {{path: /r{i}/, service: '{n}', websocket: {str(i % 2 == 0).lower()}}}"
+        for i, n in enumerate(names)
+    )
+    # Every service feeds a stream too: its instances reach the stream {} block as well.
+    streams = "\n".join(f"  - {{listen: {7000 + i}, service: '{n}'}}" for i, n in enumerate(names))
+    text = (
+        f"registry: {{kind: file, path: s.yaml}}\nnginx: {{listen: 8080, flavor: {flavor}}}\n"
+        f"routes:\n{routes}\nstreams:\n{streams}\n"
+    )
     return parse_spec(text, tmp / "nginxgen.yaml")
 
 
@@ -183,7 +193,9 @@ def assert_no_syntax(tmp_path: Path, catalog: Catalog) -> None:
     assert {d["directive"] for d in directives} <= ALLOWED
     # Exactly one server line per planned server, each with the planned address.
     servers = [d["args"][0] for d in directives if d["directive"] == "server" and d.get("args")]
-    assert sorted(servers) == sorted(s.address for u in result.plan.upstreams for s in u.servers)
+    stream = result.plan.surface.stream
+    planned = [*result.plan.upstreams, *(stream.upstreams if stream else ())]
+    assert sorted(servers) == sorted(s.address for u in planned for s in u.servers)
 
 
 # EndpointSlices as a hostile API server could send them: every field the adapter reads
@@ -256,8 +268,9 @@ def test_nginx_accepts_whatever_survives_the_catalog(
 ) -> None:
     catalog = parse_registry(registry_file(services, as_json), "s.yaml")
     tmp = Path("/tmp")
-    spec = make_spec(tmp, sorted(catalog.services) or ["users"])
-    result = build(spec, catalog, binary=require_nginx().binary, cache=BuildCache())
+    install = require_nginx("stream")
+    spec = make_spec(tmp, sorted(catalog.services) or ["users"], install.flavor)
+    result = build(spec, catalog, binary=install.binary, cache=BuildCache())
     # DNS names that do not resolve are the only acceptable nginx -t failure.
     problems = [
         f

@@ -75,12 +75,24 @@ def lua_modules(nginx: NginxSpec, versions: VersionInfo | None = None) -> tuple[
     versions = versions or VersionInfo()
     if resolved_flavor(nginx, versions) == "openresty":
         return ()
-    base = nginx.modules_path
-    if base is None:
-        binary = find_binary(nginx, versions)
-        m = re.search(r"--modules-path=(\S+)", versions.text(binary.path)) if binary else None
-        base = m.group(1) if m else DEFAULT_MODULES_PATH
+    base = _modules_path(nginx, versions)
     return (f"{base}/ndk_http_module.so", f"{base}/ngx_http_lua_module.so")
+
+
+def stream_modules(nginx: NginxSpec, versions: VersionInfo | None = None) -> tuple[str, ...]:
+    """Debian builds stream as a module (libnginx-mod-stream); OpenResty has it built in."""
+    versions = versions or VersionInfo()
+    if resolved_flavor(nginx, versions) == "openresty":
+        return ()
+    return (f"{_modules_path(nginx, versions)}/ngx_stream_module.so",)
+
+
+def _modules_path(nginx: NginxSpec, versions: VersionInfo) -> str:
+    if nginx.modules_path is not None:
+        return nginx.modules_path
+    binary = find_binary(nginx, versions)
+    m = re.search(r"--modules-path=(\S+)", versions.text(binary.path)) if binary else None
+    return m.group(1) if m else DEFAULT_MODULES_PATH
 
 
 @dataclass(frozen=True)

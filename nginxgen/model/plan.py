@@ -13,6 +13,7 @@ from typing import Any
 
 from ..spec import Failover, RedisSpec, Timeouts
 from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
+from .surface import Surface
 
 # --- the gateway's cross-cutting pieces (plan.gateway decides them) ----------------------
 
@@ -160,6 +161,7 @@ class Upstream(_HashedOnce):
     keepalive: int
     zone: str | None
     balance: tuple[str, ...] = ()  # the balancing directive; () for round robin
+    snippet: str | None = None  # services.NAME.snippets: the spec author's nginx text
 
     __hash__ = _HashedOnce._hash_once
 
@@ -179,6 +181,13 @@ class Location(_HashedOnce):
     cache: RouteCache | None = None  # served from Redis by lua/nginxgen/cache.lua
     upstream_host: str | None = None  # the Host (and X-Forwarded-Host) sent; None: $host
     cleared_headers: tuple[str, ...] = FORWARDING_CLEARED  # request headers never sent upstream
+    server: int = 0  # the host whose server block holds it (Surface.servers[].index)
+    regex: bool = False  # `location ~ path`
+    websocket: bool = False  # Upgrade passed through (the $nginxgen_connection map)
+    streaming: bool = False  # unbuffered, uncompressed
+    grpc: bool = False  # grpc_pass; "nobody alive" is a gRPC UNAVAILABLE
+    hsts_var: str | None = None  # repeated where a location's own add_header drops the server's
+    snippet: str | None = None  # routes[].snippets: the spec author's nginx text, last
 
     __hash__ = _HashedOnce._hash_once
 
@@ -198,6 +207,7 @@ class Plan:
     cache: CacheSetup | None = None  # set when a route with an upstream caches
     # Next warm-up step boundary: the watch loop re-plans then, even with no registry event.
     next_change_at: datetime | None = None
+    surface: Surface = Surface()  # server blocks, listeners, TLS, streams (model/surface.py)
 
     @property
     def server_count(self) -> int:

@@ -67,7 +67,7 @@ def cache_notes(spec: Spec) -> tuple[str, ...]:
     return tuple(
         f"route {route_id(r)!r}: cache.headers is obsolete and ignored: every response "
         "header is stored except hop-by-hop ones and Set-Cookie"
-        for r in spec.routes
+        for r in spec.flat_routes
         if r.cache is not None and r.cache.headers
     )
 

@@ -22,6 +22,9 @@ def header_var(header: str) -> str:
 
 
 def route_label(route: Route) -> str:
+    if route.match == "regex":
+        # A label is an nginx string, where `$` starts a variable: anchors are left out.
+        return "~" + route.path.replace("$", "")
     return f"={route.path}" if route.exact else route.path
 
 
@@ -35,7 +38,7 @@ def plan_gateway(spec: Spec) -> tuple[Gateway, tuple[Guard, ...]]:
     zones: dict[tuple[str, str], LimitZone] = {}
     key_sets: dict[tuple[str, ...], KeySet] = {}
     guards = []
-    for i, route in enumerate(spec.routes):
+    for i, route in enumerate(spec.flat_routes):
         guard = Guard(label=route_label(route), limit_conn=route.limit_conn)
         auth = route.auth
         if auth and auth.api_keys:
@@ -78,7 +81,7 @@ def plan_gateway(spec: Spec) -> tuple[Gateway, tuple[Guard, ...]]:
         guards.append(guard)
     gateway = Gateway(
         zones=tuple(zones.values()),
-        conn_zone=any(r.limit_conn for r in spec.routes),
+        conn_zone=any(r.limit_conn for r in spec.flat_routes),
         key_sets=tuple(key_sets.values()),
         status_listen=None if spec.nginx.status_listen == "off" else spec.nginx.status_listen,
         metrics=spec.nginx.metrics,

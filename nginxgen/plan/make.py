@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime
 
 from ..model.catalog import Catalog, ServiceDigests
 from ..model.names import FORWARDING_CLEARED
 from ..model.observed import Observed
 from ..model.plan import CacheSetup, Location, Plan, Upstream
+from ..model.surface import StreamBlock
 from ..spec import ServicePolicy, Spec
 from ..util.heap import without_collector
 from .cache import cache_notes, cache_setup, route_cache
 from .gateway import plan_gateway
 from .memo import ServiceMemo
 from .service import Planned, plan_service
+from .surface import plan_surface, stream_servers
 
 
 class PlanMemo:
@@ -96,10 +99,25 @@ def make_plan(
                 notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
             upstreams[name] = planned.upstream
-        locations, cache = fixed.locations(upstreams.keys())
+        http = {n: u for n, u in upstreams.items() if n in fixed.http_names}
+        locations, cache = fixed.locations(http.keys())
+        surface = fixed.surface
+        if spec.streams:
+            # Stream upstreams have their own namespace and no keepalive or snippets.
+            stream_ups = tuple(
+                replace(upstreams[n], keepalive=0, snippet=None)
+                for n in spec.stream_service_names
+                if n in upstreams
+            )
+            block = StreamBlock(
+                upstreams=stream_ups,
+                servers=stream_servers(spec, frozenset(u.name for u in stream_ups)),
+                snippet=spec.snippets.stream.text if spec.snippets.stream else None,
+            )
+            surface = replace(surface, stream=block)
 
     return Plan(
-        upstreams=tuple(upstreams.values()),
+        upstreams=tuple(http.values()),
         locations=locations,
         catch_all=fixed.catch_all,
         notes=tuple(notes),
@@ -111,6 +129,7 @@ def make_plan(
         gateway=fixed.gateway,
         cache=cache,
         next_change_at=min(changes, default=None),
+        surface=surface,
     )
 
 
@@ -133,12 +152,17 @@ class SpecPlan:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec  # held, so PlanMemo's identity check stays sound
         self.service_names = spec.service_names
+        self.http_names = frozenset(spec.http_service_names)
+        self.surface = plan_surface(spec)
+        # Every host's routes in one list, the default host's first: their index is the
+        # one the gateway's guards and the cache use.
+        self.routes = [(i, r) for i, vh in enumerate(spec.virtual_hosts) for r in vh.routes]
         self.zone = None if spec.nginx.upstream_zone == "off" else spec.nginx.upstream_zone
         self.gateway, self.guards = plan_gateway(spec)
-        self.catch_all = not any(r.path == "/" and not r.exact for r in spec.routes)
+        self.catch_all = not any(r.path == "/" and r.match == "prefix" for r in spec.routes)
         self.notes = cache_notes(spec)
         self._default: ServicePolicy | None = None
-        n = len(spec.routes)
+        n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
         self._unavailable: list[Location | None] = [None] * n
         self._last: tuple[frozenset[str], tuple[Location, ...], CacheSetup | None] | None = None
@@ -156,7 +180,7 @@ class SpecPlan:
         if self._last is not None and self._last[0] == live:
             return self._last[1], self._last[2]
         out = []
-        for i, r in enumerate(self.spec.routes):
+        for i, (_, r) in enumerate(self.routes):
             serving = r.service in live
             variants = self._serving if serving else self._unavailable
             loc = variants[i]
@@ -169,7 +193,7 @@ class SpecPlan:
         return locations, cache
 
     def _location(self, i: int, serving: bool) -> Location:
-        r = self.spec.routes[i]
+        host, r = self.routes[i]
         guard = self.guards[i]
         # A route answering 503 on purpose has nothing worth caching.
         cache = route_cache(self.spec, i, r, guard) if serving else None
@@ -193,4 +217,11 @@ class SpecPlan:
             cache=cache,
             upstream_host=cache.key_host if cache else None,
             cleared_headers=cleared,
+            server=host,
+            regex=r.match == "regex",
+            websocket=r.websocket,
+            streaming=r.streaming,
+            grpc=r.protocol == "grpc",
+            hsts_var=self.surface.hsts_var(host),
+            snippet=r.snippets.text if r.snippets else None,
         )

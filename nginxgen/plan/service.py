@@ -139,6 +139,7 @@ def plan_service(
         keepalive=policy.keepalive,
         zone=upstream_zone(zone, len(servers)),
         balance=balance,
+        snippet=policy.snippets.text if policy.snippets else None,
     )
     planned = Planned(upstream, tuple(notes), tuple(refused), tuple(changes))
     return planned, intersect(windows), keys

@@ -1,6 +1,7 @@
 """The render stage's memos, owned by one RenderCache (a BuildCache part).
 
-The Jinja environment (templates are read once, until a SIGHUP makes a new cache), each
+The Jinja environment (templates are read once, until a SIGHUP makes a new cache; the
+spec's `templates_dir` overrides nginxgen's partials by name), each
 upstream and location block's text, cached by value so an unchanged service is not
 rendered again, and each block text's digest for the generation hash.
 """
@@ -16,16 +17,32 @@ import jinja2
 from ..model.names import CONN_ZONE
 from ..model.plan import Location, Upstream
 from ..util.resources import resource_dir
-from .filters import balance_arg, comment, lua_string, lua_value, nginx_time, nginx_token, nginx_var
+from .filters import (
+    balance_arg,
+    comment,
+    lua_string,
+    lua_value,
+    nginx_regex,
+    nginx_time,
+    nginx_token,
+    nginx_var,
+)
 
 # Blocks kept per kind: 10,000 services and routes fit with room for their last versions.
 MAX_BLOCKS = 65536
 MAX_DIGESTS = 262_144
 
 
-def environment(templates: Path) -> jinja2.Environment:
+def environment(templates: Path, overrides: Path | None = None) -> jinja2.Environment:
+    """`overrides` (templates_dir) wins by file name, also for the `{% include %}`s inside
+    nginxgen's own partials; "nginxgen/NAME" always names the bundled one, so an override
+    can wrap it."""
+    builtin = jinja2.FileSystemLoader(str(templates))
+    loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({"nginxgen": builtin}), builtin]
+    if overrides is not None:
+        loaders.insert(0, jinja2.FileSystemLoader(str(overrides)))
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
+        loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -40,6 +57,7 @@ def environment(templates: Path) -> jinja2.Environment:
         comment=comment,
         var=nginx_var,
         balance_arg=balance_arg,
+        regex=nginx_regex,
     )
     return env
 
@@ -48,8 +66,16 @@ class RenderCache:
     """Templates and rendered blocks. Blocks are cached by value (the Plan's frozen
     Upstream and Location), so equal inputs always give the text they gave before."""
 
-    def __init__(self, templates: Path | None = None, max_blocks: int = MAX_BLOCKS) -> None:
-        self.env = env = environment(templates or resource_dir("templates"))
+    def __init__(
+        self,
+        templates: Path | None = None,
+        max_blocks: int = MAX_BLOCKS,
+        *,
+        overrides: str | None = None,
+    ) -> None:
+        self.overrides = overrides  # the spec's templates_dir, None: nginxgen's own only
+        where = Path(overrides) if overrides else None
+        self.env = env = environment(templates or resource_dir("templates"), where)
         self._digests: dict[str, bytes] = {}
 
         # lru_caches on closures over `env`, not over self: no reference cycle to collect.

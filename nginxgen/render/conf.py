@@ -19,7 +19,8 @@ from .blocks import RenderCache
 
 # Marks where the cached blocks and the status server go. NUL can never come out of a
 # template filter, so a mark cannot collide with rendered data.
-_UPSTREAMS, _LOCATIONS, _STATUS = "\x00U\n", "\x00L\n", "\x00S"
+_UPSTREAMS, _STATUS = "\x00U\n", "\x00S"
+_SERVER_MARK = "\x00L{}"  # where server {index}'s locations go, inside its block
 GENERATION_RE = re.compile(r"return 200 ([0-9a-f]{16});")
 
 
@@ -67,7 +68,7 @@ def render_parts(
         plan=plan,
         nginx=nginx,
         upstreams=[_UPSTREAMS[:-1]],
-        locations=[_LOCATIONS[:-1]],
+        locations={s.index: _SERVER_MARK.format(s.index) for s in plan.surface.servers},
         modules=modules,
         temp_dir=temp_dir,
         version=__version__,
@@ -80,10 +81,18 @@ def render_parts(
     locs = tuple((loc, cache.location(loc, metrics)) for loc in plan.locations)
     # Split the small marked text rather than replacing in the 10 MB one: no big copies.
     head, rest = marked.split(_UPSTREAMS)
-    middle, rest = rest.split(_LOCATIONS)
+    # Each server's locations go at its mark: skeleton pieces and block runs alternate.
+    pieces: list[str] = []
+    runs: list[list[tuple[Location, str]]] = []
+    by_server: dict[int, list[tuple[Location, str]]] = {}
+    for loc, t in locs:
+        by_server.setdefault(loc.server, []).append((loc, t))
+    for srv in plan.surface.servers:
+        piece, rest = rest.split(_SERVER_MARK.format(srv.index) + "\n", 1)
+        pieces.append(piece)
+        runs.append(by_server.get(srv.index, []))
     before_status, _, tail = rest.partition(_STATUS)
     blocks_u = "\n".join([t for _, t in ups]) + "\n" if ups else ""
-    blocks_l = "\n".join([t for _, t in locs]) + "\n" if locs else ""
     status = ""
     if plan.gateway.status_listen:
         # Blocks enter the hash by their own (cached) digests: hashing 10 MB on every
@@ -92,16 +101,22 @@ def render_parts(
         digest.update(head.encode("utf-8"))
         for _, t in ups:
             digest.update(cache.digest(t))
-        digest.update(middle.encode("utf-8"))
-        for _, t in locs:
-            digest.update(cache.digest(t))
+        for piece, run in zip(pieces, runs, strict=True):
+            digest.update(piece.encode("utf-8"))
+            for _, t in run:
+                digest.update(cache.digest(t))
         digest.update(before_status.encode("utf-8"))
         digest.update(tail.encode("utf-8"))
         gen = digest.hexdigest()[:16]
         template = cache.env.get_template("status_server.conf.j2")
         status = template.render(generation=gen, **context).rstrip("\n")
-    text = "".join([head, blocks_u, middle, blocks_l, before_status, status, tail])
-    skeleton = head + middle + before_status + status + tail
+    body: list[str] = [head, blocks_u]
+    for piece, run in zip(pieces, runs, strict=True):
+        body.append(piece)
+        if run:
+            body.append("\n".join([t for _, t in run]) + "\n")
+    text = "".join([*body, before_status, status, tail])
+    skeleton = head + "".join(pieces) + before_status + status + tail
     return Rendered(text, skeleton, ups, locs)
 
 

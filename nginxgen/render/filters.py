@@ -82,6 +82,15 @@ def balance_arg(value: Any) -> str:
     raise RenderError(f"refusing to place {text!r} in an upstream balancing directive")
 
 
+def nginx_regex(value: Any) -> str:
+    """A location regex as one quoted token. Unlike `nginx_token` it allows `$` (an anchor
+    there: nginx expands no variables in a location regex); the spec checked the pattern."""
+    text = str(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise RenderError(f"refusing to place {text!r} in nginx.conf")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def nginx_time(seconds: float) -> str:
     """Seconds → nginx time token ('5s', '250ms')."""
     ms = round(seconds * 1000)

@@ -1,8 +1,10 @@
 """nginxgen.yaml → Spec, validated, with errors that name the file, key and line.
 
-Two override levels mirror nginx's own: location-level settings (failover, timeouts)
-live on `routes` and fall back to `defaults`; upstream-level settings (health, keepalive)
-live in `services: {NAME: ...}` and fall back to `defaults`. Fallback is per key.
+Override levels mirror nginx's own: location-level settings (failover, timeouts) live on
+`routes` and fall back to their host's (`hosts:`), then to `defaults`; upstream-level
+settings (health, keepalive) live in `services: {NAME: ...}` and fall back to `defaults`.
+Fallback is per key. The HTTP surface (listeners, hosts, streams, snippets) is described
+in docs/http-surface.md.
 """
 
 from __future__ import annotations
@@ -13,12 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..util.yaml_load import SafeLoader, YamlError, load_yaml
-from .cache import CacheSpec, L1Cache, RedisSpec, identity_problem
-from .fields import DEFAULT_SPEC, Duration, Model, SpecError, SpecPath, Token, parse_duration
+from .cache import CacheSpec, L1Cache, RedisSpec
+from .fields import (
+    DEFAULT_SPEC,
+    Duration,
+    Model,
+    SpecError,
+    SpecPath,
+    Token,
+    dotted_key,
+    keyed,
+    parse_duration,
+)
 from .gateway import ApiKeys, Auth, OptionalLimitConn, OptionalRateLimit, RateLimit
+from .hosts import HOST_ROUTE_KEYS, Host, HostPolicies, HostTLS, Hsts, VirtualHost
+from .http import Cors, HeaderChanges, Headers, Rewrite, UpstreamTLS
+from .listen import Listener
 from .nginx import NginxSpec
 from .policies import (
     HASH_KEY,
@@ -47,6 +62,11 @@ from .registries import (
     RegistrySpec,
     RegistryTLS,
 )
+from .routes import LONG_READ, MATCHES, Route, check_unique_paths, long_read_default
+from .snippets import Snippet, SnippetError, Snippets, parse_snippet
+from .streams import Stream, StreamFailover, StreamTimeouts
+from .surface import check_templates_dir, surface_problem
+from .unrendered import unrendered_keys
 from .watch import Backoff, Debounce, RemovalGuard, WatchSpec
 
 
@@ -79,68 +99,28 @@ SpecLoader.add_implicit_resolver(
 )
 
 
-class Route(Model):
-    path: str
-    service: str
-    exact: bool = False  # `location = path` instead of a prefix match
-    strip_prefix: bool = False  # send the path without the route prefix upstream
-    failover: Failover = Failover()
-    timeouts: Timeouts = Timeouts()
-    client_max_body_size: Token | None = None
-    rate_limit: OptionalRateLimit = None
-    limit_conn: OptionalLimitConn = None
-    auth: Auth | None = None
-    cache: CacheSpec | None = None
-
-    @model_validator(mode="after")
-    def _rate_key_needs_api_keys(self) -> Route:
-        if self.rate_limit and self.rate_limit.key == "api_key":
-            if self.auth is None or self.auth.api_keys is None:
-                raise ValueError("rate_limit.key api_key needs auth.api_keys on the same route")
-        return self
-
-    @model_validator(mode="after")
-    def _cache_keys_on_identity(self) -> Route:
-        if self.cache is not None:
-            auth = self.auth
-            forwarded = auth.forward_headers if auth else ()
-            problem = identity_problem(self.cache, forwarded, bool(auth and auth.api_keys))
-            if problem:
-                raise ValueError(problem)
-        return self
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not re.fullmatch(r"/[A-Za-z0-9._~!&'()*+,=:@%/-]*", v) or "'" in v:
-            raise ValueError(f"must start with '/' and hold only URL path characters: {v!r}")
-        return v
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, v: str) -> str:
-        from ..model.validate import is_safe_name
-
-        if not is_safe_name(v):
-            raise ValueError(f"not a valid service name: {v!r}")
-        return v
-
-
 class Spec(Model):
     registry: RegistrySpec
     # dict defaults are validated like user input, so default paths resolve against the spec.
     nginx: NginxSpec = Field(default_factory=dict)  # type: ignore[assignment]
     defaults: Defaults = Defaults()
     services: dict[str, ServicePolicy] = {}
-    routes: tuple[Route, ...] = Field(min_length=1)
+    # The default host. Given, it must list a route; left out, `hosts` or `streams` serve.
+    routes: tuple[Route, ...] = Field((), min_length=1, validate_default=False)
+    hosts: tuple[Host, ...] = ()
+    streams: tuple[Stream, ...] = ()
+    snippets: Snippets = Snippets()
+    templates_dir: SpecPath | None = None  # partial templates that replace nginxgen's by name
     redis: RedisSpec | None = None
     watch: WatchSpec = WatchSpec()
     source_path: str = ""  # set by load_spec; where this spec came from
+    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _inherit_defaults(cls, data: Any) -> Any:
-        """Fill each route and service from `defaults`, key by key."""
+        """Fill each route from its host and `defaults`, and each service from `defaults`,
+        key by key (the route's own value first, then the host's, then `defaults`)."""
         if not isinstance(data, dict):
             return data
         defaults = data.get("defaults") or {}
@@ -148,7 +128,13 @@ class Spec(Model):
             return data
         routes = data.get("routes")
         if isinstance(routes, list):
-            data = {**data, "routes": [_inherit(r, defaults, ROUTE_KEYS) for r in routes]}
+            data = {
+                **data,
+                "routes": [_inherit(long_read_default(r), defaults, ROUTE_KEYS) for r in routes],
+            }
+        hosts = data.get("hosts")
+        if isinstance(hosts, list):
+            data = {**data, "hosts": [_host_inherit(h, defaults) for h in hosts]}
         services = data.get("services")
         if isinstance(services, dict):
             data = {
@@ -157,25 +143,38 @@ class Spec(Model):
             }
         return data
 
+    @model_validator(mode="after")
+    def _something_to_serve(self) -> Spec:
+        if not (self.routes or self.hosts or self.streams):
+            raise ValueError("nothing to serve: give routes (the default host), hosts, or streams")
+        return self
+
     @field_validator("routes")
     @classmethod
     def _unique_paths(cls, routes: tuple[Route, ...]) -> tuple[Route, ...]:
-        seen: set[tuple[bool, str]] = set()
-        for route in routes:
-            key = (route.exact, route.path)
-            if key in seen:
-                raise ValueError(f"two routes have the same path {route.path!r}")
-            seen.add(key)
-        return routes
+        return check_unique_paths(routes)
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_dir(cls, v: str | None) -> str | None:
+        return None if v is None else check_templates_dir(v)
 
     @model_validator(mode="after")
     def _cache_needs_redis(self) -> Spec:
-        cached = [r.path for r in self.routes if r.cache is not None]
+        cached = [r.path for _, r in self.all_routes() if r.cache is not None]
         if cached and self.redis is None:
             raise ValueError(
                 f"route {cached[0]!r} has a cache but the spec has no top-level "
                 "`redis:` section (e.g. redis: {host: 127.0.0.1, port: 6379})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _surface_agrees(self) -> Spec:
+        """Listeners, hosts, routes and streams that cannot all be true at once."""
+        problem = surface_problem(self)
+        if problem:
+            raise keyed(*problem)
         return self
 
     def service_policy(self, name: str) -> ServicePolicy:
@@ -192,8 +191,70 @@ class Spec(Model):
 
     @property
     def service_names(self) -> list[str]:
-        """Services the routes need, in route order, without repeats."""
-        return list(dict.fromkeys(r.service for r in self.routes))
+        """Services the spec reads from the registry, in spec order, without repeats:
+        those of the routes (top-level first, then each host's), then the streams'."""
+        return list(dict.fromkeys(self.http_service_names + self.stream_service_names))
+
+    @property
+    def http_service_names(self) -> list[str]:
+        return list(dict.fromkeys(r.service for _, r in self.all_routes()))
+
+    @property
+    def stream_service_names(self) -> list[str]:
+        return list(dict.fromkeys(s.service for s in self.streams))
+
+    @property
+    def virtual_hosts(self) -> tuple[VirtualHost, ...]:
+        """Every host, the default one (top-level routes) first when there is one."""
+        out = []
+        if self.routes:
+            out.append(
+                VirtualHost(
+                    server_names=(self.nginx.server_name,),
+                    routes=self.routes,
+                    tls=None,
+                    snippets=None,
+                    default=True,
+                    key=(),
+                )
+            )
+        for i, h in enumerate(self.hosts):
+            out.append(
+                VirtualHost(h.server_names, h.routes, h.tls, h.snippets, False, ("hosts", i))
+            )
+        return tuple(out)
+
+    def all_routes(self) -> list[tuple[VirtualHost, Route]]:
+        return [(vh, r) for vh in self.virtual_hosts for r in vh.routes]
+
+    @property
+    def flat_routes(self) -> tuple[Route, ...]:
+        """Every host's routes, the default host's (top-level) first: the index the
+        planner gives each route's guard and cache."""
+        return tuple(r for _, r in self.all_routes())
+
+    def line(self, key: tuple[Any, ...]) -> int | None:
+        """The spec line of `key` (or of the nearest key around it); None when unknown."""
+        for i in range(len(key), 0, -1):
+            if key[:i] in self._lines:
+                return self._lines[key[:i]]
+        return None
+
+    def where(self, key: tuple[Any, ...]) -> str:
+        """`nginxgen.yaml:12: hosts[0].tls.cert` for messages about that key after loading."""
+        line = self.line(key)
+        at = f"{self.source_path}:{line}" if line else self.source_path or "spec"
+        return f"{at}: {dotted_key(key) or '(top level)'}"
+
+
+def _host_inherit(host: Any, defaults: Mapping[str, Any]) -> Any:
+    """A host's policies over `defaults`, then into each of its routes."""
+    if not isinstance(host, dict) or not isinstance(host.get("routes"), list):
+        return host
+    own = {k: host[k] for k in HOST_ROUTE_KEYS if k in host}
+    merged = _inherit(own, defaults, ROUTE_KEYS)
+    routes = [_inherit(long_read_default(r, host), merged, HOST_ROUTE_KEYS) for r in host["routes"]]
+    return {**host, "routes": routes}
 
 
 def _inherit(item: Any, defaults: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
@@ -211,7 +272,7 @@ def _inherit(item: Any, defaults: Mapping[str, Any], keys: tuple[str, ...]) -> A
     return out
 
 
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | Path, *, accept_unrendered: bool = False) -> Spec:
     """Read and validate a spec file. Raises SpecError naming file, key and line."""
     path = Path(path)
     try:
@@ -220,10 +281,12 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: spec file not found (use -c to choose one)") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec: {exc.strerror}") from None
-    return parse_spec(text, path)
+    return parse_spec(text, path, accept_unrendered=accept_unrendered)
 
 
-def parse_spec(text: str, path: Path) -> Spec:
+def parse_spec(text: str, path: Path, *, accept_unrendered: bool = False) -> Spec:
+    """Validate spec text. `accept_unrendered`: also accept keys this version validates
+    but does not render yet (spec/unrendered.py); only tests of those keys want that."""
     try:
         document = load_yaml(text, str(path), SpecLoader)
     except YamlError as exc:
@@ -233,18 +296,37 @@ def parse_spec(text: str, path: Path) -> Spec:
         raise SpecError(f"{path}: the spec must be a mapping with registry, nginx, routes")
     lines = _key_lines(node)
     context = {"base_dir": str(path.resolve().parent)}
-    # Validate defaults alone first, so a bad default is reported once, at its own line,
-    # rather than once per route that inherited it.
-    for model, key in ((Defaults, "defaults"),):
-        if isinstance(data.get(key), dict):
+    # Validate defaults (and each host's policies) alone first, so a bad default is
+    # reported once, at its own line, rather than once per route that inherited it.
+    alone: list[tuple[type[Model], Any, tuple[Any, ...]]] = [
+        (Defaults, data.get("defaults"), ("defaults",))
+    ]
+    hosts = data.get("hosts")
+    if isinstance(hosts, list):
+        for i, host in enumerate(hosts):
+            if isinstance(host, dict):
+                policies = {k: host[k] for k in HOST_ROUTE_KEYS if k in host}
+                alone.append((HostPolicies, policies, ("hosts", i)))
+    for model, value, prefix in alone:
+        if isinstance(value, dict):
             try:
-                model.model_validate(data[key], context=context)
+                model.model_validate(value, context=context)
             except ValidationError as exc:
-                raise SpecError(_format_errors(exc, path, lines, prefix=(key,))) from None
+                raise SpecError(_format_errors(exc, path, lines, prefix=prefix)) from None
     try:
         spec = Spec.model_validate({**data, "source_path": str(path)}, context=context)
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, path, lines)) from None
+    spec._lines = lines
+    if not accept_unrendered:
+        pending = unrendered_keys(spec)
+        if pending:
+            out = [
+                f"{spec.where(key)}: valid, but this version of nginxgen does not render "
+                f"{what} yet; refused rather than ignored"
+                for key, what in sorted(pending, key=lambda p: spec.line(p[0]) or 0)
+            ]
+            raise SpecError("\n".join(_capped(out, path)))
     return spec
 
 
@@ -284,21 +366,30 @@ def _format_errors(
         ):
             continue
         loc = _without_union_tag(prefix + tuple(err["loc"]))
+        if err["type"] == "spec_key":  # a model's check about one of its keys
+            loc += tuple(err["ctx"]["key"])
         line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-        key = _dotted(loc) or "(top level)"
+        key = dotted_key(loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the spec reference in the README)"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif "input" in err and err["type"] not in ("value_error",) and _short(err["input"]):
+        elif (
+            "input" in err
+            and err["type"] not in ("value_error", "spec_key")
+            and _short(err["input"])
+        ):
             msg += f" (got {err['input']!r})"
         out.append(f"{path}{f':{line}' if line else ''}: {_cut(key, 120)}: {_cut(msg, 240)}")
-    unique = list(dict.fromkeys(out))
+    return "\n".join(_capped(list(dict.fromkeys(out)), path))
+
+
+def _capped(unique: list[str], path: Path) -> list[str]:
     if len(unique) > MAX_ERRORS:  # 2,000 bad routes: the first ones say what is wrong
         more = len(unique) - MAX_ERRORS
         unique[MAX_ERRORS:] = [f"{path}: ... and {more} more error{'s' if more > 1 else ''}"]
-    return "\n".join(unique)
+    return unique
 
 
 def _cut(text: str, limit: int) -> str:
@@ -317,21 +408,18 @@ def _short(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) and len(str(value)) < 60
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 __all__ = [
     "ApiKeys",
     "Auth",
     "Backoff",
+    "balance_args",
     "CacheSpec",
+    "check_templates_dir",
+    "check_unique_paths",
     "ConsulRegistry",
-    "DEFAULT_SPEC",
+    "Cors",
     "Debounce",
+    "DEFAULT_SPEC",
     "Defaults",
     "Duration",
     "EtcdRegistry",
@@ -339,38 +427,59 @@ __all__ = [
     "Failover",
     "FileRegistry",
     "HASH_KEY",
+    "HeaderChanges",
+    "Headers",
     "Health",
+    "Host",
+    "HOST_ROUTE_KEYS",
+    "HostPolicies",
+    "HostTLS",
+    "Hsts",
+    "keyed",
     "KubernetesRegistry",
     "L1Cache",
+    "Listener",
+    "load_spec",
+    "LONG_READ",
+    "MATCHES",
     "Model",
-    "NEXT_UPSTREAM",
-    "NO_BACKUP_METHODS",
     "NacosRegistry",
+    "NEXT_UPSTREAM",
     "NginxSpec",
+    "NO_BACKUP_METHODS",
     "OptionalLimitConn",
     "OptionalRateLimit",
+    "parse_duration",
+    "parse_snippet",
+    "parse_spec",
     "Probe",
-    "REGISTRY_KINDS",
-    "ROUTE_KEYS",
     "RateLimit",
     "Recovery",
     "RedisSpec",
+    "REGISTRY_KINDS",
     "RegistrySpec",
     "RegistryTLS",
     "RemovalGuard",
+    "Rewrite",
     "Route",
+    "ROUTE_KEYS",
     "SERVICE_KEYS",
     "ServicePolicy",
+    "Snippet",
+    "SnippetError",
+    "Snippets",
     "Spec",
     "SpecError",
     "SpecLoader",
     "SpecPath",
+    "Stream",
+    "StreamFailover",
+    "StreamTimeouts",
     "Timeouts",
     "Token",
+    "unrendered_keys",
+    "UpstreamTLS",
+    "VirtualHost",
     "Warmup",
     "WatchSpec",
-    "balance_args",
-    "load_spec",
-    "parse_duration",
-    "parse_spec",
 ]

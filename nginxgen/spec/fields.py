@@ -12,6 +12,7 @@ from pydantic import (
     ValidationInfo,
 )
 from pydantic.functional_validators import AfterValidator, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 DEFAULT_SPEC = "nginxgen.yaml"
 
@@ -59,6 +60,36 @@ def _token(value: str) -> str:
 
 
 Token = Annotated[str, AfterValidator(_token)]
+
+
+def _service_name(value: str) -> str:
+    from ..model.validate import is_safe_name
+
+    if not is_safe_name(value):
+        raise ValueError(f"not a valid service name: {value!r}")
+    return value
+
+
+ServiceName = Annotated[str, AfterValidator(_service_name)]
+
+
+def off_is_none(value: Any) -> Any:
+    """`off` (or false) for an optional policy: none here, even if a default has one."""
+    return None if value == "off" or value is False else value
+
+
+def dotted_key(key: tuple[Any, ...]) -> str:
+    """("hosts", 0, "tls") → hosts[0].tls, as messages name keys."""
+    out = ""
+    for part in key:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def keyed(key: tuple[Any, ...], message: str) -> PydanticCustomError:
+    """A validation error about `key` (relative to the model that raises it), so that the
+    message names that key and its line, not only the model around it."""
+    return PydanticCustomError("spec_key", "{message}", {"message": message, "key": key})
 
 
 class Model(BaseModel):

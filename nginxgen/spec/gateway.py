@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import (
     Field,
@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic.functional_validators import AfterValidator, BeforeValidator
 
-from .fields import Model, SpecPath, Token
+from .fields import Model, SpecPath, Token, off_is_none
 
 _RATE = re.compile(r"^([1-9]\d{0,6})r/(s|m)$")
 # HTTP header names nginx exposes as $http_*: letters, digits and '-' (nginx ignores
@@ -75,12 +75,8 @@ class RateLimit(Model):
         return int(m.group(1)) / (1.0 if m.group(2) == "s" else 60.0)
 
 
-def _off_is_none(value: Any) -> Any:
-    """`rate_limit: off` on a route opts it out of a limit set in `defaults`."""
-    return None if value == "off" or value is False else value
-
-
-OptionalRateLimit = Annotated[RateLimit | None, BeforeValidator(_off_is_none)]
+# `rate_limit: off` on a route opts it out of a limit set in `defaults`.
+OptionalRateLimit = Annotated[RateLimit | None, BeforeValidator(off_is_none)]
 
 
 def _positive(value: int | None) -> int | None:
@@ -89,7 +85,7 @@ def _positive(value: int | None) -> int | None:
     return value
 
 
-OptionalLimitConn = Annotated[int | None, BeforeValidator(_off_is_none), AfterValidator(_positive)]
+OptionalLimitConn = Annotated[int | None, BeforeValidator(off_is_none), AfterValidator(_positive)]
 
 
 class ApiKeys(Model):

@@ -11,18 +11,27 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.functional_validators import BeforeValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from .cache import parse_size
 from .fields import LoopbackListen, Model, SpecPath, Token
+from .listen import Listener, check_listeners, listeners_input, network, resolver_address
 
 
 class NginxSpec(Model):
     flavor: Literal["auto", "openresty", "nginx"] = "auto"
     binary: str | None = None  # path to nginx/openresty; default: found on PATH by flavor
     output: SpecPath = "build/nginx.conf"
-    listen: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)] = "8080"
-    server_name: Token = "_"
+    # `listen:` in the spec: a port, host:port, a listener mapping, or a list of them.
+    listeners: Annotated[tuple[Listener, ...], BeforeValidator(listeners_input)] = Field(
+        "8080",  # type: ignore[arg-type]
+        validation_alias="listen",
+    )
+    server_name: Token = "_"  # of the default host (top-level routes)
+    # Load balancers whose PROXY header (proxy_protocol listeners) tells the client address.
+    real_ip_from: tuple[Annotated[str, AfterValidator(network)], ...] = ()
+    # DNS servers nginx asks itself (OCSP responders for ocsp_stapling).
+    resolver: tuple[Annotated[str, AfterValidator(resolver_address)], ...] = ()
     pid: SpecPath = "build/nginx.pid"
     temp_dir: SpecPath | None = None  # default: <output dir>/tmp
     error_log: SpecPath = "stderr"
@@ -66,18 +75,10 @@ class NginxSpec(Model):
             raise ValueError(f"must be at least 32k (nginx's smallest zone); got {v!r}")
         return v
 
-    @field_validator("listen")
+    @field_validator("listeners")
     @classmethod
-    def _listen(cls, v: str) -> str:
-        if re.fullmatch(r"\d{1,5}", v):
-            port = int(v)
-        else:
-            m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", v)
-            if not m:
-                raise ValueError(f"must be a port or host:port, got {v!r}")
-            port = int(m.group(2))
-        if not 1 <= port <= 65535:
-            raise ValueError(f"port out of range 1-65535: {port}")
+    def _listeners(cls, v: tuple[Listener, ...]) -> tuple[Listener, ...]:
+        check_listeners(v)
         return v
 
     @model_validator(mode="before")
@@ -93,6 +94,27 @@ class NginxSpec(Model):
             if self.metrics:
                 raise ValueError("metrics are served on status_listen, which is off")
             return self
-        if self.status_listen.rsplit(":", 1)[1] == self.listen.rsplit(":", 1)[-1]:
+        status_port = int(self.status_listen.rsplit(":", 1)[1])
+        if any(lst.port == status_port for lst in self.listeners):
             raise ValueError("status_listen must use another port than listen")
         return self
+
+    @model_validator(mode="after")
+    def _client_address_known(self) -> NginxSpec:
+        if any(lst.proxy_protocol for lst in self.listeners) and not self.real_ip_from:
+            raise ValueError(
+                "proxy_protocol listeners need real_ip_from: the load balancers' addresses, "
+                "so that the client address comes from their PROXY header and nobody "
+                "else's (without it every client looks like the load balancer)"
+            )
+        return self
+
+    @property
+    def listen(self) -> str:
+        """The first listener as `listen` has always read (`8080`, `127.0.0.1:8080`): what
+        the single-server render writes."""
+        return self.listeners[0].address
+
+    @property
+    def tls_listeners(self) -> tuple[Listener, ...]:
+        return tuple(lst for lst in self.listeners if lst.tls)

@@ -14,6 +14,7 @@ from pydantic.functional_validators import AfterValidator
 
 from .fields import Duration, Model, SpecPath
 from .gateway import OptionalLimitConn, OptionalRateLimit
+from .snippets import UpstreamSnippet
 
 NEXT_UPSTREAM = (
     "error",
@@ -262,3 +263,4 @@ class ServicePolicy(Model):
     warmup: Warmup = Warmup()
     probe: Probe = Probe(enabled=False)
     balance: Balance = "round_robin"
+    snippets: UpstreamSnippet | None = None  # inside the service's (HTTP) upstream {}

@@ -49,6 +49,9 @@ for _phase in ("rewrite", "access", "content", "header_filter", "body_filter", "
 # NDK's set_var family is not used by nginxgen; listed so hand-written configs lint clean.
 LUA_DIRECTIVES["set_escape_uri"] = [_SRV | _LOC | _a.NGX_HTTP_SIF_CONF | _T2]
 
+# Newer than crossplane 0.5.8's table: nginx 1.19.4 (a TLS default server needs no cert).
+LUA_DIRECTIVES["ssl_reject_handshake"] = [_HTTP | _SRV | _FLAG]
+
 for _name, _masks in LUA_DIRECTIVES.items():
     _a.DIRECTIVES.setdefault(_name, _masks)
 

@@ -13,9 +13,15 @@ from ..model.plan import Location, Plan, Server, Upstream
 from ..render.filters import lua_string, nginx_time
 from ..util.heap import without_collector
 from .findings import Finding, Verdict
-from .gateway import check_guard, is_gateway_location, split_status_server
+from .gateway import check_guard, split_status_server
 from .nginx_check import nginx_test
 from .parse import parse_text
+from .surface import (
+    compare_servers,
+    compare_stream,
+    snippet_findings,
+    snippet_shape,
+)
 
 
 @without_collector
@@ -88,28 +94,8 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
     servers = [d for d in http.get("block", []) if d["directive"] == "server"]
     servers, findings_gw = split_status_server(servers, plan)
     findings += findings_gw
-    if len(servers) != 1:
-        findings.append(Finding("round-trip", f"expected 1 server block, found {len(servers)}"))
-        return findings
-    locations = {
-        tuple(d["args"]): d
-        for d in servers[0].get("block", [])
-        if d["directive"] == "location" and not is_gateway_location(d["args"])
-    }
-    for loc in plan.locations:
-        key = ("=", loc.path) if loc.exact else (loc.path,)
-        block = locations.get(key)
-        if block is None:
-            findings.append(Finding("round-trip", f"route {loc.path!r} is missing"))
-            continue
-        findings += compare_location(block, loc, plan.gateway.metrics)
-    expected_locations = len(plan.locations) + (1 if plan.catch_all else 0)
-    if len(locations) != expected_locations:
-        findings.append(
-            Finding(
-                "round-trip", f"expected {expected_locations} locations, found {len(locations)}"
-            )
-        )
+    findings += compare_servers(servers, plan, compare_location)
+    findings += compare_stream(parsed, plan, compare_upstream)
     return findings
 
 
@@ -125,7 +111,15 @@ def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]
                 block["line"],
             )
         )
-    others = [[d["directive"], *d["args"]] for d in block.get("block", [])]
+    statements = block.get("block", [])
+    if upstream.snippet is not None:
+        findings += snippet_findings(
+            statements, upstream.snippet, "upstream", f"upstream {upstream.name!r}", block["line"]
+        )
+        statements = statements[
+            : len(statements) - len(snippet_shape(upstream.snippet, "upstream"))
+        ]
+    others = [[d["directive"], *d["args"]] for d in statements]
     others = [d for d in others if d[0] != "server"]
     if others != expected_upstream_settings(upstream):
         findings.append(
@@ -170,14 +164,21 @@ def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Fi
 def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:
     """One route's block: proxies exactly where planned, runs exactly the planned Lua,
     and keeps every guard (auth, API key, rate and connection limits) the plan gave it."""
-    passes = [d["args"] for d in block.get("block", []) if d["directive"] == "proxy_pass"]
-    want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
+    statements = block.get("block", [])
+    passes = [d["args"] for d in statements if d["directive"] in ("proxy_pass", "grpc_pass")]
+    if loc.grpc:
+        want = [[f"grpc://{loc.upstream}"]] if loc.upstream else []
+    else:
+        want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
     if passes != want:
         return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
     return (
         _compare_lua(block, loc, metrics)
         + check_guard(block, loc)
         + _compare_request_headers(block, loc)
+        + snippet_findings(
+            statements, loc.snippet, "location", f"route {loc.path!r}", block["line"]
+        )
     )
 
 
@@ -195,8 +196,9 @@ def _compare_request_headers(block: dict[str, Any], loc: Location) -> list[Findi
     """The Host the cache key holds is the one sent; what must not reach the upstream is
     cleared. nginx sends every line for a name, so each must appear exactly once."""
     sent: dict[str, list[str]] = {}
+    header_directive = "grpc_set_header" if loc.grpc else "proxy_set_header"
     for d in block.get("block", []):
-        if d["directive"] == "proxy_set_header" and d["args"]:
+        if d["directive"] == header_directive and d["args"]:
             sent.setdefault(d["args"][0].lower(), []).append(" ".join(d["args"][1:]))
     want = expected_request_headers(loc)
     wrong = [name for name, value in want.items() if sent.get(name) != [value]]

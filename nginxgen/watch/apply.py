@@ -27,8 +27,10 @@ from ..model.plan import Plan
 from ..pipeline import BuildCache, build
 from ..render import config_generation
 from ..spec import Spec
+from ..tls.certs import certificate_files
 from ..util.clock import Clock
 from ..util.heap import Settler
+from .certs import CertificateFiles
 from .diff import diff_plans, show_text_diff
 from .flap import FlapDamper
 from .guard import RemovalHold
@@ -46,6 +48,7 @@ REASON_WORDS = {
     "registry": "registry changed",
     "probe": "health probes changed",
     "warmup": "warm-up step",
+    "certificate": "certificate file changed",
 }
 
 
@@ -117,6 +120,7 @@ class Applier:
         self._observed_dead: frozenset[str] = frozenset()  # in the last build
         self._applied_dead: frozenset[str] = frozenset()  # in the config that serves
         self._spec_reloaded = False  # since the last successful apply
+        self.certs = CertificateFiles(certificate_files(spec))
         self._said_in_place = False
         self._nginx_running = True
         health.served = self.not_served
@@ -125,8 +129,9 @@ class Applier:
         """SIGHUP: carry on under a reloaded spec and templates."""
         self.spec = spec
         self.binary = binary
-        self.cache.reload_templates()
+        self.cache.reload_templates(spec.templates_dir)
         self.hold = RemovalHold(spec.watch.guard)
+        self.certs = CertificateFiles(certificate_files(spec))  # the spec reload reloads them
         if spec.watch.flap != self.flaps.config:
             self.flaps = FlapDamper(spec.watch.flap)
         self.failed_text = None
@@ -188,7 +193,7 @@ class Applier:
 
         if self.dry_run:
             return self._dry_run(installed, text, result.verdict.ok, result.verdict.findings)
-        if text == installed and self._serving(generation):
+        if text == installed and self._serving(generation) and not self.certs.pending:
             self._succeeded(plan, generation, changed_at, observe=False)
             return Outcome(Result.UNCHANGED)
         if text == self.failed_text:
@@ -281,6 +286,8 @@ class Applier:
             return "start"
         if self._spec_reloaded:
             return "spec"
+        if self.certs.pending:
+            return "certificate"
         if plan.catalog_fingerprint != last.catalog_fingerprint:
             return "registry"
         if self._observed_dead != self._applied_dead:
@@ -315,6 +322,7 @@ class Applier:
 
     def _succeeded(self, plan: Plan, generation: str, changed_at: float, *, observe: bool) -> None:
         self.applied_plan = plan
+        self.certs.served()
         self._applied_dead = self._observed_dead
         self._spec_reloaded = False
         # First-seen times count from a config that serves; agents of the pseudo-dead

@@ -171,8 +171,9 @@ class Watcher:
                     catalog = self.settle(catalog, changed_at)
             except RegistryError:
                 accepted = self.applier.accepted
-                if woke in ("probe", "warmup") and accepted is not None:
-                    # Probe verdicts and ramp steps do not wait for the registry to return.
+                if woke in ("probe", "warmup", "certificate") and accepted is not None:
+                    # Probe verdicts, ramp steps and renewed certificates do not wait for
+                    # the registry to return.
                     self.applier.apply_safely(accepted, changed_at)
                     woke = "error"
                 self.sleep(self.backoff.next())
@@ -249,10 +250,10 @@ class Watcher:
 
     def wait_for_change(self, version: str) -> str:
         """Block until the registry moves ("registry"), a warm-up step falls due
-        ("warmup"), the prober's verdict changes ("probe"), a held removal needs another
-        look ("hold"), a flapping instance is due for release ("flap"), a resync is due
-        ("resync"), waiting failed ("error"), or a signal asks for attention ("spec",
-        "stop"). Returns which."""
+        ("warmup"), the prober's verdict changes ("probe"), a certificate file changes
+        ("certificate"), a held removal needs another look ("hold"), a flapping instance
+        is due for release ("flap"), a resync is due ("resync"), waiting failed ("error"),
+        or a signal asks for attention ("spec", "stop"). Returns which."""
         applier = self.applier
         due = self._schedule_due()
         slice_ = self._wait_slice()
@@ -261,6 +262,9 @@ class Watcher:
                 return "stop"
             if self.reload_spec:
                 return "spec"
+            if applier.certs.changed():
+                applier.failed_text = None  # a new file is a change, even for the same text
+                return "certificate"
             if applier.policies.changed.is_set():
                 return "probe"
             now = self.clock.monotonic()

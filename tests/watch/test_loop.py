@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -258,3 +258,52 @@ def test_an_adapter_bug_becomes_a_registry_error(watcher):
     source.wait = lambda version, timeout: 1 / 0  # type: ignore[method-assign]
     with pytest.raises(RegistryError, match="ZeroDivisionError"):
         w._wait("0", 0.1)
+
+
+def test_a_changed_certificate_reloads_once_with_reason_certificate(tmp_path, monkeypatch, master):
+    """nginx.conf does not change when a certificate is renewed; nginx must still reload."""
+    from tests.helpers.certs import make_cert, write_pair
+
+    now = datetime.now(timezone.utc)
+    cert, key = write_pair(tmp_path, "a", [make_cert(["a.test"], now=now)])
+    spec = Spec.model_validate(
+        {
+            "registry": {"kind": "file", "path": str(tmp_path / "unused.yaml")},
+            "nginx": {
+                "flavor": "nginx",
+                "output": str(tmp_path / "nginx.conf"),
+                "pid": str(tmp_path / "nginx.pid"),
+                "status_listen": "off",
+                "listen": [{"port": 8443, "tls": True}],
+            },
+            "watch": {"listen": "off"},
+            "hosts": [
+                {
+                    "server_names": ["a.test"],
+                    "tls": {"cert": str(cert), "key": str(key)},
+                    "routes": [{"path": "/", "service": "app"}],
+                }
+            ],
+        }
+    )
+    monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
+    source = FakeSource(9001)
+    w = Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
+    reloads = w.metrics.reloads.labels("certificate")
+    assert w.apply(source.read()).result is Result.APPLIED
+    assert not w.applier.certs.changed()
+
+    write_pair(tmp_path, "a", [make_cert(["a.test"], now=now)])  # renewed: same paths
+    assert w.wait_for_change(str(source.version)) == "certificate"
+    assert w.apply(source.read()).result is Result.APPLIED
+    assert reloads._value.get() == 1
+    # Served now: the next pass has nothing to do.
+    assert w.apply(source.read()).result is Result.UNCHANGED
+    assert reloads._value.get() == 1
+
+    # A renewal that does not match its key is refused; the running config stays.
+    other = make_cert(["a.test"], now=now)
+    cert.write_bytes(other.pem())
+    assert w.wait_for_change(str(source.version)) == "certificate"
+    assert w.apply(source.read()).result is Result.FAILED
+    assert reloads._value.get() == 1

@@ -1,0 +1,1 @@
+"""TLS material the gateway serves or presents: certificate checks before a render."""
