@@ -23,7 +23,8 @@ from ..util.clock import Clock
 from ..util.logs import event
 from .confirm import confirm_generation
 from .nginx_bin import Binary
-from .reload import reload_nginx
+from .reload import find_master, reload_nginx
+from .workers import Worker, children
 
 log = logging.getLogger("nginxgen.deploy")
 
@@ -39,6 +40,8 @@ class Installed:
     reloaded: bool = False  # the master was told to load the new config, and took it
     confirmed: bool = False  # the status listener answered the new generation
     rolled_back: bool = False  # the old bytes (or no file) are back
+    # The master's processes from before the reload (old workers finish on the old config).
+    old_workers: frozenset[Worker] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -79,6 +82,8 @@ def _reload_and_confirm(
     timeout: float,
     clock: Clock | None,
 ) -> Installed:
+    master, _ = find_master(nginx.pid)
+    old = children(master) if master is not None else frozenset()
     reload = reload_nginx(nginx, binary)
     if not reload.running:
         event(log, logging.WARNING, f"installed; {reload.message}: it starts on the new config")
@@ -87,10 +92,10 @@ def _reload_and_confirm(
         back = rollback(nginx, binary, written, reload_again=False)
         return Installed(written, "reload", f"reload: {reload.message}", rolled_back=back)
     if nginx.status_listen == "off":
-        return Installed(written, reloaded=True)
+        return Installed(written, reloaded=True, old_workers=old)
     seen = confirm_generation(nginx.status_listen, generation, timeout, clock)
     if seen.ok:
-        return Installed(written, reloaded=True, confirmed=True)
+        return Installed(written, reloaded=True, confirmed=True, old_workers=old)
     back = rollback(nginx, binary, written, reload_again=True)
     why = (
         f"nginx did not serve generation {generation} within {timeout:g}s "

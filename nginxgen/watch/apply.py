@@ -22,6 +22,7 @@ from ..deploy.confirm import serving_generation
 from ..deploy.install import Installed, install
 from ..deploy.nginx_bin import Binary
 from ..deploy.reload import find_master
+from ..deploy.workers import Worker
 from ..model.catalog import Catalog
 from ..model.plan import Plan
 from ..pipeline import BuildCache, build
@@ -244,7 +245,7 @@ class Applier:
         )
         for note in plan.notes:
             event(logging.INFO, f"note: {note}")
-        self._succeeded(plan, generation, changed_at, observe=True)
+        self._succeeded(plan, generation, changed_at, observe=True, old_workers=done.old_workers)
         # After the reload, off the change-to-served path: collect, then move the survivors
         # (plan, caches) out of the collector's sight (util/heap.py says why).
         self.heap.settle()
@@ -320,14 +321,23 @@ class Applier:
         seen = serving_generation(listen)
         return seen is None or seen == generation  # None: nginx not running; nothing to do
 
-    def _succeeded(self, plan: Plan, generation: str, changed_at: float, *, observe: bool) -> None:
+    def _succeeded(
+        self,
+        plan: Plan,
+        generation: str,
+        changed_at: float,
+        *,
+        observe: bool,
+        old_workers: frozenset[Worker] = frozenset(),
+    ) -> None:
         self.applied_plan = plan
         self.certs.served()
         self._applied_dead = self._observed_dead
         self._spec_reloaded = False
         # First-seen times count from a config that serves; agents of the pseudo-dead
-        # instances it keeps out may be asked to restart them from now on.
-        self.policies.installed(self._applied_dead)
+        # instances it keeps out may be asked to restart them once the workers from
+        # before the reload, which still hold the old config, are gone.
+        self.policies.installed(self._applied_dead, old_workers)
         self.failed_text = None
         self.health.applied, self.health.apply_error = True, ""
         self.health.generation = generation

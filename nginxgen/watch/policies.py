@@ -5,7 +5,7 @@ policies = Policies(spec).start()
     observed = policies.observe(catalog, now)       # prober targets + state file
     result = pipeline.build(spec, catalog, ..., now=now, observed=observed)
     ...install + reload...
-    policies.installed(dead)                        # persist first-seen times
+    policies.installed(dead, old_workers)           # persist first-seen times
     wake at result.plan.next_change_at (warm-up step), or when policies.changed is set
 """
 
@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from ..deploy.workers import Worker
 from ..model.catalog import Catalog
 from ..model.observed import Observed
 from ..model.plan import Plan
@@ -61,12 +62,13 @@ class Policies:
             dead = self.prober.dead()
         return self.state.observe(catalog, now, dead)
 
-    def installed(self, dead: frozenset[str]) -> None:
+    def installed(self, dead: frozenset[str], old_workers: frozenset[Worker] = frozenset()) -> None:
         """Call once a config built from the last `observe` serves; `dead` are the
-        pseudo-dead keys it keeps out (their agents may be asked to restart them now)."""
+        pseudo-dead keys it keeps out, `old_workers` the nginx processes from before its
+        reload (their agents may be asked to restart them once those are gone)."""
         self.state.save()
         if self.prober:
-            self.prober.served_without(dead)
+            self.prober.served_without(dead, old_workers)
 
     def close(self) -> None:
         if self.prober:

@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..agent.base import CONTROL_META
+from ..deploy import workers
+from ..deploy.workers import Worker
 from ..model.catalog import LIVE_STATES, Catalog, instance_key
 from ..spec import Probe, Recovery, Spec
 from ..util.checks import check_http, check_tcp, tls_context
@@ -42,6 +44,10 @@ log = logging.getLogger("nginxgen.probe")
 # How long the time of a recovery is kept for an instance that left the registry (the
 # cooldown holds when it comes back): longer than any sensible cooldown.
 HOOKED_KEPT = 86400.0
+# The longest an agent's restart waits for nginx workers from before the reload to exit:
+# nginx's default proxy_read_timeout, how long an old worker waits on a hung unit before
+# it fails the request over. Past it the workers left hold long-lived connections.
+OLD_WORKERS_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -115,14 +121,19 @@ class Prober:
         checker: Callable[[Target], str] = check,
         max_workers: int = 16,
         on_recovery: Callable[[HookRun], None] = lambda run: None,
+        alive: Callable[[frozenset[Worker]], frozenset[Worker]] = workers.alive,
     ) -> None:
         self.spec = spec
+        self.alive = alive  # which of some nginx processes still run
         self.clock = clock
         self.checker = checker
         self.on_recovery = on_recovery  # e.g. counts nginxgen_recoveries_total{result}
         self._contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
         # Pseudo-dead keys the serving config keeps out (None: nobody reports it).
         self._served_without: frozenset[str] | None = None
+        # nginx processes from before the reloads that served it, and since when they are
+        # waited for: until they exit they may send requests by an older config.
+        self._old_workers: dict[Worker, float] = {}
         self._hooked: dict[str, float] = {}  # last recovery per key, across re-registrations
         self._check_token_files()
         self.changed = threading.Event()
@@ -319,18 +330,26 @@ class Prober:
         if hook is not None and not self._stop.is_set():
             self._pool.submit(self._run_hook, hook, payload, track.target.control)
 
-    def served_without(self, keys: frozenset[str]) -> None:
-        """The watch loop: the config nginx serves now keeps `keys` (pseudo-dead) out.
+    def served_without(
+        self, keys: frozenset[str], old_workers: frozenset[Worker] = frozenset()
+    ) -> None:
+        """The watch loop: the config nginx serves now keeps `keys` (pseudo-dead) out;
+        `old_workers` are the nginx processes from before its reload.
 
         From the first call on, an instance's agent is asked to restart it only once that
-        is so: from the restart command on, no request reaches the unit. Without these
-        calls (a Prober used alone) the agent is asked as soon as the verdict is reached.
+        is so and those processes are gone (or OLD_WORKERS_WAIT has passed): an old worker
+        takes new connections for ~100 ms after the reload and finishes what it holds,
+        failover retries included, by the old config. So from the restart command on, no
+        request reaches the unit. Without these calls (a Prober used alone) the agent is
+        asked as soon as the verdict is reached.
         """
         calls: list[tuple[Recovery, dict[str, Any], str | None]] = []
         helds: list[HookRun] = []
         now = self.clock()
         with self._lock:
             self._served_without = keys
+            for worker in old_workers:
+                self._old_workers.setdefault(worker, now)
             for track in self._tracks.values():
                 r = track.target.probe.recovery
                 if r is None or not r.agent or track.failures < r.after:
@@ -356,6 +375,8 @@ class Prober:
         served = self._served_without
         if not track.dead or (served is not None and track.target.key not in served):
             return None, False
+        if self._old_workers_remain(now):
+            return None, False  # asked at a later probe round, once they are gone
         service = track.target.service
         if any(
             t is not track and t.target.service == service and not t.dead and t.successes > 0
@@ -368,6 +389,28 @@ class Prober:
             return None, False
         track.held_said = True
         return None, True
+
+    def _old_workers_remain(self, now: float) -> bool:
+        """Under the lock: do nginx processes from before the last reloads still run (and
+        are they still waited for)? Those waited for past OLD_WORKERS_WAIT are let go,
+        said once: a long-lived connection must not hold a restart back for hours."""
+        if not self._old_workers:
+            return False
+        still = self.alive(frozenset(self._old_workers))
+        waited = {w: since for w, since in self._old_workers.items() if w in still}
+        late = sorted(pid for (pid, _), since in waited.items() if now - since >= OLD_WORKERS_WAIT)
+        if late:
+            log.warning(
+                "nginx worker(s) %s from before the reload still run after %gs; asking "
+                "agents to restart without waiting for them (they may still send requests "
+                "by the old config)",
+                ", ".join(map(str, late)),
+                OLD_WORKERS_WAIT,
+            )
+        self._old_workers = {
+            w: since for w, since in waited.items() if now - since < OLD_WORKERS_WAIT
+        }
+        return bool(self._old_workers)
 
     def _warn_if_service_down(self, service: str) -> None:
         tracks = [t for t in self._tracks.values() if t.target.service == service]
