@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model.names import AUTH_PREFIX, STATUS_SERVER_NAME
+from ..model.names import AUTH_PREFIX, ROUTE_VAR, STATUS_SERVER_NAME
 from ..model.plan import Location, Plan
 from .findings import Finding
 
@@ -26,6 +26,7 @@ def is_gateway_location(args: list[str]) -> bool:
 _STATUS_LOCATIONS = {("=", "/nginxgen/generation"), ("=", "/nginx_status"), ("/",)}
 _STATUS_DIRECTIVES = {"default_type", "return", "allow", "deny", "stub_status"}
 _METRICS_CALL = 'require("nginxgen.metrics").serve()'
+_ROUTE_SET = [f"${ROUTE_VAR}", ""]
 
 
 def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], list[Finding]]:
@@ -48,6 +49,8 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
                 findings.append(
                     Finding("round-trip", f"status server has unplanned location {d['args']}")
                 )
+        elif d["directive"] == "set" and plan.gateway.metrics and d["args"] == _ROUTE_SET:
+            continue  # declares the metrics map's route variable (status_server.conf.j2)
         elif d["directive"] not in ("listen", "server_name", "access_log"):
             findings.append(
                 Finding("round-trip", f"status server has unplanned {d['directive']!r}")
