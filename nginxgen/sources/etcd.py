@@ -30,7 +30,18 @@ from ..registry.http import interrupt
 from ..spec import EtcdRegistry
 from .base import RegistryError
 
-FIELDS = ("address", "host", "port", "weight", "state", "registered_at", "tags", "meta", "id")
+FIELDS = (
+    "address",
+    "host",
+    "port",
+    "weight",
+    "state",
+    "registered_at",
+    "tags",
+    "meta",
+    "id",
+    "version",
+)
 # A silent stream is re-opened after this long, so a half-open TCP connection is noticed.
 STREAM_IDLE = 60.0
 
@@ -64,6 +75,14 @@ def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
         builder.drop(service, instance, f"unknown field(s): {', '.join(unknown)}")
         return
     fields = {k: v for k, v in value.items() if k != "id"}
+    if "version" in fields:
+        # The value field `version` is the release it runs (docs/split.md): kept as
+        # meta.version unless meta names one itself.
+        version, meta = fields.pop("version"), fields.get("meta")
+        if meta is None:
+            fields["meta"] = {"version": version}
+        elif isinstance(meta, dict):
+            fields["meta"] = {"version": version, **meta}
     builder.add(service, id=instance, **fields)
 
 

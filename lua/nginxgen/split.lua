@@ -1,0 +1,241 @@
+-- Blue-green and canary releases: which version of a service a request goes to.
+--
+--   init(config)      init_by_lua (master): { services = JSON text (pieces), token_sha256,
+--                     dict? } - each service's document (nginxgen.split.decide) and so the
+--                     version upstreams the config declares
+--   route(service)    set_by_lua $nginxgen_split_upstream: the chosen version's upstream,
+--                     "" when no version is live (the location answers 503); the version
+--                     is left in ngx.ctx.nginxgen_version for /metrics
+--   mirror(service)   set_by_lua in the internal mirror location: the upstream a copy
+--                     goes to, or "" (no copy) for the requests outside its percent
+--   push()            content handler of POST /nginxgen/split (loopback, token): new
+--                     documents for some services, in force at each worker's next request
+--   status()          content handler of GET /nginxgen/split/status: documents in force
+--
+-- Workers keep the compiled documents and look at one counter in the shared dict per
+-- request; a push bumps it. The decision makes no system call and cannot yield.
+
+local decide = require("nginxgen.split.decide")
+local json = require("nginxgen.endpoints.json")
+local apikey = require("nginxgen.apikey")
+local bit = require("bit")
+
+local _M = {}
+
+local ngx = ngx
+local type = type
+local pairs = pairs
+local random = math.random
+local concat = table.concat
+local match = string.match
+local byte = string.byte
+
+local process = { dict = "nginxgen_split" } -- set once by init, read-only afterwards
+-- This worker's compiled documents and the dict counter they were read at.
+local worker = { seen = -1, compiled = {} }
+
+local function fail(msg)
+    error("nginxgen.split.init: " .. msg, 0)
+end
+
+function _M.init(config)
+    if type(config) ~= "table" then
+        fail("config must be a table")
+    end
+    for k in pairs(config) do
+        if k ~= "services" and k ~= "token_sha256" and k ~= "dict" then
+            fail("unknown setting " .. tostring(k))
+        end
+    end
+    local digest = config.token_sha256
+    if type(digest) ~= "string" or not match(digest, "^%x+$") or #digest ~= 64 then
+        fail("token_sha256 must be the sha256 hex digest of the token")
+    end
+    local text = config.services
+    if type(text) == "table" then
+        text = concat(text)
+    end
+    local docs = json.decode(text or "")
+    if type(docs) ~= "table" then
+        fail("services must be a JSON object of service -> document")
+    end
+    local dict = ngx.shared[config.dict or process.dict]
+    if dict == nil then
+        fail("no lua_shared_dict " .. (config.dict or process.dict))
+    end
+    local upstreams = {}
+    for service, doc in pairs(docs) do
+        if type(service) ~= "string" or not match(service, "^[A-Za-z0-9][A-Za-z0-9_.-]*$") then
+            fail("not a service name: " .. tostring(service))
+        end
+        local why = decide.check(doc)
+        if why then
+            fail("service " .. service .. ": " .. why)
+        end
+        local allowed = {}
+        for _, v in ipairs(doc.versions) do
+            allowed[v.upstream] = true
+        end
+        upstreams[service] = allowed
+    end
+    -- A reload's documents are the sidecar's latest decision: they replace what a push left.
+    dict:flush_all()
+    for service, doc in pairs(docs) do
+        local ok, err = dict:set("d|" .. service, json.encode(doc))
+        if not ok then
+            fail("lua_shared_dict " .. (config.dict or process.dict) .. ": " .. tostring(err))
+        end
+    end
+    dict:set("seq", 0)
+    process.dict = config.dict or process.dict
+    process.token_sha256 = digest:lower()
+    process.upstreams = upstreams
+end
+
+local function compiled(service)
+    local dict = ngx.shared[process.dict]
+    if dict == nil then
+        return nil
+    end
+    local seq = dict:get("seq") or 0
+    if seq ~= worker.seen then
+        worker.compiled = {}
+        worker.seen = seq
+    end
+    local c = worker.compiled[service]
+    if c == nil then
+        local text = dict:get("d|" .. service)
+        local doc = text and json.decode(text)
+        if doc == nil or decide.check(doc) ~= nil then
+            c = false
+        else
+            c = decide.compile(doc)
+        end
+        worker.compiled[service] = c
+    end
+    return c or nil
+end
+
+local function var(name)
+    return ngx.var[name]
+end
+
+local function rand()
+    return random(0, decide.BUCKETS - 1)
+end
+
+function _M.route(service)
+    local c = compiled(service)
+    if c == nil then
+        return ""
+    end
+    local v = decide.decide(c, var, rand)
+    if v == nil then
+        return ""
+    end
+    ngx.ctx.nginxgen_version = v.name
+    return v.upstream
+end
+
+function _M.mirror(service)
+    local c = compiled(service)
+    local m = c and c.mirror
+    if m == nil or not m.to.live or random() * 100 >= m.percent then
+        return ""
+    end
+    return m.to.upstream
+end
+
+local function same(a, b)
+    if #a ~= #b then
+        return false
+    end
+    local diff = 0
+    for i = 1, #a do
+        diff = bit.bor(diff, bit.bxor(byte(a, i), byte(b, i)))
+    end
+    return diff == 0
+end
+
+local function answer(status, body)
+    ngx.status = status
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.say(json.encode(body))
+    return ngx.exit(status)
+end
+
+local function guard(method)
+    if process.token_sha256 == nil then
+        return answer(503, { error = "the split is not initialised" })
+    end
+    local addr = ngx.var.remote_addr
+    if not (match(addr or "", "^127%.") or addr == "::1") then
+        return answer(403, { error = "the split answers loopback clients only" })
+    end
+    if ngx.req.get_method() ~= method then
+        ngx.header["Allow"] = method
+        return answer(405, { error = "use " .. method })
+    end
+    local h = ngx.req.get_headers()["authorization"]
+    local token = type(h) == "string" and match(h, "^[Bb]earer +(%S+)$")
+    if not token or not same(apikey.digest(token), process.token_sha256) then
+        return answer(401, { error = "missing or wrong token (Authorization: Bearer ...)" })
+    end
+    return true
+end
+
+-- Body: { "services": { "carts": document, ... } }. All or nothing.
+function _M.push()
+    if guard("POST") ~= true then
+        return
+    end
+    ngx.req.read_body()
+    local body = json.decode(ngx.req.get_body_data() or "")
+    if type(body) ~= "table" or type(body.services) ~= "table" then
+        return answer(400, { error = "send {\"services\": {name: document}} as JSON" })
+    end
+    for k in pairs(body) do
+        if k ~= "services" then
+            return answer(400, { error = "unknown field " .. tostring(k) })
+        end
+    end
+    local texts, count = {}, 0
+    for service, doc in pairs(body.services) do
+        local allowed = process.upstreams[service]
+        if allowed == nil then
+            return answer(400, { error = "service " .. tostring(service):sub(1, 40)
+                .. " has no split in this config (a new split needs a reload)", service = service })
+        end
+        local why = decide.check(doc, allowed)
+        if why then
+            return answer(400, { error = "service " .. service .. ": " .. why, service = service })
+        end
+        texts[service] = json.encode(doc)
+        count = count + 1
+    end
+    local dict = ngx.shared[process.dict]
+    for service, text in pairs(texts) do
+        local ok, err = dict:set("d|" .. service, text)
+        if not ok then
+            return answer(507, { error = "lua_shared_dict " .. process.dict .. ": " .. tostring(err) })
+        end
+    end
+    local seq = dict:incr("seq", 1, 0)
+    return answer(200, { services = count, seq = seq })
+end
+
+function _M.status()
+    if guard("GET") ~= true then
+        return
+    end
+    local dict = ngx.shared[process.dict]
+    local out = {}
+    for service in pairs(process.upstreams) do
+        local text = dict:get("d|" .. service)
+        out[service] = text and json.decode(text) or json.null
+    end
+    return answer(200, { seq = dict:get("seq") or 0, services = out })
+end
+
+return _M
