@@ -13,13 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .deploy.nginx_bin import Binary, VersionInfo, find_binary, lua_modules, stream_modules
+from .deploy.split_state import token_digest, token_path
 from .model.catalog import Catalog
 from .model.observed import Observed
 from .model.plan import Plan
 from .plan import PlanMemo, make_plan
 from .render import RenderCache, render_parts
 from .sources.resolve import HostKinds, drop_unresolvable
-from .spec import Spec
+from .spec import NginxSpec, Spec
 from .tls.certs import check_certificates
 from .util.heap import without_collector
 from .verify import Finding, Verdict, VerifyCache, verify_rendered
@@ -41,6 +42,14 @@ class BuildCache:
         self.render = RenderCache()  # templates, block texts, block digests
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
+        self._split_token: tuple[Path | None, str] = (None, "")  # path, sha256 of the token
+
+    def split_token(self, nginx: NginxSpec) -> str:
+        """sha256 of the split push token beside nginx.conf (created when missing)."""
+        path = token_path(nginx)
+        if self._split_token[0] != path or not self._split_token[1].strip("0"):
+            self._split_token = (path, token_digest(nginx))
+        return self._split_token[1]
 
     def reload_templates(self, overrides: str | None = None) -> None:
         """SIGHUP, or another templates_dir: read the templates again; rendered blocks go
@@ -95,6 +104,8 @@ def build(
     now = now or datetime.now(timezone.utc)
     catalog = drop_unresolvable(catalog, cache.hosts)
     plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+    if plan.gateway.split:
+        plan = replace(plan, split_token_sha256=cache.split_token(spec.nginx))
     # Certificates before nginx sees them: an error keeps the running config serving.
     certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
     errors = tuple(Finding("certificate", str(c)) for c in certs if c.level == "error")

@@ -1,8 +1,7 @@
 -- Blue-green and canary releases: which version of a service a request goes to.
 --
---   init(config)      init_by_lua (master): { services = JSON text (pieces), token_sha256,
---                     dict? } - each service's document (nginxgen.split.decide) and so the
---                     version upstreams the config declares
+--   init(config)      init_by_lua (master): the version upstreams the config declares per
+--                     service, the token's digest, the sidecar's state file (documents)
 --   route(service)    set_by_lua $nginxgen_split_upstream: the chosen version's upstream,
 --                     "" when no version is live (the location answers 503); the version
 --                     is left in ngx.ctx.nginxgen_version for /metrics
@@ -26,7 +25,8 @@ local ngx = ngx
 local type = type
 local pairs = pairs
 local random = math.random
-local concat = table.concat
+local ipairs = ipairs
+local tostring = tostring
 local match = string.match
 local byte = string.byte
 
@@ -38,12 +38,35 @@ local function fail(msg)
     error("nginxgen.split.init: " .. msg, 0)
 end
 
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if f == nil then
+        return nil
+    end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+-- Until the sidecar's state file (or a push) says otherwise: every version an equal share.
+local function fallback(names)
+    local versions, n = {}, #names
+    for i, up in ipairs(names) do
+        local share = math.floor(decide.BUCKETS / n) + ((i <= decide.BUCKETS % n) and 1 or 0)
+        versions[i] = { name = up:match("%-%-(.+)$") or up, upstream = up, bps = share, live = true }
+    end
+    return { versions = versions, sticky = "", rules = {} }
+end
+
+-- config: { upstreams = { [service] = { "carts--blue", ... } }, token_sha256 = hex,
+--           state = path?, dict? }. `state` is the sidecar's JSON file
+-- { "services": { [service] = document } }, read by the master at start and reload.
 function _M.init(config)
     if type(config) ~= "table" then
         fail("config must be a table")
     end
     for k in pairs(config) do
-        if k ~= "services" and k ~= "token_sha256" and k ~= "dict" then
+        if k ~= "upstreams" and k ~= "token_sha256" and k ~= "dict" and k ~= "state" then
             fail("unknown setting " .. tostring(k))
         end
     end
@@ -51,43 +74,55 @@ function _M.init(config)
     if type(digest) ~= "string" or not match(digest, "^%x+$") or #digest ~= 64 then
         fail("token_sha256 must be the sha256 hex digest of the token")
     end
-    local text = config.services
-    if type(text) == "table" then
-        text = concat(text)
+    if type(config.upstreams) ~= "table" then
+        fail("upstreams must be a table of service -> list of upstream names")
     end
-    local docs = json.decode(text or "")
-    if type(docs) ~= "table" then
-        fail("services must be a JSON object of service -> document")
-    end
-    local dict = ngx.shared[config.dict or process.dict]
+    local name = config.dict or process.dict
+    local dict = ngx.shared[name]
     if dict == nil then
-        fail("no lua_shared_dict " .. (config.dict or process.dict))
+        fail("no lua_shared_dict " .. name)
     end
     local upstreams = {}
-    for service, doc in pairs(docs) do
-        if type(service) ~= "string" or not match(service, "^[A-Za-z0-9][A-Za-z0-9_.-]*$") then
-            fail("not a service name: " .. tostring(service))
-        end
-        local why = decide.check(doc)
-        if why then
-            fail("service " .. service .. ": " .. why)
+    for service, names in pairs(config.upstreams) do
+        if type(service) ~= "string" or type(names) ~= "table" or #names == 0 then
+            fail("upstreams." .. tostring(service) .. " must be a non-empty list")
         end
         local allowed = {}
-        for _, v in ipairs(doc.versions) do
-            allowed[v.upstream] = true
+        for _, up in ipairs(names) do
+            allowed[up] = true
         end
         upstreams[service] = allowed
     end
-    -- A reload's documents are the sidecar's latest decision: they replace what a push left.
+    local docs = {}
+    local text = config.state and read_file(config.state)
+    local state = text and json.decode(text)
+    if text and (type(state) ~= "table" or type(state.services) ~= "table") then
+        ngx.log(ngx.ERR, "nginxgen split: ", config.state, " is not a split state file; ",
+            "every version takes an equal share until the sidecar pushes")
+        state = nil
+    end
+    for service, allowed in pairs(upstreams) do
+        local doc = state and state.services[service]
+        local why = doc and decide.check(doc, allowed)
+        if why then
+            ngx.log(ngx.ERR, "nginxgen split: ", config.state, ": service ", service, ": ", why,
+                "; every version takes an equal share until the sidecar pushes")
+        end
+        if doc == nil or why then
+            doc = fallback(config.upstreams[service])
+        end
+        docs[service] = doc
+    end
+    -- A start or reload reads the sidecar's latest decision: it replaces what a push left.
     dict:flush_all()
     for service, doc in pairs(docs) do
         local ok, err = dict:set("d|" .. service, json.encode(doc))
         if not ok then
-            fail("lua_shared_dict " .. (config.dict or process.dict) .. ": " .. tostring(err))
+            fail("lua_shared_dict " .. name .. ": " .. tostring(err))
         end
     end
     dict:set("seq", 0)
-    process.dict = config.dict or process.dict
+    process.dict = name
     process.token_sha256 = digest:lower()
     process.upstreams = upstreams
 end

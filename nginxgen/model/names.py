@@ -11,6 +11,18 @@ METRICS_DICT = "nginxgen_metrics"
 STATUS_SERVER_NAME = "nginxgen_status"
 METRICS_DICT_SIZE = "4m"  # ~10k routes x status classes x buckets fits comfortably
 AUTH_PREFIX = "/_nginxgen/auth/"  # internal locations for auth_request subrequests
+# services.NAME.split (lua/nginxgen/split.lua): its shared dict, the variable a split
+# route proxies to, the internal mirror locations, the status listener's push and status.
+SPLIT_DICT = "nginxgen_split"
+SPLIT_DICT_SIZE = "1m"  # a document is < 2 KB; room for hundreds of split services
+SPLIT_VAR = "nginxgen_split_upstream"
+MIRROR_PREFIX = "/_nginxgen/mirror/"
+SPLIT_PATH = "/nginxgen/split"
+SPLIT_STATUS_PATH = "/nginxgen/split/status"
+# Beside nginx.conf: the documents in force (read by nginx at start and reload) and the
+# push token (only its sha256 goes into nginx.conf).
+SPLIT_STATE = "nginxgen-split.json"
+SPLIT_TOKEN = "nginxgen-split.token"
 KEY_DIGEST_VAR = "nginxgen_key_digest"  # sha256 of the presented API key (set_by_lua)
 # The Redis cache's stampede locks and Redis health, shared by all workers.
 CACHE_STATE_DICT = "nginxgen_cache"

@@ -24,6 +24,7 @@ from .cache import cache_notes, cache_setup, route_cache
 from .gateway import plan_gateway
 from .memo import ServiceMemo
 from .service import Planned, plan_service
+from .split import SplitPlan, plan_versions
 from .surface import plan_surface, stream_servers
 
 
@@ -71,6 +72,8 @@ def make_plan(
     refused: list[str] = []
     changes: list[datetime] = []
     upstreams: dict[str, Upstream] = {}
+    splits: list[SplitPlan] = []
+    split_live: set[str] = set()  # split services with a version to serve
     memo = memo if memo is not None else PlanMemo()
     services = memo.services
     with services.lock:
@@ -83,6 +86,28 @@ def make_plan(
                 notes.append(f"service {name!r}: not in the registry; its routes answer 503")
                 continue
             policy = fixed.policy(name)
+            if policy.split is not None and name in fixed.http_names and fixed.gateway.split:
+                versions = plan_versions(
+                    name,
+                    instances,
+                    policy,
+                    fixed.zone,
+                    now,
+                    observed,
+                    services,
+                    catalog.splits.get(name),
+                )
+                notes += versions.notes
+                refused += versions.refused
+                changes += versions.changes
+                splits.append(versions.split)
+                for up in versions.upstreams:
+                    upstreams[up.name] = up
+                if any(bp for _, bp in versions.split.effective):
+                    split_live.add(name)
+                else:
+                    notes.append(f"service {name!r}: no live instance; its routes answer 503")
+                continue
             planned = services.get(name, instances, policy, fixed.zone, now)
             if planned is None:
                 planned, window, keys = plan_service(
@@ -99,8 +124,9 @@ def make_plan(
                 notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
             upstreams[name] = planned.upstream
-        http = {n: u for n, u in upstreams.items() if n in fixed.http_names}
-        locations, cache = fixed.locations(http.keys())
+        version_ups = {u.name for p in splits for u in versions_of(p, upstreams)}
+        http = {n: u for n, u in upstreams.items() if n in fixed.http_names or n in version_ups}
+        locations, cache = fixed.locations(frozenset(http.keys()) | split_live)
         surface = fixed.surface
         if spec.streams:
             # Stream upstreams have their own namespace and no keepalive or snippets.
@@ -130,7 +156,13 @@ def make_plan(
         cache=cache,
         next_change_at=min(changes, default=None),
         surface=surface,
+        splits=tuple(splits),
     )
+
+
+def versions_of(split: SplitPlan, upstreams: dict[str, Upstream]) -> list[Upstream]:
+    names = (split.upstream(v) for v, _ in split.configured)
+    return [upstreams[n] for n in names if n in upstreams]
 
 
 def next_change_at(
@@ -161,6 +193,9 @@ class SpecPlan:
         self.gateway, self.guards = plan_gateway(spec)
         self.catch_all = not any(r.path == "/" and r.match == "prefix" for r in spec.routes)
         self.notes = cache_notes(spec)
+        if not self.gateway.split and any(p.split for p in spec.services.values()):
+            off = "services.*.split: ignored with nginx.status_listen off (shifts are pushed there)"
+            self.notes = (*self.notes, off)
         self._default: ServicePolicy | None = None
         n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
@@ -199,6 +234,8 @@ class SpecPlan:
         cache = route_cache(self.spec, i, r, guard) if serving else None
         sent = {f.name.lower() for f in guard.forward}  # set from the auth answer instead
         cleared = FORWARDING_CLEARED + (cache.stripped if cache else ())
+        split = self.policy(r.service).split if self.gateway.split else None
+        split = None if r.protocol == "grpc" else split
         if sent:
             cleared = tuple(h for h in cleared if h.lower() not in sent)
         return Location(
@@ -206,6 +243,8 @@ class SpecPlan:
             exact=r.exact,
             service=r.service,
             upstream=r.service if serving else None,
+            split=split is not None,
+            mirror=split is not None and split.mirror is not None,
             strip_prefix=r.strip_prefix,
             failover=r.failover,
             timeouts=r.timeouts,

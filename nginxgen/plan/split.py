@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from ..model.catalog import Instance
+from ..model.observed import Observed
+from ..model.plan import Upstream
+from ..model.split import by_version
+from ..registry.shift import ShiftError, parse_override
+from ..spec import ServicePolicy
 from ..spec.split import Split
+from .memo import ServiceMemo
+from .service import Planned, plan_service
 
 BUCKETS = 10_000
 
@@ -127,3 +136,70 @@ def plan_split(
         mirror=mirror,
         note=note,
     )
+
+
+@dataclass(frozen=True)
+class PlannedSplit:
+    """One split service's share of a Plan: an upstream per live version, and the split."""
+
+    upstreams: tuple[Upstream, ...]
+    split: SplitPlan
+    notes: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+    changes: tuple[datetime, ...] = ()
+
+
+def plan_versions(
+    name: str,
+    instances: tuple[Instance, ...],
+    policy: ServicePolicy,
+    zone: str | None,
+    now: datetime | None,
+    observed: Observed,
+    memo: ServiceMemo[Planned],
+    override: str | None,
+) -> PlannedSplit:
+    """Each version's instances planned as a service of their own (warm-up, drain, health
+    as usual), named `<service>--<version>`; then the weights in force."""
+    split = policy.split
+    assert split is not None
+    notes: list[str] = []
+    refused: list[str] = []
+    changes: list[datetime] = []
+    groups, invalid = by_version(instances, split.version_from)
+    for inst in invalid:
+        notes.append(
+            f"service {name!r} instance {inst.id!r}: its {split.version_from} is not a valid "
+            "version name; it takes no split traffic"
+        )
+    stray = sorted(set(groups) - set(split.weights))
+    if stray:
+        notes.append(
+            f"service {name!r}: version {', '.join(map(repr, stray))} is not in split.weights; "
+            "its instances take no traffic"
+        )
+    upstreams: list[Upstream] = []
+    live: set[str] = set()
+    for version in split.versions:
+        group = groups.get(version, ())
+        up_name = version_upstream(name, version)
+        planned = memo.get(up_name, group, policy, zone, now)
+        if planned is None:
+            planned, window, keys = plan_service(up_name, group, policy, zone, now, observed)
+            memo.put(up_name, group, policy, zone, window, keys, planned)
+        notes += planned.notes
+        refused += planned.refused
+        changes += planned.changes
+        if planned.upstream is not None:
+            upstreams.append(planned.upstream)
+            live.add(version)
+    weights, source = None, "spec"
+    if override is not None:
+        where = f"service {name!r}: the split override in the registry"
+        try:
+            weights, source = parse_override(override, split, where), "registry override"
+        except ShiftError as exc:
+            notes.append(f"{exc}; the spec's weights stay in force")
+    decided = plan_split(name, split, frozenset(live), weights=weights, source=source)
+    notes.append(decided.note or decided.summary())
+    return PlannedSplit(tuple(upstreams), decided, tuple(notes), tuple(refused), tuple(changes))

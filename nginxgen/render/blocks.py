@@ -9,12 +9,13 @@ rendered again, and each block text's digest for the generation hash.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
 
-from ..model.names import CONN_ZONE
+from ..model.names import CONN_ZONE, MIRROR_PREFIX, SPLIT_VAR
 from ..model.plan import Location, Upstream
 from ..util.resources import resource_dir
 from .filters import (
@@ -58,6 +59,7 @@ def environment(templates: Path, overrides: Path | None = None) -> jinja2.Enviro
         var=nginx_var,
         balance_arg=balance_arg,
         regex=nginx_regex,
+        regex_escape=re.escape,
     )
     return env
 
@@ -90,7 +92,13 @@ class RenderCache:
             cached route's own log phase must call the counter too (a location's log
             handler replaces the server's)."""
             template = env.get_template("location.conf.j2")
-            return template.render(loc=loc, gw={"metrics": metrics}, conn_zone=CONN_ZONE)
+            return template.render(
+                loc=loc,
+                gw={"metrics": metrics},
+                conn_zone=CONN_ZONE,
+                split_var=SPLIT_VAR,
+                mirror_prefix=MIRROR_PREFIX,
+            )
 
         self.upstream = upstream
         self.location = location

@@ -27,6 +27,7 @@ from ..model.validate import CatalogBuilder
 from ..registry.errors import describe, printable
 from ..registry.etcd import EtcdClient, prefix_end
 from ..registry.http import interrupt
+from ..registry.shift import ETCD_DIR
 from ..spec import EtcdRegistry
 from .base import RegistryError
 
@@ -58,6 +59,9 @@ def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
         builder.drop("?", "?", "key is not valid base64 UTF-8")
         return
     rest = key[len(prefix) :]
+    if rest.startswith(ETCD_DIR):
+        add_split(builder, rest[len(ETCD_DIR) :], kv)
+        return
     service, sep, instance = rest.partition("/")
     if not sep or not service or not instance or "/" in instance:
         builder.drop(service or "?", key, f"key must look like {prefix}<service>/<instance-id>")
@@ -84,6 +88,17 @@ def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
         elif isinstance(meta, dict):
             fields["meta"] = {"version": version, **meta}
     builder.add(service, id=instance, **fields)
+
+
+def add_split(builder: CatalogBuilder, service: str, kv: Any) -> None:
+    """A split override (`nginxgen shift`): kept as text, checked against the spec at plan."""
+    try:
+        text = base64.b64decode(kv.get("value", "")).decode("utf-8")
+    except (TypeError, ValueError):
+        builder.drop(service, "split", "split override is not valid base64 UTF-8")
+        return
+    if service and "/" not in service:
+        builder.split(service, text)
 
 
 class EtcdSource:

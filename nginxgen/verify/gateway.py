@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model.names import AUTH_PREFIX, ROUTE_VAR, STATUS_SERVER_NAME
+from ..model.names import (
+    AUTH_PREFIX,
+    MIRROR_PREFIX,
+    ROUTE_VAR,
+    SPLIT_PATH,
+    SPLIT_STATUS_PATH,
+    STATUS_SERVER_NAME,
+)
 from ..model.plan import Location, Plan
 from .findings import Finding
 
@@ -19,13 +26,24 @@ def is_gateway_location(args: list[str]) -> bool:
     """Named error locations and internal auth subrequest locations nginxgen adds."""
     if args and args[0].startswith("@nginxgen_"):
         return True
-    return len(args) == 2 and args[0] == "=" and args[1].startswith(AUTH_PREFIX)
+    return (
+        len(args) == 2
+        and args[0] == "="
+        and (args[1].startswith(AUTH_PREFIX) or args[1].startswith(MIRROR_PREFIX))
+    )
 
 
 # What the loopback status server (templates/status_server.conf.j2) may contain.
 _STATUS_LOCATIONS = {("=", "/nginxgen/generation"), ("=", "/nginx_status"), ("/",)}
 _STATUS_DIRECTIVES = {"default_type", "return", "allow", "deny", "stub_status"}
 _METRICS_CALL = 'require("nginxgen.metrics").serve()'
+# The status server's Lua answers: location path -> the one call it may make.
+_LUA_ANSWERS = {
+    "/metrics": _METRICS_CALL,
+    SPLIT_PATH: 'require("nginxgen.split").push()',
+    SPLIT_STATUS_PATH: 'require("nginxgen.split").status()',
+}
+_SPLIT_LOCATIONS = {("=", SPLIT_PATH), ("=", SPLIT_STATUS_PATH)}
 _ROUTE_SET = [f"${ROUTE_VAR}", ""]
 
 
@@ -43,6 +61,7 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
     if _directive_args(status[0], "listen") != [[listen]]:
         findings.append(Finding("round-trip", f"status server must listen on {listen} only"))
     allowed = _STATUS_LOCATIONS | ({("=", "/metrics")} if plan.gateway.metrics else set())
+    allowed |= _SPLIT_LOCATIONS if plan.gateway.split else set()
     for d in status[0].get("block", []):
         if d["directive"] == "location":
             if tuple(d["args"]) not in allowed or not _harmless(d):
@@ -61,8 +80,11 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
 def _harmless(location: Block) -> bool:
     for d in location.get("block", []):
         if d["directive"] == "content_by_lua_block":
-            if location["args"] != ["=", "/metrics"] or d["args"][0].strip() != _METRICS_CALL:
+            path = location["args"][-1]
+            if location["args"][0] != "=" or d["args"][0].strip() != _LUA_ANSWERS.get(path):
                 return False
+        elif d["directive"] in ("client_max_body_size", "client_body_buffer_size"):
+            continue  # the split push's body limit
         elif d["directive"] not in _STATUS_DIRECTIVES:
             return False
     return True

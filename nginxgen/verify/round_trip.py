@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..deploy.nginx_bin import Binary
+from ..model.names import SPLIT_VAR
 from ..model.plan import Location, Plan, Server, Upstream
 from ..render.filters import lua_string, nginx_time
 from ..util.heap import without_collector
@@ -168,6 +169,9 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
     passes = [d["args"] for d in statements if d["directive"] in ("proxy_pass", "grpc_pass")]
     if loc.grpc:
         want = [[f"grpc://{loc.upstream}"]] if loc.upstream else []
+    elif loc.split:
+        # The version's upstream, picked in Lua (plan/split.py): only its variable here.
+        want = [[f"http://${SPLIT_VAR}"]] if loc.upstream else []
     else:
         want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
     if passes != want:

@@ -134,13 +134,26 @@ s.case("sticky none (or no key) draws per request; nobody alive decides nothing"
     eq(m.decide(none, getter({}), function() return 0 end), nil)
 end)
 
-s.case("a push is in force at the worker's next request; a refused one changes nothing", function()
+local function state_file(text)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+    return path
+end
+
+local UPS = { carts = { "carts--blue", "carts--green" } }
+local TOKEN = string.rep("a", 64)
+
+s.case("init reads the state file; a push is in force at the worker's next request", function()
     t.fresh({ "nginxgen.split" })
     local split = require("nginxgen.split")
     local json = require("nginxgen.endpoints.json")
     local blue = doc({ { "blue", 10000 }, { "green", 0 } })
     blue.sticky = ""
-    split.init({ services = { json.encode({ carts = blue }) }, token_sha256 = string.rep("a", 64) })
+    local path = state_file(json.encode({ services = { carts = blue } }))
+    split.init({ upstreams = UPS, state = path, token_sha256 = TOKEN })
+    os.remove(path)
     eq(split.route("carts"), "carts--blue")
     eq(ngx.ctx.nginxgen_version, "blue")
     local dict = ngx.shared.nginxgen_split
@@ -151,9 +164,21 @@ s.case("a push is in force at the worker's next request; a refused one changes n
     dict:incr("seq", 1, 0)
     eq(split.route("carts"), "carts--green")
     eq(split.route("nope"), "")
+end)
+
+s.case("no state file, or one Lua refuses: every version an equal share", function()
+    t.fresh({ "nginxgen.split" })
+    local split = require("nginxgen.split")
+    split.init({ upstreams = UPS, state = "/nonexistent/split.json", token_sha256 = TOKEN })
+    local text = ngx.shared.nginxgen_split:get("d|carts")
+    contains(text, '"bps":5000')
+    local path = state_file('{"services": {"carts": {"versions": []}}}')
+    split.init({ upstreams = UPS, state = path, token_sha256 = TOKEN })
+    os.remove(path)
+    contains(ngx.shared.nginxgen_split:get("d|carts"), '"bps":5000')
     contains(t.fails(function()
-        split.init({ services = { "{\"carts\": {\"versions\": []}}" }, token_sha256 = string.rep("a", 64) })
-    end), "versions must be a non-empty list")
+        split.init({ upstreams = UPS, token_sha256 = "nope" })
+    end), "token_sha256")
 end)
 
 return s
