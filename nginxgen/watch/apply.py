@@ -38,6 +38,7 @@ from .guard import RemovalHold
 from .policies import Policies, warming_count
 from .policy_state import state_path
 from .recovery import HookRun
+from .split_apply import SplitApply
 from .telemetry import Health, Metrics, event
 
 # /healthz asks nginx's status listener whether the generation serves; never for longer.
@@ -124,6 +125,7 @@ class Applier:
         self.certs = CertificateFiles(certificate_files(spec))
         self._said_in_place = False
         self._nginx_running = True
+        self.splits = SplitApply(clock, metrics)  # split pushes and guards (split_apply.py)
         health.served = self.not_served
 
     def adopt(self, spec: Spec, binary: Binary | None) -> None:
@@ -176,7 +178,7 @@ class Applier:
         `changed_at` (monotonic) is when the change was noticed: the change-to-served
         latency is measured from there."""
         self.next_change = None  # until this pass plans again: never wake on a stale step
-        effective = self._guard(catalog)
+        effective = self.splits.catalog(self._guard(catalog))
         now = self.clock.wall()
         observed = self.policies.observe(effective, now)
         self._observed_dead = observed.dead
@@ -195,8 +197,10 @@ class Applier:
         if self.dry_run:
             return self._dry_run(installed, text, result.verdict.ok, result.verdict.findings)
         if text == installed and self._serving(generation) and not self.certs.pending:
-            self._succeeded(plan, generation, changed_at, observe=False)
-            return Outcome(Result.UNCHANGED)
+            # Only split weights changed (nginx.conf does not hold them): a push.
+            pushed = self.splits.push_if_changed(self.spec, self.binary, plan)
+            self._succeeded(plan, generation, changed_at, observe=pushed)
+            return Outcome(Result.APPLIED if pushed else Result.UNCHANGED)
         if text == self.failed_text:
             return Outcome(Result.SKIPPED)
         if not result.verdict.ok:
@@ -210,6 +214,7 @@ class Applier:
             return self._failed(text, f"validation: {first}")
 
         reason = self._reason(plan)
+        self.splits.before_install(self.spec, plan)
         done = install(
             text,
             generation,
@@ -245,6 +250,7 @@ class Applier:
         )
         for note in plan.notes:
             event(logging.INFO, f"note: {note}")
+        self.splits.installed(plan)
         self._succeeded(plan, generation, changed_at, observe=True, old_workers=done.old_workers)
         # After the reload, off the change-to-served path: collect, then move the survivors
         # (plan, caches) out of the collector's sight (util/heap.py says why).
