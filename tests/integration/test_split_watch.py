@@ -158,3 +158,22 @@ def yaml_status_listen(gw: WatchedGateway) -> str:
     import yaml
 
     return str(yaml.safe_load(gw.spec.read_text())["nginx"]["status_listen"])
+
+
+def test_a_dead_version_gives_its_share_away_and_watch_says_so(watched_gateway, backends):
+    import yaml
+
+    blue, green = backends("blue"), backends("green")
+    split = {"app": {"split": {"weights": {"blue": 50, "green": 50}}}}
+    gw = watched_gateway({"app": instances(blue, green)}, extra={"services": split})
+    assert set(who_answers(gw.url, 40, fresh=True)) == {"blue", "green"}
+    registry = gw.dir / "services.yaml"
+    data = yaml.safe_load(registry.read_text())
+    data["services"]["app"] = [i for i in data["services"]["app"] if i["id"] != "g1"]
+    registry.write_text(yaml.safe_dump(data))
+    eventually(lambda: gw.serves_only("blue", 20), 10, "blue alone", detail=gw.logs)
+    line = (
+        "service 'app': version 'green' has no live instance; its share goes to the others "
+        "(blue=100 green=0)"
+    )
+    eventually(lambda: line in gw.logs(), 10, "the one-line note", detail=gw.logs)

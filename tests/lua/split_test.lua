@@ -181,4 +181,27 @@ s.case("no state file, or one Lua refuses: every version an equal share", functi
     end), "token_sha256")
 end)
 
+s.case("mirror() copies its percent of requests to a live mirror version only", function()
+    t.fresh({ "nginxgen.split" })
+    local split = require("nginxgen.split")
+    local json = require("nginxgen.endpoints.json")
+    local d = doc({ { "blue", 10000 }, { "green", 0 } }, { mirror = { to = "green", percent = 25 } })
+    local path = state_file(json.encode({ services = { carts = d } }))
+    split.init({ upstreams = UPS, state = path, token_sha256 = TOKEN })
+    os.remove(path)
+    local copies = 0
+    for _ = 1, 4000 do
+        local to = split.mirror("carts")
+        if to ~= "" then
+            eq(to, "carts--green")
+            copies = copies + 1
+        end
+    end
+    ok(copies > 800 and copies < 1200, "copies " .. copies)
+    d.versions[2].live = false
+    ngx.shared.nginxgen_split:set("d|carts", json.encode(d))
+    ngx.shared.nginxgen_split:incr("seq", 1, 0)
+    eq(split.mirror("carts"), "", "a dead mirror gets no copies")
+end)
+
 return s
