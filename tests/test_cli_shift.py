@@ -68,3 +68,12 @@ def test_a_hand_written_bad_override_keeps_the_spec_weights(tmp_path: Path) -> N
     assert "version 'red' is not in the spec's split" in r.stderr
     assert "the spec's weights stay in force" in r.stderr
     assert "split blue=90 green=10 (spec)" in r.stderr
+
+
+def test_a_rendered_split_config_keeps_the_generator_invariants(tmp_path: Path) -> None:
+    spec = setup(tmp_path)
+    conf = tmp_path / "nginx.conf"
+    r = run_cli("render", "-c", str(spec), "-o", str(conf), "--no-nginx-test")
+    assert r.returncode == 0, r.stderr
+    linted = run_cli("lint", str(conf))
+    assert "NGX016" not in linted.stdout + linted.stderr, linted.stdout
