@@ -34,8 +34,8 @@ NGINXGEN_ROUND_TRIP = rule(
     `address weight= max_fails= fail_timeout= [backup]`; no upstream is defined
     twice or left unused (a split route's version upstreams, `<service>--<version>`, are
     used by the Lua that picks them); every location proxies to an upstream defined in
-    the file, to the split's variable, or answers with `return`. A difference means a hand edit (overwritten at the
-    next render) or a template change that needs review.""",
+    the file, to the split's variable, or answers with `return`. A difference means a
+    hand edit (overwritten at the next render) or a template change that needs review.""",
 )
 
 
