@@ -3,6 +3,8 @@
 Where (docs/split.md#fleet-wide-shifts):
 - etcd: the key `<prefix>.nginxgen/split/<service>` (under the spec's prefix, so the
   sources' watch sees it change); its value `{"weights": {...}}`.
+- Consul: the KV key `<kv_prefix>split/<service>` (default `nginxgen/split/carts`), read
+  with the catalog and watched by a blocking query like the services.
 - file registry: `<registry file's name>.split.json` beside it, one object of
   service -> `{"weights": {...}}`, replaced atomically.
 
@@ -22,6 +24,7 @@ from typing import Any
 from ..spec.split import Split, check_weights
 
 ETCD_DIR = ".nginxgen/split/"
+SPLIT_DIR = "split/"  # under a Consul registry's kv_prefix
 FILE_SUFFIX = ".split.json"
 MAX_TEXT = 16 * 1024
 
@@ -125,15 +128,17 @@ class OverrideStore:
     def __init__(self, registry: Any) -> None:
         self.registry = registry
         self.kind: str = registry.kind
-        if self.kind not in ("file", "etcd"):
+        if self.kind not in ("file", "etcd", "consul"):
             raise ShiftError(
-                f"registry kind {self.kind!r}: shift writes overrides into etcd or beside a "
-                "file registry (Consul KV is not built yet)"
+                f"registry kind {self.kind!r}: shift writes overrides into etcd, Consul KV "
+                "or beside a file registry only"
             )
 
     def where(self, service: str) -> str:
         if self.kind == "etcd":
             return f"etcd key {etcd_key(self.registry.prefix, service)}"
+        if self.kind == "consul":
+            return f"Consul KV key {self.registry.kv_prefix}{SPLIT_DIR}{service}"
         return f"file {file_path(self.registry.path)}"
 
     def write(self, service: str, text: str | None) -> None:
@@ -150,6 +155,16 @@ class OverrideStore:
                     client.put(key, text.encode())
             finally:
                 client.close()
+            return
+        if self.kind == "consul":
+            from .consul import ConsulClient
+
+            consul = ConsulClient(self.registry)
+            try:
+                kv_key = f"{self.registry.kv_prefix}{SPLIT_DIR}{service}"
+                consul.kv_put(kv_key, None if text is None else text.encode())
+            finally:
+                consul.close()
             return
         from ..util.atomic_write import write_atomic
 
