@@ -14,7 +14,7 @@ import requests
 
 from nginxgen.deploy.split_state import token
 from tests.helpers import free_port, write_spec
-from tests.helpers.servers import nginx_workers
+from tests.helpers.servers import nginx_workers, settled_workers
 
 
 def render(spec: Path) -> subprocess.CompletedProcess[str]:
@@ -119,7 +119,7 @@ def test_a_push_shifts_new_requests_without_a_reload(workdir, backends, nginx_ru
         workdir, backends, nginx_runner, {"weights": {"blue": 100, "green": 0}}
     )
     master = int((workdir / "nginx.pid").read_text())
-    workers = nginx_workers(master)
+    workers = settled_workers(master)
     assert {requests.get(url, timeout=5).headers["X-Backend"] for _ in range(20)} == {"blue"}
     state = json.loads((workdir / "nginxgen-split.json").read_text())
     doc = state["services"]["carts"]

@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import Backend, Client, Etcd, WatchedGateway, who_answers
 from tests.helpers import poll_until as eventually
 from tests.helpers.gateway import run_cli
-from tests.helpers.servers import nginx_workers
+from tests.helpers.servers import nginx_workers, settled_workers
 
 SPLIT = {"app": {"split": {"weights": {"blue": 100, "green": 0}, "sticky": "none"}}}
 
@@ -28,7 +28,7 @@ def flip_under_load(gw: WatchedGateway) -> None:
     """4 client threads; `shift --to green`; all new requests on green, 0 failures, 0 reloads."""
     assert who_answers(gw.url, 20, fresh=True) == {"blue": 20}
     master = int((gw.dir / "nginx.pid").read_text())
-    workers = nginx_workers(master)
+    workers = settled_workers(master)
     reloads = gw.metric("nginxgen_reloads_total")
     clients = [Client(gw.url) for _ in range(4)]
     for c in clients:
@@ -96,7 +96,7 @@ def test_sighup_with_edited_weights_is_a_push(watched_gateway, backends):
     blue, green = backends("blue"), backends("green")
     gw = watched_gateway({"app": instances(blue, green)}, extra={"services": SPLIT})
     master = int((gw.dir / "nginx.pid").read_text())
-    workers = nginx_workers(master)
+    workers = settled_workers(master)
     data = yaml.safe_load(gw.spec.read_text())
     data["services"]["app"]["split"]["weights"] = {"blue": 0, "green": 100}
     gw.spec.write_text(yaml.safe_dump(data, sort_keys=False))
