@@ -26,6 +26,7 @@ from .filters import (
     nginx_time,
     nginx_token,
     nginx_var,
+    rewrite_to,
 )
 
 # Blocks kept per kind: 10,000 services and routes fit with room for their last versions.
@@ -58,6 +59,7 @@ def environment(templates: Path, overrides: Path | None = None) -> jinja2.Enviro
         var=nginx_var,
         balance_arg=balance_arg,
         regex=nginx_regex,
+        rewrite_to=rewrite_to,
     )
     return env
 
