@@ -64,6 +64,10 @@ def environment(templates: Path, overrides: Path | None = None) -> jinja2.Enviro
     return env
 
 
+class TemplateError(Exception):
+    """A partial in templates_dir that does not compile; str() is one sentence."""
+
+
 class RenderCache:
     """Templates and rendered blocks. Blocks are cached by value (the Plan's frozen
     Upstream and Location), so equal inputs always give the text they gave before."""
@@ -96,6 +100,19 @@ class RenderCache:
 
         self.upstream = upstream
         self.location = location
+
+    def compile_overrides(self) -> None:
+        """Compile every partial of templates_dir now, so a syntax error is found before
+        these templates replace the ones in use."""
+        if self.overrides is None:
+            return
+        for path in sorted(Path(self.overrides).glob("*.j2")):
+            try:
+                self.env.get_template(path.name)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"{path}:{exc.lineno}: {exc.message}") from None
+            except (OSError, jinja2.TemplateError) as exc:
+                raise TemplateError(f"{path}: {exc}") from None
 
     def digest(self, text: str) -> bytes:
         """sha256 of one block's text, for the generation hash."""
