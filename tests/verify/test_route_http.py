@@ -158,3 +158,14 @@ def test_header_values_and_origins_stay_one_token(
     (loc,) = b.plan.locations
     assert loc.http is not None and loc.http.request_set == (("X-A", request),)
     assert loc.http.response_set == (("X-B", response),)
+
+
+def test_regex_routes_and_rewrites_with_backslashes_pass(tmp_path: Path) -> None:
+    """crossplane keeps the escapes nginx resolves: `\\\\d` in the file is nginx's `\\d`."""
+    routes = (
+        "  - {path: '^/rx/\\d+/\"q\"$', match: regex, service: a}\n"
+        "  - {path: /r/, service: a, rewrite: {from: '^/r/(\\w+)\\.json$', to: /j/$1}}\n"
+    )
+    b = make(tmp_path, spec_text(routes))
+    assert b.verdict.ok, b.verdict.findings
+    assert 'location ~ "^/rx/\\\\d+/\\"q\\"$" {' in b.text
