@@ -270,7 +270,9 @@ def origin_regex(pattern: str) -> str | None:
     if m is None:
         return None
     scheme, domain, port = m.group(1), m.group(2), m.group(3) or ""
-    return f"^{scheme}://{_LABEL}{re.escape(domain)}{re.escape(port)}$"
+    # `[.]` rather than `\.`: no backslash for nginx's, crossplane's or gixy's parsers to
+    # read three ways (domain and port hold only [a-z0-9.:-]).
+    return f"^{scheme}://{_LABEL}{domain.replace('.', '[.]')}{port}$"
 
 
 Origin = Annotated[str, BeforeValidator(_origin)]

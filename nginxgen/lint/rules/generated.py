@@ -57,7 +57,11 @@ def record_location(node: Node, w: Walk) -> None:
     proxies = returns = False
     for child in w.children(node):
         d = child["directive"]
-        proxies = proxies or d == "proxy_pass"
+        proxies = proxies or d in ("proxy_pass", "grpc_pass")
+        if d == "grpc_pass" and child["args"]:
+            scheme, sep, host = child["args"][0].partition("://")
+            if sep and scheme in ("grpc", "grpcs") and "$" not in host:
+                w.facts.grpc_upstreams.add(host.split("/", 1)[0])
         returns = returns or d in ("return", "stub_status", "content_by_lua_block")
     w.facts.locations.append(
         LocationFact(tuple(node["args"]), w.file, node["line"], proxies, returns, w.suppressed)
@@ -106,6 +110,7 @@ def nginxgen_round_trip(w: Walk) -> None:
             problem(p.file, p.line, f"proxy_pass {p.target}: no such upstream", p.suppressed)
         else:
             used.add(host)
+    used |= facts.grpc_upstreams & facts.upstreams.keys()
     for name, up in facts.upstreams.items():
         if name not in used:
             problem(up.file, up.line, f"upstream {name!r} is not used", up.suppressed)
