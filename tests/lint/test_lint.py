@@ -305,7 +305,8 @@ def test_docs_list_every_rule_and_ci_files_are_valid() -> None:
 
 
 def test_rendered_routes_with_grpc_tls_and_cors_are_clean(tmp_path: Path) -> None:
-    """NGX016 counts a grpc_pass (grpc:// or grpcs://) as the use of its upstream."""
+    """NGX016 counts a grpc_pass (grpc:// or grpcs://) as the use of its upstream, and a
+    server block per virtual host as what nginxgen generates."""
     (tmp_path / "services.yaml").write_text(
         "services:\n  g: [{id: g1, address: '127.0.0.1:9001'}]\n"
         "  w: [{id: w1, address: '127.0.0.1:9002'}]\n"
@@ -318,6 +319,9 @@ def test_rendered_routes_with_grpc_tls_and_cors_are_clean(tmp_path: Path) -> Non
         "  - {path: /pkg.Svc/, service: g, protocol: grpc, upstream_tls: {verify: false}}\n"
         "  - {path: /, service: w, methods: [GET], cors: {origins: ['https://*.a.test']},\n"
         "     headers: {response: {set: {Cache-Control: no-store}}}}\n"
+        "hosts:\n"  # a server block per host: still a generated config
+        "  - server_names: [b.test]\n"
+        "    routes: [{path: /, service: w}]\n"
     )
     conf = tmp_path / "nginx.conf"
     rendered = subprocess.run(
