@@ -148,7 +148,7 @@ def test_header_values_and_origins_stay_one_token(
         "request": {"set": {"X-A": request}},
         "response": {"set": {"X-B": response}},
     }
-    cors = {"origins": [origin, "https://b.test"]}
+    cors = {"origins": [origin, "https://fixed.example"]}
     route = {"path": "/", "service": "a", "headers": headers, "cors": cors}
     text = spec_text(f"  - {json.dumps(route)}\n")
     b = make(tmp_path, text)
