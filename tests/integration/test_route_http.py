@@ -337,3 +337,35 @@ def test_an_upstream_client_key_that_does_not_match_is_refused_with_its_line(wor
     assert f"nginxgen.yaml:{line}: routes[0].upstream_tls.client_key: the key in " in result.stderr
     assert "does not belong to the certificate" in result.stderr
     assert not conf.exists()
+
+
+def test_a_cached_cors_route_answers_each_origin_for_itself(workdir, nginx_runner, redis_server):
+    """The cache stores the backend's answer, not one origin's CORS headers: a hit for
+    another origin gets its own (or none)."""
+    require_nginx()
+    from tests.integration.cache_gateway import CachedGateways
+
+    gateways = CachedGateways(workdir, nginx_runner, redis_server)
+    try:
+        gw = gateways(
+            routes=[
+                {
+                    "path": "/c/",
+                    "service": "app",
+                    "cache": {"ttl": "30s"},
+                    "cors": {"origins": ["https://a.test", "https://b.test"]},
+                }
+            ]
+        )
+        gw.backend.extra_headers = {"Access-Control-Allow-Origin": "*"}
+        first = gw.get("/c/x", headers={"Origin": "https://a.test"})
+        assert first.status_code == 200 and first.headers.get("X-Cache") == "MISS"
+        assert first.headers["Access-Control-Allow-Origin"] == "https://a.test"
+        for origin, want in (("https://b.test", "https://b.test"), ("https://evil.test", None)):
+            r = gw.get("/c/x", headers={"Origin": origin})
+            assert r.headers.get("X-Cache") == "HIT", origin
+            assert r.headers.get("Access-Control-Allow-Origin") == want, origin
+            assert r.headers["Vary"] == "Origin"
+        assert gw.backend.count == 1
+    finally:
+        gateways.stop()
