@@ -158,7 +158,7 @@ def route_conflict(r: Route) -> str | None:
 
 
 # The cache sends these itself (identity bodies; override headers stripped unless keyed).
-_CACHE_REQUEST = {"accept-encoding", *(h.lower() for h in UNKEYED_OVERRIDE_HEADERS)}
+_CACHE_REQUEST = frozenset({"accept-encoding", *(h.lower() for h in UNKEYED_OVERRIDE_HEADERS)})
 
 
 def header_conflict(r: Route) -> str | None:
@@ -182,16 +182,9 @@ def header_conflict(r: Route) -> str | None:
 
 # Directives of nginx's rewrite module (and NDK's set_by_lua, which runs inside it):
 # `rewrite ... break` stops them, so after the route's rewrite they would never run.
-_REWRITE_MODULE = {
-    "set",
-    "if",
-    "return",
-    "rewrite",
-    "break",
-    "set_by_lua",
-    "set_by_lua_block",
-    "set_by_lua_file",
-}
+_REWRITE_MODULE = frozenset(
+    {"set", "if", "return", "rewrite", "break", "set_by_lua", "set_by_lua_block", "set_by_lua_file"}
+)
 
 
 def rewrite_snippet_conflict(r: Route) -> str | None:
