@@ -159,7 +159,16 @@ local function rand()
     return random(0, decide.BUCKETS - 1)
 end
 
+-- Workers fork from one master: without a seed of their own they draw the same numbers.
+local function seed()
+    if not worker.seeded then
+        worker.seeded = true
+        math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
+    end
+end
+
 function _M.route(service)
+    seed()
     local c = compiled(service)
     if c == nil then
         return ""
@@ -173,6 +182,7 @@ function _M.route(service)
 end
 
 function _M.mirror(service)
+    seed()
     local c = compiled(service)
     local m = c and c.mirror
     if m == nil or not m.to.live or random() * 100 >= m.percent then

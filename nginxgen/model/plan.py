@@ -13,6 +13,7 @@ from typing import Any
 
 from ..spec import Failover, RedisSpec, Timeouts
 from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
+from .route_http import RouteHttp
 from .surface import Surface
 
 # --- the gateway's cross-cutting pieces (plan.gateway decides them) ----------------------
@@ -195,6 +196,7 @@ class Location(_HashedOnce):
     # `upstream` then names the service, not an upstream block.
     split: bool = False
     mirror: bool = False  # split.mirror: copies go to MIRROR_PREFIX + service
+    http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
 
     __hash__ = _HashedOnce._hash_once
 

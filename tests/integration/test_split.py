@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ def render(spec: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def gateway(workdir: Path, backends: Any, nginx_runner: Any, split: dict[str, Any]):  # type: ignore[no-untyped-def]
+def gateway(  # type: ignore[no-untyped-def]
+    workdir: Path, backends: Any, nginx_runner: Any, split: dict[str, Any], **route: Any
+):
     blue, green = backends("blue"), backends("green")
     port, status = free_port(), free_port()
     spec = write_spec(
@@ -39,7 +42,7 @@ def gateway(workdir: Path, backends: Any, nginx_runner: Any, split: dict[str, An
                 "output": "nginx.conf",
                 "status_listen": f"127.0.0.1:{status}",
             },
-            "routes": [{"path": "/carts/", "service": "carts"}],
+            "routes": [{"path": "/carts/", "service": "carts", **route}],
             "services": {"carts": {"split": split}},
         },
         {
@@ -108,6 +111,11 @@ def test_mirror_copies_reach_green_and_its_failures_never_reach_the_client(
     answers = [requests.get(url + f"m{i}", timeout=5) for i in range(300)]
     assert [r.status_code for r in answers] == [200] * 300
     assert {r.headers["X-Backend"] for r in answers} == {"blue"}
+    # A copy may end after the client's answer: let the last ones arrive.
+    settled = -1
+    while settled != green.count:
+        settled = green.count
+        time.sleep(0.5)
     copies = [r["path"] for r in green.requests]
     assert 0.35 < len(copies) / 300 < 0.65, len(copies)
     assert all(p.startswith("/carts/m") for p in copies), copies[:5]
@@ -149,3 +157,12 @@ def token_of(workdir: Path) -> dict[str, str]:
     value = token(load_spec(workdir / "nginxgen.yaml").nginx)
     assert value is not None
     return {"Authorization": f"Bearer {value.decode()}"}
+
+
+def test_a_split_route_strips_its_prefix_like_any_route(workdir, backends, nginx_runner):
+    url, _, blue, _, _ = gateway(
+        workdir, backends, nginx_runner, {"weights": {"blue": 100, "green": 0}}, strip_prefix=True
+    )
+    r = requests.get(url + "items/7?full=1", timeout=5)
+    assert r.status_code == 200 and r.headers["X-Backend"] == "blue"
+    assert blue.requests[-1]["path"] == "/items/7?full=1"
