@@ -5,6 +5,7 @@
 --   route(service)    set_by_lua $nginxgen_split_upstream: the chosen version's upstream,
 --                     "" when no version is live (the location answers 503); the version
 --                     is left in ngx.ctx.nginxgen_version for /metrics
+--   available(service) rewrite_by_lua: 503 when route() found no version to serve
 --   mirror(service)   set_by_lua in the internal mirror location: the upstream a copy
 --                     goes to, or "" (no copy) for the requests outside its percent
 --   push()            content handler of POST /nginxgen/split (loopback, token): new
@@ -179,6 +180,19 @@ function _M.route(service)
     end
     ngx.ctx.nginxgen_version = v.name
     return v.upstream
+end
+
+-- rewrite_by_lua (after route() in the rewrite module's pass): 503 on purpose when no
+-- version had anyone to serve, as a rendered `return 503` does.
+function _M.available(service)
+    if ngx.ctx.nginxgen_version ~= nil then
+        return
+    end
+    ngx.status = 503
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Retry-After"] = "5"
+    ngx.print('{"error":"service unavailable","service":', json.encode(service), "}")
+    return ngx.exit(503)
 end
 
 function _M.mirror(service)

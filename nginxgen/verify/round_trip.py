@@ -141,14 +141,22 @@ def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]
     return findings
 
 
+def split_available_call(loc: Location) -> str:
+    """What a split route's rewrite_by_lua_block runs: 503 while no version serves."""
+    return f'require("nginxgen.split").available({lua_string(loc.service)})'
+
+
 def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     """The cache's Lua one-liners a location runs (the gateway's are checked in
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
-    if loc.cache is None or loc.upstream is None:
+    if loc.upstream is None:
         return []
+    split = [("rewrite_by_lua_block", split_available_call(loc))] if loc.split else []
+    if loc.cache is None:
+        return split
     call = 'require("nginxgen.cache").'
     log = f"{call}log()" + (' require("nginxgen.metrics").log()' if metrics else "")
-    return [
+    return split + [
         ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
         ("header_filter_by_lua_block", f"{call}header_filter()"),
         ("body_filter_by_lua_block", f"{call}body_filter()"),

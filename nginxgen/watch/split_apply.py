@@ -40,6 +40,7 @@ class SplitApply:
         self.guard = SplitGuard()
         self.served: str | None = None  # the state text nginx serves (pushed or reloaded)
         self._next_sample = 0.0
+        self._live: dict[str, set[str]] = {}  # per service: the versions served as live
 
     # --- planning -----------------------------------------------------------------------
 
@@ -57,6 +58,12 @@ class SplitApply:
 
     def installed(self, plan: Plan) -> None:
         self.served = state_text(plan) if plan.splits else None
+        self._live = _live(plan)
+
+    def retracts(self, plan: Plan) -> bool:
+        """Does `plan` take a version out that the documents nginx serves still send to?"""
+        now = _live(plan)
+        return any(v not in now.get(s, set()) for s, vs in self._live.items() for v in vs)
 
     def push_if_changed(self, spec: Spec, binary: Binary | None, plan: Plan) -> bool:
         """The config serves as rendered; push the split documents if they changed.
@@ -77,6 +84,7 @@ class SplitApply:
         summary = "; ".join(s.summary() for s in plan.splits)
         if done is not None and done.ok:
             self.served = text
+            self._live = _live(plan)
             self.metrics.split_pushes.inc()
             event(logging.INFO, f"pushed: {summary} (no reload)")
             for s in plan.splits:
@@ -88,6 +96,7 @@ class SplitApply:
         result = reload_nginx(spec.nginx, binary)
         if result.ok:
             self.served = text
+            self._live = _live(plan)
             self.metrics.reloads.labels("spec").inc()
         else:
             event(logging.ERROR, f"reload for the split failed: {result.message}")
@@ -124,6 +133,10 @@ class SplitApply:
             except (ShiftError, RegistryError, OSError) as exc:
                 event(logging.WARNING, f"split guard: override not written ({exc}); pinned here")
         return bool(trips)
+
+
+def _live(plan: Plan) -> dict[str, set[str]]:
+    return {s.service: {v for v, bp in s.effective if bp > 0} for s in plan.splits}
 
 
 def _guards(spec: Spec) -> Mapping[str, Split]:

@@ -148,6 +148,14 @@ def test_a_push_shifts_new_requests_without_a_reload(workdir, backends, nginx_ru
     assert nginx_workers(master) == workers  # no reload: the same workers serve
     shown = requests.get(f"{push}/status", headers=secret, timeout=5).json()
     assert shown["services"]["carts"]["versions"][1]["bps"] == 10000
+    # Nobody left in any version: the deliberate 503, as for a service with nobody alive.
+    for v in doc["versions"]:
+        v["bps"], v["live"] = 0, False
+    r = requests.post(push, json={"services": {"carts": doc}}, headers=secret, timeout=5)
+    assert r.status_code == 200, r.text
+    r = requests.get(url, timeout=5)
+    assert r.status_code == 503
+    assert r.json() == {"error": "service unavailable", "service": "carts"}
     assert "[error]" not in nginx.errors()
 
 
