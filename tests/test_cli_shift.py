@@ -14,7 +14,11 @@ SPLIT = {"carts": {"split": {"weights": {"blue": 90, "green": 10}}}}
 def setup(tmp_path: Path) -> Path:
     return write_spec(
         tmp_path,
-        {"routes": [{"path": "/carts/", "service": "carts"}], "services": SPLIT},
+        {
+            "nginx": {"output": "nginx.conf"},
+            "routes": [{"path": "/carts/", "service": "carts"}],
+            "services": SPLIT,
+        },
         {
             "carts": [
                 {"id": "b", "address": "127.0.0.1:9001", "meta": {"version": "blue"}},
