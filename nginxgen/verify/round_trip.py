@@ -13,6 +13,7 @@ from ..model.plan import Location, Plan, Server, Upstream
 from ..render.filters import lua_string, nginx_time
 from ..util.heap import without_collector
 from .findings import Finding, Verdict
+from .bff import bff_findings, bff_lua, expected_pass
 from .gateway import check_guard, split_status_server
 from .nginx_check import nginx_test
 from .parse import parse_text
@@ -135,8 +136,8 @@ def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]
 def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     """The cache's Lua one-liners a location runs (the gateway's are checked in
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
-    if loc.cache is None or loc.upstream is None:
-        return []
+    if loc.cache is None or (loc.upstream is None and loc.aggregate is None):
+        return bff_lua(loc)
     call = 'require("nginxgen.cache").'
     log = f"{call}log()" + (' require("nginxgen.metrics").log()' if metrics else "")
     return [
@@ -144,7 +145,7 @@ def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
         ("header_filter_by_lua_block", f"{call}header_filter()"),
         ("body_filter_by_lua_block", f"{call}body_filter()"),
         ("log_by_lua_block", log),
-    ]
+    ] + bff_lua(loc)
 
 
 def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:
@@ -166,7 +167,10 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
     and keeps every guard (auth, API key, rate and connection limits) the plan gave it."""
     statements = block.get("block", [])
     passes = [d["args"] for d in statements if d["directive"] in ("proxy_pass", "grpc_pass")]
-    if loc.grpc:
+    bff = expected_pass(loc)
+    if bff is not None:
+        want = bff
+    elif loc.grpc:
         want = [[f"grpc://{loc.upstream}"]] if loc.upstream else []
     else:
         want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
@@ -174,6 +178,7 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
         return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
     return (
         _compare_lua(block, loc, metrics)
+        + bff_findings(block, loc)
         + check_guard(block, loc)
         + _compare_request_headers(block, loc)
         + snippet_findings(

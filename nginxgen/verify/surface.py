@@ -96,10 +96,12 @@ def _compare_host(
     cert = [[srv.tls.cert]] if srv.tls else []
     if _args(block, "ssl_certificate") != cert:
         findings.append(Finding("round-trip", f"{what} has another certificate", block["line"]))
+    planned = {tuple(location_args(loc)) for loc in locations}  # image_fit's are named
     found = {
         tuple(d["args"]): d
         for d in block.get("block", [])
-        if d["directive"] == "location" and not is_gateway_location(d["args"])
+        if d["directive"] == "location"
+        and (tuple(d["args"]) in planned or not is_gateway_location(d["args"]))
     }
     for loc in locations:
         loc_block = found.get(tuple(location_args(loc)))
