@@ -1,9 +1,16 @@
--- nginxgen.imagefit: which width an image_fit route resizes to.
+-- nginxgen.imagefit: an image_fit route's content handler.
 --
 -- Only a width from the route's list ever reaches image_filter: the client's number (from
 -- a query argument or a header, in the order the spec gives) picks the nearest allowed
 -- one (a tie goes to the larger); no usable number gets the largest. The query argument
 -- is then removed, so the upstream and the cache see one URL for every width.
+--
+-- The original comes from the route's internal location (the service's upstream, its
+-- failover and timeouts, and a proxy_cache of originals). An image (200, image/*) is
+-- printed here, where the route's image_filter resizes it on the way out. Anything else
+-- (another status, another type, a HEAD, a method other than GET) is handed to that
+-- internal location whole with ngx.exec, so it passes untouched: image_filter would answer
+-- 415 to a non-image. A non-image the cache may not keep is fetched twice.
 
 local tonumber = tonumber
 local find = string.find
@@ -53,7 +60,53 @@ function _M.pick(widths, value)
     return best
 end
 
-function _M.rewrite(id, var)
+-- Hop-by-hop and length headers are not the original's to pass on.
+local SKIP = {
+    ["content-length"] = true, ["transfer-encoding"] = true, ["connection"] = true,
+    ["keep-alive"] = true,
+}
+local IMAGE_TYPES = {
+    ["image/jpeg"] = true, ["image/png"] = true, ["image/gif"] = true, ["image/webp"] = true,
+}
+
+local function is_image(res)
+    if res.truncated or res.status ~= 200 then
+        return false
+    end
+    local ct = res.header["Content-Type"]
+    if type(ct) ~= "string" then
+        return false
+    end
+    return IMAGE_TYPES[lower((gsub(ct, "%s*;.*$", "")))] == true
+end
+
+function _M.serve(id, var)
+    local fit = _M.choose(id, var)
+    local ngx_var = ngx.var
+    local path = string.match(ngx_var.request_uri, "^[^?]*")
+    local args = ngx_var.args
+    local uri = (args and args ~= "") and (path .. "?" .. args) or path
+    ngx_var[fit.uri_var] = uri
+    if ngx.req.get_method() ~= "GET" then
+        return ngx.exec(fit.location)
+    end
+    local res = ngx.location.capture(fit.location, {
+        method = ngx.HTTP_GET, vars = { [fit.uri_var] = uri },
+    })
+    if not is_image(res) then
+        return ngx.exec(fit.location)
+    end
+    local header = ngx.header
+    for name, value in pairs(res.header) do
+        if not SKIP[lower(name)] then
+            header[name] = value
+        end
+    end
+    ngx.status = 200
+    ngx.print(res.body)
+end
+
+function _M.choose(id, var)
     local fit = config[id]
     if not fit then
         ngx.log(ngx.ERR, "nginxgen.imagefit: no image_fit ", id, " in the configuration")
@@ -81,6 +134,7 @@ function _M.rewrite(id, var)
         end
         ngx.req.set_uri_args(args)
     end
+    return fit
 end
 
 return _M

@@ -14,7 +14,7 @@ from typing import Any
 PART_PREFIX = "/_nginxgen/part/"
 PART_URI_VAR = "nginxgen_part_uri"  # the upstream URI of one part, set by Lua per subrequest
 IMAGE_CACHE_ZONE = "nginxgen_images"
-IMAGE_RAW_PREFIX = "@nginxgen_image_raw_"  # non-images are fetched again here, untouched
+IMAGE_PREFIX = "/_nginxgen/image/"  # image_fit's internal location for the originals
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class ImageFit:
     widths: tuple[int, ...]
     sources: tuple[tuple[str, str], ...]  # ("arg", "w") / ("header", "Viewport-Width")
     width_var: str  # without `$`
-    raw_location: str  # the named location a non-image goes to
+    location: str  # the internal location that fetches (and caches) the original
     buffer: str
     quality: int
     cache_valid: float
@@ -81,7 +81,12 @@ class BffSetup:
         return {
             "aggregates": {a.id: _aggregate(a) for a in self.aggregates},
             "image_fits": {
-                f.id: {"widths": list(f.widths), "sources": [list(s) for s in f.sources]}
+                f.id: {
+                    "widths": list(f.widths),
+                    "sources": [list(s) for s in f.sources],
+                    "location": f.location,
+                    "uri_var": PART_URI_VAR,
+                }
                 for f in self.image_fits
             },
         }

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import replace
 
 from ..model.bff import (
-    IMAGE_RAW_PREFIX,
+    IMAGE_PREFIX,
     PART_PREFIX,
     AggregateRoute,
     BffSetup,
@@ -98,7 +98,7 @@ def image_fit(i: int, route: Route) -> ImageFit:
         widths=fit.widths,
         sources=sources,
         width_var=f"nginxgen_image_width_{i}",
-        raw_location=f"{IMAGE_RAW_PREFIX}{i}",
+        location=f"{IMAGE_PREFIX}{i}",
         buffer=fit.buffer,
         quality=fit.quality,
         cache_valid=fit.cache_valid,
@@ -164,20 +164,24 @@ def _part_location(
 
 
 def image_fit_locations(index: int, base: Location, setup: BffSetup) -> list[Location]:
-    """The route's location, resizing, and the named one a non-image is passed through."""
+    """The route's location (Lua chooses the width and fetches the original; image_filter
+    resizes what it prints) and the internal one that proxies to the service, caching
+    originals. A non-image is handed to that one whole (ngx.exec) and passes untouched."""
     if base.upstream is None:
         return [base]  # nobody alive: the 503 answer has no image to fit
     fit = next(f for f in setup.image_fits if f.id == str(index))
     guard = base.guard
     key_header = (guard.api_key_header,) if guard and guard.api_key_header else ()
-    raw = replace(
+    original = replace(
         base,
-        path=fit.raw_location,
-        exact=False,
+        path=fit.location,
+        exact=True,
         regex=False,
         guard=None,
         cleared_headers=tuple(dict.fromkeys(base.cleared_headers + key_header)),
         snippet=None,
+        client_max_body_size=None,
         image_fit=fit,
+        part=PartTarget(aggregate=f"image_fit {index}", part="original"),
     )
-    return [replace(base, image_fit=fit), raw]
+    return [replace(base, upstream=None, image_fit=fit), original]

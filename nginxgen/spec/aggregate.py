@@ -221,6 +221,8 @@ class ImageFit(Model):
 def bff_conflict(r: Any) -> str | None:
     """Why a route's aggregate or image_fit cannot go with its other keys (None: it can).
     `r` is a spec.routes.Route (which imports this module)."""
+    if r.match != "regex" and r.path.startswith("/_nginxgen/"):
+        return "paths under /_nginxgen/ are the gateway's own internal locations"
     if r.aggregate is None:
         if r.service is None:
             return "a route needs a service (or aggregate: with parts)"
@@ -246,7 +248,7 @@ def bff_conflict(r: Any) -> str | None:
             ("websocket: true", r.websocket, "a WebSocket is not an image"),
             ("streaming: true", r.streaming, "an image is resized once it is whole"),
             ("cache", r.cache is not None, "image_fit keeps the originals in its own cache"),
-            ("strip_prefix", r.strip_prefix, "non-images are fetched again by a named location, which cannot change the path"),
+            ("strip_prefix", r.strip_prefix, "the original is fetched by the path asked for"),
             (
                 "auth.forward_headers",
                 bool(r.auth and r.auth.forward_headers),

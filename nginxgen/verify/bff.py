@@ -19,7 +19,7 @@ Block = dict[str, Any]
 
 def expected_pass(loc: Location) -> list[list[str]] | None:
     """proxy_pass of a BFF location; None: not one, the ordinary rules apply."""
-    if loc.aggregate is not None:
+    if loc.aggregate is not None or (loc.image_fit is not None and loc.part is None):
         return []
     if loc.part is not None:
         return [[f"http://{loc.upstream}${PART_URI_VAR}"]] if loc.upstream else []
@@ -32,9 +32,9 @@ def bff_lua(loc: Location) -> list[tuple[str, str]]:
         call = f'require("nginxgen.aggregate").serve({lua_string(loc.aggregate.id)})'
         return [("content_by_lua_block", call)]
     fit = loc.image_fit
-    if fit is not None and loc.upstream is not None and loc.path != fit.raw_location:
+    if fit is not None and loc.part is None:
         args = f"{lua_string(fit.id)}, {lua_string(fit.width_var)}"
-        return [("rewrite_by_lua_block", f'require("nginxgen.imagefit").rewrite({args})')]
+        return [("content_by_lua_block", f'require("nginxgen.imagefit").serve({args})')]
     return []
 
 
@@ -49,7 +49,7 @@ def bff_findings(block: Block, loc: Location) -> list[Finding]:
     if loc.part is None and "internal" in names:
         findings.append(Finding("round-trip", f"route {loc.path!r} is internal", block["line"]))
     fit = loc.image_fit
-    if fit is not None and loc.upstream is not None and loc.path != fit.raw_location:
+    if fit is not None and loc.part is None:
         resize = [d["args"] for d in statements if d["directive"] == "image_filter"]
         if resize != [["resize", f"${fit.width_var}", "-"]]:
             findings.append(

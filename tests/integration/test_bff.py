@@ -1,0 +1,378 @@
+"""The BFF layer end to end: aggregate routes and image_fit, rendered by the real CLI and
+served by the real nginx (Lua module, image_filter) in front of real backends."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import Backend, Nginx, free_port, require_nginx, run_cli, write_spec
+
+
+class Barrier:
+    """Backends that answer only once all `n` of them hold a request: parts sent one after
+    another would never get there (each waits `timeout`, then fails)."""
+
+    def __init__(self, n: int, timeout: float = 10.0) -> None:
+        self.barrier = threading.Barrier(n, timeout=timeout)
+        self.servers: list[ThreadingHTTPServer] = []
+
+    def start(self, body: dict[str, Any]) -> int:
+        barrier, payload = self.barrier, json.dumps(body).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                try:
+                    barrier.wait()
+                    status = 200
+                except threading.BrokenBarrierError:
+                    status = 500
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.servers.append(server)
+        return server.server_address[1]
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.shutdown()
+            s.server_close()
+
+
+@pytest.fixture
+def bff(workdir: Path, nginx_runner: Callable[..., Nginx]) -> Callable[..., str]:
+    """bff(routes, services) renders the spec with the CLI, starts nginx, returns its URL."""
+    require_nginx("lua")
+
+    def start(routes: list[dict[str, Any]], services: dict[str, Any], **extra: Any) -> str:
+        port = free_port()
+        nginx = {"flavor": "nginx", "listen": f"127.0.0.1:{port}", "pid": "nginx.pid"}
+        spec = write_spec(workdir, {"nginx": nginx, "routes": routes, **extra}, services)
+        conf = workdir / "nginx.conf"
+        result = run_cli("render", "-c", str(spec), "-o", str(conf))
+        assert result.returncode == 0, result.stderr
+        nginx_runner(conf, workdir / "nginx.pid", port)
+        return f"http://127.0.0.1:{port}"
+
+    return start
+
+
+def instance(name: str, port: int) -> list[dict[str, Any]]:
+    return [{"id": f"{name}-1", "address": f"127.0.0.1:{port}"}]
+
+
+HOME = {
+    "timeout": "2s",
+    "parts": {
+        "user": {"service": "users", "path": "/me", "required": True},
+        "cart": {"service": "carts", "path": "/carts/{cookie.session}", "timeout": "500ms"},
+        "recs": {"service": "recs", "path": "/top", "allow": ["id", "title", "image"]},
+    },
+}
+
+
+@pytest.fixture
+def three(backends: Callable[..., Backend]) -> Iterator[dict[str, Backend]]:
+    out = {name: backends(name) for name in ("users", "carts", "recs")}
+    yield out
+
+
+def home(bff: Callable[..., str], three: dict[str, Backend], **route: Any) -> str:
+    services = {n: instance(n, b.port) for n, b in three.items()}
+    return bff([{"path": "/bff/home", "aggregate": HOME, **route}], services)
+
+
+def test_the_answer_is_exactly_the_parts_json(bff, three):
+    user = b'{"id": 7, "name": "Ada", "big": 12345678901234567890, "tags": [], "x": 1.10}'
+    cart = b'{"items":[{"sku":"a\\"}"}],"total":3}'
+    three["users"].body = user
+    three["carts"].body = cart
+    three["recs"].body = b'{"id": 1, "title": "T", "image": "i.jpg", "secret": "no"}'
+    url = home(bff, three)
+    r = requests.get(f"{url}/bff/home", cookies={"session": "s-1"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Nginxgen-Complete"] == "true"
+    assert "X-Nginxgen-Failed-Parts" not in r.headers
+    # Byte for byte: numbers, empty arrays and escapes as the services sent them.
+    assert r.text == (
+        '{"user":' + user.decode() + ',"cart":' + cart.decode()
+        + ',"recs":{"id":1,"title":"T","image":"i.jpg"}}'
+    )
+    assert three["carts"].requests[-1]["path"] == "/carts/s-1"
+    assert three["users"].requests[-1]["path"] == "/me"
+
+
+def test_credentials_and_request_id_reach_every_part(bff, three):
+    url = home(bff, three)
+    r = requests.get(
+        f"{url}/bff/home",
+        headers={"Authorization": "Bearer t0k", "X-Request-ID": "req-42"},
+        cookies={"session": "abc"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Request-ID"] == "req-42"
+    for b in three.values():
+        seen = b.headers_seen()
+        assert seen["authorization"] == "Bearer t0k"
+        assert "session=abc" in seen["cookie"]
+        assert seen["x-request-id"] == "req-42"
+        assert "accept-encoding" not in seen
+
+
+def test_a_generated_request_id_is_the_same_in_every_part(bff, three):
+    url = home(bff, three)
+    r = requests.get(f"{url}/bff/home", cookies={"session": "abc"}, timeout=10)
+    rid = r.headers["X-Request-ID"]
+    assert {b.headers_seen()["x-request-id"] for b in three.values()} == {rid}
+
+
+def test_parts_run_in_parallel(bff, backends):
+    barrier = Barrier(3)
+    try:
+        ports = {n: barrier.start({"part": n}) for n in ("users", "carts", "recs")}
+        services = {n: instance(n, p) for n, p in ports.items()}
+        agg = {
+            "timeout": "20s",
+            "parts": {
+                "user": {"service": "users", "path": "/me"},
+                "cart": {"service": "carts", "path": "/c"},
+                "recs": {"service": "recs", "path": "/top"},
+            },
+        }
+        url = bff([{"path": "/bff/home", "aggregate": agg}], services)
+        r = requests.get(f"{url}/bff/home", timeout=30)
+        # Each backend answered only once all three held a request at the same time.
+        assert r.json() == {"user": {"part": "users"}, "cart": {"part": "carts"}, "recs": {"part": "recs"}}
+        assert r.headers["X-Nginxgen-Complete"] == "true"
+    finally:
+        barrier.stop()
+
+
+def test_an_optional_part_that_times_out_is_null(bff, three):
+    three["carts"].delay = 3.0  # its timeout is 500ms
+    url = home(bff, three)
+    r = requests.get(f"{url}/bff/home", cookies={"session": "s"}, timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["cart"] is None and body["user"]["backend"] == "users"
+    assert r.headers["X-Nginxgen-Complete"] == "false"
+    assert r.headers["X-Nginxgen-Failed-Parts"] == "cart"
+
+
+def test_a_failing_optional_part_is_null_and_listed(bff, three):
+    three["recs"].status = 500
+    three["carts"].body = b"<html>not json</html>"
+    url = home(bff, three)
+    r = requests.get(f"{url}/bff/home", cookies={"session": "s"}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["recs"] is None and r.json()["cart"] is None
+    assert r.headers["X-Nginxgen-Failed-Parts"] == "cart, recs"
+
+
+def test_a_failed_required_part_is_a_502_naming_it(bff, three):
+    three["users"].status = 503
+    url = home(bff, three)
+    r = requests.get(f"{url}/bff/home", cookies={"session": "s"}, timeout=10)
+    assert r.status_code == 502
+    assert r.json() == {"error": "required part failed", "part": "user"}
+    assert r.headers["X-Nginxgen-Complete"] == "false"
+    assert "user" in r.headers["X-Nginxgen-Failed-Parts"]
+
+
+def test_a_missing_value_leaves_its_part_out(bff, three):
+    url = home(bff, three)
+    r = requests.get(f"{url}/bff/home", timeout=10)  # no session cookie
+    assert r.status_code == 200
+    assert r.json()["cart"] is None
+    assert r.headers["X-Nginxgen-Failed-Parts"] == "cart"
+    assert three["carts"].count == 0
+
+
+def test_deny_drops_fields(bff, three):
+    three["users"].body = b'{"id": 1, "password_hash": "x", "name": "A"}'
+    agg = {"parts": {"user": {"service": "users", "path": "/me", "deny": ["password_hash"]}}}
+    url = bff([{"path": "/bff/me", "aggregate": agg}], {"users": instance("users", three["users"].port)})
+    assert requests.get(f"{url}/bff/me", timeout=10).text == '{"user":{"id":1,"name":"A"}}'
+
+
+def test_auth_and_rate_limits_apply_to_an_aggregate(bff, three, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("key-one-1234\n")
+    keys.chmod(0o644)
+    services = {n: instance(n, b.port) for n, b in three.items()}
+    url = bff(
+        [
+            {
+                "path": "/bff/home",
+                "aggregate": HOME,
+                "auth": {"api_keys": {"file": str(keys)}},
+                "rate_limit": {"rate": "1r/m", "burst": 0},
+            }
+        ],
+        services,
+    )
+    assert requests.get(f"{url}/bff/home", timeout=10).status_code == 401
+    assert sum(b.count for b in three.values()) == 0
+    key = {"X-Api-Key": "key-one-1234"}
+    ok = requests.get(f"{url}/bff/home", headers=key, cookies={"session": "s"}, timeout=10)
+    assert ok.status_code == 200, ok.text
+    # The key stays at the gateway: no part sees it.
+    assert all("x-api-key" not in b.headers_seen() for b in three.values())
+    again = requests.get(f"{url}/bff/home", headers=key, cookies={"session": "s"}, timeout=10)
+    assert again.status_code == 429
+
+
+# --- hostile values in path templates --------------------------------------------------
+
+_TEXT = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)),
+    min_size=0,
+    max_size=40,
+) | st.sampled_from(["..", ".", "../../admin", "a/../b", "%2e%2e", "%2F", "a?b#c", "a b", "\\x"])
+
+
+@pytest.fixture
+def echo_gateway(bff: Callable[..., str], backends: Callable[..., Backend]) -> tuple[str, Backend]:
+    echo = backends("items", echo=True)
+    agg = {
+        "parts": {
+            "c": {"service": "items", "path": "/items/{cookie.sid}/x"},
+            "h": {"service": "items", "path": "/items/{header.X-Item}/x"},
+            "q": {"service": "items", "path": "/items/{query.id}/x"},
+            "p": {"service": "items", "path": "/items/{path.3}/x"},
+        }
+    }
+    url = bff([{"path": "/bff/item/", "aggregate": agg}], {"items": instance("items", echo.port)})
+    return url, echo
+
+
+def _safe(value: str) -> bool:
+    return value not in ("", ".", "..") and "/" not in value and "\\" not in value
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_TEXT)
+def test_hostile_values_never_leave_their_segment(echo_gateway, value):
+    url, echo = echo_gateway
+    from urllib.parse import quote
+
+    raw = value.encode("utf-8")
+    before = echo.count
+    # The query and the path carry any text; a header and a cookie what HTTP lets them.
+    header_ok = all(0x20 <= b < 0x7F for b in raw) and value.strip() == value
+    cookie_ok = header_ok and not any(c in value for c in ';," ')
+    headers = {"X-Item": value} if header_ok and value else {}
+    if cookie_ok and value:
+        headers["Cookie"] = f"sid={value}"
+    r = requests.get(
+        f"{url}/bff/item/{quote(value, safe='')}?id={quote(value, safe='')}",
+        headers=headers,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    paths = [req["path"] for req in echo.requests[before:]]
+    for path in paths:
+        # Exactly /items/<one segment>/x, and that segment decodes to the value.
+        assert path.startswith("/items/") and path.endswith("/x"), path
+        segment = path[len("/items/") : -len("/x")]
+        assert "/" not in segment and "?" not in segment and "#" not in segment, path
+        assert unquote(segment, errors="surrogateescape") in (value, value.strip()), (path, value)
+    failed = r.headers.get("X-Nginxgen-Failed-Parts", "")
+    if _safe(value):
+        assert "q" not in failed  # a query value can be anything but a separator
+    else:
+        assert {"q"} <= set(failed.split(", "))
+
+
+# --- image_fit --------------------------------------------------------------------------
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def _width(data: bytes) -> int:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size[0]
+
+
+@pytest.fixture
+def images(bff: Callable[..., str], backends: Callable[..., Backend]) -> tuple[str, Backend]:
+    pytest.importorskip("PIL")
+    require_nginx("lua", "image_filter")
+    img = backends("img")
+    img.body = _jpeg(2000, 1000)
+    img.extra_headers = {"Content-Type": "image/jpeg"}
+    route = {
+        "path": "/img/",
+        "service": "img",
+        "image_fit": {"widths": [320, 640, 1280], "from": ["query w", "header Viewport-Width"]},
+    }
+    return bff([route], {"img": instance("img", img.port)}), img
+
+
+def test_a_2000_pixel_jpeg_comes_back_640_wide(images):
+    url, img = images
+    r = requests.get(f"{url}/img/a.jpg?w=640", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "image/jpeg"
+    assert _width(r.content) == 640
+
+
+def test_other_widths_get_the_nearest_allowed_one(images):
+    url, _ = images
+    for asked, got in (("641", 640), ("100", 320), ("959", 640), ("961", 1280), ("99999", 1280)):
+        r = requests.get(f"{url}/img/a.jpg?w={asked}", timeout=10)
+        assert _width(r.content) == got, asked
+    assert _width(requests.get(f"{url}/img/a.jpg", timeout=10).content) == 1280
+    hinted = requests.get(f"{url}/img/a.jpg", headers={"Viewport-Width": "300"}, timeout=10)
+    assert _width(hinted.content) == 320
+    assert "Viewport-Width" in hinted.headers["Vary"]
+
+
+def test_originals_are_cached_and_the_width_never_reaches_the_upstream(images):
+    url, img = images
+    for w in ("320", "640", "641", "1280"):
+        assert requests.get(f"{url}/img/b.jpg?w={w}", timeout=10).status_code == 200
+    assert img.count == 1
+    assert img.requests[0]["path"] == "/img/b.jpg"
+
+
+def test_a_non_image_passes_untouched(images):
+    url, img = images
+    img.body = b'{"not": "an image"}'
+    img.extra_headers = {"Content-Type": "application/json"}
+    r = requests.get(f"{url}/img/c.json?w=640", timeout=10)
+    assert r.status_code == 200
+    assert r.content == b'{"not": "an image"}'
+    img.status = 404
+    r = requests.get(f"{url}/img/missing.jpg?w=640", timeout=10)
+    assert r.status_code == 404 and r.content == b'{"not": "an image"}'
