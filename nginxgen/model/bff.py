@@ -114,7 +114,6 @@ def _aggregate(a: AggregateRoute) -> dict[str, Any]:
     }
 
 
-
 def _piece(p: Piece) -> dict[str, Any]:
     if p.text is not None:
         return {"text": p.text}

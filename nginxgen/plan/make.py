@@ -20,8 +20,8 @@ from ..model.plan import CacheSetup, Location, Plan, Upstream
 from ..model.surface import StreamBlock
 from ..spec import ServicePolicy, Spec
 from ..util.heap import without_collector
-from .cache import cache_notes, cache_setup, route_cache
 from .aggregate import aggregate_locations, image_fit_locations, plan_bff
+from .cache import cache_notes, cache_setup, route_cache
 from .gateway import plan_gateway
 from .memo import ServiceMemo
 from .service import Planned, plan_service

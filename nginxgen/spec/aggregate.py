@@ -103,9 +103,7 @@ def _source(kind: str, name: str, template: str) -> tuple[str, str]:
         return (kind, str(int(name)))
     pattern = patterns.get(kind)
     if pattern is None:
-        raise ValueError(
-            f"{template!r}: unknown source {kind!r}; use one of {', '.join(SOURCES)}"
-        )
+        raise ValueError(f"{template!r}: unknown source {kind!r}; use one of {', '.join(SOURCES)}")
     if not pattern.fullmatch(name):
         raise ValueError(f"{template!r}: {name!r} is not a {kind} name")
     return (kind, name)
@@ -161,7 +159,9 @@ class Aggregate(Model):
 
 # Client hints that carry the width an image is shown at, most precise first.
 CLIENT_HINTS = ("Sec-CH-Width", "Width", "Sec-CH-Viewport-Width", "Viewport-Width")
-_FROM = re.compile(r"^(?:query ([A-Za-z0-9_-]{1,64})|header ([A-Za-z0-9][A-Za-z0-9-]{0,63})|client-hint)$")
+_FROM = re.compile(
+    r"^(?:query ([A-Za-z0-9_-]{1,64})|header ([A-Za-z0-9][A-Za-z0-9-]{0,63})|client-hint)$"
+)
 
 
 def _from(value: Any) -> Any:
@@ -217,7 +217,6 @@ class ImageFit(Model):
         return tuple(dict.fromkeys(out))
 
 
-
 def bff_conflict(r: Any) -> str | None:
     """Why a route's aggregate or image_fit cannot go with its other keys (None: it can).
     `r` is a spec.routes.Route (which imports this module)."""
@@ -228,7 +227,10 @@ def bff_conflict(r: Any) -> str | None:
             return "a route needs a service (or aggregate: with parts)"
     else:
         if r.service is not None:
-            return "service and aggregate both say where requests go; an aggregate names a service per part"
+            return (
+                "service and aggregate both say where requests go; "
+                "an aggregate names a service per part"
+            )
         for key, used, why in (
             ("protocol: grpc", r.protocol == "grpc", "an aggregate answers JSON"),
             ("websocket: true", r.websocket, "an aggregate answers once"),

@@ -61,6 +61,8 @@ def bff_findings(block: Block, loc: Location) -> list[Finding]:
             )
     elif "image_filter" in names:
         findings.append(
-            Finding("round-trip", f"route {loc.path!r} has an unplanned image_filter", block["line"])
+            Finding(
+                "round-trip", f"route {loc.path!r} has an unplanned image_filter", block["line"]
+            )
         )
     return findings

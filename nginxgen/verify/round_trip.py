@@ -12,8 +12,8 @@ from ..deploy.nginx_bin import Binary
 from ..model.plan import Location, Plan, Server, Upstream
 from ..render.filters import lua_string, nginx_time
 from ..util.heap import without_collector
-from .findings import Finding, Verdict
 from .bff import bff_findings, bff_lua, expected_pass
+from .findings import Finding, Verdict
 from .gateway import check_guard, split_status_server
 from .nginx_check import nginx_test
 from .parse import parse_text

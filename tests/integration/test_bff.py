@@ -117,7 +117,10 @@ def test_the_answer_is_exactly_the_parts_json(bff, three):
     assert "X-Nginxgen-Failed-Parts" not in r.headers
     # Byte for byte: numbers, empty arrays and escapes as the services sent them.
     assert r.text == (
-        '{"user":' + user.decode() + ',"cart":' + cart.decode()
+        '{"user":'
+        + user.decode()
+        + ',"cart":'
+        + cart.decode()
         + ',"recs":{"id":1,"title":"T","image":"i.jpg"}}'
     )
     assert three["carts"].requests[-1]["path"] == "/carts/s-1"
@@ -165,7 +168,11 @@ def test_parts_run_in_parallel(bff, backends):
         url = bff([{"path": "/bff/home", "aggregate": agg}], services)
         r = requests.get(f"{url}/bff/home", timeout=30)
         # Each backend answered only once all three held a request at the same time.
-        assert r.json() == {"user": {"part": "users"}, "cart": {"part": "carts"}, "recs": {"part": "recs"}}
+        assert r.json() == {
+            "user": {"part": "users"},
+            "cart": {"part": "carts"},
+            "recs": {"part": "recs"},
+        }
         assert r.headers["X-Nginxgen-Complete"] == "true"
     finally:
         barrier.stop()
@@ -214,7 +221,9 @@ def test_a_missing_value_leaves_its_part_out(bff, three):
 def test_deny_drops_fields(bff, three):
     three["users"].body = b'{"id": 1, "password_hash": "x", "name": "A"}'
     agg = {"parts": {"user": {"service": "users", "path": "/me", "deny": ["password_hash"]}}}
-    url = bff([{"path": "/bff/me", "aggregate": agg}], {"users": instance("users", three["users"].port)})
+    url = bff(
+        [{"path": "/bff/me", "aggregate": agg}], {"users": instance("users", three["users"].port)}
+    )
     assert requests.get(f"{url}/bff/me", timeout=10).text == '{"user":{"id":1,"name":"A"}}'
 
 
