@@ -73,6 +73,8 @@ local function answer(status, body, failed)
     ngx_header[COMPLETE_HEADER] = #failed == 0 and "true" or "false"
     if #failed > 0 then
         ngx_header[FAILED_HEADER] = concat(failed, ", ")
+        -- A partial answer is for now only: no cache (nginxgen's or another) may keep it.
+        ngx_header["Cache-Control"] = "no-store"
     end
     ngx_header["Content-Length"] = #body
     if ngx_req.get_method() ~= "HEAD" then

@@ -254,6 +254,35 @@ def test_auth_and_rate_limits_apply_to_an_aggregate(bff, three, tmp_path):
     assert again.status_code == 429
 
 
+def test_the_redis_cache_keeps_complete_answers_only(bff, three, redis_server):
+    srv = redis_server()
+    services = {n: instance(n, b.port) for n, b in three.items()}
+    agg = {
+        "parts": {
+            "user": {"service": "users", "path": "/me"},
+            "recs": {"service": "recs", "path": "/top"},
+        }
+    }
+    redis = {"host": "127.0.0.1", "port": srv.port}
+    url = bff(
+        [{"path": "/bff/cached", "aggregate": agg, "cache": {"ttl": "30s"}}],
+        services,
+        redis=redis,
+    )
+    first = requests.get(f"{url}/bff/cached", timeout=10)
+    assert first.status_code == 200 and first.headers["X-Cache"] == "MISS"
+    second = requests.get(f"{url}/bff/cached", timeout=10)
+    assert second.headers["X-Cache"] == "HIT" and second.text == first.text
+    assert (three["users"].count, three["recs"].count) == (1, 1)
+    # An answer with a failed part says no-store, and the next request asks again.
+    three["recs"].status = 500
+    partial = requests.get(f"{url}/bff/cached?v=2", timeout=10)
+    assert partial.headers["X-Nginxgen-Complete"] == "false"
+    assert partial.headers["Cache-Control"] == "no-store"
+    requests.get(f"{url}/bff/cached?v=2", timeout=10)
+    assert three["users"].count == 3
+
+
 # --- hostile values in path templates --------------------------------------------------
 
 _TEXT = st.text(
