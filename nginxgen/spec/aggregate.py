@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.functional_validators import AfterValidator
 
-from .fields import Duration, Model, ServiceName
+from .fields import Duration, Model, ServiceName, keyed
 
 # Literal template text: what a route path may hold, without '{' '}' (placeholders) and
 # without '%' (a literal escape would be ambiguous next to an encoded value).
@@ -30,17 +30,6 @@ _FIELD = re.compile(r"[^\x00-\x1f\"\\]{1,128}")
 SOURCES = ("cookie", "header", "query", "path")
 MAX_PARTS = 16
 MAX_PATH_SEGMENT = 32  # {path.N}: N from 1 to this
-
-
-def _part_name(name: str) -> str:
-    if not _PART_NAME.fullmatch(name):
-        raise ValueError(
-            f"part name {name!r}: use a letter or '_' then letters, digits, '_' (up to 32)"
-        )
-    return name
-
-
-PartName = Annotated[str, AfterValidator(_part_name)]
 
 
 def _fields(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -143,7 +132,17 @@ class AggregatePart(Model):
 
 class Aggregate(Model):
     timeout: Duration = 5.0  # the whole answer
-    parts: dict[PartName, AggregatePart] = Field(min_length=1, max_length=MAX_PARTS)
+    parts: dict[str, AggregatePart] = Field(min_length=1, max_length=MAX_PARTS)
+
+    @field_validator("parts")
+    @classmethod
+    def _part_names(cls, v: dict[str, AggregatePart]) -> dict[str, AggregatePart]:
+        for name in v:
+            if not _PART_NAME.fullmatch(name):
+                raise keyed(
+                    (name,), f"part name {name!r}: use a letter or '_' then letters, digits, '_'"
+                )
+        return v
 
     @field_validator("timeout")
     @classmethod
