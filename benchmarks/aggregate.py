@@ -114,6 +114,25 @@ def gateway_conf(work: Path, port: int, ports: dict[str, int], name: str) -> Pat
     return render(path, work / f"{name}.conf")
 
 
+def _slow_handler(payload: bytes, delay: float) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
 class SlowServices:
     """Three JSON services that each answer after `delay` seconds."""
 
@@ -123,24 +142,8 @@ class SlowServices:
 
     def start(self) -> dict[str, int]:
         for name in SERVICES:
-            payload, delay = json.dumps(BODIES[name]).encode(), self.delay
-
-            class Handler(BaseHTTPRequestHandler):
-                protocol_version = "HTTP/1.1"
-                disable_nagle_algorithm = True  # headers and body are two writes
-
-                def log_message(self, *args: Any) -> None:
-                    pass
-
-                def do_GET(self) -> None:
-                    time.sleep(delay)
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-
-            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            handler = _slow_handler(json.dumps(BODIES[name]).encode(), self.delay)
+            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self.servers[name] = server
