@@ -101,3 +101,14 @@ def test_tampered_text_is_refused(built, old: str, new: str, complaint: str) -> 
     verdict = verify(built.text.replace(old, new, 1), built.plan)
     assert not verdict.ok
     assert any(complaint in str(f) for f in verdict.findings), verdict.findings
+
+
+def test_nginxgen_lint_passes_the_rendered_config(built, tmp_path: Path) -> None:
+    """The parts and image_fit's original proxy to upstreams like routes: lint counts
+    them as users of those upstreams (`proxy_pass http://users$nginxgen_part_uri`)."""
+    from tests.helpers import run_cli
+
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(built.text)
+    result = run_cli("lint", str(conf))
+    assert result.returncode == 0, result.stdout + result.stderr
