@@ -219,6 +219,29 @@ def test_a_missing_value_leaves_its_part_out(bff, three):
     assert three["carts"].count == 0
 
 
+def test_a_required_part_without_its_value_is_the_clients_error(bff, three):
+    agg = {"parts": {"user": {"service": "users", "path": "/u/{header.X-User}", "required": True}}}
+    url = bff(
+        [{"path": "/bff/me", "aggregate": agg}], {"users": instance("users", three["users"].port)}
+    )
+    r = requests.get(f"{url}/bff/me", timeout=10)
+    assert r.status_code == 400
+    assert r.json() == {
+        "error": "missing or unusable value",
+        "part": "user",
+        "from": "header.X-User",
+        "reason": "missing",
+    }
+    assert three["users"].count == 0
+    ok = requests.get(f"{url}/bff/me", headers={"X-User": "ada"}, timeout=10)
+    assert ok.status_code == 200 and three["users"].requests[-1]["path"] == "/u/ada"
+    head = requests.head(f"{url}/bff/me", headers={"X-User": "ada"}, timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["Content-Length"]) == len(ok.content)
+    post = requests.post(f"{url}/bff/me", headers={"X-User": "ada"}, timeout=10)
+    assert post.status_code == 405 and post.headers["Allow"] == "GET, HEAD"
+
+
 def test_deny_drops_fields(bff, three):
     three["users"].body = b'{"id": 1, "password_hash": "x", "name": "A"}'
     agg = {"parts": {"user": {"service": "users", "path": "/me", "deny": ["password_hash"]}}}
