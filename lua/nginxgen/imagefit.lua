@@ -8,7 +8,8 @@
 -- The original comes from the route's internal location (the service's upstream, its
 -- failover and timeouts, and a proxy_cache of originals). An image (200, image/*) is
 -- printed here, where the route's image_filter resizes it on the way out. Anything else
--- (another status, another type, a HEAD, a method other than GET) is handed to that
+-- (another status, another type, a HEAD, a method other than GET, an image larger than
+-- image_filter_buffer) is handed to that
 -- internal location whole with ngx.exec, so it passes untouched: image_filter would answer
 -- 415 to a non-image. A non-image the cache may not keep is fetched twice.
 
@@ -93,7 +94,8 @@ function _M.serve(id, var)
     local res = ngx.location.capture(fit.location, {
         method = ngx.HTTP_GET, vars = { [fit.uri_var] = uri },
     })
-    if not is_image(res) then
+    -- image_filter answers 415 to an image larger than its buffer: such one goes as it came.
+    if not is_image(res) or #res.body > fit.max_bytes then
         return ngx.exec(fit.location)
     end
     local header = ngx.header

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..spec.cache import parse_size
+
 # Where the aggregate's internal part locations live; no route may start with it.
 PART_PREFIX = "/_nginxgen/part/"
 PART_URI_VAR = "nginxgen_part_uri"  # the upstream URI of one part, set by Lua per subrequest
@@ -86,6 +88,7 @@ class BffSetup:
                     "sources": [list(s) for s in f.sources],
                     "location": f.location,
                     "uri_var": PART_URI_VAR,
+                    "max_bytes": parse_size(f.buffer),
                 }
                 for f in self.image_fits
             },

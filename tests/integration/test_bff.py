@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -447,3 +448,23 @@ def test_a_non_image_passes_untouched(images):
     img.status = 404
     r = requests.get(f"{url}/img/missing.jpg?w=640", timeout=10)
     assert r.status_code == 404 and r.content == b'{"not": "an image"}'
+
+
+def test_an_image_larger_than_the_buffer_passes_as_it_came(bff, backends):
+    pytest.importorskip("PIL")
+    require_nginx("lua", "image_filter")
+    from PIL import Image
+
+    # Noise does not compress: a PNG well over the 1m buffer.
+    noisy = Image.frombytes("RGB", (800, 800), random.Random(16).randbytes(800 * 800 * 3))
+    out = io.BytesIO()
+    noisy.save(out, "PNG")
+    big = out.getvalue()
+    assert len(big) > 1024 * 1024
+    img = backends("img")
+    img.body = big
+    img.extra_headers = {"Content-Type": "image/png"}
+    route = {"path": "/img/", "service": "img", "image_fit": {"widths": [320], "buffer": "1m"}}
+    url = bff([route], {"img": instance("img", img.port)})
+    r = requests.get(f"{url}/img/big.png", timeout=20)
+    assert r.status_code == 200 and r.content == big
