@@ -45,8 +45,8 @@ def plan_bff(spec: Spec, guards: tuple[Guard, ...]) -> BffSetup | None:
     aggregates, fits = [], []
     for i, route in enumerate(spec.flat_routes):
         if route.aggregate is not None:
-            copy = tuple(f.variable for f in guards[i].forward)
-            aggregates.append(aggregate_route(i, route.aggregate, copy))
+            forward = {f.name.lower(): f.variable for f in guards[i].forward}
+            aggregates.append(aggregate_route(i, route.aggregate, forward))
         if route.image_fit is not None:
             fits.append(image_fit(i, route))
     if not aggregates and not fits:
@@ -54,12 +54,18 @@ def plan_bff(spec: Spec, guards: tuple[Guard, ...]) -> BffSetup | None:
     return BffSetup(tuple(aggregates), tuple(fits))
 
 
-def aggregate_route(i: int, agg: Aggregate, copy_vars: tuple[str, ...] = ()) -> AggregateRoute:
+def aggregate_route(
+    i: int, agg: Aggregate, forward: dict[str, str] | None = None
+) -> AggregateRoute:
+    """`forward`: the headers the route's auth service answers (lowercased name → the
+    variable holding it). A template's {header.NAME} for one of them reads the auth
+    service's value, never the client's header of that name."""
+    forward = forward or {}
     parts = tuple(
         Part(
             name=name,
             location=part_location(i, name),
-            pieces=tuple(_piece(p) for p in part.pieces),
+            pieces=tuple(_piece(p, forward) for p in part.pieces),
             required=part.required,
             allow=part.allow,
             deny=part.deny,
@@ -67,20 +73,23 @@ def aggregate_route(i: int, agg: Aggregate, copy_vars: tuple[str, ...] = ()) -> 
         )
         for name, part in agg.parts.items()
     )
-    return AggregateRoute(id=str(i), timeout=agg.timeout, parts=parts, copy_vars=copy_vars)
+    copy = tuple(forward.values())
+    return AggregateRoute(id=str(i), timeout=agg.timeout, parts=parts, copy_vars=copy)
 
 
 def part_location(i: int, name: str) -> str:
     return f"{PART_PREFIX}{i}/{name}"
 
 
-def _piece(p: tuple[str, ...] | str) -> Piece:
+def _piece(p: tuple[str, ...] | str, forward: dict[str, str]) -> Piece:
     if isinstance(p, str):
         return Piece(text=p)
     kind, name = p
     source = f"{kind}.{name}"
     if kind == "cookie":
         return Piece(var=f"cookie_{name}", source=source)
+    if kind == "header" and name.lower() in forward:
+        return Piece(var=forward[name.lower()], source=source)
     if kind == "header":
         return Piece(var="http_" + name.lower().replace("-", "_"), source=source)
     if kind == "query":

@@ -18,7 +18,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Backend, Nginx, free_port, require_nginx, run_cli, write_spec
+from tests.helpers import AuthService, Backend, Nginx, free_port, require_nginx, run_cli, write_spec
 
 
 class Barrier:
@@ -277,6 +277,37 @@ def test_auth_and_rate_limits_apply_to_an_aggregate(bff, three, tmp_path):
     assert all("x-api-key" not in b.headers_seen() for b in three.values())
     again = requests.get(f"{url}/bff/home", headers=key, cookies={"session": "s"}, timeout=10)
     assert again.status_code == 429
+
+
+def test_an_auth_service_guards_the_aggregate_and_its_identity_reaches_every_part(bff, three):
+    auth = AuthService({"good": "u-42"})
+    try:
+        services = {n: instance(n, b.port) for n, b in three.items()}
+        agg = {
+            "parts": {
+                "user": {"service": "users", "path": "/users/{header.X-User-Id}"},
+                "recs": {"service": "recs", "path": "/top"},
+            }
+        }
+        route = {
+            "path": "/bff/me",
+            "aggregate": agg,
+            "auth": {"url": auth.url, "forward_headers": ["X-User-Id"]},
+        }
+        url = bff([route], services)
+        assert requests.get(f"{url}/bff/me", timeout=10).status_code == 401
+        # A client's own X-User-Id is replaced by the auth service's answer.
+        r = requests.get(
+            f"{url}/bff/me", headers={"X-Token": "good", "X-User-Id": "admin"}, timeout=10
+        )
+        assert r.status_code == 200, r.text
+        assert len(auth.seen) == 2  # one check per client request, not one per part
+        for name in ("users", "recs"):
+            assert three[name].headers_seen()["x-user-id"] == "u-42"
+        # {header.X-User-Id} is the auth service's answer too, never the client's header.
+        assert three["users"].requests[-1]["path"] == "/users/u-42"
+    finally:
+        auth.stop()
 
 
 def test_the_redis_cache_keeps_complete_answers_only(bff, three, redis_server):
