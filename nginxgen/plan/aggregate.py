@@ -192,5 +192,6 @@ def image_fit_locations(index: int, base: Location, setup: BffSetup) -> list[Loc
         client_max_body_size=None,
         image_fit=fit,
         part=PartTarget(aggregate=f"image_fit {index}", part="original"),
+        http=None,  # methods are answered by the route's own location
     )
     return [replace(base, upstream=None, image_fit=fit), original]

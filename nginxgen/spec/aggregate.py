@@ -238,6 +238,8 @@ def bff_conflict(r: Any) -> str | None:
             ("rewrite", r.rewrite is not None, "each part has its own path"),
             ("upstream_tls", r.upstream_tls is not None, "set it on the part's own route"),
             ("image_fit", r.image_fit is not None, "an aggregate answers JSON"),
+            ("headers", r.headers is not None, "not rendered on an aggregate yet"),
+            ("cors", r.cors is not None, "not rendered on an aggregate yet"),
         ):
             if used:
                 return f"{key} cannot go with aggregate ({why})"
@@ -250,6 +252,10 @@ def bff_conflict(r: Any) -> str | None:
             ("streaming: true", r.streaming, "an image is resized once it is whole"),
             ("cache", r.cache is not None, "image_fit keeps the originals in its own cache"),
             ("strip_prefix", r.strip_prefix, "the original is fetched by the path asked for"),
+            ("rewrite", r.rewrite is not None, "the original is fetched by the path asked for"),
+            ("headers", r.headers is not None, "not rendered on image_fit yet"),
+            ("cors", r.cors is not None, "not rendered on image_fit yet"),
+            ("upstream_tls", r.upstream_tls is not None, "not rendered on image_fit yet"),
             (
                 "auth.forward_headers",
                 bool(r.auth and r.auth.forward_headers),
