@@ -160,6 +160,21 @@ def test_bad_templates_are_refused(tmp_path, template, why):
             "query NAME",
         ),
         ("{path: /i, service: a, websocket: true, image_fit: {widths: [320]}}", "", "websocket"),
+        (
+            "{path: /b, cors: {origins: [https://a.test]}, aggregate: {parts: {a: {service: a, path: /a}}}}",
+            "",
+            "cors cannot go with aggregate",
+        ),
+        (
+            "{path: /b, methods: [GET, POST], aggregate: {parts: {a: {service: a, path: /a}}}}",
+            "",
+            "GET and HEAD only",
+        ),
+        (
+            "{path: /i, service: a, rewrite: {from: '^/i/(.*)$', to: /x/$1}, image_fit: {widths: [320]}}",
+            "",
+            "rewrite cannot go with image_fit",
+        ),
     ],
 )
 def test_keys_that_cannot_go_together_are_refused(tmp_path, route, key, why):
