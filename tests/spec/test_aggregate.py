@@ -161,7 +161,8 @@ def test_bad_templates_are_refused(tmp_path, template, why):
         ),
         ("{path: /i, service: a, websocket: true, image_fit: {widths: [320]}}", "", "websocket"),
         (
-            "{path: /b, cors: {origins: [https://a.test]}, aggregate: {parts: {a: {service: a, path: /a}}}}",
+            "{path: /b, cors: {origins: [https://a.test]},"
+            " aggregate: {parts: {a: {service: a, path: /a}}}}",
             "",
             "cors cannot go with aggregate",
         ),
@@ -171,7 +172,8 @@ def test_bad_templates_are_refused(tmp_path, template, why):
             "GET and HEAD only",
         ),
         (
-            "{path: /i, service: a, rewrite: {from: '^/i/(.*)$', to: /x/$1}, image_fit: {widths: [320]}}",
+            "{path: /i, service: a, rewrite: {from: '^/i/(.*)$', to: /x/$1},"
+            " image_fit: {widths: [320]}}",
             "",
             "rewrite cannot go with image_fit",
         ),
