@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..spec import Failover, RedisSpec, Timeouts
+from .bff import AggregateRoute, BffSetup, ImageFit, PartTarget
 from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
 from .route_http import RouteHttp
 from .surface import Surface
@@ -197,6 +198,11 @@ class Location(_HashedOnce):
     split: bool = False
     mirror: bool = False  # split.mirror: copies go to MIRROR_PREFIX + service
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
+    # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
+    # internal locations; an image_fit route resizes images on the way out.
+    aggregate: AggregateRoute | None = None
+    part: PartTarget | None = None
+    image_fit: ImageFit | None = None
 
     __hash__ = _HashedOnce._hash_once
 
@@ -222,6 +228,7 @@ class Plan:
     splits: tuple[Any, ...] = ()
     # sha256 hex of the token the split push needs (filled in by the pipeline: no I/O here).
     split_token_sha256: str = ""
+    bff: BffSetup | None = None  # set when a route aggregates or fits images
 
     @property
     def server_count(self) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from ..model.bff import IMAGE_CACHE_ZONE
 from ..model.names import CONN_ZONE, MIRROR_PREFIX, SPLIT_VAR
 from ..model.plan import Location, Upstream
 from ..util.resources import resource_dir
@@ -104,6 +105,7 @@ class RenderCache:
                 conn_zone=CONN_ZONE,
                 split_var=SPLIT_VAR,
                 mirror_prefix=MIRROR_PREFIX,
+                image_cache_zone=IMAGE_CACHE_ZONE,
             )
 
         self.upstream = upstream

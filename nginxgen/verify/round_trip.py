@@ -13,6 +13,7 @@ from ..model.names import SPLIT_VAR
 from ..model.plan import Location, Plan, Server, Upstream
 from ..render.filters import lua_string, nginx_time
 from ..util.heap import without_collector
+from .bff import bff_findings, bff_lua, expected_pass
 from .findings import Finding, Verdict
 from .gateway import check_guard, split_status_server
 from .nginx_check import nginx_test
@@ -149,19 +150,23 @@ def split_available_call(loc: Location) -> str:
 def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     """The cache's Lua one-liners a location runs (the gateway's are checked in
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
-    if loc.upstream is None:
-        return []
-    split = [("rewrite_by_lua_block", split_available_call(loc))] if loc.split else []
-    if loc.cache is None:
-        return split
+    split = (
+        [("rewrite_by_lua_block", split_available_call(loc))] if loc.split and loc.upstream else []
+    )
+    if loc.cache is None or (loc.upstream is None and loc.aggregate is None):
+        return split + bff_lua(loc)
     call = 'require("nginxgen.cache").'
     log = f"{call}log()" + (' require("nginxgen.metrics").log()' if metrics else "")
-    return split + [
-        ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
-        ("header_filter_by_lua_block", f"{call}header_filter()"),
-        ("body_filter_by_lua_block", f"{call}body_filter()"),
-        ("log_by_lua_block", log),
-    ]
+    return (
+        split
+        + [
+            ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
+            ("header_filter_by_lua_block", f"{call}header_filter()"),
+            ("body_filter_by_lua_block", f"{call}body_filter()"),
+            ("log_by_lua_block", log),
+        ]
+        + bff_lua(loc)
+    )
 
 
 def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:
@@ -183,8 +188,12 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
     and keeps every guard (auth, API key, rate and connection limits) the plan gave it."""
     statements = block.get("block", [])
     passes = [d["args"] for d in statements if d["directive"] in ("proxy_pass", "grpc_pass")]
-    strip = "/" if loc.strip_prefix and not loc.grpc else ""
-    want = [[f"{upstream_scheme(loc)}{loc.upstream}{strip}"]] if loc.upstream else []
+    bff = expected_pass(loc)
+    if bff is not None:
+        want = bff
+    else:
+        strip = "/" if loc.strip_prefix and not loc.grpc else ""
+        want = [[f"{upstream_scheme(loc)}{loc.upstream}{strip}"]] if loc.upstream else []
     if loc.split and loc.upstream:
         # The version's upstream, picked in Lua (plan/split.py): only its variable here.
         want = [[f"{upstream_scheme(loc)}${SPLIT_VAR}"]]
@@ -195,6 +204,7 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
         own = statements[: len(statements) - len(snippet_shape(loc.snippet, "location"))]
     return (
         _compare_lua(block, loc, metrics)
+        + bff_findings(block, loc)
         + check_guard(block, loc)
         + _compare_request_headers(block, loc)
         + compare_route_http(own, loc, block["line"])
