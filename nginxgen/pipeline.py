@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .deploy.feed import token_digest
 from .deploy.nginx_bin import Binary, VersionInfo, find_binary, lua_modules, stream_modules
 from .model.catalog import Catalog
 from .model.observed import Observed
@@ -22,6 +23,7 @@ from .sources.resolve import HostKinds, drop_unresolvable
 from .spec import Spec
 from .tls.certs import check_certificates
 from .util.heap import without_collector
+from .util.token_file import TokenFileError
 from .verify import Finding, Verdict, VerifyCache, verify_rendered
 
 
@@ -41,11 +43,14 @@ class BuildCache:
         self.render = RenderCache()  # templates, block texts, block digests
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
+        # nginx.endpoints dynamic: the feed token's digest (and a note) per token path
+        self.feed_tokens: dict[str, tuple[str, str | None]] = {}
 
     def reload_templates(self, overrides: str | None = None) -> None:
         """SIGHUP, or another templates_dir: read the templates again; rendered blocks go
-        with the old ones."""
+        with the old ones. The feed token is read again too."""
         self.render = RenderCache(overrides=overrides)
+        self.feed_tokens.clear()
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,50 @@ def build(
     observed: Observed | None = None,
 ) -> Build:
     now = now or datetime.now(timezone.utc)
+    try:
+        plan = plan_pass(spec, catalog, cache=cache, now=now, observed=observed)
+    except TokenFileError as exc:
+        plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+        return Build(plan, "", Verdict((Finding("feed token", str(exc)),), False))
+    return build_plan(spec, plan, binary=binary, cache=cache, now=now)
+
+
+def plan_pass(
+    spec: Spec,
+    catalog: Catalog,
+    *,
+    cache: BuildCache,
+    now: datetime | None = None,
+    observed: Observed | None = None,
+) -> Plan:
+    """The plan stage alone, as `build` runs it (names resolved, the feed token's digest
+    filled in): `watch` compares its structure with the one serving before it renders.
+    TokenFileError: the feed token file cannot be used."""
     catalog = drop_unresolvable(catalog, cache.hosts)
     plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+    if plan.feed is not None:
+        path = plan.feed.token_path
+        known = cache.feed_tokens.get(path)
+        if known is None:
+            known = cache.feed_tokens[path] = token_digest(path)
+        digest, note = known
+        plan = replace(plan, feed=replace(plan.feed, token_sha256=digest))
+        if note:
+            plan = replace(plan, notes=plan.notes + (note,))
+    return plan
+
+
+@without_collector
+def build_plan(
+    spec: Spec,
+    plan: Plan,
+    *,
+    binary: Binary | None,
+    cache: BuildCache,
+    now: datetime | None = None,
+) -> Build:
+    """render → verify of a plan from `plan_pass`."""
+    now = now or datetime.now(timezone.utc)
     # Certificates before nginx sees them: an error keeps the running config serving.
     certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
     errors = tuple(Finding("certificate", str(c)) for c in certs if c.level == "error")
