@@ -20,9 +20,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .deploy.feed import write_snapshot
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
+from .model.plan import Plan
 from .pipeline import Build, BuildCache, NginxMissing, build, nginx_for_test, untested_warning
+from .plan.endpoints import endpoints
 from .sources import RegistryError, Source, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
 from .util.atomic_write import InstallError, install_target, write_atomic
@@ -108,12 +111,23 @@ def render(
         else:
             try:
                 written = write_atomic(output, result.text)
+                if result.plan.feed is not None:
+                    # The snapshot follows the config written last: nginx started on this
+                    # file serves its endpoints, not an earlier watch run's.
+                    generation = int(now.timestamp() * 1000)
+                    write_snapshot(result.plan.feed.snapshot, generation, endpoints(result.plan))
             except InstallError as exc:
                 fail(str(exc), 2)
             state.save()
     summarize(result, spec, written.path if written else None, as_json)
     if not result.verdict.ok:
         raise typer.Exit(1)
+
+
+def unavailable_routes(plan: Plan) -> list[str]:
+    """Routes that answer 503 now: no upstream (reload mode), or an empty endpoint set."""
+    empty = {u.name for u in plan.upstreams if not u.servers}
+    return [loc.path for loc in plan.locations if loc.upstream is None or loc.upstream in empty]
 
 
 def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> None:
@@ -125,7 +139,7 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
             "services": len(plan.upstreams),
             "servers": plan.server_count,
             "routes": len(plan.locations),
-            "unavailable_routes": [loc.path for loc in plan.locations if loc.upstream is None],
+            "unavailable_routes": unavailable_routes(plan),
             "dropped": list(plan.dropped),
             "notes": list(plan.notes),
             "next_change_at": plan.next_change_at.isoformat() if plan.next_change_at else None,

@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +32,23 @@ from ..util.clock import Clock
 from ..util.token_file import TokenFileError, create_token, read_token
 
 CONFIRM_POLL = 0.01  # seconds between two status reads while confirming
-MAX_ERROR = 300  # characters of nginx's error sentence kept in a log line
+MAX_ERROR = 300
+LOCKED_DIGEST = (
+    "0" * 64
+)  # no token has it: finding one is a sha256 preimage  # characters of nginx's error sentence kept in a log line
 
 
 def token_digest(path: str) -> tuple[str, str | None]:
     """(sha256 hex of the feed token in `path`, a note or None). The file is created
     (mode 0600, a random 256-bit token) when missing and its directory exists; when the
     directory does not exist either (e.g. `render` to stdout before any install), the
-    digest is that of a random token nobody holds, so the feed refuses every push, and
+    digest is one no token hashes to (all zeros), so the feed refuses every push, and
     the note says so. TokenFileError: the file exists but cannot be used (readable by
     others, empty, ...)."""
     where = f"nginx.endpoints_token {path}"
     if not os.path.lexists(path):
         if not Path(path).parent.is_dir():
-            locked = hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+            locked = LOCKED_DIGEST
             note = (
                 f"{where}: no such file and no directory to create it in; this config's "
                 "endpoint feed refuses every push (watch creates the token)"
