@@ -32,10 +32,8 @@ from ..util.clock import Clock
 from ..util.token_file import TokenFileError, create_token, read_token
 
 CONFIRM_POLL = 0.01  # seconds between two status reads while confirming
-MAX_ERROR = 300
-LOCKED_DIGEST = (
-    "0" * 64
-)  # no token has it: finding one is a sha256 preimage  # characters of nginx's error sentence kept in a log line
+MAX_ERROR = 300  # characters of nginx's error sentence kept in a log line
+LOCKED_DIGEST = "0" * 64  # no token hashes to it: finding one is a sha256 preimage
 
 
 def token_digest(path: str) -> tuple[str, str | None]:
