@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from functools import lru_cache
 from typing import Any
 
 from ..model.plan import Plan, Server, Upstream
@@ -81,15 +80,14 @@ def peer(server: Server) -> Peer | None:
     return out
 
 
-@lru_cache(maxsize=65536)
-def _endpoint_set(servers: tuple[Server, ...]) -> tuple[Peer, ...]:
-    return tuple(p for p in map(peer, servers) if p is not None)
+def _endpoint_set(servers: tuple[Server, ...]) -> list[Peer]:
+    return [p for p in map(peer, servers) if p is not None]
 
 
 def endpoint_set(upstream: Upstream) -> EndpointSet:
     """One service's entry in a push or in the plan document (fresh dicts: callers may
     serialise or change them)."""
-    return {"peers": [dict(p) for p in _endpoint_set(upstream.servers)]}
+    return {"peers": _endpoint_set(upstream.servers)}
 
 
 def peer_refusals(upstream: Upstream) -> list[str]:
