@@ -304,11 +304,13 @@ def main() -> None:
     if args.services:
         seconds, pushed = one_change(args.services)
         print(f"one change among {args.services} services x 10: sidecar work "
-              f"{seconds * 1000:.1f} ms (plan, structure, delta), push of {pushed} service(s)")  # fmt: skip
+              f"{seconds * 1000:.1f} ms (plan, structure, delta), "
+              f"push of {pushed} service(s)")  # fmt: skip
     if args.seconds:
         ratios, lua, stock = throughput(args.rounds, args.seconds)
+        shown = ", ".join(f"{r:.0%}" for r in ratios)
         print(f"throughput, Lua balancer / stock upstream ({args.rounds} rounds, keepalive 32): "
-              f"median {statistics.median(ratios):.0%} (rounds {', '.join(f'{r:.0%}' for r in ratios)}); "
+              f"median {statistics.median(ratios):.0%} (rounds {shown}); "
               f"p99 {statistics.median(lua):.2f} vs {statistics.median(stock):.2f} ms")  # fmt: skip
 
 
