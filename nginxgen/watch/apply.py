@@ -239,12 +239,15 @@ class Applier:
             and self._serving(generation)
             and not self.certs.pending
         ):
-            if plan.feed is not None and self.applied_plan is None and self._nginx_up():
-                # A sidecar (re)start on a config that serves: what the workers hold may
-                # be an earlier run's pushes; send every service once.
-                first = self._push(plan, changed_endpoints(None, plan), "start")
-                if not first.ok:
-                    return self._install(result, installed, generation, changed_at, first)
+            if plan.feed is not None and self._nginx_up():
+                # The text matches, but what the workers hold may not: pushes since it
+                # was rendered, or an earlier run's (a sidecar restart). Send the rest.
+                delta = changed_endpoints(self.applied_plan, plan)
+                if delta:
+                    why = "start" if self.applied_plan is None else self._reason(plan)
+                    first = self._push(plan, delta, why)
+                    if not first.ok:
+                        return self._install(result, installed, generation, changed_at, first)
             self._succeeded(plan, generation, changed_at, observe=False)
             return Outcome(Result.UNCHANGED)
         if text == self.failed_text:

@@ -317,3 +317,19 @@ def test_thousand_endpoint_changes_under_load_never_reload(dynamic_gateway, back
     assert gw.metric("nginxgen_reloads_total") == 1  # the first config of the run only
     assert gw.metric('nginxgen_pushes_total{result="confirmed"}') >= 50
     assert gw.stop_watch() == 0
+
+
+def test_back_to_the_rendered_endpoints_is_still_a_push(dynamic_gateway, backends):
+    """nginx.conf was rendered with a; b was pushed since. When the registry and a SIGHUP
+    bring back exactly the rendered text, the workers still hold b: watch pushes a."""
+    a, b = backends("a"), backends("b")
+    gw = dynamic_gateway(app(a))
+    rendered = gw.conf.read_text()
+    write_registry(gw.dir, app(b))
+    eventually(lambda: gw.serves_only("b"), 10, "traffic on b")
+    assert gw.conf.read_text() == rendered, "a push does not rewrite nginx.conf"
+    write_registry(gw.dir, app(a))
+    assert gw.proc is not None
+    gw.proc.send_signal(1)
+    eventually(lambda: gw.serves_only("a"), 10, "traffic back on a")
+    assert gw.stop_watch() == 0
