@@ -31,6 +31,7 @@ from typing import Any
 
 import requests
 import yaml
+from balancer import backend_conf
 from processes import nginx_cmd, start, stop
 from watch_propagation import EtcdRegistry, FileRegistry, pct
 from wrk import wrk
@@ -229,9 +230,13 @@ def one_change(services: int) -> tuple[float, int]:
 
 def throughput(rounds: int, seconds: int) -> tuple[list[float], list[float], list[float]]:
     """requests/s ratio (Lua / stock) and p99 (ms) of each, per interleaved round."""
-    backend = Backend("t").start()
     work = Path(tempfile.mkdtemp(prefix="nginxgen-thr-"))
     work.chmod(0o755)
+    # An nginx backend (return 200): a Python one would be what wrk measures.
+    backend_port = free_port()
+    backend_proc = start(nginx_cmd(backend_conf(work, (backend_port, free_port()))), backend_port,
+                         work / "backend.stderr")  # fmt: skip
+    address = f"127.0.0.1:{backend_port}"
     procs: dict[str, Any] = {}
     try:
         for mode in ("dynamic", "reload"):
@@ -240,7 +245,7 @@ def throughput(rounds: int, seconds: int) -> tuple[list[float], list[float], lis
             d.chmod(0o755)
             port = free_port()
             (d / "services.yaml").write_text(
-                yaml.safe_dump({"services": {"app": [{"id": "t", "address": backend.address}]}})
+                yaml.safe_dump({"services": {"app": [{"id": "t", "address": address}]}})
             )
             spec = {
                 "registry": {"kind": "file", "path": "services.yaml"},
@@ -274,7 +279,7 @@ def throughput(rounds: int, seconds: int) -> tuple[list[float], list[float], lis
     finally:
         for proc, _ in procs.values():
             stop(proc)
-        backend.stop()
+        stop(backend_proc)
 
 
 def main() -> None:
