@@ -46,11 +46,15 @@ class BuildCache:
         # nginx.endpoints dynamic: the feed token's digest (and a note) per token path
         self.feed_tokens: dict[str, tuple[str, str | None]] = {}
 
-    def reload_templates(self, overrides: str | None = None) -> None:
-        """SIGHUP, or another templates_dir: read the templates again; rendered blocks go
-        with the old ones. The feed token is read again too."""
-        self.render = RenderCache(overrides=overrides)
-        self.feed_tokens.clear()
+    def reload_templates(self, overrides: str | None = None, *, check: bool = False) -> None:
+        """SIGHUP, another templates_dir, or (`check`) an edited one: read the templates
+        again; rendered blocks go with the old ones. With `check`, overrides that do not
+        compile raise TemplateError and the templates in use stay."""
+        fresh = RenderCache(overrides=overrides)
+        if check:
+            fresh.compile_overrides()
+        self.render = fresh
+        self.feed_tokens.clear()  # the feed token is read again too
 
 
 @dataclass(frozen=True)

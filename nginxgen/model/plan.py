@@ -13,6 +13,7 @@ from typing import Any
 
 from ..spec import Failover, RedisSpec, Timeouts
 from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
+from .route_http import RouteHttp
 from .surface import Surface
 
 # --- the gateway's cross-cutting pieces (plan.gateway decides them) ----------------------
@@ -222,6 +223,7 @@ class Location(_HashedOnce):
     # nginx.endpoints dynamic: the upstream is always there; Lua answers 503 (or gRPC
     # UNAVAILABLE) while its service has nobody to serve (balancer.available).
     dynamic: bool = False
+    http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
 
     __hash__ = _HashedOnce._hash_once
 

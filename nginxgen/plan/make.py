@@ -24,6 +24,7 @@ from .cache import cache_notes, cache_setup, route_cache
 from .endpoints import hash_variable, peer_refusals
 from .gateway import plan_gateway
 from .memo import ServiceMemo
+from .route_http import plan_route_http, with_cleared
 from .service import Planned, plan_service
 from .surface import plan_surface, stream_servers
 
@@ -205,7 +206,8 @@ class SpecPlan:
             if self.dynamic
             else None
         )
-        self.surface = plan_surface(spec)
+        self.http = plan_route_http(spec)
+        self.surface = replace(plan_surface(spec), route_maps=self.http.maps)
         # Every host's routes in one list, the default host's first: their index is the
         # one the gateway's guards and the cache use.
         self.routes = [(i, r) for i, vh in enumerate(spec.virtual_hosts) for r in vh.routes]
@@ -253,6 +255,7 @@ class SpecPlan:
         cleared = FORWARDING_CLEARED + (cache.stripped if cache else ())
         if sent:
             cleared = tuple(h for h in cleared if h.lower() not in sent)
+        http, cleared = with_cleared(self.http.routes[i], cleared)
         return Location(
             path=r.path,
             exact=r.exact,
@@ -277,4 +280,5 @@ class SpecPlan:
             hsts_var=self.surface.hsts_var(host),
             dynamic=self.dynamic,
             snippet=r.snippets.text if r.snippets else None,
+            http=http,
         )
