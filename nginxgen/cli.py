@@ -111,11 +111,13 @@ def render(
         else:
             try:
                 written = write_atomic(output, result.text)
-                if result.plan.feed is not None:
+                feed = result.plan.feed
+                if feed is not None and Path(feed.snapshot).parent.is_dir():
                     # The snapshot follows the config written last: nginx started on this
-                    # file serves its endpoints, not an earlier watch run's.
+                    # file serves its endpoints, not an earlier watch run's. (No directory:
+                    # no snapshot to be older, the file's own endpoints serve.)
                     generation = int(now.timestamp() * 1000)
-                    write_snapshot(result.plan.feed.snapshot, generation, endpoints(result.plan))
+                    write_snapshot(feed.snapshot, generation, endpoints(result.plan))
             except InstallError as exc:
                 fail(str(exc), 2)
             state.save()
