@@ -20,10 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .deploy.feed import write_snapshot
 from .deploy.split_state import write_state
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
+from .model.plan import Plan
 from .pipeline import Build, BuildCache, NginxMissing, build, nginx_for_test, untested_warning
+from .plan.endpoints import endpoints
 from .sources import RegistryError, Source, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
 from .util.atomic_write import InstallError, install_target, write_atomic
@@ -110,12 +113,25 @@ def render(
             try:
                 written = write_atomic(output, result.text)
                 write_state(spec.nginx, result.plan)
+                feed = result.plan.feed
+                if feed is not None and Path(feed.snapshot).parent.is_dir():
+                    # The snapshot follows the config written last: nginx started on this
+                    # file serves its endpoints, not an earlier watch run's. (No directory:
+                    # no snapshot to be older, the file's own endpoints serve.)
+                    generation = int(now.timestamp() * 1000)
+                    write_snapshot(feed.snapshot, generation, endpoints(result.plan))
             except (InstallError, OSError) as exc:
                 fail(str(exc), 2)
             state.save()
     summarize(result, spec, written.path if written else None, as_json)
     if not result.verdict.ok:
         raise typer.Exit(1)
+
+
+def unavailable_routes(plan: Plan) -> list[str]:
+    """Routes that answer 503 now: no upstream (reload mode), or an empty endpoint set."""
+    empty = {u.name for u in plan.upstreams if not u.servers}
+    return [loc.path for loc in plan.locations if loc.upstream is None or loc.upstream in empty]
 
 
 def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> None:
@@ -127,7 +143,7 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
             "services": len(plan.upstreams),
             "servers": plan.server_count,
             "routes": len(plan.locations),
-            "unavailable_routes": [loc.path for loc in plan.locations if loc.upstream is None],
+            "unavailable_routes": unavailable_routes(plan),
             "dropped": list(plan.dropped),
             "notes": list(plan.notes),
             "next_change_at": plan.next_change_at.isoformat() if plan.next_change_at else None,

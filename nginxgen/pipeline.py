@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .deploy.feed import token_digest
 from .deploy.nginx_bin import (
     Binary,
     VersionInfo,
@@ -20,16 +21,16 @@ from .deploy.nginx_bin import (
     lua_modules,
     stream_modules,
 )
-from .deploy.split_state import token_digest, token_path
 from .model.catalog import Catalog
 from .model.observed import Observed
 from .model.plan import Plan
 from .plan import PlanMemo, make_plan
 from .render import RenderCache, render_parts
 from .sources.resolve import HostKinds, drop_unresolvable
-from .spec import NginxSpec, Spec
+from .spec import Spec
 from .tls.certs import check_certificates
 from .util.heap import without_collector
+from .util.token_file import TokenFileError
 from .verify import Finding, Verdict, VerifyCache, verify_rendered
 
 
@@ -49,14 +50,16 @@ class BuildCache:
         self.render = RenderCache()  # templates, block texts, block digests
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
-        self._split_token: tuple[Path | None, str] = (None, "")  # path, sha256 of the token
+        # The status listener's push token (the endpoint feed's and the split's): its
+        # digest (and a note) per token path
+        self.feed_tokens: dict[str, tuple[str, str | None]] = {}
 
-    def split_token(self, nginx: NginxSpec) -> str:
-        """sha256 of the split push token beside nginx.conf (created when missing)."""
-        path = token_path(nginx)
-        if self._split_token[0] != path or not self._split_token[1].strip("0"):
-            self._split_token = (path, token_digest(nginx))
-        return self._split_token[1]
+    def push_token(self, path: str) -> tuple[str, str | None]:
+        """(sha256 of the push token in `path`, a note or None); TokenFileError."""
+        known = self.feed_tokens.get(path)
+        if known is None:
+            known = self.feed_tokens[path] = token_digest(path)
+        return known
 
     def reload_templates(self, overrides: str | None = None, *, check: bool = False) -> None:
         """SIGHUP, another templates_dir, or (`check`) an edited one: read the templates
@@ -66,6 +69,7 @@ class BuildCache:
         if check:
             fresh.compile_overrides()
         self.render = fresh
+        self.feed_tokens.clear()  # the feed token is read again too
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,52 @@ def build(
     observed: Observed | None = None,
 ) -> Build:
     now = now or datetime.now(timezone.utc)
+    try:
+        plan = plan_pass(spec, catalog, cache=cache, now=now, observed=observed)
+    except TokenFileError as exc:
+        plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+        return Build(plan, "", Verdict((Finding("feed token", str(exc)),), False))
+    return build_plan(spec, plan, binary=binary, cache=cache, now=now)
+
+
+def plan_pass(
+    spec: Spec,
+    catalog: Catalog,
+    *,
+    cache: BuildCache,
+    now: datetime | None = None,
+    observed: Observed | None = None,
+) -> Plan:
+    """The plan stage alone, as `build` runs it (names resolved, the feed token's digest
+    filled in): `watch` compares its structure with the one serving before it renders.
+    TokenFileError: the feed token file cannot be used."""
     catalog = drop_unresolvable(catalog, cache.hosts)
     plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+    if plan.feed is not None:
+        digest, note = cache.push_token(plan.feed.token_path)
+        plan = replace(plan, feed=replace(plan.feed, token_sha256=digest))
+        if note:
+            plan = replace(plan, notes=plan.notes + (note,))
     if plan.gateway.split:
-        plan = replace(plan, split_token_sha256=cache.split_token(spec.nginx))
+        # The split's push uses the same token (nginx.endpoints_token), in either mode.
+        digest, note = cache.push_token(spec.nginx.token_path)
+        plan = replace(plan, split_token_sha256=digest)
+        if note and plan.feed is None:
+            plan = replace(plan, notes=plan.notes + (note,))
+    return plan
+
+
+@without_collector
+def build_plan(
+    spec: Spec,
+    plan: Plan,
+    *,
+    binary: Binary | None,
+    cache: BuildCache,
+    now: datetime | None = None,
+) -> Build:
+    """render → verify of a plan from `plan_pass`."""
+    now = now or datetime.now(timezone.utc)
     # Certificates before nginx sees them: an error keeps the running config serving.
     certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
     errors = tuple(Finding("certificate", str(c)) for c in certs if c.level == "error")

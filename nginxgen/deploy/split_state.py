@@ -3,8 +3,9 @@
 - `nginxgen-split.json`: every split service's document (plan/split.py), read by nginx's
   master at start and at each reload (lua/nginxgen/split.lua); written atomically before
   a reload and after each push, so nginx started alone serves the last decision.
-- `nginxgen-split.token`: the bearer token of the push (created 0600 when missing); only
-  its sha256 is in nginx.conf.
+- the push's bearer token is the endpoint feed's (`nginx.endpoints_token`, default
+  nginxgen-endpoints.token beside nginx.conf, created 0600 by the pipeline); only its
+  sha256 is in nginx.conf.
 - push: POST /nginxgen/split on the loopback status listener; each worker uses the new
   documents from its next request on. Refused or unreachable: the caller reloads instead
   (the reload reads the state file).
@@ -12,10 +13,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from ..model import names
 from ..model.plan import Plan
 from ..spec import NginxSpec
 from ..util.atomic_write import write_atomic
-from ..util.token_file import TokenFileError, read_token
+from ..util.token_file import read_token
 
 PUSH_TIMEOUT = 2.0
 
@@ -39,10 +37,6 @@ class Pushed:
 
 def state_path(nginx: NginxSpec) -> Path:
     return Path(nginx.output).parent / names.SPLIT_STATE
-
-
-def token_path(nginx: NginxSpec) -> Path:
-    return Path(nginx.output).parent / names.SPLIT_TOKEN
 
 
 def documents(plan: Plan) -> dict[str, Any]:
@@ -61,29 +55,12 @@ def write_state(nginx: NginxSpec, plan: Plan) -> None:
 
 
 def token(nginx: NginxSpec) -> bytes | None:
-    """The push token, created when missing; None when its directory does not exist."""
-    path = token_path(nginx)
-    if not path.parent.is_dir():
+    """The push token (the endpoint feed's, `nginx.endpoints_token`; the pipeline creates
+    it); None while it does not exist."""
+    path = nginx.token_path
+    if not Path(path).exists():
         return None
-    where = f"split token {path}"
-    try:
-        return read_token(str(path), where)
-    except TokenFileError:
-        if path.exists():
-            raise
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
-    return read_token(str(path), where)
-
-
-def token_digest(nginx: NginxSpec) -> str:
-    """sha256 hex of the token; all zeros (no token matches) when there is none."""
-    try:
-        value = token(nginx)
-    except (TokenFileError, OSError):
-        value = None
-    return hashlib.sha256(value).hexdigest() if value else "0" * 64
+    return read_token(path, f"nginx.endpoints_token {path}")
 
 
 def push(status_listen: str, secret: bytes, plan: Plan) -> Pushed:

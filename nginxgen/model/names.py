@@ -19,11 +19,17 @@ SPLIT_VAR = "nginxgen_split_upstream"
 MIRROR_PREFIX = "/_nginxgen/mirror/"
 SPLIT_PATH = "/nginxgen/split"
 SPLIT_STATUS_PATH = "/nginxgen/split/status"
-# Beside nginx.conf: the documents in force (read by nginx at start and reload) and the
-# push token (only its sha256 goes into nginx.conf).
+# Beside nginx.conf: the documents in force (read by nginx at start and reload).
 SPLIT_STATE = "nginxgen-split.json"
-SPLIT_TOKEN = "nginxgen-split.token"
 KEY_DIGEST_VAR = "nginxgen_key_digest"  # sha256 of the presented API key (set_by_lua)
+# The endpoint feed (nginx.endpoints dynamic, lua/nginxgen/endpoints.lua): its shared
+# dict, the balancer's passive health, the status listener's feed location.
+FEED_DICT = "nginxgen_endpoints"
+HEALTH_DICT = "nginxgen_health"
+HEALTH_DICT_SIZE = "4m"  # ~10,000 failing peers (docs/endpoints-feed.md)
+FEED_PATH = "/nginxgen/endpoints"
+FEED_STATUS_PATH = "/nginxgen/endpoints/status"
+FEED_MAX_BODY = "32m"  # the Lua side's own default max_body
 # The Redis cache's stampede locks and Redis health, shared by all workers.
 CACHE_STATE_DICT = "nginxgen_cache"
 CACHE_STATE_DICT_SIZE = "1m"

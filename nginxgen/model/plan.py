@@ -74,6 +74,7 @@ class Gateway:
     metrics: bool = False  # Lua request counters, served on the status server
     json_log: bool = False
     split: bool = False  # services.NAME.split: lua/nginxgen/split.lua, pushed on the status server
+    dynamic: bool = False  # nginx.endpoints dynamic: Lua balancer fed on the status server
 
     @property
     def lua_modules(self) -> tuple[str, ...]:
@@ -85,6 +86,8 @@ class Gateway:
             mods.append("nginxgen.metrics")
         if self.split:
             mods.append("nginxgen.split")
+        if self.dynamic:
+            mods += ["nginxgen.balancer", "nginxgen.endpoints"]
         return tuple(mods)
 
     @property
@@ -129,6 +132,18 @@ class CacheSetup:
         return ((CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE),) + l1
 
 
+@dataclass(frozen=True)
+class FeedSetup:
+    """nginx.endpoints dynamic: what nginx.conf needs for the endpoint feed
+    (docs/endpoints-feed.md). `token_sha256` is filled in by the pipeline, which reads
+    (or creates) the token file; the plan itself does no I/O."""
+
+    token_path: str
+    snapshot: str
+    dict_size: str
+    token_sha256: str = ""
+
+
 # --- upstreams, locations, the plan ------------------------------------------------------
 
 
@@ -156,7 +171,7 @@ class _HashedOnce:
         return cached
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_hash", "_shape")}
 
 
 @dataclass(frozen=True)
@@ -167,8 +182,24 @@ class Upstream(_HashedOnce):
     zone: str | None
     balance: tuple[str, ...] = ()  # the balancing directive; () for round robin
     snippet: str | None = None  # services.NAME.snippets: the spec author's nginx text
+    # nginx.endpoints dynamic: rendered as a placeholder server and the Lua balancer; the
+    # servers above become the endpoint set the feed carries (plan/endpoints.py).
+    dynamic: bool = False
+    hash_var: str | None = None  # dynamic hash upstreams: the map variable holding the key
 
     __hash__ = _HashedOnce._hash_once
+
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """Everything of this upstream that nginx.conf holds in dynamic mode: all but the
+        servers (computed once per object; memoized upstreams keep theirs)."""
+        cached: tuple[object, ...] | None = self.__dict__.get("_shape")
+        if cached is None:
+            servers = () if self.dynamic else self.servers
+            cached = (self.name, servers, self.keepalive, self.zone, self.balance)
+            cached += (self.snippet, self.dynamic, self.hash_var)
+            object.__setattr__(self, "_shape", cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -197,6 +228,9 @@ class Location(_HashedOnce):
     # `upstream` then names the service, not an upstream block.
     split: bool = False
     mirror: bool = False  # split.mirror: copies go to MIRROR_PREFIX + service
+    # nginx.endpoints dynamic: the upstream is always there; Lua answers 503 (or gRPC
+    # UNAVAILABLE) while its service has nobody to serve (balancer.available).
+    dynamic: bool = False
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
     # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
     # internal locations; an image_fit route resizes images on the way out.
@@ -229,6 +263,23 @@ class Plan:
     # sha256 hex of the token the split push needs (filled in by the pipeline: no I/O here).
     split_token_sha256: str = ""
     bff: BffSetup | None = None  # set when a route aggregates or fits images
+    feed: FeedSetup | None = None  # nginx.endpoints dynamic
+
+    @property
+    def structure(self) -> tuple[object, ...]:
+        """What needs a reload to change: everything nginx.conf holds but the endpoint sets
+        of dynamic upstreams (those are pushed, plan/endpoints.py). Two plans with equal
+        structures differ only in what a push carries."""
+        return (
+            tuple(u.shape for u in self.upstreams),
+            self.locations,
+            self.catch_all,
+            self.gateway,
+            self.cache,
+            self.surface,
+            self.feed,
+            self.bff,
+        )
 
     @property
     def server_count(self) -> int:

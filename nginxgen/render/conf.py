@@ -14,10 +14,12 @@ from ..model import names
 from ..model.bff import IMAGE_CACHE_ZONE
 from ..model.plan import Location, Plan, Upstream
 from ..plan.cache import lua_config
+from ..plan.endpoints import plan_document
 from ..spec import NginxSpec
 from ..util.heap import without_collector
 from ..util.resources import resource_dir
 from .blocks import RenderCache
+from .filters import lua_pieces
 
 # Marks where the cached blocks and the status server go. NUL can never come out of a
 # template filter, so a mark cannot collide with rendered data.
@@ -78,6 +80,7 @@ def render_parts(
         **context,
         cache_config=lua_config(plan.cache) if plan.cache else None,
         bff_config=plan.bff.lua_config() if plan.bff else None,
+        feed_plan=feed_plan(plan),
         status_server=_STATUS,
     )
     ups = tuple((u, cache.upstream(u)) for u in plan.upstreams)
@@ -124,6 +127,14 @@ def render_parts(
     return Rendered(text, skeleton, ups, locs)
 
 
+def feed_plan(plan: Plan) -> str | None:
+    """The plan document `nginxgen.endpoints.init` gets, as Lua string pieces."""
+    if plan.feed is None:
+        return None
+    doc = plan_document(plan)
+    return lua_pieces(json.dumps(doc, separators=(",", ":")))
+
+
 def config_generation(text: str) -> str | None:
     """The generation a rendered config announces on its status listener, if any."""
     m = GENERATION_RE.search(text[-4000:])
@@ -157,6 +168,12 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         "mirrors": mirrors_by_server(plan),
         "lua_dir": str(resource_dir("lua")),
         "image_cache_zone": IMAGE_CACHE_ZONE,
+        "feed_dict": names.FEED_DICT,
+        "health_dict": names.HEALTH_DICT,
+        "health_dict_size": names.HEALTH_DICT_SIZE,
+        "feed_path": names.FEED_PATH,
+        "feed_status_path": names.FEED_STATUS_PATH,
+        "feed_max_body": names.FEED_MAX_BODY,
     }
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from ..model.names import (
     AUTH_PREFIX,
+    FEED_PATH,
+    FEED_STATUS_PATH,
     MIRROR_PREFIX,
     ROUTE_VAR,
     SPLIT_PATH,
@@ -37,13 +39,17 @@ def is_gateway_location(args: list[str]) -> bool:
 _STATUS_LOCATIONS = {("=", "/nginxgen/generation"), ("=", "/nginx_status"), ("/",)}
 _STATUS_DIRECTIVES = {"default_type", "return", "allow", "deny", "stub_status"}
 _METRICS_CALL = 'require("nginxgen.metrics").serve()'
-# The status server's Lua answers: location path -> the one call it may make.
-_LUA_ANSWERS = {
-    "/metrics": _METRICS_CALL,
-    SPLIT_PATH: 'require("nginxgen.split").push()',
-    SPLIT_STATUS_PATH: 'require("nginxgen.split").status()',
+# nginx.endpoints dynamic: the feed's two locations and what each may run.
+_FEED_CALLS = {
+    ("=", FEED_PATH): 'require("nginxgen.endpoints").push()',
+    ("=", FEED_STATUS_PATH): 'require("nginxgen.endpoints").status()',
 }
-_SPLIT_LOCATIONS = {("=", SPLIT_PATH), ("=", SPLIT_STATUS_PATH)}
+_FEED_DIRECTIVES = {"allow", "deny", "client_max_body_size", "client_body_buffer_size"}
+# services.NAME.split: the split's push and status, shaped like the feed's.
+_SPLIT_CALLS = {
+    ("=", SPLIT_PATH): 'require("nginxgen.split").push()',
+    ("=", SPLIT_STATUS_PATH): 'require("nginxgen.split").status()',
+}
 _ROUTE_SET = [f"${ROUTE_VAR}", ""]
 
 
@@ -61,7 +67,10 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
     if _directive_args(status[0], "listen") != [[listen]]:
         findings.append(Finding("round-trip", f"status server must listen on {listen} only"))
     allowed = _STATUS_LOCATIONS | ({("=", "/metrics")} if plan.gateway.metrics else set())
-    allowed |= _SPLIT_LOCATIONS if plan.gateway.split else set()
+    if plan.gateway.dynamic:
+        allowed |= set(_FEED_CALLS)
+    if plan.gateway.split:
+        allowed |= set(_SPLIT_CALLS)
     for d in status[0].get("block", []):
         if d["directive"] == "location":
             if tuple(d["args"]) not in allowed or not _harmless(d):
@@ -78,16 +87,33 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
 
 
 def _harmless(location: Block) -> bool:
+    args = tuple(location["args"])
+    feed = _FEED_CALLS.get(args) or _SPLIT_CALLS.get(args)
+    if feed is not None:
+        return _feed_location(location, feed)
     for d in location.get("block", []):
         if d["directive"] == "content_by_lua_block":
-            path = location["args"][-1]
-            if location["args"][0] != "=" or d["args"][0].strip() != _LUA_ANSWERS.get(path):
+            if location["args"] != ["=", "/metrics"] or d["args"][0].strip() != _METRICS_CALL:
                 return False
-        elif d["directive"] in ("client_max_body_size", "client_body_buffer_size"):
-            continue  # the split push's body limit
         elif d["directive"] not in _STATUS_DIRECTIVES:
             return False
     return True
+
+
+def _feed_location(location: Block, call: str) -> bool:
+    """A feed location: loopback only (allow/deny, deny all last), the one handler."""
+    statements = location.get("block", [])
+    access = [d["args"] for d in statements if d["directive"] in ("allow", "deny")]
+    handlers = [
+        d["args"][0].strip() for d in statements if d["directive"] == "content_by_lua_block"
+    ]
+    others = [
+        d
+        for d in statements
+        if d["directive"] not in _FEED_DIRECTIVES and d["directive"] != "content_by_lua_block"
+    ]
+    loopback = access == [["127.0.0.0/8"], ["::1"], ["all"]]
+    return loopback and handlers == [call] and not others
 
 
 def _names(server: Block) -> list[list[str]]:

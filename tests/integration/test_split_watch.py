@@ -161,15 +161,22 @@ def yaml_status_listen(gw: WatchedGateway) -> str:
 
 
 def test_a_dead_version_gives_its_share_away_and_watch_says_so(watched_gateway, backends):
+    import requests
     import yaml
 
     blue, green = backends("blue"), backends("green")
     split = {"app": {"split": {"weights": {"blue": 50, "green": 50}}}}
     gw = watched_gateway({"app": instances(blue, green)}, extra={"services": split})
     assert set(who_answers(gw.url, 40, fresh=True)) == {"blue", "green"}
+    master = int((gw.dir / "nginx.pid").read_text())
+    workers = settled_workers(master)
+    clients = [Client(gw.url) for _ in range(2)]
+    for c in clients:
+        c.start()
     registry = gw.dir / "services.yaml"
     data = yaml.safe_load(registry.read_text())
-    data["services"]["app"] = [i for i in data["services"]["app"] if i["id"] != "g1"]
+    everyone = data["services"]["app"]
+    data["services"]["app"] = [i for i in everyone if i["id"] != "g1"]
     registry.write_text(yaml.safe_dump(data))
     eventually(lambda: gw.serves_only("blue", 20), 10, "blue alone", detail=gw.logs)
     line = (
@@ -177,3 +184,28 @@ def test_a_dead_version_gives_its_share_away_and_watch_says_so(watched_gateway, 
         "(blue=100 green=0)"
     )
     eventually(lambda: line in gw.logs(), 10, "the one-line note", detail=gw.logs)
+    # Green comes back: its share too. Both ways a push (nginx.endpoints dynamic).
+    data["services"]["app"] = everyone
+    registry.write_text(yaml.safe_dump(data))
+    eventually(
+        lambda: set(who_answers(gw.url, 40, fresh=True)) == {"blue", "green"},
+        10,
+        "green back",
+        detail=gw.logs,
+    )
+    for c in clients:
+        c.stop()
+    assert [f for c in clients for f in c.failures] == []
+    assert nginx_workers(master) == workers, "a reload replaced the workers"
+    # Nobody up at all: a deliberate 503, as for any service with nobody alive.
+    data["services"]["app"] = [{**i, "state": "down"} for i in everyone]
+    registry.write_text(yaml.safe_dump(data))
+
+    def unavailable() -> bool:
+        r = requests.get(gw.url, timeout=5)
+        return r.status_code == 503 and r.json() == {
+            "error": "service unavailable",
+            "service": "app",
+        }
+
+    eventually(unavailable, 10, "a 503 from the split", detail=gw.logs)

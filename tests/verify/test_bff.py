@@ -15,7 +15,7 @@ from nginxgen.verify import verify
 
 SPEC = """\
 registry: {kind: file, path: s.yaml}
-nginx: {listen: 8080}
+nginx: {listen: 8080, endpoints: reload}
 defaults: {timeouts: {connect: 1s, read: 30s}, failover: {tries: 3}}
 routes:
   - path: /bff/home
