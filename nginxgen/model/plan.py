@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..spec import Failover, RedisSpec, Timeouts
+from .bff import AggregateRoute, BffSetup, ImageFit, PartTarget
 from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
 from .route_http import RouteHttp
 from .surface import Surface
@@ -224,8 +225,22 @@ class Location(_HashedOnce):
     # UNAVAILABLE) while its service has nobody to serve (balancer.available).
     dynamic: bool = False
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
+    # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
+    # internal locations; an image_fit route resizes images on the way out.
+    aggregate: AggregateRoute | None = None
+    part: PartTarget | None = None
+    image_fit: ImageFit | None = None
 
     __hash__ = _HashedOnce._hash_once
+
+    @property
+    def checks_endpoints(self) -> bool:
+        """nginx.endpoints dynamic, and this block proxies to its upstream itself (not an
+        aggregate or an image fit, which reach theirs through part locations): Lua answers
+        503 while the service has nobody to serve."""
+        if not self.dynamic or self.upstream is None or self.aggregate is not None:
+            return False
+        return self.image_fit is None or self.part is not None
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,7 @@ class Plan:
     # Next warm-up step boundary: the watch loop re-plans then, even with no registry event.
     next_change_at: datetime | None = None
     surface: Surface = Surface()  # server blocks, listeners, TLS, streams (model/surface.py)
+    bff: BffSetup | None = None  # set when a route aggregates or fits images
     feed: FeedSetup | None = None  # nginx.endpoints dynamic
 
     @property
@@ -259,6 +275,7 @@ class Plan:
             self.cache,
             self.surface,
             self.feed,
+            self.bff,
         )
 
     @property

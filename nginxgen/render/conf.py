@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..model import names
+from ..model.bff import IMAGE_CACHE_ZONE
 from ..model.plan import Location, Plan, Upstream
 from ..plan.cache import lua_config
 from ..plan.endpoints import plan_document
@@ -78,6 +79,7 @@ def render_parts(
         **context,
         cache_config=lua_config(plan.cache) if plan.cache else None,
         feed_plan=feed_plan(plan),
+        bff_config=plan.bff.lua_config() if plan.bff else None,
         status_server=_STATUS,
     )
     ups = tuple((u, cache.upstream(u)) for u in plan.upstreams)
@@ -165,4 +167,5 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         "feed_path": names.FEED_PATH,
         "feed_status_path": names.FEED_STATUS_PATH,
         "feed_max_body": names.FEED_MAX_BODY,
+        "image_cache_zone": IMAGE_CACHE_ZONE,
     }
