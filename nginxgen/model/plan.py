@@ -240,6 +240,15 @@ class Location(_HashedOnce):
 
     __hash__ = _HashedOnce._hash_once
 
+    @property
+    def checks_endpoints(self) -> bool:
+        """nginx.endpoints dynamic, and this block proxies to its upstream itself (not an
+        aggregate or an image fit, which reach theirs through part locations): Lua answers
+        503 while the service has nobody to serve."""
+        if not self.dynamic or self.upstream is None or self.aggregate is not None:
+            return False
+        return self.image_fit is None or self.part is not None
+
 
 @dataclass(frozen=True)
 class Plan:

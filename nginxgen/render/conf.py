@@ -79,8 +79,8 @@ def render_parts(
         version=__version__,
         **context,
         cache_config=lua_config(plan.cache) if plan.cache else None,
-        bff_config=plan.bff.lua_config() if plan.bff else None,
         feed_plan=feed_plan(plan),
+        bff_config=plan.bff.lua_config() if plan.bff else None,
         status_server=_STATUS,
     )
     ups = tuple((u, cache.upstream(u)) for u in plan.upstreams)
@@ -167,13 +167,13 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         "mirror_prefix": names.MIRROR_PREFIX,
         "mirrors": mirrors_by_server(plan),
         "lua_dir": str(resource_dir("lua")),
-        "image_cache_zone": IMAGE_CACHE_ZONE,
         "feed_dict": names.FEED_DICT,
         "health_dict": names.HEALTH_DICT,
         "health_dict_size": names.HEALTH_DICT_SIZE,
         "feed_path": names.FEED_PATH,
         "feed_status_path": names.FEED_STATUS_PATH,
         "feed_max_body": names.FEED_MAX_BODY,
+        "image_cache_zone": IMAGE_CACHE_ZONE,
     }
 
 

@@ -180,10 +180,14 @@ def split_available_call(loc: Location) -> str:
 def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     """The cache's Lua one-liners a location runs (the gateway's are checked in
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
-    lua503 = []  # the 503 on purpose of a dynamic or split route
-    if loc.upstream is not None and (loc.dynamic or loc.split):
+    if loc.upstream is None and loc.aggregate is None:
+        return bff_lua(loc)
+    lua503 = []  # the 503 on purpose of a split route, or of a dynamic one
+    if loc.split and loc.upstream is not None:
+        lua503 = [("rewrite_by_lua_block", split_available_call(loc))]
+    elif loc.checks_endpoints:
         lua503 = [("rewrite_by_lua_block", available_call(loc))]
-    if loc.cache is None or (loc.upstream is None and loc.aggregate is None):
+    if loc.cache is None:
         return lua503 + bff_lua(loc)
     call = 'require("nginxgen.cache").'
     log = f"{call}log()"

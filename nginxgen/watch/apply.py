@@ -409,13 +409,16 @@ class Applier:
         except InstallError as exc:
             # Served already; the next push or reload writes it again.
             event(logging.ERROR, f"endpoint snapshot not written: {exc}")
+        # The same words as a reload's line (watch/diff.py), so a log reader sees one story.
+        diff = diff_plans(self.applied_plan, plan)
         event(
             logging.INFO,
-            f"pushed: {shown} ({REASON_WORDS.get(reason, reason)}; no reload)",
+            f"pushed: {diff.summary()} ({REASON_WORDS.get(reason, reason)}; no reload)",
             reason=reason,
             generation=gen,
-            services=len(delta),
+            services=shown,
             confirmed_in=f"{pushed.waited * 1000:.0f}ms",
+            **diff.as_dict(),
         )
         return pushed
 

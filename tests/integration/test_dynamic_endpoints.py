@@ -105,7 +105,8 @@ def test_traffic_moves_to_a_new_instance_without_a_reload(dynamic_gateway, backe
     assert master_pid(gw) == master and workers(gw) == pids, "no reload: same workers"
     assert gw.metric("nginxgen_reloads_total") == reloads
     assert gw.metric('nginxgen_pushes_total{result="confirmed"}') >= 2  # start + change
-    assert "pushed: app" in gw.logs()
+    assert f"pushed: servers added: app {b.address}" in gw.logs()
+    assert f"servers removed: app {a.address} (registry changed; no reload)" in gw.logs()
     status = feed_status(gw)
     assert status["converged"] and {w["pid"] for w in status["workers"]} == pids
     # The boot snapshot holds what serves, for a restart of nginx alone.
