@@ -3,8 +3,9 @@ picks the version's upstream: rules, then the sticky key's bucket) against a pla
 to the same backends, both rendered by nginxgen into one gateway. wrk runs against each in
 interleaved rounds; the medians of req/s, the gateway worker's CPU time per request (what
 other load on the machine skews least) and p50/p99 at low concurrency are compared in one
-run. wrk sends a session cookie and a header that no rule matches, so every request walks
-the rules and hashes its key.
+run. wrk sends a session cookie and a canary cookie no rule matches, so every request
+walks the rules and hashes its key. Both routes are balanced as `nginx.endpoints` says
+(the default, dynamic: the split is compared with a plain dynamic upstream).
 
     python benchmarks/split.py [--rounds 5] [--seconds 5] [--connections 32]
 
