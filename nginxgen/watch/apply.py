@@ -42,6 +42,9 @@ from .telemetry import Health, Metrics, event
 
 # /healthz asks nginx's status listener whether the generation serves; never for longer.
 HEALTH_PROBE_TIMEOUT = 0.5
+# /healthz counts a config being installed as healthy for its confirm timeout plus this
+# (the write and the reload signal come before the confirmation's clock starts).
+IN_FLIGHT_MARGIN = 2.0
 # Reload reasons as the log line says them (telemetry.RELOAD_REASONS are the metric labels).
 REASON_WORDS = {
     "start": "first config of this run",
@@ -210,15 +213,20 @@ class Applier:
             return self._failed(text, f"validation: {first}")
 
         reason = self._reason(plan)
-        done = install(
-            text,
-            generation,
-            self.spec.nginx,
-            self.binary,
-            installed=installed,
-            confirm_timeout=self.spec.watch.confirm_timeout,
-            clock=self.clock,
-        )
+        confirm = self.spec.watch.confirm_timeout
+        self.health.in_flight = (generation, self.clock.monotonic() + confirm + IN_FLIGHT_MARGIN)
+        try:
+            done = install(
+                text,
+                generation,
+                self.spec.nginx,
+                self.binary,
+                installed=installed,
+                confirm_timeout=confirm,
+                clock=self.clock,
+            )
+        finally:
+            self.health.in_flight = None
         self._count(done, reason)
         if done.failed == "write":
             # Nothing changed on disk. Not remembered as failed text: once the disk has
@@ -296,20 +304,20 @@ class Applier:
         # Same spec, registry and probe verdicts: only the clock moved a ramp on.
         return "warmup" if last.next_change_at is not None else "registry"
 
-    def not_served(self, generation: str) -> str | None:
-        """For /healthz: None when nginx serves `generation`, else why not. Cheap: one
-        loopback request with a short timeout, or (no status listener) a look at the
-        master's pid."""
+    def not_served(self, generations: tuple[str, ...]) -> str | None:
+        """For /healthz: None when nginx serves one of `generations` (the applied one,
+        and one being installed), else why not. Cheap: one loopback request with a short
+        timeout, or (no status listener) a look at the master's pid."""
         nginx = self.spec.nginx
         if self.dry_run:
             return None
         if nginx.status_listen != "off":
             seen = serving_generation(nginx.status_listen, timeout=HEALTH_PROBE_TIMEOUT)
-            if seen == generation:
+            if seen in generations:
                 return None
             if seen is None:
                 return f"nginx does not answer on its status listener {nginx.status_listen}"
-            return f"nginx serves generation {seen}, not {generation}"
+            return f"nginx serves generation {seen}, not {generations[0] or '-'}"
         pid, why = find_master(nginx.pid)
         return None if pid is not None else f"nginx is not running ({why})"
 

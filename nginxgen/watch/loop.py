@@ -80,7 +80,7 @@ class Watcher:
         self.options = options or Options()
         self.clock = clock or Clock()
         self.metrics = Metrics()
-        self.health = Health()
+        self.health = Health(clock=self.clock)
         cache = BuildCache()
         binary = nginx_for_test(spec, None, cache.versions)  # NginxMissing: exit 2
         # Bound before anything is touched: a second watcher stops here, harmlessly.

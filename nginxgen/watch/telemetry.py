@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from ..model.catalog import Catalog
+from ..util.clock import Clock
 from .recovery import RESULTS as RECOVERY_RESULTS
 
 log = logging.getLogger("nginxgen.watch")
@@ -195,17 +196,22 @@ class Health:
 
     applied: bool | None = None  # None: nothing applied yet
     apply_error: str = ""
-    stale_since: float | None = None
+    stale_since: float | None = None  # wall time (Unix seconds)
     stale_reason: str = ""
     generation: str = ""
     held: str = ""
     flapping: str = ""
-    # Asked on every /healthz once a config is applied: None when nginx serves this
-    # generation, else why not (nginx stopped, or reloaded onto something else).
-    served: Callable[[str], str | None] | None = None
+    # Asked on every /healthz once a config is applied: None when nginx serves one of
+    # these generations, else why not (nginx stopped, or reloaded onto something else).
+    served: Callable[[tuple[str, ...]], str | None] | None = None
+    # While a config is being installed: its generation and the monotonic deadline of its
+    # confirmation. nginx may serve it before the sidecar has confirmed it; that is the
+    # reload working, not a fault, so readiness does not flap at every reload.
+    in_flight: tuple[str, float] | None = None
+    clock: Clock = field(default_factory=Clock)
 
     def status(self, now: float | None = None) -> tuple[int, str]:
-        now = time.time() if now is None else now
+        now = self.clock.wall().timestamp() if now is None else now
         if self.stale_since is not None:
             ago = now - self.stale_since
             return 503, f"registry stale for {ago:.0f}s, serving the last good catalog: " + (
@@ -215,10 +221,16 @@ class Health:
             return 503, "no config applied yet"
         if not self.applied:
             return 503, f"last apply failed: {self.apply_error}"
-        problem = self.served(self.generation) if self.served else None
+        accepted = (self.generation,)
+        note = ""
+        pending = self.in_flight
+        if pending is not None and self.clock.monotonic() <= pending[1]:
+            accepted += (pending[0],)
+            note = f"; reloading onto {pending[0]}"
+        problem = self.served(accepted) if self.served else None
         if problem:
             return 503, f"generation {self.generation or '-'} is not served: {problem}"
-        note = f"; holding: {self.held}" if self.held else ""
+        note += f"; holding: {self.held}" if self.held else ""
         note += f"; flapping, pinned: {self.flapping}" if self.flapping else ""
         return 200, f"ok: generation {self.generation or '-'}{note}"
 

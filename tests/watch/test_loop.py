@@ -176,6 +176,49 @@ def test_health_explains_itself():
     )
 
 
+def test_a_config_being_installed_is_healthy_until_its_confirm_deadline():
+    """Between nginx loading a new config and the sidecar confirming it, nginx serves a
+    generation the sidecar has not recorded yet: that is a reload, not a fault."""
+    clock = FakeClock()
+    serves = ["old"]
+
+    def served(generations: tuple[str, ...]) -> str | None:
+        return None if serves[0] in generations else f"nginx serves generation {serves[0]}"
+
+    h = Health(applied=True, generation="old", served=served, clock=clock)
+    assert h.status() == (200, "ok: generation old")
+    h.in_flight = ("new", clock.monotonic() + 12.0)
+    serves[0] = "new"  # nginx took the reload; confirmation still polling
+    assert h.status() == (200, "ok: generation old; reloading onto new")
+    serves[0] = "old"  # or not yet
+    assert h.status()[0] == 200
+    clock.advance(12.5)  # past the deadline, an in-flight config proves nothing
+    serves[0] = "new"
+    assert h.status() == (503, "generation old is not served: nginx serves generation new")
+    serves[0] = "other"  # something else entirely is never healthy
+    clock.now -= 10
+    assert h.status()[0] == 503
+
+
+def test_the_loop_marks_the_install_in_flight_and_clears_it(watcher, tmp_path, monkeypatch):
+    w = watcher(FakeSource(9001), confirm_timeout="7s")
+    seen: list[object] = []
+    import nginxgen.watch.apply as apply_mod
+
+    real = apply_mod.install
+
+    def install(*args, **kwargs):
+        seen.append((w.health.in_flight, w.clock.monotonic()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(apply_mod, "install", install)
+    assert w.apply(w.source.read()).result is Result.APPLIED
+    (((generation, deadline), then),) = seen
+    assert generation == w.health.generation
+    assert then < deadline <= then + 7.0 + apply_mod.IN_FLIGHT_MARGIN
+    assert w.health.in_flight is None
+
+
 def test_metrics_follow_services_that_come_and_go():
     m = Metrics()
     m.set_catalog(Catalog({"a": (Instance("a1", "a", "127.0.0.1", 1),), "b": ()}))
