@@ -13,6 +13,7 @@ no reload per debounce window.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -117,7 +118,10 @@ class Applier:
         # Traffic policies: warm-up state file, pseudo-dead probes (started by the loop).
         self.policies = Policies(spec, clock=clock, on_recovery=self._count_recovery)
         self.accepted: Catalog | None = None  # the guard's catalog last planned with
-        self.applied_plan: Plan | None = None
+        self.applied_plan: Plan | None = None  # the config that serves
+        self.last_plan: Plan | None = None  # the last one built (/status: planned weights)
+        # Called after every apply, whatever came of it (the loop refreshes gauges there).
+        self.after_apply: Callable[[], None] = lambda: None
         self.next_change: datetime | None = None  # the last plan's next warm-up step
         self.failed_text: str | None = None  # do not retry this exact text
         self.heap = Settler()
@@ -172,6 +176,11 @@ class Applier:
             self.health.applied, self.health.apply_error = False, why
             event(logging.ERROR, f"apply failed unexpectedly: {why}; will retry")
             return Outcome(Result.FAILED, error=why)
+        finally:
+            try:
+                self.after_apply()
+            except Exception as exc:  # noqa: BLE001 - gauges must not stop the loop either
+                event(logging.ERROR, f"after apply: {type(exc).__name__}: {exc}")
 
     def apply(self, catalog: Catalog, changed_at: float) -> Outcome:
         """guard → observe → plan → render → verify → install → reload → confirm → record.
@@ -188,6 +197,7 @@ class Applier:
         )
         self.metrics.renders.inc()
         text, plan = result.text, result.plan
+        self.last_plan = plan
         self.next_change = plan.next_change_at
         self.metrics.warming.set(warming_count(plan))
         self.metrics.pseudo_dead.set(len(observed.dead))

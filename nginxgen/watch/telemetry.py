@@ -172,7 +172,62 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Per instance (watch/instances.py), labelled like nginx's per-peer counters
+        # (service, peer) so that the dashboard can put them side by side; `id` is the
+        # registry's instance id (not `instance`: Prometheus sets that label itself).
+        per_instance = ["service", "id", "peer"]
+        self.instance_state = Gauge(
+            "nginxgen_instance_state",
+            "1 for each instance, labelled with its state (serving, warming, draining, "
+            "pseudo_dead, passive_failed, out).",
+            [*per_instance, "state"],
+            registry=r,
+        )
+        self.instance_weight = Gauge(
+            "nginxgen_instance_weight",
+            "Each instance's nginx weight: planned (the last plan) and in_force (what nginx "
+            "balances with now).",
+            [*per_instance, "kind"],
+            registry=r,
+        )
+        self.instance_warmup = Gauge(
+            "nginxgen_instance_warmup_percent",
+            "Share of its weight an instance gets: 100 when warm, the ramp's step while "
+            "warming, 0 when out.",
+            per_instance,
+            registry=r,
+        )
         self._services: dict[str, int] = {}
+        self._instance_labels: dict[str, dict[tuple[str, str, str], tuple[str, bool]]] = {}
+
+    def set_instances(self, service: str, rows: tuple[Any, ...]) -> None:
+        """The gauges of one service's instances (watch/instances.Row); () removes them.
+        Series that stay are overwritten, not removed first: a scrape never misses them."""
+        old = self._instance_labels.pop(service, {})
+        new: dict[tuple[str, str, str], tuple[str, bool]] = {}
+        for row in rows:
+            labels = (service, row.id, row.address)
+            if labels in new:
+                continue  # the same id and address twice in a registry: one series
+            self.instance_state.labels(*labels, row.state).set(1)
+            self.instance_weight.labels(*labels, "planned").set(row.planned_weight)
+            if row.weight is not None:
+                self.instance_weight.labels(*labels, "in_force").set(row.weight)
+            warm = row.state in ("serving", "warming", "passive_failed")
+            percent = (100 if row.percent is None else row.percent) if warm else 0
+            self.instance_warmup.labels(*labels).set(percent)
+            new[labels] = (row.state, row.weight is not None)
+        for labels, (state, in_force) in old.items():
+            now = new.get(labels)
+            if now is None or now[0] != state:
+                self.instance_state.remove(*labels, state)
+            if now is None:
+                self.instance_weight.remove(*labels, "planned")
+                self.instance_warmup.remove(*labels)
+            if in_force and (now is None or not now[1]):
+                self.instance_weight.remove(*labels, "in_force")
+        if new:
+            self._instance_labels[service] = new
 
     def set_catalog(self, catalog: Catalog) -> None:
         counts = {name: len(insts) for name, insts in catalog.services.items()}
@@ -221,7 +276,7 @@ class Health:
             return 503, "no config applied yet"
         if not self.applied:
             return 503, f"last apply failed: {self.apply_error}"
-        accepted = (self.generation,)
+        accepted: tuple[str, ...] = (self.generation,)
         note = ""
         pending = self.in_flight
         if pending is not None and self.clock.monotonic() <= pending[1]:
@@ -236,12 +291,14 @@ class Health:
 
 
 class StatusServer:
-    """/healthz and /metrics on a loopback port, served from a daemon thread."""
+    """/healthz, /metrics and /status on a loopback port, served from a daemon thread.
+    `document` makes the /status answer (watch/instances.py); until it is set, 404."""
 
     def __init__(self, listen: str, health: Health, metrics: Metrics) -> None:
         host, _, port = listen.rpartition(":")
         this = self
         self.health, self.metrics = health, metrics
+        self.document: Callable[[], dict[str, Any]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -253,8 +310,12 @@ class StatusServer:
                     body, ctype = (text + "\n").encode(), "text/plain; charset=utf-8"
                 elif self.path.split("?")[0] == "/metrics":
                     code, body, ctype = 200, this.metrics.exposition(), CONTENT_TYPE_LATEST
+                elif self.path.split("?")[0] == "/status" and this.document is not None:
+                    doc = json.dumps(this.document(), separators=(",", ":"))
+                    code, body, ctype = 200, doc.encode(), "application/json"
                 else:
-                    code, body, ctype = 404, b"try /healthz or /metrics\n", "text/plain"
+                    code, body = 404, b"try /healthz, /metrics or /status\n"
+                    ctype = "text/plain"
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
