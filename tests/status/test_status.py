@@ -1,6 +1,6 @@
-"""nginxgen.status: the per-peer traffic window, the status document and its tables, and
-what the command says when no sidecar answers. (Against a real sidecar and nginx:
-tests/integration, once `watch` serves /status.)"""
+"""nginxgen.status: the per-peer traffic window, the status document and its tables, the
+verb and what it says when no sidecar answers. (Against a real sidecar and nginx:
+tests/integration/test_status.py.)"""
 
 from __future__ import annotations
 
