@@ -61,6 +61,11 @@ class PeerTraffic:
             while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
                 self.samples.popleft()
 
+    def latest(self) -> float | None:
+        """When the newest sample was taken (None: none yet)."""
+        with self._lock:
+            return self.samples[-1][0] if self.samples else None
+
     def last(self) -> Window:
         """The counts over the window (or over what history there is)."""
         return self.over(self.window)

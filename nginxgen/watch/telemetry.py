@@ -14,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 from ..model.catalog import Catalog
 from ..util.clock import Clock
@@ -172,62 +174,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        # Per instance (watch/instances.py), labelled like nginx's per-peer counters
-        # (service, peer) so that the dashboard can put them side by side; `id` is the
-        # registry's instance id (not `instance`: Prometheus sets that label itself).
-        per_instance = ["service", "id", "peer"]
-        self.instance_state = Gauge(
-            "nginxgen_instance_state",
-            "1 for each instance, labelled with its state (serving, warming, draining, "
-            "pseudo_dead, passive_failed, out).",
-            [*per_instance, "state"],
-            registry=r,
-        )
-        self.instance_weight = Gauge(
-            "nginxgen_instance_weight",
-            "Each instance's nginx weight: planned (the last plan) and in_force (what nginx "
-            "balances with now).",
-            [*per_instance, "kind"],
-            registry=r,
-        )
-        self.instance_warmup = Gauge(
-            "nginxgen_instance_warmup_percent",
-            "Share of its weight an instance gets: 100 when warm, the ramp's step while "
-            "warming, 0 when out.",
-            per_instance,
-            registry=r,
-        )
+        # Per instance (watch/instances.py): a collector of its own, since 10,000
+        # instances as prometheus_client children cost seconds to set and to expose.
+        self.per_instance = InstanceGauges()
         self._services: dict[str, int] = {}
-        self._instance_labels: dict[str, dict[tuple[str, str, str], tuple[str, bool]]] = {}
 
     def set_instances(self, service: str, rows: tuple[Any, ...]) -> None:
-        """The gauges of one service's instances (watch/instances.Row); () removes them.
-        Series that stay are overwritten, not removed first: a scrape never misses them."""
-        old = self._instance_labels.pop(service, {})
-        new: dict[tuple[str, str, str], tuple[str, bool]] = {}
-        for row in rows:
-            labels = (service, row.id, row.address)
-            if labels in new:
-                continue  # the same id and address twice in a registry: one series
-            self.instance_state.labels(*labels, row.state).set(1)
-            self.instance_weight.labels(*labels, "planned").set(row.planned_weight)
-            if row.weight is not None:
-                self.instance_weight.labels(*labels, "in_force").set(row.weight)
-            warm = row.state in ("serving", "warming", "passive_failed")
-            percent = (100 if row.percent is None else row.percent) if warm else 0
-            self.instance_warmup.labels(*labels).set(percent)
-            new[labels] = (row.state, row.weight is not None)
-        for labels, (state, in_force) in old.items():
-            now = new.get(labels)
-            if now is None or now[0] != state:
-                self.instance_state.remove(*labels, state)
-            if now is None:
-                self.instance_weight.remove(*labels, "planned")
-                self.instance_warmup.remove(*labels)
-            if in_force and (now is None or not now[1]):
-                self.instance_weight.remove(*labels, "in_force")
-        if new:
-            self._instance_labels[service] = new
+        """The gauges of one service's instances (watch/instances.Row); () removes them."""
+        self.per_instance.set(service, rows)
 
     def set_catalog(self, catalog: Catalog) -> None:
         counts = {name: len(insts) for name, insts in catalog.services.items()}
@@ -239,7 +193,90 @@ class Metrics:
         self._services = counts
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.per_instance.text()
+
+
+class InstanceGauges(Collector):
+    """nginxgen_instance_{state,weight,warmup_percent}, one series per instance each,
+    labelled like nginx's per-peer counters (service, peer) so that the dashboard can put
+    them side by side; `id` is the registry's instance id (not `instance`: Prometheus
+    sets that label itself). A service's rows are replaced whole; an instance that
+    leaves takes its series along."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[Any, ...]] = {}
+        self._version = 0
+        self._lock = threading.Lock()  # the rows; held briefly, the loop sets them
+        self._render = threading.Lock()  # one exposition made at a time, off `_lock`
+        self._text: tuple[int, bytes] | None = None  # the exposition of a version
+        self._snapshot: dict[str, tuple[Any, ...]] = {}
+        self._registry = CollectorRegistry()
+        self._registry.register(self)
+
+    def set(self, service: str, rows: tuple[Any, ...]) -> None:
+        with self._lock:
+            if rows:
+                self._rows[service] = rows
+            else:
+                self._rows.pop(service, None)
+            self._version += 1
+
+    def text(self) -> bytes:
+        """The three families in the text format; made again only after a change, so a
+        scrape between two applies costs nothing (formatting costs ~30 µs a series), and
+        made without holding up the loop."""
+        with self._render:
+            with self._lock:
+                version, cached = self._version, self._text
+                if cached is not None and cached[0] == version:
+                    return cached[1]
+                self._snapshot = dict(self._rows)
+            text = generate_latest(self._registry)
+            self._text = (version, text)
+            return text
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> list[Metric]:
+        return list(self._families(self._snapshot))
+
+    @staticmethod
+    def _families(rows: dict[str, tuple[Any, ...]]) -> tuple[GaugeMetricFamily, ...]:
+        labels = ["service", "id", "peer"]
+        state = GaugeMetricFamily(
+            "nginxgen_instance_state",
+            "1 for each instance, labelled with its state (serving, warming, draining, "
+            "pseudo_dead, passive_failed, out).",
+            labels=[*labels, "state"],
+        )
+        weight = GaugeMetricFamily(
+            "nginxgen_instance_weight",
+            "Each instance's nginx weight: planned (the last plan) and in_force (what nginx "
+            "balances with now).",
+            labels=[*labels, "kind"],
+        )
+        warmup = GaugeMetricFamily(
+            "nginxgen_instance_warmup_percent",
+            "Share of its weight an instance gets: 100 when warm, the ramp's step while "
+            "warming, 0 when out.",
+            labels=labels,
+        )
+        for service, items in rows.items():
+            seen = set()
+            for row in items:
+                key = (service, row.id, row.address)
+                if key in seen:
+                    continue  # the same id and address twice in a registry: one series
+                seen.add(key)
+                state.add_metric([*key, row.state], 1)
+                weight.add_metric([*key, "planned"], row.planned_weight)
+                if row.weight is not None:
+                    weight.add_metric([*key, "in_force"], row.weight)
+                warm = row.state in ("serving", "warming", "passive_failed")
+                percent = (100 if row.percent is None else row.percent) if warm else 0
+                warmup.add_metric(list(key), percent)
+        return state, weight, warmup
 
 
 # --- health -----------------------------------------------------------------------------

@@ -143,7 +143,22 @@ def test_gauges_follow_state_and_weights_and_leave_with_their_instance() -> None
     planned[0] = make_plan(SPEC, CatalogBuilder("t").build(), T0)
     v.refresh()
     assert samples(metrics) == {}
-    assert MAX_GAUGED_INSTANCES >= 10_000
+
+
+def test_above_the_cap_the_gauges_say_nothing(monkeypatch) -> None:
+    import nginxgen.watch.instances as instances
+
+    metrics = Metrics()
+    plan = [make_plan(SPEC, catalog(), T0)]
+    v = view(plan, plan, PeerTraffic(), metrics)
+    v.refresh()
+    assert samples(metrics)
+    monkeypatch.setattr(instances, "MAX_GAUGED_INSTANCES", 2)
+    v.refresh()
+    assert samples(metrics) == {}
+    assert MAX_GAUGED_INSTANCES == 5_000
+    text = metrics.exposition().decode()  # the families still say they exist
+    assert "# TYPE nginxgen_instance_state gauge" in text
 
 
 def test_status_server_answers_the_document_on_get_status() -> None:
