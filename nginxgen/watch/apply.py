@@ -120,6 +120,9 @@ class Applier:
         self.accepted: Catalog | None = None  # the guard's catalog last planned with
         self.applied_plan: Plan | None = None  # the config that serves
         self.last_plan: Plan | None = None  # the last one built (/status: planned weights)
+        # (service, instance id) → why the catalog planned with is not the registry's for
+        # it: a removal held, a flapping instance pinned (/status says so).
+        self.kept: dict[tuple[str, str], str] = {}
         # Called after every apply, whatever came of it (the loop refreshes gauges there).
         self.after_apply: Callable[[], None] = lambda: None
         self.next_change: datetime | None = None  # the last plan's next warm-up step
@@ -286,6 +289,12 @@ class Applier:
         for line in damped.released:
             event(logging.INFO, line)
         self.health.flapping = ", ".join(damped.held)
+        kept = (
+            {k: "removal held until confirmed" for k in guarded.held.keys} if guarded.held else {}
+        )
+        hold = self.spec.watch.flap.hold
+        kept.update({k: f"flapping: pinned until stable for {hold:g}s" for k in damped.keys})
+        self.kept = kept
         self.metrics.flap_held.set(len(damped.held))
         self.metrics.set_catalog(damped.catalog)
         return damped.catalog

@@ -131,6 +131,7 @@ class InstanceView:
         *,
         traffic: PeerTraffic | None,  # None, or the spec's metrics off: no counts
         probe_errors: Callable[[], Mapping[str, str]] = dict,  # instance key → last error
+        kept: Callable[[], Mapping[tuple[str, str], str]] = dict,  # (service, id) → why
         generation: Callable[[], str] = str,  # the one the sidecar applied
         served: Callable[[], str | None] = lambda: None,  # the one nginx answers with
         metrics: Metrics | None = None,
@@ -138,6 +139,7 @@ class InstanceView:
         self.spec, self.planned, self.in_force = spec, planned, in_force
         self.traffic = traffic
         self.probe_errors, self.generation, self.served = probe_errors, generation, served
+        self.kept = kept
         self.metrics = metrics
         self._lock = threading.Lock()  # refresh runs on the loop's and the sampler's threads
         self._gauged: dict[str, tuple[object, ...]] = {}  # service → what its gauges show
@@ -149,6 +151,7 @@ class InstanceView:
         weights = self.in_force.weights(service)
         failed = self.in_force.failed(service)
         errors = self.probe_errors() if any(s.state == "pseudo_dead" for s in standings) else {}
+        kept = self.kept()
         out = []
         for s in standings:
             state, reason = s.state, s.reason
@@ -157,6 +160,9 @@ class InstanceView:
             elif state == "pseudo_dead":
                 why = errors.get(instance_key_of(service, s))
                 reason = f"{reason}: {why}" if why else reason
+            note = kept.get((service, s.id)) if kept else None
+            if note:
+                reason = f"{reason}; {note}" if reason else note
             count = window.peers.get((service, s.address), Counts()) if window else None
             out.append(
                 Row(

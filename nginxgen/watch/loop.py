@@ -108,6 +108,7 @@ class Watcher:
             ReloadMode(lambda: applier.spec, lambda: applier.applied_plan, self.traffic),
             traffic=self.traffic,
             probe_errors=lambda: applier.policies.probe_errors(),
+            kept=lambda: applier.kept,
             generation=lambda: self.health.generation,
             served=self._served_generation,
             metrics=self.metrics,

@@ -219,6 +219,28 @@ def test_the_loop_marks_the_install_in_flight_and_clears_it(watcher, tmp_path, m
     assert w.health.in_flight is None
 
 
+def test_the_status_document_follows_the_loop_and_says_what_is_held(watcher):
+    w = watcher(FakeSource(9001, 9002, 9003, 9004))
+    assert w.apply(w.source.read()).result is Result.APPLIED
+    doc = w.instances.document()
+    assert doc["generation"] == w.health.generation and doc["served_generation"] is None
+    assert [(r["id"], r["state"], r["weight"]) for r in doc["services"]["app"]] == [
+        (f"i{p}", "serving", 1) for p in (9001, 9002, 9003, 9004)
+    ]
+    w.source.set(9001)  # three of four vanish at once: held until confirmed
+    w.apply(w.source.read())
+    reasons = {r["id"]: r["reason"] for r in w.instances.document()["services"]["app"]}
+    assert reasons == {
+        "i9001": "",
+        **{f"i{p}": "removal held until confirmed" for p in (9002, 9003, 9004)},
+    }
+    text = w.metrics.exposition().decode()
+    assert (
+        'nginxgen_instance_state{id="i9002",peer="127.0.0.1:9002",service="app",state="serving"} 1.0'
+        in text
+    )
+
+
 def test_metrics_follow_services_that_come_and_go():
     m = Metrics()
     m.set_catalog(Catalog({"a": (Instance("a1", "a", "127.0.0.1", 1),), "b": ()}))
