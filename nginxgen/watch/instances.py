@@ -70,7 +70,8 @@ class ReloadMode:
 
     def failed(self, service: str) -> Mapping[str, str]:
         spec = self.spec()
-        health = spec.service_policy(service).health
+        own = spec.services.get(service)  # service_policy() builds a model per call
+        health = own.health if own is not None else spec.defaults.health
         if self.traffic is None or not spec.nginx.metrics or health.max_fails == 0:
             return {}
         # One window per fail_timeout and sample, grouped by service: asked once per
