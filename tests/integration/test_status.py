@@ -13,7 +13,7 @@ from tests.helpers import WatchedGateway, poll_until, run_cli
 from tests.integration.test_gateway import metric
 from tests.integration.test_watch import app, write_registry
 
-PERIOD = 8.0  # a warm-up step: long enough to look at on a loaded machine
+PERIOD = 10.0  # a warm-up step: long enough to look at on a loaded machine
 SENT = 20
 
 
@@ -46,7 +46,9 @@ def test_status_shows_a_warm_up_ramp_then_a_drain(watched_gateway, backends, mon
     # b joins: it ramps 25, 50, 75 % of its weight, one step per PERIOD.
     write_registry(gw.dir, app(a, b))
 
-    def warming() -> dict[str, Any] | None:
+    def warming() -> tuple[dict[str, Any], dict[str, str], str] | None:
+        """The JSON, the table and the sidecar's gauges, all taken while b warms up (a
+        ramp lasts 3 PERIODs: looking at all three in one go keeps them inside it)."""
         doc = status(gw)
         got = rows(doc)
         if "b" not in got or got["b"]["state"] != "warming":
@@ -57,9 +59,17 @@ def test_status_shows_a_warm_up_ramp_then_a_drain(watched_gateway, backends, mon
             or doc["served_generation"] != doc["generation"]
         ):
             return None
-        return doc
+        lines, gauges = table(gw), gw.metrics()
+        labels = {"service": "app", "id": "b", "peer": b.address}
+        if "warming" not in lines.get("b", ""):
+            return None
+        if metric(gauges, "nginxgen_instance_state", **labels, state="warming") != 1:
+            return None
+        return doc, lines, gauges
 
-    doc = poll_until(warming, 30, "b warming up in `nginxgen status --json`", detail=gw.logs)
+    doc, lines, gauges = poll_until(
+        warming, 3 * PERIOD, "b warming up in `nginxgen status`", detail=gw.logs
+    )
     got = rows(doc)
     assert got["b"]["percent"] in (25, 50, 75)
     assert got["b"]["reason"] == f"warm-up step {got['b']['percent'] // 25} of 4"
@@ -67,19 +77,11 @@ def test_status_shows_a_warm_up_ramp_then_a_drain(watched_gateway, backends, mon
     assert (got["a"]["state"], got["a"]["planned_weight"], got["a"]["weight"]) == ("serving", 4, 4)
     assert got["b"]["planned_weight"] == got["b"]["percent"] // 25
     assert got["a"]["address"] == a.address and got["b"]["address"] == b.address
-
-    def warming_line() -> str | None:
-        line = table(gw).get("b", "")
-        return line if "warming" in line else None
-
-    line = poll_until(warming_line, 20, "b warming in the table")
-    assert line.startswith(f"{b.address} | warming ") and " % | warm-up step " in line
-    assert table(gw)["a"].startswith(f"{a.address} | serving |")
-
-    # The sidecar's gauges say the same (the dashboard's per-instance state panel).
-    gauges = gw.metrics()
+    # As a person sees it: the table's lines.
+    assert lines["b"].startswith(f"{b.address} | warming ") and " % | warm-up step " in lines["b"]
+    assert lines["a"].startswith(f"{a.address} | serving |")
+    # The sidecar's gauges (the dashboard's per-instance state panel).
     labels = {"service": "app", "id": "b", "peer": b.address}
-    assert metric(gauges, "nginxgen_instance_state", **labels, state="warming") == 1
     assert metric(gauges, "nginxgen_instance_warmup_percent", **labels) in (25, 50, 75)
 
     # Requests of the last minute, per instance, from nginx's /metrics.
