@@ -234,17 +234,32 @@ class Applier:
         confirm = self.spec.watch.confirm_timeout
         self.health.in_flight = (generation, self.clock.monotonic() + confirm + IN_FLIGHT_MARGIN)
         try:
-            done = install(
-                text,
-                generation,
-                self.spec.nginx,
-                self.binary,
-                installed=installed,
-                confirm_timeout=confirm,
-                clock=self.clock,
-            )
+            return self._install(text, generation, installed, plan, reason, changed_at)
         finally:
+            # Only once the outcome is recorded (the generation that serves, or why not):
+            # cleared any earlier, /healthz would see nginx ahead of the sidecar.
             self.health.in_flight = None
+
+    def _install(
+        self,
+        text: str,
+        generation: str,
+        installed: str | None,
+        plan: Plan,
+        reason: str,
+        changed_at: float,
+    ) -> Outcome:
+        """install → reload → confirm, and what comes of it recorded."""
+        output = Path(self.spec.nginx.output)
+        done = install(
+            text,
+            generation,
+            self.spec.nginx,
+            self.binary,
+            installed=installed,
+            confirm_timeout=self.spec.watch.confirm_timeout,
+            clock=self.clock,
+        )
         self._count(done, reason)
         if done.failed == "write":
             # Nothing changed on disk. Not remembered as failed text: once the disk has

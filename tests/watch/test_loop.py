@@ -212,7 +212,19 @@ def test_the_loop_marks_the_install_in_flight_and_clears_it(watcher, tmp_path, m
         return real(*args, **kwargs)
 
     monkeypatch.setattr(apply_mod, "install", install)
+    recorded: list[object] = []
+    succeeded = w.applier._succeeded
+
+    def record(*args, **kwargs):
+        succeeded(*args, **kwargs)
+        # The new generation is recorded while the install still counts as in flight:
+        # no moment where nginx is ahead of what /healthz accepts.
+        recorded.append((w.health.generation, w.health.in_flight))
+
+    monkeypatch.setattr(w.applier, "_succeeded", record)
     assert w.apply(w.source.read()).result is Result.APPLIED
+    ((applied, still),) = recorded
+    assert still is not None and still[0] == applied
     (((generation, deadline), then),) = seen
     assert generation == w.health.generation
     assert then < deadline <= then + 7.0 + apply_mod.IN_FLIGHT_MARGIN
