@@ -404,6 +404,10 @@ class Applier:
         self.policies.installed(self._applied_dead, old_workers)
         self.failed_text = None
         self.health.applied, self.health.apply_error = True, ""
+        previous = self.health.generation
+        if previous and previous != generation:
+            grace = self.clock.monotonic() + self.spec.watch.confirm_timeout
+            self.health.superseded = (previous, grace)
         self.health.generation = generation
         self.metrics.last_sync.set(self.clock.wall().timestamp())
         if observe:

@@ -300,6 +300,9 @@ class Health:
     # confirmation. nginx may serve it before the sidecar has confirmed it; that is the
     # reload working, not a fault, so readiness does not flap at every reload.
     in_flight: tuple[str, float] | None = None
+    # After a reload, nginx's old workers finish what they hold and may still answer the
+    # status listener for a moment: the generation before it, and until when it counts.
+    superseded: tuple[str, float] | None = None
     clock: Clock = field(default_factory=Clock)
 
     def status(self, now: float | None = None) -> tuple[int, str]:
@@ -315,10 +318,13 @@ class Health:
             return 503, f"last apply failed: {self.apply_error}"
         accepted: tuple[str, ...] = (self.generation,)
         note = ""
-        pending = self.in_flight
-        if pending is not None and self.clock.monotonic() <= pending[1]:
+        now_m = self.clock.monotonic()
+        pending, before = self.in_flight, self.superseded
+        if pending is not None and now_m <= pending[1]:
             accepted += (pending[0],)
             note = f"; reloading onto {pending[0]}"
+        if before is not None and now_m <= before[1]:
+            accepted += (before[0],)
         problem = self.served(accepted) if self.served else None
         if problem:
             return 503, f"generation {self.generation or '-'} is not served: {problem}"

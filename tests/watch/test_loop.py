@@ -198,6 +198,13 @@ def test_a_config_being_installed_is_healthy_until_its_confirm_deadline():
     serves[0] = "other"  # something else entirely is never healthy
     clock.now -= 10
     assert h.status()[0] == 503
+    # Confirmed: old workers may still answer with the generation before, for a while.
+    h.in_flight, h.generation = None, "new"
+    h.superseded = ("old", clock.monotonic() + 10.0)
+    serves[0] = "old"
+    assert h.status() == (200, "ok: generation new")
+    clock.advance(10.5)
+    assert h.status() == (503, "generation new is not served: nginx serves generation old")
 
 
 def test_the_loop_marks_the_install_in_flight_and_clears_it(watcher, tmp_path, monkeypatch):
