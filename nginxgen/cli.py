@@ -223,6 +223,46 @@ def services(
     )
 
 
+@app.command()
+def status(
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="The sidecar's document as JSON (one line per round with --watch)."
+        ),
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Redraw every --every seconds until interrupted.")
+    ] = False,
+    every: Annotated[
+        float, typer.Option("--every", help="Seconds between redraws.", min=0.2)
+    ] = 2.0,
+) -> None:
+    """Ask the running sidecar how each instance stands: state, weights, last minute's traffic.
+
+    Exit code: 0 shown, 1 no sidecar answers (or not with a status), 2 a usage or spec
+    error (watch.listen is off: there is nothing to ask).
+    """
+    from .status.command import NoSidecar, connect_to, show
+
+    spec = load(config)
+    listen = spec.watch.listen
+    if listen == "off":
+        fail(
+            f"{config}: watch.listen is off, so the sidecar serves no status "
+            "(set it to a loopback host:port such as 127.0.0.1:9180)",
+            2,
+        )
+    out = Console(highlight=False)
+    try:
+        show(connect_to(listen), out, as_json=as_json, watch=watch, every=every)
+    except NoSidecar as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def agent(
     service: Annotated[str, typer.Option("--service", help="Service name to register under.")],

@@ -16,7 +16,7 @@ from datetime import datetime
 from ..model.catalog import Catalog, ServiceDigests
 from ..model.names import FORWARDING_CLEARED
 from ..model.observed import Observed
-from ..model.plan import CacheSetup, Location, Plan, Upstream
+from ..model.plan import CacheSetup, Location, Plan, Standing, Upstream
 from ..model.surface import StreamBlock
 from ..spec import ServicePolicy, Spec
 from ..util.heap import without_collector
@@ -73,6 +73,7 @@ def make_plan(
     refused: list[str] = []
     changes: list[datetime] = []
     upstreams: dict[str, Upstream] = {}
+    standings: dict[str, tuple[Standing, ...]] = {}
     memo = memo if memo is not None else PlanMemo()
     services = memo.services
     with services.lock:
@@ -97,6 +98,7 @@ def make_plan(
                 refused += planned.refused
             if planned.changes:
                 changes += planned.changes
+            standings[name] = planned.standings
             if planned.upstream is None:
                 notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
@@ -133,6 +135,7 @@ def make_plan(
         bff=fixed.bff,
         next_change_at=min(changes, default=None),
         surface=surface,
+        standings=standings,
     )
 
 
