@@ -100,7 +100,14 @@ def render(
     state = PolicyState(state_path(spec))
     now = datetime.now(timezone.utc)
     observed = state.observe(catalog, now)
-    result = build(spec, catalog, binary=binary, cache=cache, now=now, observed=observed)
+    # Written to a file: the Lua modules go next to it (a look on stdout names the package's).
+    conf_dir = Path(output).absolute().parent if output not in (None, "-") else None
+    try:
+        result = build(
+            spec, catalog, binary=binary, cache=cache, now=now, observed=observed, conf_dir=conf_dir
+        )
+    except InstallError as exc:  # the Lua modules could not be installed next to -o
+        fail(str(exc), 2)
     written = None
     if result.verdict.ok:
         if output in (None, "-"):
