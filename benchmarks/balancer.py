@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +31,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from wrk import nginx_binary, wrk
+from processes import nginx_cmd, start, stop
+from wrk import wrk
 
 from tests.helpers import free_port, nginx_workers, wait_for_port
 from tests.lua.harness import (
@@ -49,26 +49,8 @@ from tests.lua.harness import (
 TOKEN = "bench-token-0b7e2c"
 
 
-def start(conf: Path, port: int, timeout: float = 15.0) -> subprocess.Popen[bytes]:
-    path = conf.with_suffix(".stderr")
-    log = open(path, "ab")  # noqa: SIM115 - lives with nginx
-    proc = subprocess.Popen(
-        [nginx_binary(), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        wait_for_port(port, timeout)
-    except SystemExit:
-        proc.kill()
-        raise SystemExit(f"nginx did not start: {path.read_text()[-2000:]}") from None
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGQUIT)
-        proc.wait(10)
+def start_nginx(conf: Path, port: int, timeout: float = 15.0) -> subprocess.Popen[bytes]:
+    return start(nginx_cmd(conf), port, conf.with_suffix(".stderr"), timeout)
 
 
 def backend_conf(work: Path, ports: tuple[int, int]) -> Path:
@@ -222,7 +204,7 @@ def scale(work: Path, services: int, peers: int, pushes: int) -> list[str]:
     conf = work / "scale.conf"
     conf.write_text(nginx_conf(work, http, workers=2, log_level="notice"))
     started = time.monotonic()
-    proc = start(conf, port, timeout=300)
+    proc = start_nginx(conf, port, timeout=300)
     rows = []
     try:
         wait_for_port(status)
@@ -345,9 +327,9 @@ def main() -> None:
     work.chmod(0o755)
     backends = (free_port(), free_port())
     port, status = free_port(), free_port()
-    procs = [start(backend_conf(work, backends), backends[0])]
+    procs = [start_nginx(backend_conf(work, backends), backends[0])]
     try:
-        gateway = start(gateway_conf(work, port, status, backends, args.workers), port)
+        gateway = start_nginx(gateway_conf(work, port, status, backends, args.workers), port)
         procs.append(gateway)
         wait_for_port(status)
         pids = nginx_workers(gateway.pid)

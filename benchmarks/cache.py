@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,9 +33,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
-from wrk import nginx_binary, nginx_with_lua, wrk
+from processes import nginx_cmd, render, start, stop
+from wrk import nginx_with_lua, wrk
 
-from tests.helpers import find_tool, free_port, wait_for_port
+from tests.helpers import find_tool, free_port
 
 BODY = json.dumps({"id": 42, "name": "Ada Lovelace", "roles": ["admin", "author"]}).encode()
 
@@ -83,28 +81,11 @@ def slow_backend(delay: float, seen: Counter[str]) -> Iterator[int]:
 
 @contextmanager
 def process(cmd: list[str], port: int, log: Path) -> Iterator[None]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    proc = start(cmd, port, log)
     try:
-        wait_for_port(port)
         yield
     finally:
-        # nginx: graceful, then fast shutdown (a killed master would orphan its workers).
-        for sig in (signal.SIGQUIT, signal.SIGTERM) if "nginx" in cmd[0] else (signal.SIGTERM,):
-            proc.send_signal(sig)
-            try:
-                proc.wait(10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            proc.kill()
-            proc.wait(5)
-
-
-def nginx_cmd(conf: Path) -> list[str]:
-    binary = nginx_binary()
-    return [binary, "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+        stop(proc)
 
 
 def ceiling_conf(work: Path, port: int) -> Path:
@@ -158,12 +139,7 @@ def gateway_conf(work: Path, port: int, backend: int, redis: int) -> Path:
         ],
     }
     (work / "nginxgen.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    conf = work / "gateway.conf"
-    cmd = [sys.executable, "-m", "nginxgen.cli", "render", "-c", str(work / "nginxgen.yaml")]
-    result = subprocess.run([*cmd, "-o", str(conf)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"render failed:\n{result.stderr}")
-    return conf
+    return render(work / "nginxgen.yaml", work / "gateway.conf")
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[str, bytes]:

@@ -54,9 +54,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wrk import nginx_binary, wrk  # noqa: E402
+from processes import nginx_cmd, render, start, stop  # noqa: E402
+from wrk import wrk  # noqa: E402
 
-from tests.helpers import find_tool, free_port, wait_for_port  # noqa: E402
+from tests.helpers import find_tool, free_port  # noqa: E402
 
 KEY = "bench-key-5f0c2a9e7d"
 GOAL = 0.90
@@ -68,17 +69,6 @@ ROUTES: tuple[tuple[str, str | None], ...] = (
     ("/keyed/", f"X-Api-Key: {KEY}"),
     ("/sso/", None),
 )
-
-
-def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
-    wait_for_port(port)
-    return proc
-
-
-def nginx_cmd(conf: Path) -> list[str]:
-    return [nginx_binary(), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
 
 
 def backend_conf(work: Path, port: int, auth_port: int) -> Path:
@@ -145,16 +135,7 @@ def gateway_conf(work: Path, gw: Gateway, backend: int, auth: int, redis: int) -
     }
     path = work / f"{gw.name}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    conf = work / f"{gw.name}.conf"
-    result = subprocess.run(
-        [sys.executable, "-m", "nginxgen.cli", "render", "-c", str(path), "-o", str(conf)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr)
-    return conf
+    return render(path, work / f"{gw.name}.conf")
 
 
 def worker_of(master: int) -> int:
@@ -241,21 +222,6 @@ def counted(status: int) -> float:
         for line in text.splitlines()
         if line.startswith("nginxgen_requests_total{")
     )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Graceful, then fast shutdown (a killed nginx master would orphan its workers)."""
-    for sig in (signal.SIGQUIT, signal.SIGTERM):
-        if proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    proc.kill()
-    proc.wait(5)
 
 
 def main() -> None:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -30,23 +28,13 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wrk import nginx_binary, wrk  # noqa: E402
+from processes import nginx_cmd, render, start, stop  # noqa: E402
+from wrk import wrk  # noqa: E402
 
-from tests.helpers import free_port, wait_for_port  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 from tests.helpers.certs import make_ca, make_cert, write_pair  # noqa: E402
 
 NAME = "localhost"  # wrk sends the URL's host as SNI; it must resolve to loopback
-
-
-def start_nginx(conf: Path, port: int) -> subprocess.Popen[bytes]:
-    log = open(conf.parent / f"{conf.stem}.stderr", "ab")  # noqa: SIM115 - lives with nginx
-    proc = subprocess.Popen(
-        [nginx_binary(), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
-        stdout=log,
-        stderr=log,
-    )
-    wait_for_port(port)
-    return proc
 
 
 def backend_conf(work: Path, port: int) -> Path:
@@ -96,16 +84,7 @@ def gateway_conf(work: Path, plain: int, tls: int, backend: int) -> Path:
     }
     path = work / "nginxgen.yaml"
     path.write_text(yaml.safe_dump(spec))
-    conf = work / "gateway.conf"
-    result = subprocess.run(
-        [sys.executable, "-m", "nginxgen.cli", "render", "-c", str(path), "-o", str(conf)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr)
-    return conf
+    return render(path, work / "gateway.conf")
 
 
 def main() -> None:
@@ -118,10 +97,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nginxgen-bench-"))
     work.chmod(0o755)
     backend, plain, tls = free_port(), free_port(), free_port()
-    procs = [start_nginx(backend_conf(work, backend), backend)]
+    procs = [start(nginx_cmd(backend_conf(work, backend)), backend, work / "backend.log")]
     results: dict[str, list[tuple[float, float]]] = {"http": [], "https": []}
     try:
-        procs.append(start_nginx(gateway_conf(work, plain, tls, backend), tls))
+        procs.append(
+            start(nginx_cmd(gateway_conf(work, plain, tls, backend)), tls, work / "gateway.log")
+        )
         urls = {"http": f"http://{NAME}:{plain}/", "https": f"https://{NAME}:{tls}/"}
         for url in urls.values():  # warm both up: worker caches, TLS session setup
             wrk(url, 1, args.connections)
@@ -131,9 +112,7 @@ def main() -> None:
                 results[scheme].append((run.rps, run.p99_ms))
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGQUIT)
-                p.wait(10)
+            stop(p)
         shutil.rmtree(work, ignore_errors=True)
 
     print(

@@ -8,33 +8,22 @@ from __future__ import annotations
 
 import socket
 import socketserver
-import threading
 import time
-from typing import Any
+
+from .loopback import LoopbackServer
 
 
 class _TcpServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True  # a restarted backend takes its old port back at once
 
 
-class TcpEcho:
+class TcpEcho(LoopbackServer):
     def __init__(self, name: str = "tcp") -> None:
-        self.name = name
+        super().__init__(name)
         self.connections = 0
-        self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
-        self._server: _TcpServer | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> TcpEcho:
+    def make_server(self) -> _TcpServer:
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -52,18 +41,11 @@ class TcpEcho:
                     with owner._lock:
                         owner._open.discard(sock)
 
-        server = _TcpServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self._server = server
-        return self
+        return _TcpServer(("127.0.0.1", 0), Handler)
 
     def stop(self) -> None:
         """Stop like a dead process: the listener and every open connection go away."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        super().stop()
         with self._lock:
             for sock in list(self._open):
                 try:
@@ -71,30 +53,13 @@ class TcpEcho:
                 except OSError:
                     pass
 
-    def __enter__(self) -> TcpEcho:
-        return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-class UdpEcho:
+class UdpEcho(LoopbackServer):
     def __init__(self, name: str = "udp") -> None:
-        self.name = name
+        super().__init__(name)
         self.datagrams = 0
-        self._lock = threading.Lock()
-        self._server: socketserver.ThreadingUDPServer | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> UdpEcho:
+    def make_server(self) -> socketserver.ThreadingUDPServer:
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -104,23 +69,7 @@ class UdpEcho:
                     owner.datagrams += 1
                 sock.sendto(data, self.client_address)
 
-        server = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self._server = server
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> UdpEcho:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        return socketserver.ThreadingUDPServer(("127.0.0.1", 0), Handler)
 
 
 def tcp_exchange(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1") -> bytes:

@@ -8,36 +8,26 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .loopback import LoopbackServer
 
-class SseServer:
+
+class SseServer(LoopbackServer):
     """GET /anything?count=N&interval=S streams N events, S seconds apart (defaults 3, 0.5),
     as chunked HTTP/1.1. `sent` holds (event id, monotonic time written) per event."""
 
     def __init__(self, name: str = "sse", *, extra_headers: dict[str, str] | None = None) -> None:
-        self.name = name
+        super().__init__(name)
         self.extra_headers = dict(extra_headers or {})
         self.sent: list[tuple[int, float]] = []
         self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> SseServer:
+    def make_server(self) -> ThreadingHTTPServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,22 +67,7 @@ class SseServer:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> SseServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
 
 @dataclass(frozen=True)
