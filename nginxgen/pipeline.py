@@ -44,10 +44,14 @@ class BuildCache:
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
 
-    def reload_templates(self, overrides: str | None = None) -> None:
-        """SIGHUP, or another templates_dir: read the templates again; rendered blocks go
-        with the old ones."""
-        self.render = RenderCache(overrides=overrides)
+    def reload_templates(self, overrides: str | None = None, *, check: bool = False) -> None:
+        """SIGHUP, another templates_dir, or (`check`) an edited one: read the templates
+        again; rendered blocks go with the old ones. With `check`, overrides that do not
+        compile raise TemplateError and the templates in use stay."""
+        fresh = RenderCache(overrides=overrides)
+        if check:
+            fresh.compile_overrides()
+        self.render = fresh
 
 
 @dataclass(frozen=True)

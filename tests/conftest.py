@@ -46,8 +46,8 @@ def backends() -> Iterator[Callable[..., Backend]]:
     are stopped afterwards."""
     started: list[Backend] = []
 
-    def start(name: str, port: int | None = None, *, echo: bool = False) -> Backend:
-        b = Backend(name, port, echo=echo).start()
+    def start(name: str, port: int | None = None, *, echo: bool = False, **kw: Any) -> Backend:
+        b = Backend(name, port, echo=echo, **kw).start()
         started.append(b)
         return b
 

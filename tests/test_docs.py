@@ -172,6 +172,9 @@ def test_spec_examples_are_valid_specs(page: Path, tmp_path: Path) -> None:
             block += "\nroutes: [{path: /, service: web}]\n"
         for name in re.findall(r"\bfile: ([\w.-]+)", block):
             (tmp_path / name).write_text("an-example-key\n")
+        # PEM files must exist when the spec loads; their contents are checked at render.
+        for name in re.findall(r"\b(?:ca|client_cert|client_key): ([\w.-]+)", block):
+            (tmp_path / name).touch()
         spec = tmp_path / "nginxgen.yaml"
         spec.write_text(block)
         try:

@@ -158,6 +158,7 @@ class Facts:
     duplicate_upstreams: list[UpstreamFact] = field(default_factory=list)
     proxy_passes: list[ProxyPassFact] = field(default_factory=list)
     locations: list[LocationFact] = field(default_factory=list)
+    grpc_upstreams: set[str] = field(default_factory=set)  # named by a grpc(s):// grpc_pass
     http_blocks: int = 0
     server_blocks: int = 0
     generated: tuple[str, str] | None = None  # (spec, catalog) from the nginxgen header

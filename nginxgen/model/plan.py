@@ -13,6 +13,7 @@ from typing import Any
 
 from ..spec import Failover, RedisSpec, Timeouts
 from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
+from .route_http import RouteHttp
 from .surface import Surface
 
 # --- the gateway's cross-cutting pieces (plan.gateway decides them) ----------------------
@@ -188,6 +189,7 @@ class Location(_HashedOnce):
     grpc: bool = False  # grpc_pass; "nobody alive" is a gRPC UNAVAILABLE
     hsts_var: str | None = None  # repeated where a location's own add_header drops the server's
     snippet: str | None = None  # routes[].snippets: the spec author's nginx text, last
+    http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
 
     __hash__ = _HashedOnce._hash_once
 

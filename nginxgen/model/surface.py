@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .route_http import RouteMaps
+
 # Mozilla's "intermediate" profile (ssl-config.mozilla.org, version 5.7) without its three
 # DHE suites, which need an ssl_dhparam file and which nginx never offers without one.
 # TLS 1.3 suites are OpenSSL's defaults, which ssl_ciphers does not set.
@@ -57,6 +59,7 @@ class HostServer:
     grpc: bool  # holds the named location gRPC routes answer "unavailable" from
     snippet: str | None  # snippets.server, then the host's own
     key: tuple[str | int, ...]  # where the host is in the spec: ("hosts", 2), () at top level
+    methods: bool = False  # holds the named location that answers 405 (a route has methods)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Surface:
     websocket: bool = False  # the Upgrade → Connection map
     http_snippet: str | None = None
     stream: StreamBlock | None = None
+    route_maps: RouteMaps = RouteMaps()  # methods and CORS maps (model/route_http.py)
 
     def hsts_var(self, host_index: int) -> str | None:
         srv = next((s for s in self.servers if s.index == host_index), None)

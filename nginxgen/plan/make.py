@@ -23,6 +23,7 @@ from ..util.heap import without_collector
 from .cache import cache_notes, cache_setup, route_cache
 from .gateway import plan_gateway
 from .memo import ServiceMemo
+from .route_http import plan_route_http, with_cleared
 from .service import Planned, plan_service
 from .surface import plan_surface, stream_servers
 
@@ -153,7 +154,8 @@ class SpecPlan:
         self.spec = spec  # held, so PlanMemo's identity check stays sound
         self.service_names = spec.service_names
         self.http_names = frozenset(spec.http_service_names)
-        self.surface = plan_surface(spec)
+        self.http = plan_route_http(spec)
+        self.surface = replace(plan_surface(spec), route_maps=self.http.maps)
         # Every host's routes in one list, the default host's first: their index is the
         # one the gateway's guards and the cache use.
         self.routes = [(i, r) for i, vh in enumerate(spec.virtual_hosts) for r in vh.routes]
@@ -201,6 +203,7 @@ class SpecPlan:
         cleared = FORWARDING_CLEARED + (cache.stripped if cache else ())
         if sent:
             cleared = tuple(h for h in cleared if h.lower() not in sent)
+        http, cleared = with_cleared(self.http.routes[i], cleared)
         return Location(
             path=r.path,
             exact=r.exact,
@@ -224,4 +227,5 @@ class SpecPlan:
             grpc=r.protocol == "grpc",
             hsts_var=self.surface.hsts_var(host),
             snippet=r.snippets.text if r.snippets else None,
+            http=http,
         )

@@ -104,6 +104,7 @@ def plan_surface(spec: Spec) -> Surface:
                 grpc=any(r.protocol == "grpc" for r in vh.routes),
                 snippet=snippet,
                 key=vh.key,
+                methods=any(r.methods is not None for r in vh.routes),
             )
         )
     redirects: tuple[Redirect, ...] = ()

@@ -26,6 +26,7 @@ from .filters import (
     nginx_time,
     nginx_token,
     nginx_var,
+    rewrite_to,
 )
 
 # Blocks kept per kind: 10,000 services and routes fit with room for their last versions.
@@ -58,8 +59,13 @@ def environment(templates: Path, overrides: Path | None = None) -> jinja2.Enviro
         var=nginx_var,
         balance_arg=balance_arg,
         regex=nginx_regex,
+        rewrite_to=rewrite_to,
     )
     return env
+
+
+class TemplateError(Exception):
+    """A partial in templates_dir that does not compile; str() is one sentence."""
 
 
 class RenderCache:
@@ -94,6 +100,19 @@ class RenderCache:
 
         self.upstream = upstream
         self.location = location
+
+    def compile_overrides(self) -> None:
+        """Compile every partial of templates_dir now, so a syntax error is found before
+        these templates replace the ones in use."""
+        if self.overrides is None:
+            return
+        for path in sorted(Path(self.overrides).glob("*.j2")):
+            try:
+                self.env.get_template(path.name)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"{path}:{exc.lineno}: {exc.message}") from None
+            except (OSError, jinja2.TemplateError) as exc:
+                raise TemplateError(f"{path}: {exc}") from None
 
     def digest(self, text: str) -> bytes:
         """sha256 of one block's text, for the generation hash."""

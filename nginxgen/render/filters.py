@@ -91,6 +91,18 @@ def nginx_regex(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_REWRITE_TO = re.compile(r"/(?:[A-Za-z0-9._~!&()*+,=:@/-]|\$[1-9](?![0-9]))*")
+
+
+def rewrite_to(value: Any) -> str:
+    """A rewrite's replacement as one quoted token: a path whose only `$` are the captures
+    `$1`..`$9` (the spec's Rewrite.to allows nothing else); anything else is refused."""
+    text = str(value)
+    if not _REWRITE_TO.fullmatch(text):
+        raise RenderError(f"refusing {text!r} as a rewrite replacement")
+    return '"' + text + '"'
+
+
 def nginx_time(seconds: float) -> str:
     """Seconds → nginx time token ('5s', '250ms')."""
     ms = round(seconds * 1000)

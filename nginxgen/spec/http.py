@@ -119,7 +119,12 @@ class Rewrite(Model):
     @field_validator("to")
     @classmethod
     def _to(cls, v: str, info: ValidationInfo) -> str:
-        if not re.fullmatch(r"/(?:[A-Za-z0-9._~!&()*+,=:@%/-]|\$[1-9](?![0-9]))*", v):
+        if "%" in v:
+            raise ValueError(
+                f"write the characters themselves, not %-escapes (nginx escapes the path it "
+                f"sends, so %41 would arrive as %2541): {v!r}"
+            )
+        if not re.fullmatch(r"/(?:[A-Za-z0-9._~!&()*+,=:@/-]|\$[1-9](?![0-9]))*", v):
             raise ValueError(
                 "must be a path starting with '/' made of URL path characters and $1..$9 "
                 f"(no query string, no other variables), got {v!r}"
@@ -154,6 +159,9 @@ _GATEWAY_REQUEST = (
     "x-request-id",
 )
 _GATEWAY_RESPONSE = ("x-request-id",)
+# nginx writes these itself on every answer: add_header would send a second one, and
+# proxy_hide_header cannot take nginx's own away.
+_NGINX_RESPONSE = ("server", "date", "content-type")
 
 
 def _header_value(value: Any) -> str:
@@ -217,6 +225,11 @@ class Headers(Model):
                 raise ValueError(f"response header {name} belongs to the connection, not the route")
             if low in _GATEWAY_RESPONSE:
                 raise ValueError(f"response header {name} is set by the gateway on every answer")
+            if low in _NGINX_RESPONSE:
+                raise ValueError(
+                    f"response header {name} is written by nginx itself; a route can neither "
+                    "set a second one nor remove it"
+                )
         return self
 
     def response_names(self) -> list[str]:
@@ -225,10 +238,10 @@ class Headers(Model):
 
 # --- CORS -------------------------------------------------------------------------------
 
-_ORIGIN = re.compile(
-    r"^https?://(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
-    r"|\[[0-9a-f:.]+\])(?::\d{1,5})?$"
-)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_ORIGIN = re.compile(rf"^https?://(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::\d{{1,5}})?$")
+# `https://*.example.com[:port]`: one label in place of the `*`, as in a certificate.
+_ORIGIN_PATTERN = re.compile(rf"^(https?)://\*((?:\.{_LABEL})+)(:\d{{1,5}})?$")
 DEFAULT_CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -237,12 +250,29 @@ def _origin(value: Any) -> str:
     if text == "*":
         return text
     lowered = text.lower()
-    if not _ORIGIN.match(lowered):
+    if not (_ORIGIN.match(lowered) or _ORIGIN_PATTERN.match(lowered)):
         raise ValueError(
             f"an origin is scheme://host[:port] with no path or trailing slash "
-            f"(https://app.example.com), or '*', got {value!r}"
+            f"(https://app.example.com), scheme://*.domain[:port] for its subdomains, or '*', "
+            f"got {value!r}"
         )
+    if _ORIGIN_PATTERN.match(lowered) and lowered.count(".") < 2:
+        raise ValueError(f"a wildcard origin needs a domain of two labels or more: {value!r}")
     return lowered
+
+
+def origin_regex(pattern: str) -> str | None:
+    """The PCRE an origin pattern (`https://*.example.com`) means, anchored; None for an
+    exact origin. The `*` is one DNS label: `a.example.com`, not `example.com` nor
+    `a.b.example.com`. Only these characters can match, so the Origin a client sent may be
+    answered back as it came."""
+    m = _ORIGIN_PATTERN.match(pattern)
+    if m is None:
+        return None
+    scheme, domain, port = m.group(1), m.group(2), m.group(3) or ""
+    # `[.]` rather than `\.`: no backslash for nginx's, crossplane's or gixy's parsers to
+    # read three ways (domain and port hold only [a-z0-9.:-]).
+    return f"^{scheme}://{_LABEL}{domain.replace('.', '[.]')}{port}$"
 
 
 Origin = Annotated[str, BeforeValidator(_origin)]

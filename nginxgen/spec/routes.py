@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ValidationInfo, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
-from .cache import CacheSpec, identity_problem
+from .cache import UNKEYED_OVERRIDE_HEADERS, CacheSpec, identity_problem
 from .fields import Model, ServiceName, Token, off_is_none
 from .gateway import Auth, OptionalLimitConn, OptionalRateLimit
 from .http import (
@@ -154,7 +154,49 @@ def route_conflict(r: Route) -> str | None:
         and any(n.lower() == "host" for n in r.headers.request.set)
     ):
         return "headers.request.set.Host cannot go with cache (cache.host sets what is sent)"
+    return header_conflict(r) or rewrite_snippet_conflict(r)
+
+
+# The cache sends these itself (identity bodies; override headers stripped unless keyed).
+_CACHE_REQUEST = frozenset({"accept-encoding", *(h.lower() for h in UNKEYED_OVERRIDE_HEADERS)})
+
+
+def header_conflict(r: Route) -> str | None:
+    """A request header the route's auth or cache already writes cannot be set too: nginx
+    would send both lines."""
+    if r.headers is None:
+        return None
+    names = {n.lower(): n for n in r.headers.request.set}
+    taken: dict[str, str] = {}
+    if r.auth is not None:
+        if r.auth.api_keys is not None:
+            taken[r.auth.api_keys.header.lower()] = "auth.api_keys (the key stays at the gateway)"
+        taken.update({f.lower(): "auth.forward_headers" for f in r.auth.forward_headers})
+    if r.cache is not None:
+        taken.update({n: "cache" for n in _CACHE_REQUEST})
+    for low, name in names.items():
+        if low in taken:
+            return f"headers.request.set.{name} is written by {taken[low]} on this route"
     return None
+
+
+# Directives of nginx's rewrite module (and NDK's set_by_lua, which runs inside it):
+# `rewrite ... break` stops them, so after the route's rewrite they would never run.
+_REWRITE_MODULE = frozenset(
+    {"set", "if", "return", "rewrite", "break", "set_by_lua", "set_by_lua_block", "set_by_lua_file"}
+)
+
+
+def rewrite_snippet_conflict(r: Route) -> str | None:
+    if r.rewrite is None or r.snippets is None:
+        return None
+    used = sorted({d["directive"] for d in r.snippets.parsed} & _REWRITE_MODULE)
+    if not used:
+        return None
+    return (
+        f"snippets with {', '.join(used)} cannot go with rewrite: the route's rewrite stops "
+        "nginx's rewrite directives, so they would never run; put them in the host's snippets"
+    )
 
 
 _GRPC_WHY = {

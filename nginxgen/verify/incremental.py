@@ -31,6 +31,7 @@ from .findings import Finding, Verdict
 from .nginx_check import nginx_test
 from .parse import parse_text
 from .round_trip import compare_location, compare_upstream, round_trip
+from .route_http import args
 from .surface import location_args
 
 # Past this many unseen blocks, parsing every block in long runs is cheaper than many
@@ -143,7 +144,7 @@ def _verify_run(run: list[Piece], metrics: bool) -> list[Finding]:
                 findings += compare_upstream(block, planned)
             elif isinstance(planned, Location):
                 key = location_args(planned)
-                if block["directive"] != "location" or block["args"] != key:
+                if block["directive"] != "location" or args(block) != key:
                     break
                 findings += compare_location(block, planned, metrics)
         else:
@@ -192,7 +193,7 @@ def _verify_location_piece(text: str, loc: Location, metrics: bool) -> list[Find
     servers = parsed[0].get("block", []) if len(parsed) == 1 else []
     inner = servers[0].get("block", []) if len(servers) == 1 else []
     key = location_args(loc)
-    if len(inner) != 1 or inner[0]["directive"] != "location" or inner[0]["args"] != key:
+    if len(inner) != 1 or inner[0]["directive"] != "location" or args(inner[0]) != key:
         return [Finding("round-trip", f"route {loc.path!r} is not one location block")]
     return compare_location(inner[0], loc, metrics)
 

@@ -16,6 +16,13 @@ from .findings import Finding, Verdict
 from .gateway import check_guard, split_status_server
 from .nginx_check import nginx_test
 from .parse import parse_text
+from .route_http import (
+    args,
+    compare_route_http,
+    compare_route_maps,
+    request_header_changes,
+    upstream_scheme,
+)
 from .surface import (
     compare_servers,
     compare_stream,
@@ -91,6 +98,7 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
     for name in planned.keys() - seen:
         findings.append(Finding("round-trip", f"planned upstream {name!r} is missing"))
 
+    findings += compare_route_maps(http.get("block", []), plan)
     servers = [d for d in http.get("block", []) if d["directive"] == "server"]
     servers, findings_gw = split_status_server(servers, plan)
     findings += findings_gw
@@ -166,16 +174,18 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
     and keeps every guard (auth, API key, rate and connection limits) the plan gave it."""
     statements = block.get("block", [])
     passes = [d["args"] for d in statements if d["directive"] in ("proxy_pass", "grpc_pass")]
-    if loc.grpc:
-        want = [[f"grpc://{loc.upstream}"]] if loc.upstream else []
-    else:
-        want = [[f"http://{loc.upstream}{'/' if loc.strip_prefix else ''}"]] if loc.upstream else []
+    strip = "/" if loc.strip_prefix and not loc.grpc else ""
+    want = [[f"{upstream_scheme(loc)}{loc.upstream}{strip}"]] if loc.upstream else []
     if passes != want:
         return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
+    own = statements
+    if loc.snippet is not None:
+        own = statements[: len(statements) - len(snippet_shape(loc.snippet, "location"))]
     return (
         _compare_lua(block, loc, metrics)
         + check_guard(block, loc)
         + _compare_request_headers(block, loc)
+        + compare_route_http(own, loc, block["line"])
         + snippet_findings(
             statements, loc.snippet, "location", f"route {loc.path!r}", block["line"]
         )
@@ -189,6 +199,7 @@ def expected_request_headers(loc: Location) -> dict[str, str]:
     host = loc.upstream_host or "$host"
     want = {h.lower(): "" for h in loc.cleared_headers}
     want.update({"host": host, "x-forwarded-host": host})
+    want.update(request_header_changes(loc))  # headers.request: a set Host replaces it
     return want
 
 
@@ -199,7 +210,7 @@ def _compare_request_headers(block: dict[str, Any], loc: Location) -> list[Findi
     header_directive = "grpc_set_header" if loc.grpc else "proxy_set_header"
     for d in block.get("block", []):
         if d["directive"] == header_directive and d["args"]:
-            sent.setdefault(d["args"][0].lower(), []).append(" ".join(d["args"][1:]))
+            sent.setdefault(d["args"][0].lower(), []).append(" ".join(args(d)[1:]))
     want = expected_request_headers(loc)
     wrong = [name for name, value in want.items() if sent.get(name) != [value]]
     if not wrong:

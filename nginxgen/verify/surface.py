@@ -15,6 +15,7 @@ from ..model.surface import HostServer, Redirect, UnknownHost
 from ..spec.snippets import parse_snippet, statement_shape
 from .findings import Finding
 from .gateway import is_gateway_location
+from .route_http import args, compare_method_answer
 
 Block = dict[str, Any]
 # round_trip's comparisons, passed in: it imports this module.
@@ -97,7 +98,7 @@ def _compare_host(
     if _args(block, "ssl_certificate") != cert:
         findings.append(Finding("round-trip", f"{what} has another certificate", block["line"]))
     found = {
-        tuple(d["args"]): d
+        tuple(args(d)): d  # as nginx reads them: a regex's `\\` is one backslash
         for d in block.get("block", [])
         if d["directive"] == "location" and not is_gateway_location(d["args"])
     }
@@ -112,6 +113,7 @@ def _compare_host(
         findings.append(
             Finding("round-trip", f"{what}: expected {expected} locations, found {len(found)}")
         )
+    findings += compare_method_answer(block, srv)
     findings += snippet_findings(block.get("block", []), srv.snippet, "server", what, block["line"])
     return findings
 

@@ -27,6 +27,7 @@ from ..model.catalog import Catalog
 from ..model.plan import Plan
 from ..pipeline import BuildCache, build
 from ..render import config_generation
+from ..render.blocks import TemplateError
 from ..spec import Spec
 from ..tls.certs import certificate_files
 from ..util.clock import Clock
@@ -39,6 +40,7 @@ from .policies import Policies, warming_count
 from .policy_state import state_path
 from .recovery import HookRun
 from .telemetry import Health, Metrics, event
+from .templates import TemplateFiles
 
 # /healthz asks nginx's status listener whether the generation serves; never for longer.
 HEALTH_PROBE_TIMEOUT = 0.5
@@ -50,6 +52,7 @@ REASON_WORDS = {
     "probe": "health probes changed",
     "warmup": "warm-up step",
     "certificate": "certificate file changed",
+    "templates": "template file changed",
 }
 
 
@@ -122,6 +125,7 @@ class Applier:
         self._applied_dead: frozenset[str] = frozenset()  # in the config that serves
         self._spec_reloaded = False  # since the last successful apply
         self.certs = CertificateFiles(certificate_files(spec))
+        self.templates = TemplateFiles(spec.templates_dir)
         self._said_in_place = False
         self._nginx_running = True
         health.served = self.not_served
@@ -133,6 +137,7 @@ class Applier:
         self.cache.reload_templates(spec.templates_dir)
         self.hold = RemovalHold(spec.watch.guard)
         self.certs = CertificateFiles(certificate_files(spec))  # the spec reload reloads them
+        self.templates = TemplateFiles(spec.templates_dir)
         if spec.watch.flap != self.flaps.config:
             self.flaps = FlapDamper(spec.watch.flap)
         self.failed_text = None
@@ -295,12 +300,28 @@ class Applier:
             return "spec"
         if self.certs.pending:
             return "certificate"
+        if self.templates.pending:
+            return "templates"
         if plan.catalog_fingerprint != last.catalog_fingerprint:
             return "registry"
         if self._observed_dead != self._applied_dead:
             return "probe"
         # Same spec, registry and probe verdicts: only the clock moved a ramp on.
         return "warmup" if last.next_change_at is not None else "registry"
+
+    def templates_edited(self) -> bool:
+        """A partial in templates_dir changed: read them again for the next build. Ones
+        that do not compile are reported and the templates that serve are kept."""
+        if not self.templates.changed():
+            return False
+        try:
+            self.cache.reload_templates(self.spec.templates_dir, check=True)
+        except TemplateError as exc:
+            event(logging.ERROR, f"templates_dir: {exc}; keeping the templates that serve")
+            self.templates.served()  # nothing to install until the next edit
+            return False
+        self.failed_text = None
+        return True
 
     def not_served(self, generation: str) -> str | None:
         """For /healthz: None when nginx serves `generation`, else why not. Cheap: one
@@ -338,6 +359,7 @@ class Applier:
     ) -> None:
         self.applied_plan = plan
         self.certs.served()
+        self.templates.served()
         self._applied_dead = self._observed_dead
         self._spec_reloaded = False
         # First-seen times count from a config that serves; agents of the pseudo-dead

@@ -28,12 +28,13 @@ class CertificateFiles:
 
     def __init__(self, paths: Iterable[str]) -> None:
         self.paths = tuple(dict.fromkeys(paths))
-        self._seen = self._served = _digest(self.paths) if self.paths else b""
+        self._seen = self._served = self._look()
+
+    def _look(self) -> bytes:
+        return _digest(self.paths) if self.paths else b""
 
     def changed(self) -> bool:
-        if not self.paths:
-            return False
-        now = _digest(self.paths)
+        now = self._look()
         if now == self._seen:
             return False
         self._seen = now

@@ -171,9 +171,10 @@ class Watcher:
                     catalog = self.settle(catalog, changed_at)
             except RegistryError:
                 accepted = self.applier.accepted
-                if woke in ("probe", "warmup", "certificate") and accepted is not None:
-                    # Probe verdicts, ramp steps and renewed certificates do not wait for
-                    # the registry to return.
+                retry = ("probe", "warmup", "certificate", "templates")
+                if woke in retry and accepted is not None:
+                    # Probe verdicts, ramp steps, renewed certificates and edited templates
+                    # do not wait for the registry to return.
                     self.applier.apply_safely(accepted, changed_at)
                     woke = "error"
                 self.sleep(self.backoff.next())
@@ -251,9 +252,10 @@ class Watcher:
     def wait_for_change(self, version: str) -> str:
         """Block until the registry moves ("registry"), a warm-up step falls due
         ("warmup"), the prober's verdict changes ("probe"), a certificate file changes
-        ("certificate"), a held removal needs another look ("hold"), a flapping instance
-        is due for release ("flap"), a resync is due ("resync"), waiting failed ("error"),
-        or a signal asks for attention ("spec", "stop"). Returns which."""
+        ("certificate"), a partial in templates_dir changes ("templates"), a held removal
+        needs another look ("hold"), a flapping instance is due for release ("flap"), a
+        resync is due ("resync"), waiting failed ("error"), or a signal asks for attention
+        ("spec", "stop"). Returns which."""
         applier = self.applier
         due = self._schedule_due()
         slice_ = self._wait_slice()
@@ -265,6 +267,8 @@ class Watcher:
             if applier.certs.changed():
                 applier.failed_text = None  # a new file is a change, even for the same text
                 return "certificate"
+            if applier.templates_edited():
+                return "templates"
             if applier.policies.changed.is_set():
                 return "probe"
             now = self.clock.monotonic()

@@ -87,7 +87,7 @@ def event(level: int, msg: str, **fields: Any) -> None:
 
 # Why a reload happened, first match wins: the first config of this process; a reloaded
 # spec (SIGHUP); a different catalog; a different pseudo-dead set; a warm-up step (the clock).
-RELOAD_REASONS = ("start", "spec", "registry", "probe", "warmup", "certificate")
+RELOAD_REASONS = ("start", "spec", "registry", "probe", "warmup", "certificate", "templates")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 

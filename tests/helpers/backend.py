@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -32,8 +33,16 @@ class Backend:
     1.5 s instead of 0.15.
     """
 
-    def __init__(self, name: str, port: int | None = None, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int | None = None,
+        *,
+        echo: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
+        self.tls = tls  # a server context: HTTPS (with CERT_REQUIRED: mutual TLS)
         self.port = port or free_port()
         self.echo = echo
         self.status = 200
@@ -100,6 +109,7 @@ class Backend:
                     "header_list": [[k, v] for k, v in self.headers.items()],
                     "body": body_in,
                     "at": time.monotonic(),
+                    "peer": _peer_name(self.connection),
                 }
                 with backend._lock:
                     backend.requests.append(seen)
@@ -135,9 +145,13 @@ class Backend:
                     self.wfile.write(payload)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+            do_PATCH = do_OPTIONS = _answer
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            # A failed handshake raises in accept(), which socketserver drops quietly.
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -152,6 +166,18 @@ class Backend:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _peer_name(conn: socket.socket) -> str | None:
+    """The common name of the client certificate a TLS peer showed, if any."""
+    if not isinstance(conn, ssl.SSLSocket):
+        return None
+    cert = conn.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 class AuthService:

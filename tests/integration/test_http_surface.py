@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.helpers.certs import make_ca, make_cert, write_pair
 from tests.helpers.components import require_nginx
@@ -330,3 +331,29 @@ def test_a_templates_dir_partial_serves_through_real_nginx(workdir, backends, ng
     status, headers, _ = plain(port, "localhost", "/hello")
     assert status == 200 and headers["X-Backend"] == "users"
     assert headers["X-Team"] == "platform"
+
+
+def test_watch_serves_an_edited_template_after_one_reload(workdir, backends, watched_gateway):
+    """`watch` notices an edited partial in templates_dir by itself: one reload, reason
+    `templates`, and the new text serves."""
+    from tests.helpers.poll import poll_until
+
+    users = backends("users")
+    partials = workdir / "partials"
+    partials.mkdir()
+    partials.chmod(0o755)
+    team = partials / "gateway_location.conf.j2"
+    wrapper = '{% include "nginxgen/gateway_location.conf.j2" %}\n'
+    team.write_text(wrapper + '            add_header X-Team "a" always;\n')
+    gw = watched_gateway(
+        {"app": [{"id": "u1", "address": users.address}]}, extra={"templates_dir": "partials"}
+    )
+
+    def team_header() -> str | None:
+        return requests.get(gw.url, timeout=10).headers.get("X-Team")
+
+    assert team_header() == "a"
+    team.write_text(wrapper + '            add_header X-Team "b" always;\n')
+    poll_until(lambda: team_header() == "b", 30, "the edited template serving", detail=gw.logs)
+    assert gw.metric('nginxgen_reloads_total{reason="templates"}') == 1
+    assert "template file changed" in gw.logs()

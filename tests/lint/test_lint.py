@@ -304,3 +304,34 @@ def test_docs_list_every_rule_and_ci_files_are_valid() -> None:
     assert action["inputs"]["format"]["default"] == "sarif"
     assert any("nginxgen lint --format" in s.get("run", "") for s in steps)
     assert any(s.get("uses", "").startswith("github/codeql-action/upload-sarif") for s in steps)
+
+
+def test_rendered_routes_with_grpc_tls_and_cors_are_clean(tmp_path: Path) -> None:
+    """NGX016 counts a grpc_pass (grpc:// or grpcs://) as the use of its upstream, and a
+    server block per virtual host as what nginxgen generates."""
+    (tmp_path / "services.yaml").write_text(
+        "services:\n  g: [{id: g1, address: '127.0.0.1:9001'}]\n"
+        "  w: [{id: w1, address: '127.0.0.1:9002'}]\n"
+    )
+    spec = tmp_path / "nginxgen.yaml"
+    spec.write_text(
+        "registry: {kind: file, path: services.yaml}\n"
+        "nginx: {listen: [8080, {port: 8081, http2: true}]}\n"
+        "routes:\n"
+        "  - {path: /pkg.Svc/, service: g, protocol: grpc, upstream_tls: {verify: false}}\n"
+        "  - {path: /, service: w, methods: [GET], cors: {origins: ['https://*.a.test']},\n"
+        "     headers: {response: {set: {Cache-Control: no-store}}}}\n"
+        "hosts:\n"  # a server block per host: still a generated config
+        "  - server_names: [b.test]\n"
+        "    routes: [{path: /, service: w}]\n"
+    )
+    conf = tmp_path / "nginx.conf"
+    rendered = subprocess.run(
+        [sys.executable, "-m", "nginxgen.cli", "render", "--no-nginx-test"]
+        + ["-c", str(spec), "-o", str(conf)],
+        capture_output=True,
+        text=True,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert "grpc_pass grpcs://g;" in conf.read_text()
+    assert found(conf) == set()

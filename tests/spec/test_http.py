@@ -3,6 +3,7 @@ snippets, templates_dir. Every refusal is one sentence naming the key and its li
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -320,6 +321,7 @@ def test_rewrite_is_a_regex_and_a_path_with_its_groups(tmp_path):
         ("rewrite: {from: '^/a/(.*)', to: '/v2/$2'}", "uses $2 but 'from' has 1 group"),
         ("rewrite: {from: '^/a/(.*)', to: '/v2?x=$1'}", "no query string"),
         ("rewrite: {from: '^/a/(.*)', to: '/$host'}", "no other variables"),
+        ("rewrite: {from: '^/a/(.*)', to: '/a%20b'}", "not %-escapes"),
         ("rewrite: {from: '^/a/(', to: /}", "not a valid regular expression"),
         ("rewrite: {from: '^/a/(.*)', to: /$1}, strip_prefix: true", "both change the upstream"),
     ]:
@@ -333,14 +335,16 @@ def test_header_changes(tmp_path):
         tmp_path,
         "headers: {request: {set: {X-Tenant: blue, X-Forwarded-Prefix: /a, Host: a.internal}, "
         "remove: [Cookie]}, response: {set: {Cache-Control: no-store, X-Count: 5}, "
-        "remove: [Server]}}",
+        "remove: [X-Powered-By]}}",
     ).routes[0]
     assert r.headers.request.set == {
         "X-Tenant": "blue",
         "X-Forwarded-Prefix": "/a",
         "Host": "a.internal",
     }
-    assert r.headers.response.set["X-Count"] == "5" and r.headers.response.remove == ("Server",)
+    assert r.headers.response.set["X-Count"] == "5" and r.headers.response.remove == (
+        "X-Powered-By",
+    )
     for keys, words in [
         ("headers: {request: {set: {X-Forwarded-For: x}}}", "set by the gateway"),
         ("headers: {request: {remove: [Connection]}}", "belongs to the connection"),
@@ -350,9 +354,28 @@ def test_header_changes(tmp_path):
         ("headers: {request: {set: {X-A: ''}}}", "remove: instead"),
         ("headers: {request: {set: {X-A: b}, remove: [x-a]}}", "named twice"),
         ("headers: {request: {set: {'X A': b}}}", "not an HTTP header name"),
+        ("headers: {response: {remove: [Server]}}", "written by nginx itself"),
+        ("headers: {response: {set: {Date: x}}}", "written by nginx itself"),
     ]:
         message = route_refused(tmp_path, keys)
         assert message.startswith("3: routes[0].headers") and words in message, (keys, message)
+    # A header the route's auth or cache writes itself would be sent twice.
+    for keys, words in [
+        (
+            "headers: {request: {set: {X-User: x}}}, "
+            "auth: {url: 'http://127.0.0.1:1/v', forward_headers: [X-User]}",
+            "headers.request.set.X-User is written by auth.forward_headers",
+        ),
+        (
+            "headers: {request: {set: {Accept-Encoding: gzip}}}, cache: {ttl: 5s}",
+            "headers.request.set.Accept-Encoding is written by cache",
+        ),
+    ]:
+        message = refused(
+            tmp_path,
+            f"routes:\n  - {{path: /a/, service: a, {keys}}}\nredis: {{host: 127.0.0.1}}\n",
+        )
+        assert message.startswith("3: routes[0]: ") and words in message, (keys, message)
 
 
 def test_cors(tmp_path):
@@ -577,31 +600,58 @@ def test_templates_dir_holds_partials_by_their_names(tmp_path):
     )
 
 
-# --- what the current renderer cannot do is refused, not ignored ---------------------------
+# --- every key renders: nothing is refused as "not rendered yet" ---------------------------
 
 
-def test_keys_not_rendered_yet_are_refused_with_their_lines(tmp_path):
+def test_every_route_key_renders_so_none_is_refused(tmp_path):
     path = write(
         tmp_path,
         """\
         nginx: {listen: [8080, 8081]}
         routes:
-          - {path: /, service: a}
+          - {path: /, service: a, rewrite: {from: '^/a/(.*)$', to: /b/$1},
+             headers: {request: {remove: [Cookie]}}, upstream_tls: {verify: false}}
           - {path: /ws/, service: chat, websocket: true, methods: [GET]}
         hosts:
           - server_names: [a.test]
-            routes: [{path: /, service: a, cors: {origins: ["https://x.test"]}}]
+            routes: [{path: /, service: a, cors: {origins: ["https://x.test"]},
+                      upstream_tls: {verify: false}}]
         streams: [{listen: 7000, service: db}]
         """,
     )
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    assert str(info.value).splitlines() == [
-        f"{path}:5: routes[1].methods: valid, but this version of nginxgen does not render "
-        "methods yet; refused rather than ignored",
-        f"{path}:8: hosts[0].routes[0].cors: valid, but this version of nginxgen does not "
-        "render cors yet; refused rather than ignored",
-    ]
+    spec = load_spec(path)
+    assert spec.routes[1].methods == ("GET",) and spec.hosts[0].routes[0].cors is not None
+
+
+def test_a_route_snippet_with_rewrite_directives_cannot_go_with_rewrite(tmp_path):
+    message = route_refused(
+        tmp_path, "rewrite: {from: '^/a/(.*)$', to: /b/$1}, snippets: 'set $x 1; return 200;'"
+    )
+    assert "snippets with return, set cannot go with rewrite" in message, message
+    ok = route(tmp_path, "rewrite: {from: '^/a/(.*)$', to: /b/$1}, snippets: 'gzip off;'")
+    assert ok.routes[0].rewrite is not None
+
+
+def test_cors_origin_patterns_are_one_label_of_a_domain(tmp_path):
+    from nginxgen.spec.http import origin_regex
+
+    r = route(tmp_path, "cors: {origins: ['https://*.Example.com:8443', 'https://a.test']}")
+    pattern = r.routes[0].cors.origins[0]
+    assert pattern == "https://*.example.com:8443"
+    rx = re.compile(origin_regex(pattern))
+    assert rx.match("https://app.example.com:8443")
+    for other in (
+        "https://example.com:8443",
+        "https://a.b.example.com:8443",
+        "https://app.example.com",
+        "http://app.example.com:8443",
+        "https://app.example.com:8443.evil.test",
+        "https://evil.test/.example.com:8443",
+    ):
+        assert not rx.match(other), other
+    assert origin_regex("https://a.test") is None
+    assert "two labels" in route_refused(tmp_path, "cors: {origins: ['https://*.com']}")
+    assert "scheme://host" in route_refused(tmp_path, "cors: {origins: ['https://a.*.test']}")
 
 
 def test_specs_without_new_keys_load_as_before(tmp_path):

@@ -307,3 +307,40 @@ def test_a_changed_certificate_reloads_once_with_reason_certificate(tmp_path, mo
     assert w.wait_for_change(str(source.version)) == "certificate"
     assert w.apply(source.read()).result is Result.FAILED
     assert reloads._value.get() == 1
+
+
+def test_an_edited_template_reloads_once_with_reason_templates(tmp_path, monkeypatch, master):
+    """A partial in templates_dir is read again when it changes: one re-render, one reload."""
+    partials = tmp_path / "partials"
+    partials.mkdir()
+    wrapper = '{% include "nginxgen/gateway_location.conf.j2" %}\n'
+    team = partials / "gateway_location.conf.j2"
+    team.write_text(wrapper + '            add_header X-Team "a" always;\n')
+    spec = make_spec(tmp_path).model_copy(update={"templates_dir": str(partials)})
+    monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
+    source = FakeSource(9001)
+    w = Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
+    reloads = w.metrics.reloads.labels("templates")
+    conf = tmp_path / "nginx.conf"
+    assert w.apply(source.read()).result is Result.APPLIED
+    assert 'X-Team "a"' in conf.read_text()
+    assert not w.applier.templates_edited()
+
+    team.write_text(wrapper + '            add_header X-Team "b" always;\n')
+    assert w.wait_for_change(str(source.version)) == "templates"
+    outcome = w.apply(source.read())
+    assert outcome.result is Result.APPLIED and outcome.reason == "templates"
+    assert 'X-Team "b"' in conf.read_text() and reloads._value.get() == 1
+    assert w.apply(source.read()).result is Result.UNCHANGED
+    assert reloads._value.get() == 1
+
+    # A partial that does not compile is reported; the templates that serve stay.
+    team.write_text(wrapper + "{% if %}\n")
+    assert not w.applier.templates_edited()
+    assert w.apply(source.read()).result is Result.UNCHANGED
+    # A new partial counts as an edit too.
+    team.write_text(wrapper)
+    (partials / "upstream.conf.j2").write_text('{% include "nginxgen/upstream.conf.j2" %}')
+    assert w.wait_for_change(str(source.version)) == "templates"
+    assert w.apply(source.read()).result is Result.APPLIED
+    assert "X-Team" not in conf.read_text() and reloads._value.get() == 2

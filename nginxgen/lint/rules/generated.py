@@ -25,7 +25,8 @@ NGINXGEN_ROUND_TRIP = rule(
     "error",
     "generated config differs from what nginxgen generates",
     """The file carries nginxgen's header (`# nginxgen: spec=...`), so it
-    must keep the generator's invariants: one http block with one server block;
+    must keep the generator's invariants: one http block with at least one server
+    block (one per virtual host, plus the redirect and unknown-host servers);
     upstreams hold only server/zone/keepalive/balancer directives, each server as
     `address weight= max_fails= fail_timeout= [backup]`; no upstream is defined
     twice or left unused; every location proxies to an upstream defined in the file
@@ -57,7 +58,11 @@ def record_location(node: Node, w: Walk) -> None:
     proxies = returns = False
     for child in w.children(node):
         d = child["directive"]
-        proxies = proxies or d == "proxy_pass"
+        proxies = proxies or d in ("proxy_pass", "grpc_pass")
+        if d == "grpc_pass" and child["args"]:
+            scheme, sep, host = child["args"][0].partition("://")
+            if sep and scheme in ("grpc", "grpcs") and "$" not in host:
+                w.facts.grpc_upstreams.add(host.split("/", 1)[0])
         returns = returns or d in ("return", "stub_status", "content_by_lua_block")
     w.facts.locations.append(
         LocationFact(tuple(node["args"]), w.file, node["line"], proxies, returns, w.suppressed)
@@ -94,9 +99,9 @@ def nginxgen_round_trip(w: Walk) -> None:
     def problem(file: str, line: int | None, message: str, off: frozenset[str]) -> None:
         problems.append((file, line, message, off))
 
-    if facts.http_blocks != 1 or facts.server_blocks != 1:
+    if facts.http_blocks != 1 or facts.server_blocks < 1:
         blocks = f"{facts.http_blocks} http and {facts.server_blocks} server blocks"
-        problem(main, None, f"{blocks}, expected 1 each", frozenset())
+        problem(main, None, f"{blocks}, expected 1 http block with servers", frozenset())
     for dup in facts.duplicate_upstreams:
         problem(dup.file, dup.line, f"upstream {dup.name!r} defined twice", dup.suppressed)
     used: set[str] = set()
@@ -106,6 +111,7 @@ def nginxgen_round_trip(w: Walk) -> None:
             problem(p.file, p.line, f"proxy_pass {p.target}: no such upstream", p.suppressed)
         else:
             used.add(host)
+    used |= facts.grpc_upstreams & facts.upstreams.keys()
     for name, up in facts.upstreams.items():
         if name not in used:
             problem(up.file, up.line, f"upstream {name!r} is not used", up.suppressed)
