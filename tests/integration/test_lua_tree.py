@@ -14,13 +14,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 
 from nginxgen.deploy.lua_tree import LUA_TREE, lua_tree_dir
 from nginxgen.util.resources import resource_dir
 from tests.helpers import Nginx, RedisServer, free_port, write_spec
-from tests.helpers.components import require_component
+from tests.helpers.components import require_component, skip_or_fail
 
 KEY = "key-alpha-7f3a91c2"
 
@@ -29,7 +28,7 @@ def hidden_lua_nginx(directory: Path) -> Path:
     """A wrapper that execs nginx where the package's lua/ directory looks empty."""
     found = shutil.which("unshare")
     if os.geteuid() != 0 or found is None:
-        pytest.skip("needs root and unshare(1) to hide the package's Lua files from nginx")
+        skip_or_fail("needs root and unshare(1) to hide the package's Lua files from nginx")
     require_component("nginx")
     from tests.helpers import find_nginx
 
