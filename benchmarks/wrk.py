@@ -66,6 +66,7 @@ def wrk(
     threads: int = 1,
     header: str | None = None,
     socket_errors: bool = True,  # False: a socket error fails the run too
+    script: str | None = None,  # a wrk Lua script (e.g. requests that cycle paths)
 ) -> Run:
     """One wrk run with latency percentiles. Errors answered under load end the
     benchmark: a refused request is cheaper than a served one, so it is not comparable."""
@@ -75,6 +76,8 @@ def wrk(
     cmd = [binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if header:
         cmd[1:1] = ["-H", header]
+    if script:
+        cmd[1:1] = ["-s", script]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     avg = re.search(r"Latency\s+([\d.]+\w+)", out)

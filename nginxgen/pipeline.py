@@ -13,7 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .deploy.lua_tree import install_lua
-from .deploy.nginx_bin import Binary, VersionInfo, find_binary, lua_modules, stream_modules
+from .deploy.nginx_bin import (
+    Binary,
+    VersionInfo,
+    find_binary,
+    image_filter_modules,
+    lua_modules,
+    stream_modules,
+)
 from .model.catalog import Catalog
 from .model.observed import Observed
 from .model.plan import Plan
@@ -117,6 +124,8 @@ def build(
     modules = lua_modules(spec.nginx, cache.versions) if plan_uses_lua(plan) else ()
     if spec.streams:
         modules += stream_modules(spec.nginx, cache.versions)
+    if plan.bff is not None and plan.bff.image_fits:
+        modules += image_filter_modules(spec.nginx, cache.versions)
     lua_dir = install_lua(conf_dir) if conf_dir is not None and plan_uses_lua(plan) else None
     rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render, lua_dir=lua_dir)
     if binary is not None:
@@ -130,8 +139,8 @@ def build(
 
 
 def plan_uses_lua(plan: Plan) -> bool:
-    # API key digests, metrics and the Redis cache run in Lua.
-    return plan.gateway.uses_lua or plan.cache is not None
+    # API key digests, metrics, the Redis cache and the BFF layer run in Lua.
+    return plan.gateway.uses_lua or plan.cache is not None or plan.bff is not None
 
 
 def ensure_runtime_dirs(spec: Spec) -> None:

@@ -87,6 +87,15 @@ def stream_modules(nginx: NginxSpec, versions: VersionInfo | None = None) -> tup
     return (f"{_modules_path(nginx, versions)}/ngx_stream_module.so",)
 
 
+def image_filter_modules(nginx: NginxSpec, versions: VersionInfo | None = None) -> tuple[str, ...]:
+    """image_fit's resizer: Debian builds it as a module (libnginx-mod-http-image-filter);
+    an OpenResty built --with-http_image_filter_module has it inside."""
+    versions = versions or VersionInfo()
+    if resolved_flavor(nginx, versions) == "openresty":
+        return ()
+    return (f"{_modules_path(nginx, versions)}/ngx_http_image_filter_module.so",)
+
+
 def _modules_path(nginx: NginxSpec, versions: VersionInfo) -> str:
     if nginx.modules_path is not None:
         return nginx.modules_path

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..spec import Failover, RedisSpec, Timeouts
+from .bff import AggregateRoute, BffSetup, ImageFit, PartTarget
 from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
 from .route_http import RouteHttp
 from .surface import Surface
@@ -190,6 +191,11 @@ class Location(_HashedOnce):
     hsts_var: str | None = None  # repeated where a location's own add_header drops the server's
     snippet: str | None = None  # routes[].snippets: the spec author's nginx text, last
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
+    # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
+    # internal locations; an image_fit route resizes images on the way out.
+    aggregate: AggregateRoute | None = None
+    part: PartTarget | None = None
+    image_fit: ImageFit | None = None
 
     __hash__ = _HashedOnce._hash_once
 
@@ -210,6 +216,7 @@ class Plan:
     # Next warm-up step boundary: the watch loop re-plans then, even with no registry event.
     next_change_at: datetime | None = None
     surface: Surface = Surface()  # server blocks, listeners, TLS, streams (model/surface.py)
+    bff: BffSetup | None = None  # set when a route aggregates or fits images
 
     @property
     def server_count(self) -> int:

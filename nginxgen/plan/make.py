@@ -20,6 +20,7 @@ from ..model.plan import CacheSetup, Location, Plan, Upstream
 from ..model.surface import StreamBlock
 from ..spec import ServicePolicy, Spec
 from ..util.heap import without_collector
+from .aggregate import aggregate_locations, image_fit_locations, plan_bff
 from .cache import cache_notes, cache_setup, route_cache
 from .gateway import plan_gateway
 from .memo import ServiceMemo
@@ -129,6 +130,7 @@ def make_plan(
         dropped=tuple(str(d) for d in catalog.dropped) + tuple(refused),
         gateway=fixed.gateway,
         cache=cache,
+        bff=fixed.bff,
         next_change_at=min(changes, default=None),
         surface=surface,
     )
@@ -163,6 +165,7 @@ class SpecPlan:
         self.gateway, self.guards = plan_gateway(spec)
         self.catch_all = not any(r.path == "/" and r.match == "prefix" for r in spec.routes)
         self.notes = cache_notes(spec)
+        self.bff = plan_bff(spec, self.guards)
         self._default: ServicePolicy | None = None
         n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
@@ -183,12 +186,17 @@ class SpecPlan:
             return self._last[1], self._last[2]
         out = []
         for i, (_, r) in enumerate(self.routes):
-            serving = r.service in live
+            serving = r.aggregate is not None or r.service in live
             variants = self._serving if serving else self._unavailable
             loc = variants[i]
             if loc is None:
                 loc = variants[i] = self._location(i, serving)
-            out.append(loc)
+            if self.bff is not None and r.aggregate is not None:
+                out += aggregate_locations(i, r, loc, self.bff, live)
+            elif self.bff is not None and r.image_fit is not None:
+                out += image_fit_locations(i, loc, self.bff)
+            else:
+                out.append(loc)
         locations = tuple(out)
         cache = cache_setup(self.spec, tuple(loc.cache for loc in locations if loc.cache))
         self._last = (frozenset(live), locations, cache)
@@ -207,8 +215,8 @@ class SpecPlan:
         return Location(
             path=r.path,
             exact=r.exact,
-            service=r.service,
-            upstream=r.service if serving else None,
+            service=r.service or "",
+            upstream=r.service if serving and r.service else None,
             strip_prefix=r.strip_prefix,
             failover=r.failover,
             timeouts=r.timeouts,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from ..model.bff import IMAGE_CACHE_ZONE
 from ..model.names import CONN_ZONE
 from ..model.plan import Location, Upstream
 from ..util.resources import resource_dir
@@ -96,7 +97,12 @@ class RenderCache:
             cached route's own log phase must call the counter too (a location's log
             handler replaces the server's)."""
             template = env.get_template("location.conf.j2")
-            return template.render(loc=loc, gw={"metrics": metrics}, conn_zone=CONN_ZONE)
+            return template.render(
+                loc=loc,
+                gw={"metrics": metrics},
+                conn_zone=CONN_ZONE,
+                image_cache_zone=IMAGE_CACHE_ZONE,
+            )
 
         self.upstream = upstream
         self.location = location

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..model import names
+from ..model.bff import IMAGE_CACHE_ZONE
 from ..model.plan import Location, Plan, Upstream
 from ..plan.cache import lua_config
 from ..spec import NginxSpec
@@ -78,6 +79,7 @@ def render_parts(
         version=__version__,
         **context,
         cache_config=lua_config(plan.cache) if plan.cache else None,
+        bff_config=plan.bff.lua_config() if plan.bff else None,
         status_server=_STATUS,
     )
     ups = tuple((u, cache.upstream(u)) for u in plan.upstreams)
@@ -150,4 +152,5 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         # nginx sizes the map hash itself up to this bound; more keys need a larger one.
         "map_hash_max_size": max(2048, 2 * keys),
         "lua_preload": gw.lua_modules,
+        "image_cache_zone": IMAGE_CACHE_ZONE,
     }

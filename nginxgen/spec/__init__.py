@@ -197,7 +197,7 @@ class Spec(Model):
 
     @property
     def http_service_names(self) -> list[str]:
-        return list(dict.fromkeys(r.service for _, r in self.all_routes()))
+        return list(dict.fromkeys(s for _, r in self.all_routes() for s in r.services))
 
     @property
     def stream_service_names(self) -> list[str]:

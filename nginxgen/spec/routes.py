@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ValidationInfo, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
+from .aggregate import Aggregate, ImageFit, bff_conflict
 from .cache import UNKEYED_OVERRIDE_HEADERS, CacheSpec, identity_problem
 from .fields import Model, ServiceName, Token, off_is_none
 from .gateway import Auth, OptionalLimitConn, OptionalRateLimit
@@ -33,7 +34,7 @@ class Route(Model):
     # Before `path`: the path's validation depends on the kind of match.
     match: Literal["prefix", "exact", "regex"] = "prefix"
     path: str
-    service: ServiceName
+    service: ServiceName | None = None  # None only for an aggregate route
     exact: bool = False  # the older spelling of match: exact (`location = path`)
     methods: Methods | None = None  # None: every method; others get 405
     strip_prefix: bool = False  # send the path without the route prefix upstream
@@ -52,6 +53,8 @@ class Route(Model):
     limit_conn: OptionalLimitConn = None
     auth: Annotated[Auth | None, BeforeValidator(off_is_none)] = None
     cache: CacheSpec | None = None
+    aggregate: Aggregate | None = None  # several services, one JSON answer (spec/aggregate.py)
+    image_fit: ImageFit | None = None  # images resized to the device's width
 
     @model_validator(mode="before")
     @classmethod
@@ -111,12 +114,22 @@ class Route(Model):
         return allowed_methods(self.methods) if self.methods is not None else None
 
     @property
+    def services(self) -> tuple[str, ...]:
+        """The services this route sends requests to: its own, or its parts'."""
+        if self.aggregate is not None:
+            return tuple(dict.fromkeys(p.service for p in self.aggregate.parts.values()))
+        return (self.service,) if self.service else ()
+
+    @property
     def long_lived(self) -> bool:
         """A WebSocket or a stream: one request may stay open for as long as it talks."""
         return self.websocket or self.streaming
 
 
 def route_conflict(r: Route) -> str | None:
+    bff = bff_conflict(r)
+    if bff:
+        return bff
     if r.protocol == "grpc":
         for key, used in (
             ("websocket: true", r.websocket),

@@ -91,16 +91,19 @@ def _upstream_agreement(spec: Spec) -> tuple[Key, str] | None:
     first: dict[str, tuple[Key, Any]] = {}
     for vh in spec.virtual_hosts:
         for i, r in enumerate(vh.routes):
-            how = (r.protocol, r.upstream_tls)
+            # An aggregate's parts are plain HTTP/1.1 requests to each part's service.
+            how = (r.protocol, r.upstream_tls) if r.aggregate is None else ("http", None)
             key = vh.route_key(i)
-            if r.service not in first:
-                first[r.service] = (key, how)
-            elif first[r.service][1] != how:
-                other = dotted_key(first[r.service][0])
-                return key, (
-                    f"routes to service {r.service!r} must agree on protocol and upstream_tls "
-                    f"(they share its connections); this one differs from {other}"
-                )
+            for service in r.services:
+                if service not in first:
+                    first[service] = (key, how)
+                elif first[service][1] != how:
+                    other = dotted_key(first[service][0])
+                    return key, (
+                        f"routes to service {service!r} must agree on protocol and "
+                        f"upstream_tls (they share its connections); this one differs from "
+                        f"{other}"
+                    )
     return None
 
 

@@ -12,6 +12,7 @@ from ..deploy.nginx_bin import Binary
 from ..model.plan import Location, Plan, Server, Upstream
 from ..render.filters import lua_string, nginx_time
 from ..util.heap import without_collector
+from .bff import bff_findings, bff_lua, expected_pass
 from .findings import Finding, Verdict
 from .gateway import check_guard, split_status_server
 from .nginx_check import nginx_test
@@ -143,8 +144,8 @@ def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]
 def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     """The cache's Lua one-liners a location runs (the gateway's are checked in
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
-    if loc.cache is None or loc.upstream is None:
-        return []
+    if loc.cache is None or (loc.upstream is None and loc.aggregate is None):
+        return bff_lua(loc)
     call = 'require("nginxgen.cache").'
     log = f"{call}log()" + (' require("nginxgen.metrics").log()' if metrics else "")
     return [
@@ -152,7 +153,7 @@ def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
         ("header_filter_by_lua_block", f"{call}header_filter()"),
         ("body_filter_by_lua_block", f"{call}body_filter()"),
         ("log_by_lua_block", log),
-    ]
+    ] + bff_lua(loc)
 
 
 def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:
@@ -174,8 +175,12 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
     and keeps every guard (auth, API key, rate and connection limits) the plan gave it."""
     statements = block.get("block", [])
     passes = [d["args"] for d in statements if d["directive"] in ("proxy_pass", "grpc_pass")]
-    strip = "/" if loc.strip_prefix and not loc.grpc else ""
-    want = [[f"{upstream_scheme(loc)}{loc.upstream}{strip}"]] if loc.upstream else []
+    bff = expected_pass(loc)
+    if bff is not None:
+        want = bff
+    else:
+        strip = "/" if loc.strip_prefix and not loc.grpc else ""
+        want = [[f"{upstream_scheme(loc)}{loc.upstream}{strip}"]] if loc.upstream else []
     if passes != want:
         return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
     own = statements
@@ -183,6 +188,7 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
         own = statements[: len(statements) - len(snippet_shape(loc.snippet, "location"))]
     return (
         _compare_lua(block, loc, metrics)
+        + bff_findings(block, loc)
         + check_guard(block, loc)
         + _compare_request_headers(block, loc)
         + compare_route_http(own, loc, block["line"])

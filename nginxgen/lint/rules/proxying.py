@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from ...model.names import AUTH_PREFIX
 from ..findings import rule
 from ..tree import TIMEOUTS, Checks, Node, ProxyPassFact, Walk
 
@@ -15,9 +16,10 @@ INTERNAL = "nginxgen-internal"  # the mark of nginxgen's own subrequest location
 
 
 def internal_location(node: Node) -> str | None:
-    """nginxgen's auth_request locations (/_nginxgen/...) proxy to a URL on purpose."""
+    """nginxgen's auth_request locations proxy to a URL on purpose (its aggregate parts
+    and image_fit's originals, also under /_nginxgen/, proxy to upstreams like routes)."""
     args = node["args"]
-    if node["directive"] == "location" and args[-1:] and args[-1].startswith("/_nginxgen/"):
+    if node["directive"] == "location" and args[-1:] and args[-1].startswith(AUTH_PREFIX):
         return INTERNAL
     return None
 
@@ -57,9 +59,14 @@ def proxy_timeouts_missing(node: Node, w: Walk) -> None:
 
 
 def proxy_host(target: str) -> str | None:
-    """The host part of an http(s):// proxy_pass target; None for variables and sockets."""
+    """The host part of an http(s):// proxy_pass target; None for variables and sockets.
+    A variable right after a literal host is the URI (nginxgen's aggregate parts and
+    image_fit: `http://users$nginxgen_part_uri`, set by Lua to a path)."""
     if "$" in target:
-        return None
+        head = target.split("$", 1)[0]
+        if head.endswith("://") or "/" in head.partition("://")[2] or "://" not in head:
+            return None
+        target = head
     scheme, sep, rest = target.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
         return None
