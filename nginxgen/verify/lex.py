@@ -22,9 +22,10 @@ from crossplane.errors import NgxParserSyntaxError
 
 Token = tuple[str, int, bool]
 
+# Leading whitespace and one token per match (half the matches of one each).
 _TOKEN = re.compile(
-    r"""(?P<ws>\s+)|(?P<comment>\#[^\n]*)|"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'"""
-    r"""|(?P<punct>[{};])|(?P<word>[^\s{};"'\#][^\s{};]*)"""
+    r"""(?P<ws>\s*)(?:(?P<comment>\#[^\n]*)|"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'"""
+    r"""|(?P<punct>[{};])|(?P<word>[^\s{};"'\#][^\s{};]*))?"""
 )
 # Inside a Lua block: what changes the brace depth or hides braces from it.
 _LUA = re.compile(r"""--[^\n]*|"[^"]*"|'[^']*'|[{}]|[^-{}"']+|-""")
@@ -73,14 +74,18 @@ def _scan(text: str) -> tuple[list[Token], tuple[str, int] | None]:
     match = _TOKEN.match
     while pos < end:
         m = match(text, pos)
-        if m is None:  # an unterminated quote: crossplane drops it silently
-            raise _Unsupported()
+        assert m is not None  # every group may match empty
         kind = m.lastgroup
-        value = m.group(kind)  # type: ignore[arg-type]
         pos = m.end()
-        if kind == "ws":
-            line += value.count("\n")
-        elif kind == "word":
+        space = m.group("ws")
+        if space:
+            line += space.count("\n")
+        if kind == "ws":  # whitespace up to the end
+            if pos < end:  # an unterminated quote: crossplane drops it silently
+                raise _Unsupported()
+            break
+        value = m.group(kind)  # type: ignore[arg-type]
+        if kind == "word":
             append((value, line, False))
             following = text[pos] if pos < end else ""
             if directive and value in lua and following.isspace():
