@@ -20,9 +20,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .console import ColorMode, LateProgress, apply_color
+from .lint.command import err as lint_err
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
 from .pipeline import Build, BuildCache, NginxMissing, build, nginx_for_test, untested_warning
+from .plan.strict import strict_problems
 from .sources import RegistryError, Source, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
 from .util.atomic_write import InstallError, install_target, write_atomic
@@ -30,10 +33,38 @@ from .watch.policy_state import PolicyState, state_path
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    # click's plain help: wrapped to the terminal, every flag name whole at 80 columns
+    # (rich's option tables cut long flag names such as --no-health-insecure).
+    rich_markup_mode=None,
     help="Keep an nginx/OpenResty gateway in step with a service registry.",
 )
 err = Console(stderr=True, highlight=False)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"nginxgen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def options(
+    color: Annotated[
+        ColorMode,
+        typer.Option(
+            "--color", help="Colour on stderr: auto (a terminal, unless NO_COLOR is set)."
+        ),
+    ] = ColorMode.auto,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Keep an nginx/OpenResty gateway in step with a service registry."""
+    apply_color(color, err, lint_err)
+
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Gateway spec (nginxgen.yaml).", show_default=True)
@@ -75,9 +106,33 @@ def render(
             help="Run `nginx -t` on the result. Default: when a binary is on PATH.",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Summary as JSON on stdout (the config in it, without -o)."),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1, writing nothing, on a route to an unknown service, settings "
+            "for a missing one or a dropped registry entry.",
+        ),
+    ] = False,
 ) -> None:
     """Read the registry, plan, render and verify nginx.conf; write it atomically."""
+    with LateProgress(err, total=3) as progress:
+        progress.step("reading the registry", advance=0)
+        _render(config, output, nginx_test, as_json, strict, progress)
+
+
+def _render(
+    config: Path,
+    output: str | None,
+    nginx_test: bool | None,
+    as_json: bool,
+    strict: bool,
+    progress: LateProgress,
+) -> None:
     spec = load(config)
     cache = BuildCache()
     try:
@@ -97,27 +152,45 @@ def render(
         source.close()
     # Warm-up needs to know when each instance was first seen; only a render that writes
     # a file records it (a render to stdout is a look, not a deployment).
+    progress.step("planning and verifying")
     state = PolicyState(state_path(spec))
     now = datetime.now(timezone.utc)
     observed = state.observe(catalog, now)
-    result = build(spec, catalog, binary=binary, cache=cache, now=now, observed=observed)
+    # Written to a file: the Lua modules go next to it (a look on stdout names the package's).
+    conf_dir = Path(output).absolute().parent if output not in (None, "-") else None
+    try:
+        result = build(
+            spec, catalog, binary=binary, cache=cache, now=now, observed=observed, conf_dir=conf_dir
+        )
+    except InstallError as exc:  # the Lua modules could not be installed next to -o
+        fail(str(exc), 2)
+    progress.step("writing")
     written = None
-    if result.verdict.ok:
+    problems = strict_problems(spec, catalog, result.plan) if strict else []
+    if result.verdict.ok and not problems:
         if output in (None, "-"):
-            sys.stdout.write(result.text)
+            if not as_json:  # with --json the config is in the JSON
+                sys.stdout.write(result.text)
         else:
             try:
                 written = write_atomic(output, result.text)
             except InstallError as exc:
                 fail(str(exc), 2)
             state.save()
-    summarize(result, spec, written.path if written else None, as_json)
-    if not result.verdict.ok:
+    summarize(result, written.path if written else None, as_json, output, problems)
+    if not result.verdict.ok or problems:
         raise typer.Exit(1)
 
 
-def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> None:
+def summarize(
+    result: Build,
+    written: str | None,
+    as_json: bool,
+    output: str | None = None,
+    problems: list[str] | None = None,
+) -> None:
     plan, verdict = result.plan, result.verdict
+    problems = problems or []
     if as_json:
         summary = {
             "ok": verdict.ok,
@@ -131,16 +204,22 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
             "next_change_at": plan.next_change_at.isoformat() if plan.next_change_at else None,
             "nginx_tested": verdict.nginx_tested,
             "findings": [str(f) for f in verdict.findings],
+            "strict_problems": problems,
         }
-        # Data on stdout unless stdout already carries the config.
-        stream = sys.stderr if written is None and verdict.ok else sys.stdout
-        stream.write(json.dumps(summary, indent=2) + "\n")
+        if output in (None, "-"):
+            summary["config"] = result.text if verdict.ok and not problems else None
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     # Registry text is data, never rich markup: a name like "[/x]" must print as itself.
     for line in plan.dropped:
         err.print(f"[yellow]dropped:[/] {escape(line)}", soft_wrap=True)
     for line in plan.notes:
         err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+    if verdict.ok and problems:
+        for line in problems:
+            err.print(f"[bold red]strict:[/] {escape(line)}", soft_wrap=True)
+        err.print("[bold red]--strict: nothing written[/]")
+        return
     if not verdict.ok:
         err.print("[bold red]invalid config, nothing written:[/]")
         lines = result.text.splitlines()
@@ -413,7 +492,7 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="nginxgen")  # also under `python -m nginxgen.cli`: completion names it so
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .deploy.lua_tree import install_lua
 from .deploy.nginx_bin import (
     Binary,
     VersionInfo,
@@ -30,6 +31,7 @@ from .spec import Spec
 from .tls.certs import check_certificates
 from .util.heap import without_collector
 from .verify import Finding, Verdict, VerifyCache, verify_rendered
+from .verify.lua_requires import lua_require_findings
 
 
 class NginxMissing(Exception):
@@ -102,7 +104,10 @@ def build(
     cache: BuildCache,
     now: datetime | None = None,
     observed: Observed | None = None,
+    conf_dir: Path | None = None,
 ) -> Build:
+    """`conf_dir`: the directory the config will be written to (render -o, watch); the
+    Lua modules it needs are installed there (deploy/lua_tree.py) before nginx -t."""
     now = now or datetime.now(timezone.utc)
     catalog = drop_unresolvable(catalog, cache.hosts)
     plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
@@ -121,11 +126,15 @@ def build(
         modules += stream_modules(spec.nginx, cache.versions)
     if plan.bff is not None and plan.bff.image_fits:
         modules += image_filter_modules(spec.nginx, cache.versions)
-    rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render)
+    lua_dir = install_lua(conf_dir) if conf_dir is not None and plan_uses_lua(plan) else None
+    rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render, lua_dir=lua_dir)
     if binary is not None:
         ensure_runtime_dirs(spec)
     # Incremental: only blocks that changed since the last good verify are parsed again.
     verdict = verify_rendered(rendered, plan, binary, cache=cache.verified)
+    unresolved = tuple(lua_require_findings(rendered.text, conf_dir))
+    if unresolved:
+        verdict = Verdict(verdict.findings + unresolved, verdict.nginx_tested)
     return Build(plan, rendered.text, verdict)
 
 

@@ -41,9 +41,10 @@ def render(
     *,
     modules: tuple[str, ...] = (),
     cache: RenderCache | None = None,
+    lua_dir: Path | None = None,
 ) -> str:
     """The complete nginx.conf for `plan`."""
-    return render_parts(plan, nginx, modules=modules, cache=cache).text
+    return render_parts(plan, nginx, modules=modules, cache=cache, lua_dir=lua_dir).text
 
 
 @without_collector
@@ -53,6 +54,7 @@ def render_parts(
     *,
     modules: tuple[str, ...] = (),
     cache: RenderCache | None = None,
+    lua_dir: Path | None = None,
 ) -> Rendered:
     """Render the skeleton once with marks, then splice in the cached per-block texts.
 
@@ -60,11 +62,13 @@ def render_parts(
     one-instance change cheap at 10,000 services. The loopback status server answers
     the config's generation: a hash of everything else in the file, so a watcher can
     tell which config the running workers loaded. Blocks come from `cache` when it holds
-    them (a fresh RenderCache when none is given).
+    them (a fresh RenderCache when none is given). `lua_package_path` names `lua_dir`
+    (the tree installed next to the config), or the package's own Lua files.
     """
     cache = cache if cache is not None else RenderCache()
     temp_dir = nginx.temp_dir or str(Path(nginx.output).parent / "tmp")
     context = gateway_context(plan)
+    context["lua_dir"] = str(lua_dir or resource_dir("lua"))
     marked = cache.env.get_template("nginx.conf.j2").render(
         plan=plan,
         nginx=nginx,
@@ -148,6 +152,5 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         # nginx sizes the map hash itself up to this bound; more keys need a larger one.
         "map_hash_max_size": max(2048, 2 * keys),
         "lua_preload": gw.lua_modules,
-        "lua_dir": str(resource_dir("lua")),
         "image_cache_zone": IMAGE_CACHE_ZONE,
     }

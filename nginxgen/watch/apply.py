@@ -201,7 +201,13 @@ class Applier:
         observed = self.policies.observe(effective, now)
         self._observed_dead = observed.dead
         result = build(
-            self.spec, effective, binary=self.binary, cache=self.cache, now=now, observed=observed
+            self.spec,
+            effective,
+            binary=self.binary,
+            cache=self.cache,
+            now=now,
+            observed=observed,
+            conf_dir=Path(self.spec.nginx.output).absolute().parent,  # Lua modules go there
         )
         self.metrics.renders.inc()
         text, plan = result.text, result.plan
