@@ -21,10 +21,13 @@ from rich.markup import escape
 
 from . import __version__
 from .console import ColorMode, LateProgress, apply_color
+from .deploy.feed import write_snapshot
 from .lint.command import err as lint_err
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
+from .model.plan import Plan
 from .pipeline import Build, BuildCache, NginxMissing, build, nginx_for_test, untested_warning
+from .plan.endpoints import endpoints
 from .plan.strict import strict_problems
 from .sources import RegistryError, Source, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
@@ -174,12 +177,25 @@ def _render(
         else:
             try:
                 written = write_atomic(output, result.text)
+                feed = result.plan.feed
+                if feed is not None and Path(feed.snapshot).parent.is_dir():
+                    # The snapshot follows the config written last: nginx started on this
+                    # file serves its endpoints, not an earlier watch run's. (No directory:
+                    # no snapshot to be older, the file's own endpoints serve.)
+                    generation = int(now.timestamp() * 1000)
+                    write_snapshot(feed.snapshot, generation, endpoints(result.plan))
             except InstallError as exc:
                 fail(str(exc), 2)
             state.save()
     summarize(result, written.path if written else None, as_json, output, problems)
     if not result.verdict.ok or problems:
         raise typer.Exit(1)
+
+
+def unavailable_routes(plan: Plan) -> list[str]:
+    """Routes that answer 503 now: no upstream (reload mode), or an empty endpoint set."""
+    empty = {u.name for u in plan.upstreams if not u.servers}
+    return [loc.path for loc in plan.locations if loc.upstream is None or loc.upstream in empty]
 
 
 def summarize(
@@ -198,7 +214,7 @@ def summarize(
             "services": len(plan.upstreams),
             "servers": plan.server_count,
             "routes": len(plan.locations),
-            "unavailable_routes": [loc.path for loc in plan.locations if loc.upstream is None],
+            "unavailable_routes": unavailable_routes(plan),
             "dropped": list(plan.dropped),
             "notes": list(plan.notes),
             "next_change_at": plan.next_change_at.isoformat() if plan.next_change_at else None,

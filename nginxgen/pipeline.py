@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .deploy.feed import token_digest
 from .deploy.lua_tree import install_lua
 from .deploy.nginx_bin import (
     Binary,
@@ -30,6 +31,7 @@ from .sources.resolve import HostKinds, drop_unresolvable
 from .spec import Spec
 from .tls.certs import check_certificates
 from .util.heap import without_collector
+from .util.token_file import TokenFileError
 from .verify import Finding, Verdict, VerifyCache, verify_rendered
 from .verify.lua_requires import lua_require_findings
 
@@ -50,6 +52,8 @@ class BuildCache:
         self.render = RenderCache()  # templates, block texts, block digests
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
+        # nginx.endpoints dynamic: the feed token's digest (and a note) per token path
+        self.feed_tokens: dict[str, tuple[str, str | None]] = {}
 
     def reload_templates(self, overrides: str | None = None, *, check: bool = False) -> None:
         """SIGHUP, another templates_dir, or (`check`) an edited one: read the templates
@@ -59,6 +63,7 @@ class BuildCache:
         if check:
             fresh.compile_overrides()
         self.render = fresh
+        self.feed_tokens.clear()  # the feed token is read again too
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,51 @@ def build(
     """`conf_dir`: the directory the config will be written to (render -o, watch); the
     Lua modules it needs are installed there (deploy/lua_tree.py) before nginx -t."""
     now = now or datetime.now(timezone.utc)
+    try:
+        plan = plan_pass(spec, catalog, cache=cache, now=now, observed=observed)
+    except TokenFileError as exc:
+        plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+        return Build(plan, "", Verdict((Finding("feed token", str(exc)),), False))
+    return build_plan(spec, plan, binary=binary, cache=cache, now=now, conf_dir=conf_dir)
+
+
+def plan_pass(
+    spec: Spec,
+    catalog: Catalog,
+    *,
+    cache: BuildCache,
+    now: datetime | None = None,
+    observed: Observed | None = None,
+) -> Plan:
+    """The plan stage alone, as `build` runs it (names resolved, the feed token's digest
+    filled in): `watch` compares its structure with the one serving before it renders.
+    TokenFileError: the feed token file cannot be used."""
     catalog = drop_unresolvable(catalog, cache.hosts)
     plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+    if plan.feed is not None:
+        path = plan.feed.token_path
+        known = cache.feed_tokens.get(path)
+        if known is None:
+            known = cache.feed_tokens[path] = token_digest(path)
+        digest, note = known
+        plan = replace(plan, feed=replace(plan.feed, token_sha256=digest))
+        if note:
+            plan = replace(plan, notes=plan.notes + (note,))
+    return plan
+
+
+@without_collector
+def build_plan(
+    spec: Spec,
+    plan: Plan,
+    *,
+    binary: Binary | None,
+    cache: BuildCache,
+    now: datetime | None = None,
+    conf_dir: Path | None = None,
+) -> Build:
+    """render → verify of a plan from `plan_pass`; `conf_dir` as for `build`."""
+    now = now or datetime.now(timezone.utc)
     # Certificates before nginx sees them: an error keeps the running config serving.
     certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
     errors = tuple(Finding("certificate", str(c)) for c in certs if c.level == "error")
@@ -139,8 +187,13 @@ def build(
 
 
 def plan_uses_lua(plan: Plan) -> bool:
-    # API key digests, metrics, the Redis cache and the BFF layer run in Lua.
-    return plan.gateway.uses_lua or plan.cache is not None or plan.bff is not None
+    # API key digests, metrics, the Redis cache, the BFF layer and dynamic upstreams run in Lua.
+    return (
+        plan.gateway.uses_lua
+        or plan.cache is not None
+        or plan.bff is not None
+        or plan.feed is not None
+    )
 
 
 def ensure_runtime_dirs(spec: Spec) -> None:

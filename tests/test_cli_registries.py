@@ -57,7 +57,8 @@ def test_render_and_services(kind, tmp_path):
             yaml.safe_dump(
                 {
                     "registry": registry,
-                    "nginx": {"listen": "127.0.0.1:18080"},
+                    # the server line is what this test reads: endpoints: reload
+                    "nginx": {"listen": "127.0.0.1:18080", "endpoints": "reload"},
                     "routes": [{"path": "/users/", "service": "users"}],
                 }
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from nginxgen.model.catalog import Catalog
 from nginxgen.model.validate import CatalogBuilder, safe_name
 from nginxgen.pipeline import BuildCache, build
+from nginxgen.plan.endpoints import plan_document
 from nginxgen.registry.etcd import b64
 from nginxgen.sources.consul import add_entries
 from nginxgen.sources.endpointslices import add_slices
@@ -129,6 +131,8 @@ ALLOWED = {
     # metrics (on by default): Lua modules, their shared dict, the hooks, /metrics
     "load_module", "lua_package_path", "lua_shared_dict", "init_by_lua_block",
     "init_worker_by_lua_block", "log_by_lua_block", "content_by_lua_block",
+    # nginx.endpoints dynamic (the default): the Lua balancer, its 503 check, the feed
+    "balancer_by_lua_block", "rewrite_by_lua_block", "client_body_buffer_size",
     # streams: and websocket routes, which registry instances feed too
     "stream", "proxy_timeout",
 }  # fmt: skip
@@ -195,7 +199,23 @@ def assert_no_syntax(tmp_path: Path, catalog: Catalog) -> None:
     servers = [d["args"][0] for d in directives if d["directive"] == "server" and d.get("args")]
     stream = result.plan.surface.stream
     planned = [*result.plan.upstreams, *(stream.upstreams if stream else ())]
-    assert sorted(servers) == sorted(s.address for u in planned for s in u.servers)
+    static = [u for u in planned if not u.dynamic]
+    dynamic = [u for u in planned if u.dynamic]
+    want = [s.address for u in static for s in u.servers] + ["0.0.0.1"] * len(dynamic)
+    assert sorted(servers) == sorted(want)
+    if dynamic:
+        # Dynamic upstreams' servers are data: the plan document decodes to exactly them.
+        init = next(d for d in directives if d["directive"] == "init_by_lua_block")
+        assert rendered_plan_document(init["args"][0]) == plan_document(result.plan)
+
+
+def rendered_plan_document(lua: str) -> Any:
+    """The JSON the rendered `plan = {"...", "..."}` pieces concatenate to."""
+    pieces = re.search(r"plan = \{(.*?)\},\s*token_sha256", lua, re.S)
+    assert pieces is not None
+    text = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', pieces.group(1)))
+    text = re.sub(r"\\(\d{3}|.)", lambda m: chr(int(m[1])) if m[1].isdigit() else m[1], text)
+    return json.loads(text)
 
 
 # EndpointSlices as a hostile API server could send them: every field the adapter reads

@@ -18,6 +18,7 @@
 local endpoints = require("nginxgen.endpoints")
 local pool = require("nginxgen.balancer.pool")
 local health = require("nginxgen.balancer.health")
+local json = require("nginxgen.endpoints.json")
 local ngx_balancer = require("ngx.balancer")
 
 local _M = {}
@@ -121,6 +122,29 @@ function _M.balance(name, key)
     if up.method == "least_conn" then
         up.conns[peer.key] = (up.conns[peer.key] or 0) + 1
     end
+end
+
+-- rewrite_by_lua of a route (nginx.endpoints dynamic): a service whose endpoint set has
+-- nobody to serve (no peer up with a weight, no backup) answers 503 on purpose, as a
+-- rendered `return 503` does in reload mode — or gRPC UNAVAILABLE for a gRPC route. A
+-- peer out for passive failures still counts: that is nginx's 502, from balance().
+function _M.available(name, grpc)
+    local up = endpoints.upstream(name)
+    local p = up and up.pool
+    if p ~= nil and (#p.primary > 0 or #p.backup > 0) then
+        return
+    end
+    if grpc then
+        ngx.header["Content-Type"] = "application/grpc"
+        ngx.header["grpc-status"] = "14"
+        ngx.header["grpc-message"] = "unavailable"
+        return ngx.exit(204)
+    end
+    ngx.status = 503
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Retry-After"] = "5"
+    ngx.print('{"error":"service unavailable","service":', json.encode(name), "}")
+    return ngx.exit(503)
 end
 
 -- The last attempt's outcome: it failed (in nginx's sense: an error, a timeout or an

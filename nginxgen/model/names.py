@@ -12,6 +12,14 @@ STATUS_SERVER_NAME = "nginxgen_status"
 METRICS_DICT_SIZE = "4m"  # ~10k routes x status classes x buckets fits comfortably
 AUTH_PREFIX = "/_nginxgen/auth/"  # internal locations for auth_request subrequests
 KEY_DIGEST_VAR = "nginxgen_key_digest"  # sha256 of the presented API key (set_by_lua)
+# The endpoint feed (nginx.endpoints dynamic, lua/nginxgen/endpoints.lua): its shared
+# dict, the balancer's passive health, the status listener's feed location.
+FEED_DICT = "nginxgen_endpoints"
+HEALTH_DICT = "nginxgen_health"
+HEALTH_DICT_SIZE = "4m"  # ~10,000 failing peers (docs/endpoints-feed.md)
+FEED_PATH = "/nginxgen/endpoints"
+FEED_STATUS_PATH = "/nginxgen/endpoints/status"
+FEED_MAX_BODY = "32m"  # the Lua side's own default max_body
 # The Redis cache's stampede locks and Redis health, shared by all workers.
 CACHE_STATE_DICT = "nginxgen_cache"
 CACHE_STATE_DICT_SIZE = "1m"

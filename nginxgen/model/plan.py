@@ -74,6 +74,7 @@ class Gateway:
     status_listen: str | None = None  # the loopback status server, None when off
     metrics: bool = False  # Lua request counters, served on the status server
     json_log: bool = False
+    dynamic: bool = False  # nginx.endpoints dynamic: Lua balancer fed on the status server
 
     @property
     def lua_modules(self) -> tuple[str, ...]:
@@ -83,6 +84,8 @@ class Gateway:
             mods.append("nginxgen.apikey")
         if self.metrics:
             mods.append("nginxgen.metrics")
+        if self.dynamic:
+            mods += ["nginxgen.balancer", "nginxgen.endpoints"]
         return tuple(mods)
 
     @property
@@ -125,6 +128,18 @@ class CacheSetup:
     def shared_dicts(self) -> tuple[tuple[str, str], ...]:
         l1 = tuple((r.l1_dict, r.l1_size) for r in self.routes if r.l1_dict and r.l1_size)
         return ((CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE),) + l1
+
+
+@dataclass(frozen=True)
+class FeedSetup:
+    """nginx.endpoints dynamic: what nginx.conf needs for the endpoint feed
+    (docs/endpoints-feed.md). `token_sha256` is filled in by the pipeline, which reads
+    (or creates) the token file; the plan itself does no I/O."""
+
+    token_path: str
+    snapshot: str
+    dict_size: str
+    token_sha256: str = ""
 
 
 # --- upstreams, locations, the plan ------------------------------------------------------
@@ -172,7 +187,7 @@ class _HashedOnce:
         return cached
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_hash", "_shape")}
 
 
 @dataclass(frozen=True)
@@ -183,8 +198,24 @@ class Upstream(_HashedOnce):
     zone: str | None
     balance: tuple[str, ...] = ()  # the balancing directive; () for round robin
     snippet: str | None = None  # services.NAME.snippets: the spec author's nginx text
+    # nginx.endpoints dynamic: rendered as a placeholder server and the Lua balancer; the
+    # servers above become the endpoint set the feed carries (plan/endpoints.py).
+    dynamic: bool = False
+    hash_var: str | None = None  # dynamic hash upstreams: the map variable holding the key
 
     __hash__ = _HashedOnce._hash_once
+
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """Everything of this upstream that nginx.conf holds in dynamic mode: all but the
+        servers (computed once per object; memoized upstreams keep theirs)."""
+        cached: tuple[object, ...] | None = self.__dict__.get("_shape")
+        if cached is None:
+            servers = () if self.dynamic else self.servers
+            cached = (self.name, servers, self.keepalive, self.zone, self.balance)
+            cached += (self.snippet, self.dynamic, self.hash_var)
+            object.__setattr__(self, "_shape", cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -209,6 +240,9 @@ class Location(_HashedOnce):
     grpc: bool = False  # grpc_pass; "nobody alive" is a gRPC UNAVAILABLE
     hsts_var: str | None = None  # repeated where a location's own add_header drops the server's
     snippet: str | None = None  # routes[].snippets: the spec author's nginx text, last
+    # nginx.endpoints dynamic: the upstream is always there; Lua answers 503 (or gRPC
+    # UNAVAILABLE) while its service has nobody to serve (balancer.available).
+    dynamic: bool = False
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
     # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
     # internal locations; an image_fit route resizes images on the way out.
@@ -217,6 +251,15 @@ class Location(_HashedOnce):
     image_fit: ImageFit | None = None
 
     __hash__ = _HashedOnce._hash_once
+
+    @property
+    def checks_endpoints(self) -> bool:
+        """nginx.endpoints dynamic, and this block proxies to its upstream itself (not an
+        aggregate or an image fit, which reach theirs through part locations): Lua answers
+        503 while the service has nobody to serve."""
+        if not self.dynamic or self.upstream is None or self.aggregate is not None:
+            return False
+        return self.image_fit is None or self.part is not None
 
 
 @dataclass(frozen=True)
@@ -238,6 +281,23 @@ class Plan:
     bff: BffSetup | None = None  # set when a route aggregates or fits images
     # Per service in the registry, every instance as the plan places it (never rendered).
     standings: Mapping[str, tuple[Standing, ...]] = field(default_factory=dict)
+    feed: FeedSetup | None = None  # nginx.endpoints dynamic
+
+    @property
+    def structure(self) -> tuple[object, ...]:
+        """What needs a reload to change: everything nginx.conf holds but the endpoint sets
+        of dynamic upstreams (those are pushed, plan/endpoints.py). Two plans with equal
+        structures differ only in what a push carries."""
+        return (
+            tuple(u.shape for u in self.upstreams),
+            self.locations,
+            self.catch_all,
+            self.gateway,
+            self.cache,
+            self.surface,
+            self.feed,
+            self.bff,
+        )
 
     @property
     def server_count(self) -> int:

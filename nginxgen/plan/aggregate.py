@@ -169,6 +169,7 @@ def _part_location(
         cleared_headers=cleared,
         server=base.server,
         part=PartTarget(aggregate=agg.id, part=part.name, forward=forward),
+        dynamic=base.dynamic,  # endpoints: dynamic — Lua answers the part's 503
     )
 
 

@@ -86,6 +86,7 @@ def plan_gateway(spec: Spec) -> tuple[Gateway, tuple[Guard, ...]]:
         status_listen=None if spec.nginx.status_listen == "off" else spec.nginx.status_listen,
         metrics=spec.nginx.metrics,
         json_log=spec.nginx.access_log_format == "json",
+        dynamic=spec.nginx.dynamic and bool(spec.http_service_names),
     )
     return gateway, tuple(guards)
 

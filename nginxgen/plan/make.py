@@ -16,12 +16,13 @@ from datetime import datetime
 from ..model.catalog import Catalog, ServiceDigests
 from ..model.names import FORWARDING_CLEARED
 from ..model.observed import Observed
-from ..model.plan import CacheSetup, Location, Plan, Standing, Upstream
+from ..model.plan import CacheSetup, FeedSetup, Location, Plan, Standing, Upstream
 from ..model.surface import StreamBlock
-from ..spec import ServicePolicy, Spec
+from ..spec import ServicePolicy, Spec, balance_args
 from ..util.heap import without_collector
 from .aggregate import aggregate_locations, image_fit_locations, plan_bff
 from .cache import cache_notes, cache_setup, route_cache
+from .endpoints import hash_variable, peer_refusals
 from .gateway import plan_gateway
 from .memo import ServiceMemo
 from .route_http import plan_route_http, with_cleared
@@ -36,6 +37,9 @@ class PlanMemo:
 
     def __init__(self, max_specs: int = 8) -> None:
         self.services: ServiceMemo[Planned] = ServiceMemo()
+        # nginx.endpoints dynamic: each planned upstream's dynamic form, by value, so an
+        # unchanged service keeps the very object (plan/endpoints.py compares by identity).
+        self.dynamic: dict[Upstream, tuple[Upstream, tuple[str, ...]]] = {}
         self.digests = ServiceDigests()
         self.max_specs = max_specs
         self._specs: dict[int, SpecPlan] = {}
@@ -103,8 +107,11 @@ def make_plan(
                 notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
             upstreams[name] = planned.upstream
-        http = {n: u for n, u in upstreams.items() if n in fixed.http_names}
-        locations, cache = fixed.locations(http.keys())
+        if fixed.dynamic:
+            http = _dynamic_upstreams(upstreams, fixed, memo, notes)
+        else:
+            http = {n: u for n, u in upstreams.items() if n in fixed.http_names}
+        locations, cache = fixed.locations(fixed.http_names if fixed.dynamic else http.keys())
         surface = fixed.surface
         if spec.streams:
             # Stream upstreams have their own namespace and no keepalive or snippets.
@@ -136,7 +143,41 @@ def make_plan(
         next_change_at=min(changes, default=None),
         surface=surface,
         standings=standings,
+        feed=fixed.feed,
     )
+
+
+def _dynamic_upstreams(
+    upstreams: dict[str, Upstream], fixed: SpecPlan, memo: PlanMemo, notes: list[str]
+) -> dict[str, Upstream]:
+    """Every HTTP service's dynamic upstream, in spec order, with nobody alive too (its
+    endpoint set is then empty and Lua answers 503): a service that comes back is a push.
+    Stream upstreams stay static (`upstreams` is not changed)."""
+    cache = memo.dynamic
+    if len(cache) > 2 * len(fixed.service_names) + 1024:
+        cache.clear()
+    out: dict[str, Upstream] = {}
+    for name in fixed.http_names_ordered:
+        static = upstreams.get(name)
+        if static is None:
+            policy = fixed.policy(name)
+            snippet = policy.snippets.text if policy.snippets else None
+            balance = balance_args(policy.balance)
+            static = Upstream(name, (), policy.keepalive, None, balance, snippet)
+        known = cache.get(static)
+        if known is None:
+            hashed = bool(static.balance) and static.balance[0] == "hash"
+            dyn = replace(
+                static,
+                zone=None,
+                snippet=static.snippet,
+                dynamic=True,
+                hash_var=hash_variable(name) if hashed else None,
+            )
+            known = cache[static] = (dyn, tuple(peer_refusals(dyn)))
+        out[name] = known[0]
+        notes += known[1]
+    return out
 
 
 def next_change_at(
@@ -158,7 +199,18 @@ class SpecPlan:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec  # held, so PlanMemo's identity check stays sound
         self.service_names = spec.service_names
-        self.http_names = frozenset(spec.http_service_names)
+        self.http_names_ordered = spec.http_service_names
+        self.http_names = frozenset(self.http_names_ordered)
+        self.dynamic = spec.nginx.dynamic and bool(self.http_names_ordered)
+        self.feed = (
+            FeedSetup(
+                token_path=spec.nginx.token_path,
+                snapshot=spec.nginx.snapshot_path,
+                dict_size=spec.nginx.endpoints_dict_size,
+            )
+            if self.dynamic
+            else None
+        )
         self.http = plan_route_http(spec)
         self.surface = replace(plan_surface(spec), route_maps=self.http.maps)
         # Every host's routes in one list, the default host's first: their index is the
@@ -237,6 +289,7 @@ class SpecPlan:
             streaming=r.streaming,
             grpc=r.protocol == "grpc",
             hsts_var=self.surface.hsts_var(host),
+            dynamic=self.dynamic,
             snippet=r.snippets.text if r.snippets else None,
             http=http,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,12 @@ from ..model import names
 from ..model.bff import IMAGE_CACHE_ZONE
 from ..model.plan import Location, Plan, Upstream
 from ..plan.cache import lua_config
+from ..plan.endpoints import plan_document
 from ..spec import NginxSpec
 from ..util.heap import without_collector
 from ..util.resources import resource_dir
 from .blocks import RenderCache
+from .filters import lua_pieces
 
 # Marks where the cached blocks and the status server go. NUL can never come out of a
 # template filter, so a mark cannot collide with rendered data.
@@ -79,6 +82,7 @@ def render_parts(
         version=__version__,
         **context,
         cache_config=lua_config(plan.cache) if plan.cache else None,
+        feed_plan=feed_plan(plan),
         bff_config=plan.bff.lua_config() if plan.bff else None,
         status_server=_STATUS,
     )
@@ -126,6 +130,14 @@ def render_parts(
     return Rendered(text, skeleton, ups, locs)
 
 
+def feed_plan(plan: Plan) -> str | None:
+    """The plan document `nginxgen.endpoints.init` gets, as Lua string pieces."""
+    if plan.feed is None:
+        return None
+    doc = plan_document(plan)
+    return lua_pieces(json.dumps(doc, separators=(",", ":")))
+
+
 def config_generation(text: str) -> str | None:
     """The generation a rendered config announces on its status listener, if any."""
     m = GENERATION_RE.search(text[-4000:])
@@ -152,5 +164,11 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         # nginx sizes the map hash itself up to this bound; more keys need a larger one.
         "map_hash_max_size": max(2048, 2 * keys),
         "lua_preload": gw.lua_modules,
+        "feed_dict": names.FEED_DICT,
+        "health_dict": names.HEALTH_DICT,
+        "health_dict_size": names.HEALTH_DICT_SIZE,
+        "feed_path": names.FEED_PATH,
+        "feed_status_path": names.FEED_STATUS_PATH,
+        "feed_max_body": names.FEED_MAX_BODY,
         "image_cache_zone": IMAGE_CACHE_ZONE,
     }

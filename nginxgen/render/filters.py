@@ -45,6 +45,28 @@ def lua_string(value: Any) -> str:
     return '"' + "".join(out) + '"'
 
 
+# lua_string's escapes for the printable ASCII it does not pass through.
+_LUA_ESCAPES = str.maketrans({c: f"\\{ord(c):03d}" for c in "{}$'#;"} | {"\\": "\\\\", '"': '\\"'})
+_PLAIN_ASCII = re.compile(r"^[\x20-\x7e]*$")
+# nginx refuses a string of 4 KB or more inside a *_by_lua_block, and lua_string spends up
+# to 4 bytes a character: long text goes in pieces of 1,000 characters.
+LUA_PIECE = 1000
+
+
+def lua_pieces(text: str) -> str:
+    """A Lua list of string literals that concatenate to `text`, each piece small enough
+    for nginx (docs/endpoints-feed.md); the same escapes as `lua_string`, at C speed for
+    printable ASCII (JSON from json.dumps)."""
+    out = []
+    for i in range(0, len(text), LUA_PIECE):
+        piece = text[i : i + LUA_PIECE]
+        if _PLAIN_ASCII.match(piece):
+            out.append('"' + piece.translate(_LUA_ESCAPES) + '"')
+        else:
+            out.append(lua_string(piece))
+    return "{" + ", ".join(out) + "}"
+
+
 def lua_value(value: Any) -> str:
     """A Lua literal for plain data: nil, booleans, numbers, strings, lists and tables.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -57,6 +58,20 @@ class NginxSpec(Model):
     # How `watch` reloads: SIGHUP to the master in `pid`, or `<binary> -s reload`.
     reload: Literal["signal", "binary"] = "signal"
     reload_command: tuple[str, ...] | None = None  # overrides `reload`, e.g. [supervisorctl, ...]
+    # How endpoint changes reach nginx (docs/dynamic-endpoints.md): "dynamic" balances every
+    # HTTP upstream in Lua over endpoints `watch` pushes, without a reload; "reload" writes
+    # the servers into nginx.conf and reloads for every change. Default: dynamic when the
+    # config runs Lua already (metrics on) and has the status listener the feed lives on.
+    endpoints: Literal["dynamic", "reload"] = "dynamic"
+    # The feed's bearer token: a file nginxgen creates (mode 0600) when missing; only its
+    # sha256 goes into nginx.conf. Default: nginxgen-endpoints.token next to `output`.
+    endpoints_token: SpecPath | None = None
+    # The last confirmed endpoints, which nginx loads at start (written by `watch`).
+    # Default: nginxgen-endpoints.json next to `output`.
+    endpoints_snapshot: SpecPath | None = None
+    # lua_shared_dict of the feed: 2 x services x (100 + 60 x peers) bytes + 1m holds a full
+    # push; keep it stable (a HUP that resizes it starts empty and the snapshot decides).
+    endpoints_dict_size: str = "32m"
 
     @field_validator("reload_command", mode="before")
     @classmethod
@@ -87,6 +102,42 @@ class NginxSpec(Model):
         if isinstance(data, dict) and "metrics" not in data and data.get("status_listen") == "off":
             return {**data, "metrics": False}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoints_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "endpoints" not in data:
+            lua = data.get("status_listen") != "off" and data.get("metrics", True) is not False
+            return {**data, "endpoints": "dynamic" if lua else "reload"}
+        return data
+
+    @field_validator("endpoints_dict_size")
+    @classmethod
+    def _dict_size(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9]{1,9}[kKmM]?", v) or parse_size(v) < 1024 * 1024:
+            raise ValueError(f"must be a size of at least 1m, like 32m; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _feed_needs_status_listen(self) -> NginxSpec:
+        if self.endpoints == "dynamic" and self.status_listen == "off":
+            raise ValueError(
+                "endpoints: dynamic pushes endpoints to the loopback status listener, which "
+                "is off; set status_listen or endpoints: reload"
+            )
+        return self
+
+    @property
+    def dynamic(self) -> bool:
+        return self.endpoints == "dynamic"
+
+    @property
+    def token_path(self) -> str:
+        return self.endpoints_token or str(Path(self.output).parent / "nginxgen-endpoints.token")
+
+    @property
+    def snapshot_path(self) -> str:
+        return self.endpoints_snapshot or str(Path(self.output).parent / "nginxgen-endpoints.json")
 
     @model_validator(mode="after")
     def _status_port_apart(self) -> NginxSpec:

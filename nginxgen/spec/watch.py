@@ -75,6 +75,11 @@ class WatchSpec(Model):
     # /healthz and /metrics. Loopback by default; 0.0.0.0:9180 lets Prometheus scrape a pod.
     listen: Annotated[str, AfterValidator(_host_port_or_off)] = "127.0.0.1:9180"
     confirm_timeout: Duration = 10.0  # how long a reload may take to serve the new config
+    # nginx.endpoints dynamic: a push is cheap, so it waits a much shorter quiet period
+    # than a reload; a burst of registry events still becomes one push.
+    push_debounce: Debounce = Debounce(min=0.03, max=0.5)
+    # How long every worker may take to serve a pushed generation; then `watch` reloads.
+    push_confirm_timeout: Duration = Field(2.0, gt=0)
     # Read the registry in full at least this often even without a change signal, so a
     # registry that broke silently (deleted file, lost watch) shows up as stale.
     resync: Duration = 30.0

@@ -7,6 +7,7 @@ token it sends to agents (probe.recovery.token_file): one set of rules, one word
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 
 MIN_TOKEN = 16  # characters; `openssl rand -hex 32` gives 64
@@ -56,3 +57,19 @@ def read_token(path: str, where: str) -> bytes:
             f"(e.g. `openssl rand -hex 32 > {path}`)"
         )
     return token
+
+
+def create_token(path: str) -> bool:
+    """Write a new random token to `path` (mode 0600, never over an existing file).
+    Returns False when the file appeared meanwhile; OSError when it cannot be made."""
+    token = secrets.token_hex(32).encode() + b"\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, token)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model.names import AUTH_PREFIX, ROUTE_VAR, STATUS_SERVER_NAME
+from ..model.names import AUTH_PREFIX, FEED_PATH, FEED_STATUS_PATH, ROUTE_VAR, STATUS_SERVER_NAME
 from ..model.plan import Location, Plan
 from .findings import Finding
 
@@ -26,6 +26,12 @@ def is_gateway_location(args: list[str]) -> bool:
 _STATUS_LOCATIONS = {("=", "/nginxgen/generation"), ("=", "/nginx_status"), ("/",)}
 _STATUS_DIRECTIVES = {"default_type", "return", "allow", "deny", "stub_status"}
 _METRICS_CALL = 'require("nginxgen.metrics").serve()'
+# nginx.endpoints dynamic: the feed's two locations and what each may run.
+_FEED_CALLS = {
+    ("=", FEED_PATH): 'require("nginxgen.endpoints").push()',
+    ("=", FEED_STATUS_PATH): 'require("nginxgen.endpoints").status()',
+}
+_FEED_DIRECTIVES = {"allow", "deny", "client_max_body_size", "client_body_buffer_size"}
 _ROUTE_SET = [f"${ROUTE_VAR}", ""]
 
 
@@ -43,6 +49,8 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
     if _directive_args(status[0], "listen") != [[listen]]:
         findings.append(Finding("round-trip", f"status server must listen on {listen} only"))
     allowed = _STATUS_LOCATIONS | ({("=", "/metrics")} if plan.gateway.metrics else set())
+    if plan.gateway.dynamic:
+        allowed |= set(_FEED_CALLS)
     for d in status[0].get("block", []):
         if d["directive"] == "location":
             if tuple(d["args"]) not in allowed or not _harmless(d):
@@ -59,6 +67,9 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
 
 
 def _harmless(location: Block) -> bool:
+    feed = _FEED_CALLS.get(tuple(location["args"]))
+    if feed is not None:
+        return _feed_location(location, feed)
     for d in location.get("block", []):
         if d["directive"] == "content_by_lua_block":
             if location["args"] != ["=", "/metrics"] or d["args"][0].strip() != _METRICS_CALL:
@@ -66,6 +77,22 @@ def _harmless(location: Block) -> bool:
         elif d["directive"] not in _STATUS_DIRECTIVES:
             return False
     return True
+
+
+def _feed_location(location: Block, call: str) -> bool:
+    """A feed location: loopback only (allow/deny, deny all last), the one handler."""
+    statements = location.get("block", [])
+    access = [d["args"] for d in statements if d["directive"] in ("allow", "deny")]
+    handlers = [
+        d["args"][0].strip() for d in statements if d["directive"] == "content_by_lua_block"
+    ]
+    others = [
+        d
+        for d in statements
+        if d["directive"] not in _FEED_DIRECTIVES and d["directive"] != "content_by_lua_block"
+    ]
+    loopback = access == [["127.0.0.0/8"], ["::1"], ["all"]]
+    return loopback and handlers == [call] and not others
 
 
 def _names(server: Block) -> list[list[str]]:

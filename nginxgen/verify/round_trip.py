@@ -50,8 +50,31 @@ def verify(text: str, plan: Plan, binary: Binary | None = None) -> Verdict:
 
 # Every directive nginxgen may write inside an upstream block (lint's NGX016 reads this).
 UPSTREAM_DIRECTIVES = frozenset(
-    {"server", "zone", "keepalive", "least_conn", "ip_hash", "hash", "random"}
+    {
+        "server",
+        "zone",
+        "keepalive",
+        "least_conn",
+        "ip_hash",
+        "hash",
+        "random",
+        "balancer_by_lua_block",
+    }
 )
+# A dynamic upstream's one server: nginx wants one, the Lua balancer never uses it.
+PLACEHOLDER_SERVER = ["0.0.0.1"]
+
+
+def balancer_call(upstream: Upstream) -> str:
+    """What a dynamic upstream's balancer_by_lua_block runs (templates/upstream.conf.j2)."""
+    key = f", ngx.var.{upstream.hash_var}" if upstream.hash_var else ""
+    return f'require("nginxgen.balancer").balance({lua_string(upstream.name)}{key})'
+
+
+def available_call(loc: Location) -> str:
+    """What a dynamic route's rewrite_by_lua_block runs: 503 while nobody serves."""
+    grpc = ", true" if loc.grpc else ""
+    return f'require("nginxgen.balancer").available({lua_string(loc.service)}{grpc})'
 
 
 def expected_server_args(server: Server) -> list[str]:
@@ -71,9 +94,11 @@ def expected_server_args(server: Server) -> list[str]:
 def expected_upstream_settings(upstream: Upstream) -> list[list[str]]:
     """The non-server directives of an upstream block, as [directive, *args], in order."""
     settings = []
+    if upstream.dynamic:
+        settings.append(["balancer_by_lua_block", balancer_call(upstream)])
     if upstream.zone:
         settings.append(["zone", upstream.name, upstream.zone])
-    if upstream.balance:
+    if upstream.balance and not upstream.dynamic:  # dynamic: the Lua balancer's method
         settings.append(list(upstream.balance))
     if upstream.keepalive:
         settings.append(["keepalive", str(upstream.keepalive)])
@@ -111,7 +136,10 @@ def round_trip(parsed: list[dict[str, Any]], plan: Plan) -> list[Finding]:
 def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]:
     findings = []
     got = [d["args"] for d in block.get("block", []) if d["directive"] == "server"]
-    want = [expected_server_args(s) for s in upstream.servers]
+    if upstream.dynamic:
+        want = [PLACEHOLDER_SERVER]  # the endpoints are data, checked by the feed's schema
+    else:
+        want = [expected_server_args(s) for s in upstream.servers]
     if got != want:
         findings.append(
             Finding(
@@ -128,7 +156,7 @@ def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]
         statements = statements[
             : len(statements) - len(snippet_shape(upstream.snippet, "upstream"))
         ]
-    others = [[d["directive"], *d["args"]] for d in statements]
+    others = [[d["directive"], *(a.strip() for a in d["args"])] for d in statements]
     others = [d for d in others if d[0] != "server"]
     if others != expected_upstream_settings(upstream):
         findings.append(
@@ -144,16 +172,27 @@ def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]
 def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     """The cache's Lua one-liners a location runs (the gateway's are checked in
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
-    if loc.cache is None or (loc.upstream is None and loc.aggregate is None):
+    if loc.upstream is None and loc.aggregate is None:
         return bff_lua(loc)
+    dynamic = [("rewrite_by_lua_block", available_call(loc))] if loc.checks_endpoints else []
+    if loc.cache is None:
+        return dynamic + bff_lua(loc)
     call = 'require("nginxgen.cache").'
-    log = f"{call}log()" + (' require("nginxgen.metrics").log()' if metrics else "")
-    return [
-        ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
-        ("header_filter_by_lua_block", f"{call}header_filter()"),
-        ("body_filter_by_lua_block", f"{call}body_filter()"),
-        ("log_by_lua_block", log),
-    ] + bff_lua(loc)
+    log = f"{call}log()"
+    if loc.dynamic:
+        log += ' require("nginxgen.balancer").log()'
+    if metrics:
+        log += ' require("nginxgen.metrics").log()'
+    return (
+        dynamic
+        + [
+            ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
+            ("header_filter_by_lua_block", f"{call}header_filter()"),
+            ("body_filter_by_lua_block", f"{call}body_filter()"),
+            ("log_by_lua_block", log),
+        ]
+        + bff_lua(loc)
+    )
 
 
 def _compare_lua(block: dict[str, Any], loc: Location, metrics: bool) -> list[Finding]:

@@ -20,19 +20,31 @@ from enum import Enum
 from pathlib import Path
 
 from ..deploy.confirm import serving_generation
+from ..deploy.feed import (
+    FeedClient,
+    Generations,
+    Pushed,
+    push_endpoints,
+    snapshot_generation,
+    write_snapshot,
+)
 from ..deploy.install import Installed, install
 from ..deploy.nginx_bin import Binary
 from ..deploy.reload import find_master
 from ..deploy.workers import Worker
 from ..model.catalog import Catalog
 from ..model.plan import Plan
-from ..pipeline import BuildCache, build
+from ..pipeline import Build, BuildCache, build, plan_pass
+from ..plan.endpoints import EndpointSet, changed_endpoints, endpoints
 from ..render import config_generation
 from ..render.blocks import TemplateError
 from ..spec import Spec
+from ..spec.watch import Debounce
 from ..tls.certs import certificate_files
+from ..util.atomic_write import InstallError
 from ..util.clock import Clock
 from ..util.heap import Settler
+from ..util.token_file import TokenFileError, read_token
 from .certs import CertificateFiles
 from .diff import diff_plans, show_text_diff
 from .flap import FlapDamper
@@ -57,11 +69,12 @@ REASON_WORDS = {
     "warmup": "warm-up step",
     "certificate": "certificate file changed",
     "templates": "template file changed",
+    "push": "the endpoint push was not applied",
 }
 
 
 class Result(Enum):
-    APPLIED = "applied"  # installed, reloaded, serving
+    APPLIED = "applied"  # installed, reloaded, serving — or pushed and confirmed
     UNCHANGED = "unchanged"  # the running config already says this
     FAILED = "failed"  # not valid, or did not serve; the old config stays
     SKIPPED = "skipped"  # the same text failed before; wait for a change
@@ -76,6 +89,9 @@ class Outcome:
     installed: Installed | None = None
     reason: str = ""  # why the config differs from the one serving (RELOAD_REASONS)
     error: str = ""  # why it failed, as /healthz says it
+    # nginx.endpoints dynamic: the push this apply tried (confirmed: no reload needed;
+    # anything else was followed by the reload `installed` says)
+    pushed: Pushed | None = None
 
     @property
     def written(self) -> bool:
@@ -138,6 +154,10 @@ class Applier:
         self.templates = TemplateFiles(spec.templates_dir)
         self._said_in_place = False
         self._nginx_running = True
+        # nginx.endpoints dynamic: one generation counter for pushes and snapshots, above
+        # whatever the snapshot of an earlier run holds.
+        self.generations = Generations(clock)
+        self.generations.observe(snapshot_generation(spec.nginx.snapshot_path))
         health.served = self.not_served
 
     def adopt(self, spec: Spec, binary: Binary | None) -> None:
@@ -200,6 +220,27 @@ class Applier:
         now = self.clock.wall()
         observed = self.policies.observe(effective, now)
         self._observed_dead = observed.dead
+        pushed: Pushed | None = None
+        if self._pushes():
+            # Endpoints only (same structure as the config serving): a push, no render.
+            try:
+                planned = plan_pass(
+                    self.spec, effective, cache=self.cache, now=now, observed=observed
+                )
+            except TokenFileError:
+                planned = None  # build says why
+            last = self.applied_plan
+            if planned is not None and last is not None and planned.structure == last.structure:
+                self._planned(planned, len(observed.dead))
+                delta = changed_endpoints(last, planned)
+                if not delta:
+                    self._succeeded(planned, self.health.generation, changed_at, observe=False)
+                    return Outcome(Result.UNCHANGED)
+                reason = self._reason(planned)
+                pushed = self._push(planned, delta, reason)
+                if pushed.ok:
+                    self._succeeded(planned, self.health.generation, changed_at, observe=True)
+                    return Outcome(Result.APPLIED, reason=reason, pushed=pushed)
         result = build(
             self.spec,
             effective,
@@ -211,21 +252,43 @@ class Applier:
         )
         self.metrics.renders.inc()
         text, plan = result.text, result.plan
-        self.last_plan = plan
-        self.next_change = plan.next_change_at
-        self.metrics.warming.set(warming_count(plan))
-        self.metrics.pseudo_dead.set(len(observed.dead))
+        self._planned(plan, len(observed.dead))
         output = Path(self.spec.nginx.output)
         installed = _read_text(output)
         generation = config_generation(text) or ""
 
         if self.dry_run:
             return self._dry_run(installed, text, result.verdict.ok, result.verdict.findings)
-        if text == installed and self._serving(generation) and not self.certs.pending:
+        if (
+            pushed is None
+            and text == installed
+            and self._serving(generation)
+            and not self.certs.pending
+        ):
+            if plan.feed is not None and self._nginx_up():
+                # The text matches, but what the workers hold may not: pushes since it
+                # was rendered, or an earlier run's (a sidecar restart). Send the rest.
+                delta = changed_endpoints(self.applied_plan, plan)
+                if delta:
+                    why = "start" if self.applied_plan is None else self._reason(plan)
+                    first = self._push(plan, delta, why)
+                    if not first.ok:
+                        return self._install(result, installed, generation, changed_at, first)
             self._succeeded(plan, generation, changed_at, observe=False)
             return Outcome(Result.UNCHANGED)
         if text == self.failed_text:
             return Outcome(Result.SKIPPED)
+        return self._install(result, installed, generation, changed_at, pushed)
+
+    def _install(
+        self,
+        result: Build,
+        installed: str | None,
+        generation: str,
+        changed_at: float,
+        pushed: Pushed | None,
+    ) -> Outcome:
+        text, plan = result.text, result.plan
         if not result.verdict.ok:
             self.metrics.validation_failures.inc()
             first = str(result.verdict.findings[0])
@@ -237,16 +300,27 @@ class Applier:
             return self._failed(text, f"validation: {first}")
 
         reason = self._reason(plan)
+        if plan.feed is not None:
+            # The endpoints this config must serve, at a generation above anything nginx
+            # holds: the new workers' init prefers it to older pushes (and a restart of
+            # nginx alone serves it too).
+            try:
+                write_snapshot(plan.feed.snapshot, self.generations.next(), endpoints(plan))
+            except InstallError as exc:
+                why = f"endpoint snapshot: {exc}"
+                self.health.applied, self.health.apply_error = False, why
+                event(logging.ERROR, f"apply failed: {why}; nginx keeps the running config")
+                return Outcome(Result.FAILED, reason=reason, error=why, pushed=pushed)
         confirm = self.spec.watch.confirm_timeout
         self.health.in_flight = (generation, self.clock.monotonic() + confirm + IN_FLIGHT_MARGIN)
         try:
-            return self._install(text, generation, installed, plan, reason, changed_at)
+            return self._reload(text, generation, installed, plan, reason, changed_at, pushed)
         finally:
             # Only once the outcome is recorded (the generation that serves, or why not):
             # cleared any earlier, /healthz would see nginx ahead of the sidecar.
             self.health.in_flight = None
 
-    def _install(
+    def _reload(
         self,
         text: str,
         generation: str,
@@ -254,6 +328,7 @@ class Applier:
         plan: Plan,
         reason: str,
         changed_at: float,
+        pushed: Pushed | None,
     ) -> Outcome:
         """install → reload → confirm, and what comes of it recorded."""
         output = Path(self.spec.nginx.output)
@@ -272,13 +347,13 @@ class Applier:
             # room again (or the path is fixed) the same config goes in on the next pass.
             self.health.applied, self.health.apply_error = False, done.error
             event(logging.ERROR, f"apply failed: {done.error}; nginx keeps the running config")
-            return Outcome(Result.FAILED, done, reason, done.error)
+            return Outcome(Result.FAILED, done, reason, done.error, pushed)
         if done.written and done.written.in_place and not self._said_in_place:
             self._said_in_place = True
             event(logging.WARNING, f"{output}: rename impossible (bind mount?); writing in place")
         self._nginx_running = done.running
         if not done.ok:
-            return self._failed(text, done.error, done, reason)
+            return self._failed(text, done.error, done, reason, pushed)
         diff = diff_plans(self.applied_plan, plan)
         verb = "reloaded" if self._nginx_running else "installed"
         event(
@@ -296,7 +371,90 @@ class Applier:
         # After the reload, off the change-to-served path: collect, then move the survivors
         # (plan, caches) out of the collector's sight (util/heap.py says why).
         self.heap.settle()
-        return Outcome(Result.APPLIED, done, reason)
+        return Outcome(Result.APPLIED, done, reason, pushed=pushed)
+
+    # --- nginx.endpoints dynamic ---------------------------------------------------------
+
+    def _pushes(self) -> bool:
+        """Whether this pass may be a push: dynamic mode, a config of this run serving,
+        and nothing that needs a reload anyway (a spec or certificate change)."""
+        last = self.applied_plan
+        return (
+            not self.dry_run
+            and last is not None
+            and last.feed is not None
+            and self._nginx_running
+            and not self._spec_reloaded
+            and not self.certs.pending
+            and not self.templates.pending
+        )
+
+    def quiet_period(self) -> Debounce:
+        """How long the loop lets a burst of registry events settle: a push waits much
+        less than a reload (watch.push_debounce). Stream upstreams are static, so a
+        spec with streams keeps the reload's quiet period."""
+        if self.spec.nginx.dynamic and not self.spec.streams and self._pushes():
+            return self.spec.watch.push_debounce
+        return self.spec.watch.debounce
+
+    def _nginx_up(self) -> bool:
+        return find_master(self.spec.nginx.pid)[0] is not None
+
+    def _push(self, plan: Plan, delta: dict[str, EndpointSet], reason: str) -> Pushed:
+        """Push `delta`, confirm it, persist the snapshot; log and count the result."""
+        gen = self.generations.next()
+        try:
+            token = read_token(self.spec.nginx.token_path, "nginx.endpoints_token")
+        except TokenFileError as exc:
+            pushed = Pushed(False, gen, len(delta), 0, str(exc))
+        else:
+            client = FeedClient(self.spec.nginx.status_listen, token)
+            pushed = push_endpoints(
+                client,
+                gen,
+                delta,
+                confirm_timeout=self.spec.watch.push_confirm_timeout,
+                clock=self.clock,
+            )
+        self.metrics.pushes.labels(pushed.result).inc()
+        names = sorted(delta)
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        if not pushed.ok:
+            self.generations.observe(pushed.current)
+            if pushed.status == 401:
+                self.cache.feed_tokens.clear()  # the reload renders the current token's digest
+            event(
+                logging.WARNING,
+                f"push of generation {gen} not applied: {pushed.error}; reloading instead",
+                result=pushed.result,
+                services=shown,
+            )
+            return pushed
+        for i, _pid in enumerate(pushed.workers):
+            self.metrics.feed_generation.labels(str(i)).set(gen)
+        try:
+            write_snapshot(plan.feed.snapshot if plan.feed else "", gen, endpoints(plan))
+        except InstallError as exc:
+            # Served already; the next push or reload writes it again.
+            event(logging.ERROR, f"endpoint snapshot not written: {exc}")
+        # The same words as a reload's line (watch/diff.py), so a log reader sees one story.
+        diff = diff_plans(self.applied_plan, plan)
+        event(
+            logging.INFO,
+            f"pushed: {diff.summary()} ({REASON_WORDS.get(reason, reason)}; no reload)",
+            reason=reason,
+            generation=gen,
+            services=shown,
+            confirmed_in=f"{pushed.waited * 1000:.0f}ms",
+            **diff.as_dict(),
+        )
+        return pushed
+
+    def _planned(self, plan: Plan, pseudo_dead: int) -> None:
+        self.last_plan = plan
+        self.next_change = plan.next_change_at
+        self.metrics.warming.set(warming_count(plan))
+        self.metrics.pseudo_dead.set(pseudo_dead)
 
     def _guard(self, catalog: Catalog) -> Catalog:
         """The catalog to plan with: sudden removals held, flapping instances pinned."""
@@ -420,12 +578,17 @@ class Applier:
             self.metrics.latency.observe(self.clock.monotonic() - changed_at)
 
     def _failed(
-        self, text: str, why: str, done: Installed | None = None, reason: str = ""
+        self,
+        text: str,
+        why: str,
+        done: Installed | None = None,
+        reason: str = "",
+        pushed: Pushed | None = None,
     ) -> Outcome:
         self.failed_text = text
         self.health.applied, self.health.apply_error = False, why
         event(logging.ERROR, f"apply failed: {why}; retrying when something changes")
-        return Outcome(Result.FAILED, done, reason, why)
+        return Outcome(Result.FAILED, done, reason, why, pushed)
 
     def _dry_run(
         self, installed: str | None, text: str, ok: bool, findings: tuple[object, ...]

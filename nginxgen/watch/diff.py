@@ -45,8 +45,10 @@ class PlanDiff:
 
 
 def diff_plans(old: Plan | None, new: Plan) -> PlanDiff:
-    before = {u.name: u for u in old.upstreams} if old else {}
-    after = {u.name: u for u in new.upstreams}
+    # A dynamic upstream with no servers is a service with nobody to serve, as a missing
+    # upstream is in reload mode.
+    before = {u.name: u for u in old.upstreams if u.servers or not u.dynamic} if old else {}
+    after = {u.name: u for u in new.upstreams if u.servers or not u.dynamic}
     added, removed, reweighted = [], [], []
     for name in before.keys() & after.keys():
         if before[name] is after[name] or before[name] == after[name]:

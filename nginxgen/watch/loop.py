@@ -204,7 +204,7 @@ class Watcher:
             try:
                 if woke == "probe":
                     # Instances failing together flip within moments: one reload for all.
-                    self.sleep(self.spec.watch.debounce.min)
+                    self.sleep(self.applier.quiet_period().min)
                 catalog = self.read()
                 if woke == "registry":
                     catalog = self.settle(catalog, changed_at)
@@ -271,7 +271,7 @@ class Watcher:
         Every event inside the window is read (so the last state wins) but nothing is
         rendered until the window closes: 100 events give one reload.
         """
-        window = self.spec.watch.debounce
+        window = self.applier.quiet_period()  # a push waits less than a reload
         latest = first_change + window.max
         while not self.stopping:
             quiet_until = min(self.clock.monotonic() + window.min, latest)

@@ -90,6 +90,7 @@ def event(level: int, msg: str, **fields: Any) -> None:
 
 # Why a reload happened, first match wins: the first config of this process; a reloaded
 # spec (SIGHUP); a different catalog; a different pseudo-dead set; a warm-up step (the clock).
+PUSH_RESULTS = ("confirmed", "refused", "unconfirmed", "unreachable")
 RELOAD_REASONS = ("start", "spec", "registry", "probe", "warmup", "certificate", "templates")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -168,6 +169,22 @@ class Metrics:
         )
         for result in RECOVERY_RESULTS:
             self.recoveries.labels(result)
+        self.pushes = Counter(
+            "nginxgen_pushes",
+            "Endpoint pushes to nginx's feed (nginx.endpoints dynamic), by result: confirmed, "
+            "refused (nginx said no), unconfirmed (a worker did not serve it in time), "
+            "unreachable; every result but confirmed is followed by a reload.",
+            ["result"],
+            registry=r,
+        )
+        for result in PUSH_RESULTS:
+            self.pushes.labels(result)
+        self.feed_generation = Gauge(
+            "nginxgen_endpoints_generation",
+            "The endpoint generation each nginx worker serves, as last confirmed.",
+            ["worker"],
+            registry=r,
+        )
         self.latency = Histogram(
             "nginxgen_change_to_served_seconds",
             "From noticing a registry change to nginx serving the new config.",

@@ -75,6 +75,11 @@ def write_inputs(work: Path, name: str) -> Path:
     (d / "services.yaml").write_text(yaml.safe_dump({"services": SERVICES}))
     spec = {"registry": {"kind": "file", "path": "services.yaml"}, **SPECS[name]}
     spec["nginx"] = {**spec["nginx"], "output": "out/nginx.conf", "pid": "out/nginx.pid"}
+    # The endpoint feed's token is state on disk: a fixed one keeps builds comparable.
+    token = d / "feed.token"
+    token.write_text("probe-token-0123456789abcdef\n")
+    token.chmod(0o600)
+    spec["nginx"]["endpoints_token"] = "feed.token"
     path = d / "nginxgen.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -94,7 +94,7 @@ def test_unresolvable_instance_is_dropped_and_the_rest_still_serves(workdir, bac
     spec = write_spec(
         workdir,
         {
-            "nginx": {"flavor": "nginx", "listen": free_port()},
+            "nginx": {"flavor": "nginx", "listen": free_port(), "endpoints": "reload"},
             "routes": [{"path": "/", "service": "x"}],
         },
         {"x": [{"id": "ok", "address": a.address}, {"id": "stale", "address": "gone.invalid:80"}]},

@@ -6,6 +6,7 @@ back on the first warm-up step, under client load with no failed request."""
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.helpers import Client, WatchedGateway, free_port, nginx_workers
@@ -61,6 +63,13 @@ etcd_gateway = e2e.etcd_gateway  # the fixture: nginx kept in step with etcd by 
 
 PERIOD = 4.0  # warm-up: 50 % for 4 s, then full weight
 PROBE = {"path": "/healthz", "interval": "0.2s", "timeout": "0.3s", "fall": 2, "rise": 1}
+
+
+@pytest.fixture
+def watched_gateway(watched_gateway):
+    """These tests are about the reload path (they count reloads or read server lines):
+    endpoints: reload. tests/integration/test_dynamic_endpoints.py has the push path."""
+    return functools.partial(watched_gateway, endpoints="reload")
 
 
 class Unit:

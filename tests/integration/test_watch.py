@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -28,6 +29,13 @@ from tests.helpers import (
     write_spec,
 )
 from tests.helpers import poll_until as eventually
+
+
+@pytest.fixture
+def watched_gateway(watched_gateway):
+    """These tests are about the reload path (they count reloads or read server lines):
+    endpoints: reload. tests/integration/test_dynamic_endpoints.py has the push path."""
+    return functools.partial(watched_gateway, endpoints="reload")
 
 
 def write_registry(directory: Path, services: dict[str, Any]) -> None:
@@ -236,7 +244,13 @@ def test_once_and_dry_run_exit_codes(workdir, backends):
     spec = write_spec(
         workdir,
         {
-            "nginx": {"flavor": "nginx", "listen": free_port(), "output": "nginx.conf"},
+            # the dry run's diff shows server lines: endpoints: reload
+            "nginx": {
+                "flavor": "nginx",
+                "listen": free_port(),
+                "output": "nginx.conf",
+                "endpoints": "reload",
+            },
             "routes": [{"path": "/", "service": "app"}],
         },
         app(a),

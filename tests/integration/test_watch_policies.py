@@ -3,6 +3,7 @@ registry. The watch process itself steps warm-up ramps, probes, and drains."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -10,6 +11,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
+import pytest
 import requests
 import yaml
 
@@ -26,6 +28,13 @@ from tests.integration.test_watch import app, write_registry
 # load) must end before the last step, so that the new process takes a warm-up step itself.
 PERIOD = 6.0
 BURST = 42  # requests per sample: whole cycles of the 1:4 .. 3:4 round robins
+
+
+@pytest.fixture
+def watched_gateway(watched_gateway):
+    """These tests are about the reload path (they count reloads or read server lines):
+    endpoints: reload. tests/integration/test_dynamic_endpoints.py has the push path."""
+    return functools.partial(watched_gateway, endpoints="reload")
 
 
 def status_listen(gw: WatchedGateway) -> str:

@@ -13,7 +13,7 @@ from tests.helpers import require_nginx
 
 SPEC = """\
 registry: {kind: file, path: s.yaml}
-nginx: {listen: 8080, output: %s/nginx.conf}
+nginx: {listen: 8080, output: %s/nginx.conf, endpoints: reload}  # the static upstream lines
 services: {app: {balance: %s}}
 routes: [{path: /, service: app}]
 """

@@ -155,7 +155,8 @@ routes:
     a, b, down, plain = plan.locations
     assert a.cache and a.cache.key_host == "api.example.com" and a.cache.l1_dict
     assert b.cache and b.cache.key_host is None and b.cache.id == "=/b/"
-    assert down.cache is None and plain.cache is None  # a 503 route has nothing to cache
+    # a 503 route has nothing to cache (dynamic mode: the route stays, Lua answers 503)
+    assert (down.cache is None) is (down.upstream is None) and plain.cache is None
     cfg = lua_config(plan.cache)
     assert cfg["redis"]["read_timeout"] == 150
     assert "headers" not in cfg["routes"]["/a/"]  # every response header is stored now
@@ -174,7 +175,8 @@ routes:
     assert 'access_by_lua_block { require("nginxgen.cache").access("/a/") }' in text
     assert 'access_by_lua_block { require("nginxgen.cache").access("=/b/") }' in text
     assert "lua_shared_dict nginxgen_l1_0 2m;" in text
-    assert text.count("access_by_lua_block") == 2
+    # /down/ too in dynamic mode: its route stays (Lua answers 503 before the cache runs)
+    assert text.count("access_by_lua_block") == (3 if s.nginx.dynamic else 2)
     verdict = verify(text, plan)
     assert verdict.ok, verdict.findings
     http = parse_text(text)["config"][0]["parsed"]

@@ -29,6 +29,7 @@ SERVICES = ("a", "b", "c")
 
 SPEC = """\
 registry: {kind: file, path: s.yaml}
+nginx: {endpoints: reload}
 defaults: {warmup: {step_percent: 25, period: 10s}}
 services: {b: {balance: hash $request_uri}, c: {balance: random, warmup: off}}
 routes: [{path: /a/, service: a}, {path: /b/, service: b}, {path: /c/, service: c}]

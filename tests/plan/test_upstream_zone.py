@@ -15,7 +15,8 @@ from nginxgen.spec import SpecError, parse_spec
 
 
 def spec_for(tmp_path: Path, zone: str | None = None) -> object:
-    nginx = f"{{listen: 8080, upstream_zone: {zone}}}" if zone else "{listen: 8080}"
+    # Zones are for static upstreams (endpoints: reload); the Lua balancer needs none.
+    nginx = "{listen: 8080, endpoints: reload" + (f", upstream_zone: {zone}}}" if zone else "}")
     text = (
         "registry: {kind: file, path: s.yaml}\n"
         f"nginx: {nginx}\n"

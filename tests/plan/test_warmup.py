@@ -224,7 +224,10 @@ def test_cli_render_records_first_seen_and_ramps_a_newcomer(tmp_path) -> None:
 
     from tests.helpers import write_spec
 
-    spec_doc = {"nginx": {"output": "out/nginx.conf"}, "routes": [{"path": "/", "service": "app"}]}
+    spec_doc = {
+        "nginx": {"output": "out/nginx.conf", "endpoints": "reload"},
+        "routes": [{"path": "/", "service": "app"}],
+    }
     one = [{"id": "a", "address": "127.0.0.1:9001"}]
     spec_path = write_spec(tmp_path, spec_doc, {"app": one})
     out = tmp_path / "nginx.conf"

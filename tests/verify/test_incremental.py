@@ -21,6 +21,7 @@ def spec() -> Spec:
     return Spec.model_validate(
         {
             "registry": {"kind": "file", "path": "/dev/null"},
+            "nginx": {"endpoints": "reload"},  # one weight changes one block's text
             "routes": [{"path": f"/s{i}/", "service": f"s{i}"} for i in range(N)],
         }
     )

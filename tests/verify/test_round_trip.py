@@ -14,7 +14,7 @@ from nginxgen.verify import verify
 
 SPEC = """\
 registry: {kind: file, path: s.yaml}
-nginx: {listen: 8080}
+nginx: {listen: 8080, endpoints: reload}  # the static form; tests/plan/test_endpoints.py: dynamic
 routes:
   - {path: /a/, service: a}
   - {path: /b/, service: b}

@@ -187,7 +187,8 @@ end
 
 -- Master, in init_by_lua: bring the dict to the newest of what it holds (pushes survive
 -- a HUP), the boot snapshot and the rendered plan, per service by generation; ties keep
--- the dict, then the snapshot. Forgets services the config no longer has.
+-- the dict, then the snapshot, except that a dict still at generation 0 (filled from
+-- rendered plans only) gives way to the plan. Forgets services the config no longer has.
 -- `snapshot_text` is the file's content (nil: none). Returns a one-line summary.
 function Feed:seed(snapshot_text, snapshot_name)
     local dict, plan = self.dict, self.plan
@@ -226,7 +227,9 @@ function Feed:seed(snapshot_text, snapshot_name)
             src, best = "snapshot", s_gen
             writes[name] = snap.services[name]
         end
-        if plan.services[name] and plan.generation > best then
+        -- Generation 0 is "as rendered": a dict that never saw a push or a snapshot
+        -- holds an earlier render's endpoints, and the config being loaded is newer.
+        if plan.services[name] and (plan.generation > best or (src == "dict" and held == 0)) then
             src = "plan"
             writes[name] = plan.services[name]
         end

@@ -12,6 +12,7 @@ import re
 from ...model.names import STATUS_SERVER_NAME
 
 # What nginxgen writes inside an upstream: verify's list, so the two never drift apart.
+from ...verify.round_trip import PLACEHOLDER_SERVER
 from ...verify.round_trip import UPSTREAM_DIRECTIVES as GENERATED_UPSTREAM_DIRECTIVES
 from ..findings import rule
 from ..tree import Checks, LocationFact, Node, UpstreamFact, Walk
@@ -28,7 +29,8 @@ NGINXGEN_ROUND_TRIP = rule(
     must keep the generator's invariants: one http block with at least one server
     block (one per virtual host, plus the redirect and unknown-host servers);
     upstreams hold only server/zone/keepalive/balancer directives, each server as
-    `address weight= max_fails= fail_timeout= [backup]`; no upstream is defined
+    `address weight= max_fails= fail_timeout= [backup]` (or, balanced by Lua, the one
+    placeholder `server 0.0.0.1`); no upstream is defined
     twice or left unused; every location proxies to an upstream defined in the file
     or answers with `return`. A difference means a hand edit (overwritten at the
     next render) or a template change that needs review.""",
@@ -77,8 +79,11 @@ def upstream_problems(up: UpstreamFact) -> list[tuple[str, int | None, str, froz
         if d not in GENERATED_UPSTREAM_DIRECTIVES:
             message = f"upstream {up.name!r} has directive {d!r}"
             problems.append((up.file, child["line"], message, up.suppressed))
+    dynamic = any(c["directive"] == "balancer_by_lua_block" for c in up.others)
     for s in up.servers:
         args = s["args"]
+        if dynamic and args == PLACEHOLDER_SERVER:
+            continue  # nginx.endpoints dynamic: the Lua balancer picks the peers
         rest = args[1:-1] if args and args[-1] == "backup" else args[1:]
         if len(rest) != 3 or not all(_GENERATED_SERVER.match(a) for a in rest):
             message = f"upstream {up.name!r} server {' '.join(args)}"

@@ -1,0 +1,323 @@
+"""nginx.endpoints: dynamic against reload — what a push saves (docs/dynamic-endpoints.md).
+
+    PYTHONPATH=. python benchmarks/dynamic_endpoints.py [--rounds 3] [--changes 10]
+        [--registry file|etcd|both] [--churn 1000] [--services 10000] [--seconds 5]
+
+1. Propagation (real nginx, real backends, the file registry and a real etcd): registry
+   write → first request answered by the new backend, p50/p95, dynamic (push debounce
+   20 ms) and reload (debounce 200 ms) side by side, in interleaved rounds.
+2. Churn: N endpoint-only changes (adds, removes, weights, drains) under continuous load:
+   reloads counted by nginx's worker PIDs, failed requests counted by the client.
+3. One endpoint change among S services: the sidecar's work before the push (plan,
+   structure check, delta) and the size of what is pushed.
+4. Throughput: wrk through the Lua balancer vs a stock upstream, same keepalive,
+   interleaved rounds: requests/s ratio and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from balancer import backend_conf
+from processes import nginx_cmd, start, stop
+from watch_propagation import EtcdRegistry, FileRegistry, pct
+from wrk import wrk
+
+from nginxgen.model.catalog import Catalog, Instance
+from nginxgen.pipeline import BuildCache, build, plan_pass
+from nginxgen.plan.endpoints import changed_endpoints
+from nginxgen.spec import Spec
+from tests.helpers import Backend, Nginx, free_port, nginx_workers, wait_for_port
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+class Gateway:
+    """nginx + `nginxgen watch` on one registry, in `mode` (dynamic or reload)."""
+
+    def __init__(self, mode: str, kind: str, backends: list[Backend]) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="nginxgen-dyn-"))
+        self.work.chmod(0o755)
+        self.registry = EtcdRegistry(self.work) if kind == "etcd" else FileRegistry(self.work)
+        self.port, health = free_port(), free_port()
+        spec = {
+            "registry": self.registry.spec(),
+            "nginx": {
+                "flavor": "nginx",
+                "listen": f"127.0.0.1:{self.port}",
+                "output": "nginx.conf",
+                "pid": "nginx.pid",
+                "status_listen": f"127.0.0.1:{free_port()}",
+                "worker_processes": 2,
+                "endpoints": mode,
+            },
+            "watch": {
+                "listen": f"127.0.0.1:{health}",
+                "debounce": {"min": "200ms", "max": "2s"},
+                "push_debounce": {"min": "20ms", "max": "200ms"},
+                "flap": "off",  # the churn flips instances on purpose
+            },
+            "routes": [{"path": "/", "service": "app"}],
+        }
+        (self.work / "nginxgen.yaml").write_text(yaml.safe_dump(spec))
+        self.registry.write(backends[0])
+        cli = [
+            sys.executable,
+            "-m",
+            "nginxgen.cli",
+            "watch",
+            "-c",
+            str(self.work / "nginxgen.yaml"),
+        ]
+        subprocess.run([*cli, "--once"], check=True, env=ENV, capture_output=True)
+        self.nginx = Nginx(self.work / "nginx.conf", self.work / "nginx.pid").start(self.port)
+        self.log = open(self.work / "watch.log", "wb")  # noqa: SIM115 - closed in close()
+        self.watcher = subprocess.Popen(cli, env=ENV, stdout=self.log, stderr=self.log)
+        wait_for_port(health, 30)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def workers(self) -> set[int]:
+        return nginx_workers(int((self.work / "nginx.pid").read_text()))
+
+    def close(self) -> None:
+        self.watcher.send_signal(signal.SIGTERM)
+        self.watcher.wait(30)
+        self.log.close()
+        self.nginx.stop()
+        self.registry.close()
+
+
+def first_served(gw: Gateway, target: Backend, http: requests.Session) -> float:
+    start = time.monotonic()
+    gw.registry.write(target)
+    while True:
+        r = http.get(gw.url, headers={"Connection": "close"}, timeout=5)
+        if r.headers.get("X-Backend") == target.name:
+            return time.monotonic() - start
+        if time.monotonic() - start > 30:
+            raise RuntimeError(f"not served after 30s; see {gw.work}/watch.log")
+
+
+def propagation(rounds: int, changes: int, kinds: list[str]) -> dict[tuple[str, str], list[float]]:
+    a, b = Backend("a").start(), Backend("b").start()
+    out: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(rounds):
+            for kind in kinds:
+                for mode in ("dynamic", "reload"):
+                    gw = Gateway(mode, kind, [a])
+                    try:
+                        with requests.Session() as http:
+                            http.trust_env = False
+                            for i in range(changes):
+                                time.sleep(0.3)  # a reload's old workers leave
+                                target = b if i % 2 == 0 else a
+                                out.setdefault((kind, mode), []).append(
+                                    first_served(gw, target, http)
+                                )
+                    finally:
+                        gw.close()
+    finally:
+        a.stop()
+        b.stop()
+    return out
+
+
+def churn(changes: int) -> tuple[int, int, int]:
+    """(reloads seen by worker PIDs, failed requests, requests) over `changes` changes."""
+    bs = [Backend(n).start() for n in "abc"]
+    gw = Gateway("dynamic", "file", bs[:1])
+    failures, done = [0], [0]
+    halt = threading.Event()
+
+    def load() -> None:
+        with requests.Session() as http:
+            http.trust_env = False
+            while not halt.is_set():
+                try:
+                    ok = http.get(gw.url, timeout=5).status_code == 200
+                except requests.RequestException:
+                    ok = False
+                failures[0] += not ok
+                done[0] += 1
+
+    try:
+        time.sleep(1)
+        before = gw.workers()
+        thread = threading.Thread(target=load, daemon=True)
+        thread.start()
+        states: list[list[dict[str, Any]]] = [
+            [{"id": "a", "address": bs[0].address}, {"id": "b", "address": bs[1].address}],
+            [{"id": b.name, "address": b.address} for b in bs],
+            [
+                {"id": "b", "address": bs[1].address, "weight": 3},
+                {"id": "c", "address": bs[2].address},
+            ],
+            [
+                {"id": "a", "address": bs[0].address},
+                {"id": "b", "address": bs[1].address, "state": "draining"},
+                {"id": "c", "address": bs[2].address, "weight": 10},
+            ],
+        ]
+        for i in range(changes):
+            tmp = gw.work / ".services.tmp"
+            tmp.write_text(yaml.safe_dump({"services": {"app": states[i % len(states)]}}))
+            os.replace(tmp, gw.work / "services.yaml")
+            time.sleep(0.012)
+        time.sleep(1)
+        halt.set()
+        thread.join(10)
+        replaced = len(before - gw.workers())
+        return (1 if replaced else 0), failures[0], done[0]
+    finally:
+        gw.close()
+        for b in bs:
+            b.stop()
+
+
+def one_change(services: int) -> tuple[float, int]:
+    """Seconds of sidecar work for one instance reweighted among `services`, and how many
+    services the delta carries."""
+    spec = Spec.model_validate(
+        {
+            "registry": {"kind": "file", "path": "/dev/null"},
+            "nginx": {"output": str(Path(tempfile.mkdtemp()) / "nginx.conf")},
+            "routes": [{"path": f"/s{i}/", "service": f"s{i}"} for i in range(services)],
+        }
+    )
+
+    def catalog(w: int) -> Catalog:
+        return Catalog(
+            {
+                f"s{i}": tuple(
+                    Instance(f"s{i}-{j}", f"s{i}", "10.0.0.1", 10000 + j, w if i == 7 else 1)
+                    for j in range(10)
+                )
+                for i in range(services)
+            }
+        )
+
+    cache = BuildCache()
+    now = datetime.now(timezone.utc)
+    base = build(spec, catalog(1), binary=None, cache=cache, now=now).plan
+    times, sizes = [], 0
+    for w in (2, 3, 4, 5, 6):
+        cat = catalog(w)
+        t0 = time.perf_counter()
+        plan = plan_pass(spec, cat, cache=cache, now=now)
+        same = plan.structure == base.structure
+        delta = changed_endpoints(base, plan)
+        times.append(time.perf_counter() - t0)
+        assert same, "an endpoint change must not change the structure"
+        sizes = len(delta)
+        base = plan
+    return statistics.median(times), sizes
+
+
+def throughput(rounds: int, seconds: int) -> tuple[list[float], list[float], list[float]]:
+    """requests/s ratio (Lua / stock) and p99 (ms) of each, per interleaved round."""
+    work = Path(tempfile.mkdtemp(prefix="nginxgen-thr-"))
+    work.chmod(0o755)
+    # An nginx backend (return 200): a Python one would be what wrk measures.
+    backend_port = free_port()
+    backend_proc = start(nginx_cmd(backend_conf(work, (backend_port, free_port()))), backend_port,
+                         work / "backend.stderr")  # fmt: skip
+    address = f"127.0.0.1:{backend_port}"
+    procs: dict[str, Any] = {}
+    try:
+        for mode in ("dynamic", "reload"):
+            d = work / mode
+            d.mkdir()
+            d.chmod(0o755)
+            port = free_port()
+            (d / "services.yaml").write_text(
+                yaml.safe_dump({"services": {"app": [{"id": "t", "address": address}]}})
+            )
+            spec = {
+                "registry": {"kind": "file", "path": "services.yaml"},
+                "nginx": {
+                    "flavor": "nginx",
+                    "listen": f"127.0.0.1:{port}",
+                    "output": "nginx.conf",
+                    "pid": "nginx.pid",
+                    "status_listen": f"127.0.0.1:{free_port()}",
+                    "worker_processes": 1,
+                    "endpoints": mode,
+                },
+                "routes": [{"path": "/", "service": "app"}],
+            }
+            (d / "nginxgen.yaml").write_text(yaml.safe_dump(spec))
+            subprocess.run(
+                [sys.executable, "-m", "nginxgen.cli", "render", "-c", str(d / "nginxgen.yaml"),
+                 "-o", str(d / "nginx.conf")],
+                check=True, env=ENV, capture_output=True,
+            )  # fmt: skip
+            procs[mode] = (start(nginx_cmd(d / "nginx.conf"), port, d / "nginx.log"), port)
+        ratios, p99_lua, p99_stock = [], [], []
+        for _ in range(rounds):
+            runs = {}
+            for mode in ("dynamic", "reload"):
+                runs[mode] = wrk(f"http://127.0.0.1:{procs[mode][1]}/", seconds, 16)
+            ratios.append(runs["dynamic"].rps / runs["reload"].rps)
+            p99_lua.append(runs["dynamic"].p99_ms)
+            p99_stock.append(runs["reload"].p99_ms)
+        return ratios, p99_lua, p99_stock
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+        stop(backend_proc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--changes", type=int, default=10, help="per round and gateway")
+    parser.add_argument("--registry", choices=("file", "etcd", "both"), default="both")
+    parser.add_argument("--churn", type=int, default=1000, help="0: skip")
+    parser.add_argument("--services", type=int, default=10_000, help="0: skip")
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run; 0: skip")
+    args = parser.parse_args()
+
+    kinds = ["file", "etcd"] if args.registry == "both" else [args.registry]
+    if args.changes:
+        lat = propagation(args.rounds, args.changes, kinds)
+        print(f"registry write -> first request on the new backend ({args.rounds} rounds):")
+        for (kind, mode), values in lat.items():
+            ms = [v * 1000 for v in values]
+            print(
+                f"  {kind:5} {mode:8} p50 {statistics.median(ms):6.0f} ms  "
+                f"p95 {pct(ms, 0.95):6.0f} ms  ({len(ms)} changes)"
+            )
+    if args.churn:
+        reloads, failed, total = churn(args.churn)
+        print(f"{args.churn} endpoint-only changes under load: {reloads} reloads (worker PIDs), "
+              f"{failed} failed of {total} requests")  # fmt: skip
+    if args.services:
+        seconds, pushed = one_change(args.services)
+        print(f"one change among {args.services} services x 10: sidecar work "
+              f"{seconds * 1000:.1f} ms (plan, structure, delta), "
+              f"push of {pushed} service(s)")  # fmt: skip
+    if args.seconds:
+        ratios, lua, stock = throughput(args.rounds, args.seconds)
+        shown = ", ".join(f"{r:.0%}" for r in ratios)
+        print(f"throughput, Lua balancer / stock upstream ({args.rounds} rounds, keepalive 32): "
+              f"median {statistics.median(ratios):.0%} (rounds {shown}); "
+              f"p99 {statistics.median(lua):.2f} vs {statistics.median(stock):.2f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

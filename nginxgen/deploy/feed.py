@@ -1,0 +1,206 @@
+"""The endpoint feed, sidecar side (nginx.endpoints: dynamic; docs/endpoints-feed.md).
+
+`push_endpoints` sends the services whose endpoints changed (a delta, never the whole
+set) with a new generation to the feed location on nginx's loopback status listener,
+then waits until every worker reports that generation, and answers one `Pushed` record:
+taken and confirmed, or why not (refused with nginx's own sentence, no answer, not
+confirmed in time). The caller falls back to a reload when it is not `ok` — nothing here
+decides that. `write_snapshot` persists the full endpoint set that nginx loads at start.
+
+The token lives in a file nginxgen creates with mode 0600 (`token_digest`); nginx.conf
+holds only its sha256, and the token is sent only to the loopback listener, never logged.
+
+What is not promised: a push confirmed here may be undone by a reload onto an older
+config only if that config's plan or a snapshot is newer, which `Generations` rules out
+for what this sidecar writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model.names import FEED_PATH, FEED_STATUS_PATH
+from ..plan.endpoints import EndpointSet
+from ..util.atomic_write import write_atomic
+from ..util.clock import Clock
+from ..util.token_file import TokenFileError, create_token, read_token
+
+CONFIRM_POLL = 0.01  # seconds between two status reads while confirming
+MAX_ERROR = 300  # characters of nginx's error sentence kept in a log line
+LOCKED_DIGEST = "0" * 64  # no token hashes to it: finding one is a sha256 preimage
+
+
+def token_digest(path: str) -> tuple[str, str | None]:
+    """(sha256 hex of the feed token in `path`, a note or None). The file is created
+    (mode 0600, a random 256-bit token) when missing and its directory exists; when the
+    directory does not exist either (e.g. `render` to stdout before any install), the
+    digest is one no token hashes to (all zeros), so the feed refuses every push, and
+    the note says so. TokenFileError: the file exists but cannot be used (readable by
+    others, empty, ...)."""
+    where = f"nginx.endpoints_token {path}"
+    if not os.path.lexists(path):
+        if not Path(path).parent.is_dir():
+            locked = LOCKED_DIGEST
+            note = (
+                f"{where}: no such file and no directory to create it in; this config's "
+                "endpoint feed refuses every push (watch creates the token)"
+            )
+            return locked, note
+        try:
+            create_token(path)
+        except OSError as exc:
+            raise TokenFileError(
+                f"{where}: cannot create: {(exc.strerror or '').lower()}"
+            ) from None
+    return hashlib.sha256(read_token(path, where)).hexdigest(), None
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What one push did. `status` is nginx's HTTP answer (0: none)."""
+
+    ok: bool  # taken and served by every worker
+    generation: int
+    services: int  # how many services the push carried
+    status: int = 0
+    error: str = ""  # one sentence: why it is not ok
+    confirmed: bool = False
+    waited: float = 0.0  # seconds from the request to the confirmation (or giving up)
+    current: int | None = None  # the feed's generation, when it refused a stale one (409)
+    workers: tuple[int, ...] = ()  # the PIDs that confirmed
+
+    @property
+    def result(self) -> str:
+        """The `nginxgen_pushes_total{result}` label."""
+        if self.ok:
+            return "confirmed"
+        if self.status == 0:
+            return "unreachable"
+        if self.status == 200:
+            return "unconfirmed"
+        return "refused"
+
+
+class FeedClient:
+    """HTTP calls to the feed's two locations on the status listener."""
+
+    def __init__(self, status_listen: str, token: bytes, timeout: float = 5.0) -> None:
+        host, _, port = status_listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self._auth = "Bearer " + token.decode("ascii")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        """(status, decoded JSON answer or None); (0, reason) when nginx does not answer."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        headers = {"Authorization": self._auth, "Connection": "close"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read(1 << 20)
+        except (OSError, http.client.HTTPException) as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(data) if data else None
+        except ValueError:
+            return resp.status, None
+
+    def push(self, document: dict[str, Any]) -> tuple[int, Any]:
+        body = json.dumps(document, separators=(",", ":")).encode("ascii")
+        return self._call("POST", FEED_PATH, body)
+
+    def status(self) -> dict[str, Any] | None:
+        status, answer = self._call("GET", FEED_STATUS_PATH)
+        return answer if status == 200 and isinstance(answer, dict) else None
+
+
+def push_document(generation: int, services: dict[str, EndpointSet]) -> dict[str, Any]:
+    return {"generation": generation, "services": services}
+
+
+def push_endpoints(
+    client: FeedClient,
+    generation: int,
+    services: dict[str, EndpointSet],
+    *,
+    confirm_timeout: float,
+    clock: Clock | None = None,
+) -> Pushed:
+    """POST the delta, then poll the status until every worker serves `generation`."""
+    clock = clock or Clock()
+    start = clock.monotonic()
+    n = len(services)
+    status, answer = client.push(push_document(generation, services))
+    if status != 200:
+        if status == 0:
+            why = f"nginx's endpoint feed does not answer ({answer})"
+        else:
+            said = answer.get("error") if isinstance(answer, dict) else None
+            why = f"nginx refused the push ({status}): {str(said or 'no reason given')[:MAX_ERROR]}"
+        current = answer.get("current") if isinstance(answer, dict) else None
+        current = current if isinstance(current, int) else None
+        return Pushed(False, generation, n, status, why, current=current)
+    last: dict[str, Any] | None = None
+    while True:
+        last = client.status()
+        waited = clock.monotonic() - start
+        if last is not None and last.get("generation") == generation and last.get("converged"):
+            pids = tuple(sorted(w.get("pid", 0) for w in last.get("workers", ())))
+            return Pushed(True, generation, n, status, confirmed=True, waited=waited, workers=pids)
+        if waited >= confirm_timeout:
+            seen = "no answer" if last is None else f"generation {last.get('generation')}"
+            if last is not None and not last.get("converged"):
+                seen += ", not every worker"
+            why = (
+                f"the workers did not all serve generation {generation} within "
+                f"{confirm_timeout:g}s (status: {seen})"
+            )
+            return Pushed(False, generation, n, status, why, waited=waited)
+        clock.sleep(CONFIRM_POLL)
+
+
+class Generations:
+    """One counter for pushes and snapshots: strictly increasing, and a millisecond clock
+    at heart, so a restarted sidecar continues above what it pushed before (Lua refuses
+    a generation that is not newer, and a start or reload keeps the newest)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.last = 0
+
+    def next(self) -> int:
+        now_ms = int(self.clock.wall().timestamp() * 1000)
+        self.last = max(self.last + 1, now_ms)
+        return self.last
+
+    def observe(self, seen: int | None) -> None:
+        """A generation nginx holds (status answer, a 409, the snapshot)."""
+        if isinstance(seen, int) and seen > self.last:
+            self.last = seen
+
+
+def write_snapshot(path: str, generation: int, services: dict[str, EndpointSet]) -> None:
+    """The boot snapshot: every service's endpoints, atomically (temp file + rename)."""
+    doc = push_document(generation, services)
+    write_atomic(path, json.dumps(doc, separators=(",", ":")) + "\n", backup=False)
+
+
+def snapshot_generation(path: str) -> int | None:
+    """The generation of the snapshot at `path`, None when there is none to read."""
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read(64 << 20))
+    except (OSError, ValueError):
+        return None
+    gen = doc.get("generation") if isinstance(doc, dict) else None
+    return gen if isinstance(gen, int) else None
