@@ -20,13 +20,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .console import ColorMode, LateProgress, apply_color
 from .deploy.feed import write_snapshot
 from .deploy.split_state import write_state
+from .lint.command import err as lint_err
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
 from .model.plan import Plan
 from .pipeline import Build, BuildCache, NginxMissing, build, nginx_for_test, untested_warning
 from .plan.endpoints import endpoints
+from .plan.strict import strict_problems
 from .sources import RegistryError, Source, open_source
 from .spec import DEFAULT_SPEC, Spec, SpecError, load_spec
 from .util.atomic_write import InstallError, install_target, write_atomic
@@ -34,10 +37,38 @@ from .watch.policy_state import PolicyState, state_path
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    # click's plain help: wrapped to the terminal, every flag name whole at 80 columns
+    # (rich's option tables cut long flag names such as --no-health-insecure).
+    rich_markup_mode=None,
     help="Keep an nginx/OpenResty gateway in step with a service registry.",
 )
 err = Console(stderr=True, highlight=False)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"nginxgen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def options(
+    color: Annotated[
+        ColorMode,
+        typer.Option(
+            "--color", help="Colour on stderr: auto (a terminal, unless NO_COLOR is set)."
+        ),
+    ] = ColorMode.auto,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Keep an nginx/OpenResty gateway in step with a service registry."""
+    apply_color(color, err, lint_err)
+
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Gateway spec (nginxgen.yaml).", show_default=True)
@@ -79,9 +110,33 @@ def render(
             help="Run `nginx -t` on the result. Default: when a binary is on PATH.",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Summary as JSON on stdout (the config in it, without -o)."),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1, writing nothing, on a route to an unknown service, settings "
+            "for a missing one or a dropped registry entry.",
+        ),
+    ] = False,
 ) -> None:
     """Read the registry, plan, render and verify nginx.conf; write it atomically."""
+    with LateProgress(err, total=3) as progress:
+        progress.step("reading the registry", advance=0)
+        _render(config, output, nginx_test, as_json, strict, progress)
+
+
+def _render(
+    config: Path,
+    output: str | None,
+    nginx_test: bool | None,
+    as_json: bool,
+    strict: bool,
+    progress: LateProgress,
+) -> None:
     spec = load(config)
     cache = BuildCache()
     try:
@@ -101,14 +156,25 @@ def render(
         source.close()
     # Warm-up needs to know when each instance was first seen; only a render that writes
     # a file records it (a render to stdout is a look, not a deployment).
+    progress.step("planning and verifying")
     state = PolicyState(state_path(spec))
     now = datetime.now(timezone.utc)
     observed = state.observe(catalog, now)
-    result = build(spec, catalog, binary=binary, cache=cache, now=now, observed=observed)
+    # Written to a file: the Lua modules go next to it (a look on stdout names the package's).
+    conf_dir = Path(output).absolute().parent if output not in (None, "-") else None
+    try:
+        result = build(
+            spec, catalog, binary=binary, cache=cache, now=now, observed=observed, conf_dir=conf_dir
+        )
+    except InstallError as exc:  # the Lua modules could not be installed next to -o
+        fail(str(exc), 2)
+    progress.step("writing")
     written = None
-    if result.verdict.ok:
+    problems = strict_problems(spec, catalog, result.plan) if strict else []
+    if result.verdict.ok and not problems:
         if output in (None, "-"):
-            sys.stdout.write(result.text)
+            if not as_json:  # with --json the config is in the JSON
+                sys.stdout.write(result.text)
         else:
             try:
                 written = write_atomic(output, result.text)
@@ -123,8 +189,8 @@ def render(
             except (InstallError, OSError) as exc:
                 fail(str(exc), 2)
             state.save()
-    summarize(result, spec, written.path if written else None, as_json)
-    if not result.verdict.ok:
+    summarize(result, written.path if written else None, as_json, output, problems)
+    if not result.verdict.ok or problems:
         raise typer.Exit(1)
 
 
@@ -134,8 +200,15 @@ def unavailable_routes(plan: Plan) -> list[str]:
     return [loc.path for loc in plan.locations if loc.upstream is None or loc.upstream in empty]
 
 
-def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> None:
+def summarize(
+    result: Build,
+    written: str | None,
+    as_json: bool,
+    output: str | None = None,
+    problems: list[str] | None = None,
+) -> None:
     plan, verdict = result.plan, result.verdict
+    problems = problems or []
     if as_json:
         summary = {
             "ok": verdict.ok,
@@ -149,16 +222,22 @@ def summarize(result: Build, spec: Spec, written: str | None, as_json: bool) -> 
             "next_change_at": plan.next_change_at.isoformat() if plan.next_change_at else None,
             "nginx_tested": verdict.nginx_tested,
             "findings": [str(f) for f in verdict.findings],
+            "strict_problems": problems,
         }
-        # Data on stdout unless stdout already carries the config.
-        stream = sys.stderr if written is None and verdict.ok else sys.stdout
-        stream.write(json.dumps(summary, indent=2) + "\n")
+        if output in (None, "-"):
+            summary["config"] = result.text if verdict.ok and not problems else None
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     # Registry text is data, never rich markup: a name like "[/x]" must print as itself.
     for line in plan.dropped:
         err.print(f"[yellow]dropped:[/] {escape(line)}", soft_wrap=True)
     for line in plan.notes:
         err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+    if verdict.ok and problems:
+        for line in problems:
+            err.print(f"[bold red]strict:[/] {escape(line)}", soft_wrap=True)
+        err.print("[bold red]--strict: nothing written[/]")
+        return
     if not verdict.ok:
         err.print("[bold red]invalid config, nothing written:[/]")
         lines = result.text.splitlines()
@@ -326,6 +405,46 @@ def services(
     )
 
 
+@app.command()
+def status(
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="The sidecar's document as JSON (one line per round with --watch)."
+        ),
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Redraw every --every seconds until interrupted.")
+    ] = False,
+    every: Annotated[
+        float, typer.Option("--every", help="Seconds between redraws.", min=0.2)
+    ] = 2.0,
+) -> None:
+    """Ask the running sidecar how each instance stands: state, weights, last minute's traffic.
+
+    Exit code: 0 shown, 1 no sidecar answers (or not with a status), 2 a usage or spec
+    error (watch.listen is off: there is nothing to ask).
+    """
+    from .status.command import NoSidecar, connect_to, show
+
+    spec = load(config)
+    listen = spec.watch.listen
+    if listen == "off":
+        fail(
+            f"{config}: watch.listen is off, so the sidecar serves no status "
+            "(set it to a loopback host:port such as 127.0.0.1:9180)",
+            2,
+        )
+    out = Console(highlight=False)
+    try:
+        show(connect_to(listen), out, as_json=as_json, watch=watch, every=every)
+    except NoSidecar as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def agent(
     service: Annotated[str, typer.Option("--service", help="Service name to register under.")],
@@ -476,7 +595,7 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="nginxgen")  # also under `python -m nginxgen.cli`: completion names it so
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .deploy.feed import token_digest
+from .deploy.lua_tree import install_lua
 from .deploy.nginx_bin import (
     Binary,
     VersionInfo,
@@ -32,6 +33,7 @@ from .tls.certs import check_certificates
 from .util.heap import without_collector
 from .util.token_file import TokenFileError
 from .verify import Finding, Verdict, VerifyCache, verify_rendered
+from .verify.lua_requires import lua_require_findings
 
 
 class NginxMissing(Exception):
@@ -115,14 +117,17 @@ def build(
     cache: BuildCache,
     now: datetime | None = None,
     observed: Observed | None = None,
+    conf_dir: Path | None = None,
 ) -> Build:
+    """`conf_dir`: the directory the config will be written to (render -o, watch); the
+    Lua modules it needs are installed there (deploy/lua_tree.py) before nginx -t."""
     now = now or datetime.now(timezone.utc)
     try:
         plan = plan_pass(spec, catalog, cache=cache, now=now, observed=observed)
     except TokenFileError as exc:
         plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
         return Build(plan, "", Verdict((Finding("feed token", str(exc)),), False))
-    return build_plan(spec, plan, binary=binary, cache=cache, now=now)
+    return build_plan(spec, plan, binary=binary, cache=cache, now=now, conf_dir=conf_dir)
 
 
 def plan_pass(
@@ -160,8 +165,9 @@ def build_plan(
     binary: Binary | None,
     cache: BuildCache,
     now: datetime | None = None,
+    conf_dir: Path | None = None,
 ) -> Build:
-    """render → verify of a plan from `plan_pass`."""
+    """render → verify of a plan from `plan_pass`; `conf_dir` as for `build`."""
     now = now or datetime.now(timezone.utc)
     # Certificates before nginx sees them: an error keeps the running config serving.
     certs = check_certificates(spec, now) if spec.virtual_hosts or spec.hosts else []
@@ -178,17 +184,26 @@ def build_plan(
         modules += stream_modules(spec.nginx, cache.versions)
     if plan.bff is not None and plan.bff.image_fits:
         modules += image_filter_modules(spec.nginx, cache.versions)
-    rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render)
+    lua_dir = install_lua(conf_dir) if conf_dir is not None and plan_uses_lua(plan) else None
+    rendered = render_parts(plan, spec.nginx, modules=modules, cache=cache.render, lua_dir=lua_dir)
     if binary is not None:
         ensure_runtime_dirs(spec)
     # Incremental: only blocks that changed since the last good verify are parsed again.
     verdict = verify_rendered(rendered, plan, binary, cache=cache.verified)
+    unresolved = tuple(lua_require_findings(rendered.text, conf_dir))
+    if unresolved:
+        verdict = Verdict(verdict.findings + unresolved, verdict.nginx_tested)
     return Build(plan, rendered.text, verdict)
 
 
 def plan_uses_lua(plan: Plan) -> bool:
-    # API key digests, metrics, the Redis cache and the BFF layer run in Lua.
-    return plan.gateway.uses_lua or plan.cache is not None or plan.bff is not None
+    # API key digests, metrics, the Redis cache, the BFF layer and dynamic upstreams run in Lua.
+    return (
+        plan.gateway.uses_lua
+        or plan.cache is not None
+        or plan.bff is not None
+        or plan.feed is not None
+    )
 
 
 def ensure_runtime_dirs(spec: Spec) -> None:

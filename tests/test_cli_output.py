@@ -83,7 +83,11 @@ def test_render_to_a_read_only_place_is_one_sentence(spec, tmp_path, mounts):  #
     ro.mkdir()
     mounts("-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro))
     line = one_error(run("render", "-c", str(spec), "-o", str(ro / "nginx.conf")))
-    assert line == f"error: cannot write {ro / 'nginx.conf'}: read-only file system"
+    # The Lua modules the config needs go next to it first (deploy/lua_tree.py).
+    assert line == (
+        f"error: cannot write {ro / 'nginxgen-lua'} (the Lua modules the config needs): "
+        "read-only file system"
+    )
 
 
 def test_a_configured_binary_that_does_not_exist_is_a_spec_error(spec, tmp_path):

@@ -13,8 +13,8 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from ..console import LateProgress
 from ..deploy.nginx_bin import find_binary
 from ..spec import NginxSpec
 from . import external
@@ -123,13 +123,12 @@ def run(paths: list[Path], options: Options) -> Outcome:
     total = len(expand(names))
     if not err.is_terminal or total < 2:
         return lint_paths(names, options)
-    with Progress(
-        TextColumn("linting"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
-    ) as progress:
-        task = progress.add_task("lint", total=total)
+    # Shown only when the lint takes over a second (console.py).
+    with LateProgress(err, total=total) as progress:
+        progress.step("linting", advance=0)
 
         def done(_: FileResult) -> None:
-            progress.advance(task)
+            progress.step("linting")
 
         return lint_paths(names, options, on_done=done)
 

@@ -7,9 +7,10 @@ cache) and, per upstream, the servers with their effective weights.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..spec import Failover, RedisSpec, Timeouts
 from .bff import AggregateRoute, BffSetup, ImageFit, PartTarget
@@ -158,6 +159,24 @@ class Server:
     down: bool = False  # kept in a hash/ip_hash upstream so the mapping stays stable
 
 
+# Where a registry instance stands in a plan (Standing.state). `passive_failed` is not a
+# plan's word: nginx's passive checks decide it at run time (watch/instances.py).
+STANDINGS = ("serving", "warming", "draining", "pseudo_dead", "out")
+
+
+class Standing(NamedTuple):
+    """One registry instance of a service as the plan places it, for `nginxgen status`
+    and the per-instance gauges; never rendered (the config is the same without it).
+    A NamedTuple: a full plan makes one per instance, 100,000 at scale."""
+
+    id: str
+    address: str
+    state: str  # one of STANDINGS
+    weight: int  # the nginx weight planned; 0 when not in the upstream (or `down` there)
+    percent: int | None = None  # warming: the share of its weight it gets, in %
+    reason: str = ""  # why it is not simply serving, in a few words
+
+
 class _HashedOnce:
     """For frozen values that render and verify look up by value on every pass: the hash
     is computed once per object (a dataclass hashes all its fields on every call), and
@@ -272,6 +291,8 @@ class Plan:
     # sha256 hex of the token the split push needs (filled in by the pipeline: no I/O here).
     split_token_sha256: str = ""
     bff: BffSetup | None = None  # set when a route aggregates or fits images
+    # Per service in the registry, every instance as the plan places it (never rendered).
+    standings: Mapping[str, tuple[Standing, ...]] = field(default_factory=dict)
     feed: FeedSetup | None = None  # nginx.endpoints dynamic
 
     @property

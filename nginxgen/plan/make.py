@@ -16,7 +16,7 @@ from datetime import datetime
 from ..model.catalog import Catalog, ServiceDigests
 from ..model.names import FORWARDING_CLEARED
 from ..model.observed import Observed
-from ..model.plan import CacheSetup, FeedSetup, Location, Plan, Upstream
+from ..model.plan import CacheSetup, FeedSetup, Location, Plan, Standing, Upstream
 from ..model.surface import StreamBlock
 from ..spec import ServicePolicy, Spec, balance_args
 from ..util.heap import without_collector
@@ -80,6 +80,7 @@ def make_plan(
     upstreams: dict[str, Upstream] = {}
     splits: list[SplitPlan] = []
     split_live: set[str] = set()  # split services with a version to serve
+    standings: dict[str, tuple[Standing, ...]] = {}
     memo = memo if memo is not None else PlanMemo()
     services = memo.services
     with services.lock:
@@ -126,6 +127,7 @@ def make_plan(
                 refused += planned.refused
             if planned.changes:
                 changes += planned.changes
+            standings[name] = planned.standings
             if planned.upstream is None:
                 notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
@@ -167,6 +169,7 @@ def make_plan(
         bff=fixed.bff,
         next_change_at=min(changes, default=None),
         surface=surface,
+        standings=standings,
         feed=fixed.feed,
         splits=tuple(splits),
     )

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from ..model.catalog import LIVE_STATES, Instance, instance_key
 from ..model.observed import Observed
-from ..model.plan import Server, Upstream
+from ..model.plan import Server, Standing, Upstream
 from ..spec import NO_BACKUP_METHODS, ServicePolicy, balance_args
 from ..spec.cache import parse_size
 from .memo import ALWAYS, CLOCKLESS, Window, intersect, ramp_window
@@ -40,6 +40,7 @@ class Planned:
     notes: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()
     changes: tuple[datetime, ...] = ()  # when its warm-up ramps take their next step
+    standings: tuple[Standing, ...] = ()  # every instance, as placed (model/plan.py)
 
 
 def plan_service(
@@ -59,20 +60,23 @@ def plan_service(
     keys = [instance_key(i) for i in instances]
     up = [(i, k) for i, k in zip(instances, keys, strict=True) if i.state in LIVE_STATES]
     dead = {k for _, k in up} & observed.dead
+    kept_dead: set[str] = set()
     if dead and len(dead) == len(up):
         # Probe evidence alone never takes a whole service down: passive checks still run.
         notes.append(
             f"service {name!r}: every instance fails its health probe; keeping them all in"
         )
-        dead = set()
+        kept_dead, dead = dead, set()
     serving = [i for i, k in up if k not in dead]
     held_out = [i for i in instances if i not in serving] if method in STABLE_METHODS else []
 
     chosen: dict[str, tuple[Instance, bool]] = {}  # address -> (instance, down)
+    left_out: dict[str, str] = {}  # instance key -> why it is not in the upstream
     for inst, down in [(i, False) for i in serving] + [(i, True) for i in held_out]:
         # Two registry entries for one address would make nginx count it twice.
         address = inst.address
         if address in chosen:
+            left_out[instance_key(inst)] = f"same address as instance {chosen[address][0].id}"
             continue
         if method in NO_BACKUP_METHODS and _is_backup(inst):
             if not down:
@@ -81,13 +85,15 @@ def plan_service(
                     f"with balance {policy.balance!r} (nginx refuses them); left out — use "
                     "round_robin or least_conn, or remove the backup tag"
                 )
+                left_out[instance_key(inst)] = f"backup, refused with balance {policy.balance}"
             continue
         chosen[address] = (inst, down)
     backups = {a for a, (i, _) in chosen.items() if _is_backup(i)}
     primaries = [(a, i) for a, (i, down) in chosen.items() if not down and a not in backups]
     if not primaries:
         # nothing to serve (only backups would still render, but never serve)
-        return Planned(None, tuple(notes), tuple(refused)), ALWAYS, keys
+        places = _standings(instances, keys, {}, {}, dead, kept_dead, left_out, empty=True)
+        return Planned(None, tuple(notes), tuple(refused), standings=places), ALWAYS, keys
 
     ramps: dict[str, Ramp] = {}
     windows: list[Window] = []
@@ -114,6 +120,7 @@ def plan_service(
         changes = [r.next_at for r in ramping.values() if r.next_at is not None]
 
     servers = []
+    planned_servers: dict[str, Server] = {}
     for address, (inst, down) in chosen.items():
         r = ramping.get(address)
         weight = ramped_weight(inst.weight, r.fraction if r else 1.0, factor)
@@ -122,17 +129,17 @@ def plan_service(
                 f"service {name!r} instance {inst.id!r}: warming up, step {r.step} of "
                 f"{r.steps} ({round(r.fraction * 100)}% of its weight)"
             )
-        servers.append(
-            Server(
-                address=address,
-                weight=weight,
-                max_fails=policy.health.max_fails,
-                fail_timeout=policy.health.fail_timeout,
-                instance_id=inst.id,
-                backup=address in backups,
-                down=down,
-            )
+        server = Server(
+            address=address,
+            weight=weight,
+            max_fails=policy.health.max_fails,
+            fail_timeout=policy.health.fail_timeout,
+            instance_id=inst.id,
+            backup=address in backups,
+            down=down,
         )
+        servers.append(server)
+        planned_servers[address] = server
     upstream = Upstream(
         name=name,
         servers=tuple(servers),
@@ -141,8 +148,50 @@ def plan_service(
         balance=balance,
         snippet=policy.snippets.text if policy.snippets else None,
     )
-    planned = Planned(upstream, tuple(notes), tuple(refused), tuple(changes))
+    places = _standings(instances, keys, planned_servers, ramping, dead, kept_dead, left_out)
+    planned = Planned(upstream, tuple(notes), tuple(refused), tuple(changes), places)
     return planned, intersect(windows), keys
+
+
+def _standings(
+    instances: tuple[Instance, ...],
+    keys: list[str],
+    servers: dict[str, Server],  # address -> its server line
+    ramping: dict[str, Ramp],  # address -> its ramp, for servers on one
+    dead: set[str],  # pseudo-dead keys kept out
+    kept_dead: set[str],  # pseudo-dead keys kept in (the whole service fails)
+    left_out: dict[str, str],  # key -> why a live instance has no server line
+    *,
+    empty: bool = False,  # no primary serves: the service's routes answer 503
+) -> tuple[Standing, ...]:
+    """Where each instance stands, in the registry's order (model/plan.Standing)."""
+    out = []
+    for inst, key in zip(instances, keys, strict=True):
+        address = inst.address
+        server = servers.get(address)
+        mine = server is not None and server.instance_id == inst.id and key not in left_out
+        if inst.state not in LIVE_STATES:
+            state = "draining" if inst.state == "draining" else "out"
+            place = Standing(inst.id, address, state, 0, None, f"registry: {inst.state}")
+        elif key in dead:
+            place = Standing(inst.id, address, "pseudo_dead", 0, None, "fails its health probe")
+        elif not mine or server is None:
+            why = left_out.get(key) or ("no primary instance serves" if empty else "left out")
+            place = Standing(inst.id, address, "out", 0, None, why)
+        elif key in kept_dead:
+            why = "fails its health probe; kept in, as every instance of its service fails"
+            place = Standing(inst.id, address, "pseudo_dead", server.weight, None, why)
+        elif address in ramping:
+            r = ramping[address]
+            why = f"warm-up step {r.step} of {r.steps}"
+            place = Standing(
+                inst.id, address, "warming", server.weight, round(r.fraction * 100), why
+            )
+        else:
+            why = "backup" if server.backup else ""
+            place = Standing(inst.id, address, "serving", server.weight, None, why)
+        out.append(place)
+    return tuple(out)
 
 
 def _has_age(inst: Instance, observed: Observed) -> bool:

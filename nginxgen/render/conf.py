@@ -44,9 +44,10 @@ def render(
     *,
     modules: tuple[str, ...] = (),
     cache: RenderCache | None = None,
+    lua_dir: Path | None = None,
 ) -> str:
     """The complete nginx.conf for `plan`."""
-    return render_parts(plan, nginx, modules=modules, cache=cache).text
+    return render_parts(plan, nginx, modules=modules, cache=cache, lua_dir=lua_dir).text
 
 
 @without_collector
@@ -56,6 +57,7 @@ def render_parts(
     *,
     modules: tuple[str, ...] = (),
     cache: RenderCache | None = None,
+    lua_dir: Path | None = None,
 ) -> Rendered:
     """Render the skeleton once with marks, then splice in the cached per-block texts.
 
@@ -63,12 +65,14 @@ def render_parts(
     one-instance change cheap at 10,000 services. The loopback status server answers
     the config's generation: a hash of everything else in the file, so a watcher can
     tell which config the running workers loaded. Blocks come from `cache` when it holds
-    them (a fresh RenderCache when none is given).
+    them (a fresh RenderCache when none is given). `lua_package_path` names `lua_dir`
+    (the tree installed next to the config), or the package's own Lua files.
     """
     cache = cache if cache is not None else RenderCache()
     temp_dir = nginx.temp_dir or str(Path(nginx.output).parent / "tmp")
     context = gateway_context(plan)
     context["split_state"] = str(Path(nginx.output).parent / names.SPLIT_STATE)
+    context["lua_dir"] = str(lua_dir or resource_dir("lua"))
     marked = cache.env.get_template("nginx.conf.j2").render(
         plan=plan,
         nginx=nginx,
@@ -166,7 +170,6 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         "split_token": plan.split_token_sha256 or "0" * 64,
         "mirror_prefix": names.MIRROR_PREFIX,
         "mirrors": mirrors_by_server(plan),
-        "lua_dir": str(resource_dir("lua")),
         "feed_dict": names.FEED_DICT,
         "health_dict": names.HEALTH_DICT,
         "health_dict_size": names.HEALTH_DICT_SIZE,

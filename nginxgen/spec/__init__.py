@@ -368,6 +368,8 @@ def _format_errors(
         loc = _without_union_tag(prefix + tuple(err["loc"]))
         if err["type"] == "spec_key":  # a model's check about one of its keys
             loc += tuple(err["ctx"]["key"])
+        if err["type"] == "union_tag_invalid":  # the line of the `kind:` itself
+            loc += (err["ctx"]["discriminator"].strip("'"),)
         line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
         key = dotted_key(loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
@@ -375,6 +377,10 @@ def _format_errors(
             msg = "unknown key (check the spelling; see the spec reference in the README)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "union_tag_invalid":
+            kinds = ", ".join(t.strip(" '") for t in err["ctx"]["expected_tags"].split(","))
+            what = " ".join(str(p) for p in loc[:-1] if isinstance(p, str)) or "the"
+            msg = f"unknown {what} kind {err['ctx']['tag']!r} (one of {kinds})"
         elif (
             "input" in err
             and err["type"] not in ("value_error", "spec_key")

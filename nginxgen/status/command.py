@@ -20,6 +20,16 @@ class NoSidecar(Exception):
     """Nothing usable answers on the sidecar's listener; the message is one sentence."""
 
 
+def connect_to(listen: str) -> str:
+    """Where to reach a listener bound to `listen` (a wildcard bind: via loopback)."""
+    host, _, port = listen.rpartition(":")
+    if host in ("0.0.0.0", "*", ""):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    return f"{host}:{port}"
+
+
 def fetch(listen: str, timeout: float = 3.0) -> dict[str, Any]:
     """The sidecar's status document, or NoSidecar saying why there is none."""
     url = f"http://{listen}/status"
@@ -60,16 +70,24 @@ def show(
 
     def render() -> Any:
         data = fetch(listen)
-        if as_json:
-            return json.dumps(data, indent=2, sort_keys=True)
         try:
             return Group(*tables(parse(data)))
         except BadDocument as exc:
             why = f"the sidecar on {listen} sent a status this command cannot read: {exc}"
             raise NoSidecar(why) from None
 
+    if as_json:
+        # One document; with --watch one line per round (JSON lines), for a pipe.
+        while True:
+            data = fetch(listen)
+            text = json.dumps(data, sort_keys=True, indent=None if watch else 2)
+            out.print(text, soft_wrap=True, markup=False, highlight=False)
+            rounds = None if rounds is None else rounds - 1
+            if not watch or rounds == 0:
+                return
+            sleep(every)
     if not watch:
-        out.print(render(), soft_wrap=as_json)
+        out.print(render())
         return
     with Live(render(), console=out, auto_refresh=False) as live:
         n = 1

@@ -9,6 +9,7 @@ that went down means nginx restarted: its whole current value counts as new.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -45,23 +46,42 @@ def peer_counts(text: str) -> dict[PeerKey, Counts]:
 
 
 class PeerTraffic:
-    """Samples of per-peer counters, and their difference over a window."""
+    """Samples of per-peer counters, and their difference over a window. One thread
+    adds (the sidecar's sampler), others read (/status): hence the lock."""
 
     def __init__(self, window: float = 60.0) -> None:
         self.window = window
         self.samples: deque[tuple[float, dict[PeerKey, Counts]]] = deque()
+        self._lock = threading.Lock()
 
     def add(self, now: float, counts: dict[PeerKey, Counts]) -> None:
-        self.samples.append((now, counts))
-        # Keep the newest sample at least a window old, drop the ones before it.
-        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
-            self.samples.popleft()
+        with self._lock:
+            self.samples.append((now, counts))
+            # Keep the newest sample at least a window old, drop the ones before it.
+            while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
+                self.samples.popleft()
+
+    def latest(self) -> float | None:
+        """When the newest sample was taken (None: none yet)."""
+        with self._lock:
+            return self.samples[-1][0] if self.samples else None
 
     def last(self) -> Window:
-        if not self.samples:
-            return Window(0.0, {})
-        then, old = self.samples[0]
-        now, new = self.samples[-1]
+        """The counts over the window (or over what history there is)."""
+        return self.over(self.window)
+
+    def over(self, seconds: float) -> Window:
+        """The counts from the newest sample at least `seconds` old (or the oldest) to
+        the latest; `seconds` up to the window."""
+        with self._lock:
+            if not self.samples:
+                return Window(0.0, {})
+            now, new = self.samples[-1]
+            then, old = self.samples[0]
+            for at, counts in reversed(self.samples):
+                if at <= now - seconds:
+                    then, old = at, counts
+                    break
         peers = {}
         for key, c in new.items():
             o = old.get(key, Counts())

@@ -122,18 +122,20 @@ def tables(status: Status) -> list[Table]:
     span = f"last {status.window_seconds:.0f} s" if status.window_seconds else "no history yet"
     out = []
     for name, rows in sorted(status.services.items()):
-        t = Table(title=f"{name}", title_justify="left", caption_justify="left")
+        t = Table(title=Text(name, style="bold"), title_justify="left", caption_justify="left")
         for col in ("instance", "address", "state", "why"):
             t.add_column(col)
-        for col in ("planned weight", "weight in force", f"requests ({span})", "5xx"):
+        # Weights: planned (the last plan) and in force (what nginx balances with now).
+        for col in ("planned", "in force", "requests", "5xx"):
             t.add_column(col, justify="right")
         for r in rows:
             lag = r.weight is not None and r.weight != r.planned_weight
+            # Registry and probe text is data, never rich markup: Text, not str.
             t.add_row(
-                r.id,
-                r.address,
+                Text(r.id),
+                Text(r.address),
                 _state(r),
-                r.reason,
+                Text(r.reason),
                 str(r.planned_weight),
                 Text("-" if r.weight is None else str(r.weight), style="bold" if lag else ""),
                 _count(r.requests),
@@ -143,5 +145,6 @@ def tables(status: Status) -> list[Table]:
             t.caption = f"nginx serves generation {served}, the sidecar applied {status.generation}"
         else:
             t.caption = f"generation {status.generation or '-'}"
+        t.caption += f"; weights planned and in force; requests and 5xx: {span}"
         out.append(t)
     return out

@@ -14,6 +14,8 @@ import crossplane
 from crossplane import analyzer as _a
 from crossplane import parser as _parser
 
+from .lex import lex
+
 _HTTP = _a.NGX_HTTP_MAIN_CONF
 _SRV = _a.NGX_HTTP_SRV_CONF
 _LOC = _a.NGX_HTTP_LOC_CONF | _a.NGX_HTTP_LIF_CONF
@@ -71,6 +73,8 @@ def analyze(
 
 
 _parser.analyze = analyze
+# The same tokens as crossplane's lexer, several times faster on a large config (lex.py).
+_parser.lex = lex
 
 
 def parse_file(

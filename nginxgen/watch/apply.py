@@ -13,6 +13,7 @@ no reload per debounce window.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -57,6 +58,9 @@ from .templates import TemplateFiles
 
 # /healthz asks nginx's status listener whether the generation serves; never for longer.
 HEALTH_PROBE_TIMEOUT = 0.5
+# /healthz counts a config being installed as healthy for its confirm timeout plus this
+# (the write and the reload signal come before the confirmation's clock starts).
+IN_FLIGHT_MARGIN = 2.0
 # Reload reasons as the log line says them (telemetry.RELOAD_REASONS are the metric labels).
 REASON_WORDS = {
     "start": "first config of this run",
@@ -134,7 +138,13 @@ class Applier:
         # Traffic policies: warm-up state file, pseudo-dead probes (started by the loop).
         self.policies = Policies(spec, clock=clock, on_recovery=self._count_recovery)
         self.accepted: Catalog | None = None  # the guard's catalog last planned with
-        self.applied_plan: Plan | None = None
+        self.applied_plan: Plan | None = None  # the config that serves
+        self.last_plan: Plan | None = None  # the last one built (/status: planned weights)
+        # (service, instance id) → why the catalog planned with is not the registry's for
+        # it: a removal held, a flapping instance pinned (/status says so).
+        self.kept: dict[tuple[str, str], str] = {}
+        # Called after every apply, whatever came of it (the loop refreshes gauges there).
+        self.after_apply: Callable[[], None] = lambda: None
         self.next_change: datetime | None = None  # the last plan's next warm-up step
         self.failed_text: str | None = None  # do not retry this exact text
         self.heap = Settler()
@@ -196,6 +206,11 @@ class Applier:
             self.health.applied, self.health.apply_error = False, why
             event(logging.ERROR, f"apply failed unexpectedly: {why}; will retry")
             return Outcome(Result.FAILED, error=why)
+        finally:
+            try:
+                self.after_apply()
+            except Exception as exc:  # noqa: BLE001 - gauges must not stop the loop either
+                event(logging.ERROR, f"after apply: {type(exc).__name__}: {exc}")
 
     def apply(self, catalog: Catalog, changed_at: float) -> Outcome:
         """guard → observe → plan → render → verify → install → reload → confirm → record.
@@ -236,7 +251,13 @@ class Applier:
                     self._succeeded(planned, self.health.generation, changed_at, observe=True)
                     return Outcome(Result.APPLIED, reason=reason, pushed=pushed)
         result = build(
-            self.spec, effective, binary=self.binary, cache=self.cache, now=now, observed=observed
+            self.spec,
+            effective,
+            binary=self.binary,
+            cache=self.cache,
+            now=now,
+            observed=observed,
+            conf_dir=Path(self.spec.nginx.output).absolute().parent,  # Lua modules go there
         )
         self.metrics.renders.inc()
         text, plan = result.text, result.plan
@@ -279,7 +300,6 @@ class Applier:
         pushed: Pushed | None,
     ) -> Outcome:
         text, plan = result.text, result.plan
-        output = Path(self.spec.nginx.output)
         if not result.verdict.ok:
             self.metrics.validation_failures.inc()
             first = str(result.verdict.findings[0])
@@ -303,6 +323,27 @@ class Applier:
                 self.health.applied, self.health.apply_error = False, why
                 event(logging.ERROR, f"apply failed: {why}; nginx keeps the running config")
                 return Outcome(Result.FAILED, reason=reason, error=why, pushed=pushed)
+        confirm = self.spec.watch.confirm_timeout
+        self.health.in_flight = (generation, self.clock.monotonic() + confirm + IN_FLIGHT_MARGIN)
+        try:
+            return self._reload(text, generation, installed, plan, reason, changed_at, pushed)
+        finally:
+            # Only once the outcome is recorded (the generation that serves, or why not):
+            # cleared any earlier, /healthz would see nginx ahead of the sidecar.
+            self.health.in_flight = None
+
+    def _reload(
+        self,
+        text: str,
+        generation: str,
+        installed: str | None,
+        plan: Plan,
+        reason: str,
+        changed_at: float,
+        pushed: Pushed | None,
+    ) -> Outcome:
+        """install → reload → confirm, and what comes of it recorded."""
+        output = Path(self.spec.nginx.output)
         done = install(
             text,
             generation,
@@ -423,6 +464,7 @@ class Applier:
         return pushed
 
     def _planned(self, plan: Plan, pseudo_dead: int) -> None:
+        self.last_plan = plan
         self.next_change = plan.next_change_at
         self.metrics.warming.set(warming_count(plan))
         self.metrics.pseudo_dead.set(pseudo_dead)
@@ -444,6 +486,12 @@ class Applier:
         for line in damped.released:
             event(logging.INFO, line)
         self.health.flapping = ", ".join(damped.held)
+        kept = (
+            {k: "removal held until confirmed" for k in guarded.held.keys} if guarded.held else {}
+        )
+        hold = self.spec.watch.flap.hold
+        kept.update({k: f"flapping: pinned until stable for {hold:g}s" for k in damped.keys})
+        self.kept = kept
         self.metrics.flap_held.set(len(damped.held))
         self.metrics.set_catalog(damped.catalog)
         return damped.catalog
@@ -488,20 +536,20 @@ class Applier:
         self.failed_text = None
         return True
 
-    def not_served(self, generation: str) -> str | None:
-        """For /healthz: None when nginx serves `generation`, else why not. Cheap: one
-        loopback request with a short timeout, or (no status listener) a look at the
-        master's pid."""
+    def not_served(self, generations: tuple[str, ...]) -> str | None:
+        """For /healthz: None when nginx serves one of `generations` (the applied one,
+        and one being installed), else why not. Cheap: one loopback request with a short
+        timeout, or (no status listener) a look at the master's pid."""
         nginx = self.spec.nginx
         if self.dry_run:
             return None
         if nginx.status_listen != "off":
             seen = serving_generation(nginx.status_listen, timeout=HEALTH_PROBE_TIMEOUT)
-            if seen == generation:
+            if seen in generations:
                 return None
             if seen is None:
                 return f"nginx does not answer on its status listener {nginx.status_listen}"
-            return f"nginx serves generation {seen}, not {generation}"
+            return f"nginx serves generation {seen}, not {generations[0] or '-'}"
         pid, why = find_master(nginx.pid)
         return None if pid is not None else f"nginx is not running ({why})"
 
@@ -533,6 +581,10 @@ class Applier:
         self.policies.installed(self._applied_dead, old_workers)
         self.failed_text = None
         self.health.applied, self.health.apply_error = True, ""
+        previous = self.health.generation
+        if previous and previous != generation:
+            grace = self.clock.monotonic() + self.spec.watch.confirm_timeout
+            self.health.superseded = (previous, grace)
         self.health.generation = generation
         self.metrics.last_sync.set(self.clock.wall().timestamp())
         if observe:

@@ -45,6 +45,7 @@ class Damped:
     held: tuple[str, ...] = ()  # every instance pinned now, for metrics and /healthz
     started: tuple[str, ...] = ()  # "service 'app' instance 'i1' is flapping ...", once
     released: tuple[str, ...] = ()  # pinned ones that have been stable for `hold`
+    keys: frozenset[Key] = frozenset()  # the pinned ones as (service, instance id)
 
 
 class FlapDamper:
@@ -136,6 +137,7 @@ class FlapDamper:
         return Damped(
             replace(catalog, services=services),
             held=tuple(_label(k) for k in sorted(held)),
+            keys=frozenset(held),
             started=tuple(started),
             released=tuple(released),
         )

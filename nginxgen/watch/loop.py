@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..deploy.confirm import serving_generation
 from ..model.catalog import Catalog
 from ..pipeline import (
     BuildCache,
@@ -37,10 +38,13 @@ from ..pipeline import (
 )
 from ..sources import RegistryError, Source, open_source
 from ..spec import Spec, SpecError, load_spec
+from ..status.traffic import PeerTraffic
 from ..util.atomic_write import remove_stale_temps
 from ..util.backoff import Backoff
 from ..util.clock import Clock
-from .apply import Applier, Outcome, Result
+from .apply import HEALTH_PROBE_TIMEOUT, Applier, Outcome, Result
+from .instances import InstanceView, ReloadMode
+from .sampler import TrafficSampler
 from .telemetry import Health, Metrics, StatusServer, event
 
 # Longest single block on the registry: SIGHUP, schedules and holds are noticed this fast.
@@ -80,7 +84,7 @@ class Watcher:
         self.options = options or Options()
         self.clock = clock or Clock()
         self.metrics = Metrics()
-        self.health = Health()
+        self.health = Health(clock=self.clock)
         cache = BuildCache()
         binary = nginx_for_test(spec, None, cache.versions)  # NginxMissing: exit 2
         # Bound before anything is touched: a second watcher stops here, harmlessly.
@@ -96,6 +100,25 @@ class Watcher:
             cache=cache,
             dry_run=self.options.dry_run,
         )
+        self.traffic = PeerTraffic()
+        applier = self.applier
+        self.instances = InstanceView(
+            lambda: applier.spec,
+            lambda: applier.last_plan,
+            ReloadMode(lambda: applier.spec, lambda: applier.applied_plan, self.traffic),
+            traffic=self.traffic,
+            probe_errors=lambda: applier.policies.probe_errors(),
+            kept=lambda: applier.kept,
+            generation=lambda: self.health.generation,
+            served=self._served_generation,
+            metrics=self.metrics,
+        )
+        applier.after_apply = self.instances.refresh
+        self.sampler = TrafficSampler(
+            self._metrics_listen, self.traffic, clock=self.clock, on_sample=self.instances.refresh
+        )
+        if self._server is not None:
+            self._server.document = self.instances.document
         self.last_read = 0.0
         self.stopping = False
         self.reload_spec = False
@@ -123,6 +146,17 @@ class Watcher:
             hint = " (is another nginxgen watch running?)" if exc.errno == errno.EADDRINUSE else ""
             raise ListenError(f"watch.listen {listen}: cannot listen: {why}{hint}") from None
 
+    def _metrics_listen(self) -> str | None:
+        """Where nginx's /metrics is, for the sampler; None when the spec has them off."""
+        nginx = self.applier.spec.nginx
+        return nginx.status_listen if nginx.metrics and nginx.status_listen != "off" else None
+
+    def _served_generation(self) -> str | None:
+        listen = self.applier.spec.nginx.status_listen
+        if listen == "off":
+            return None
+        return serving_generation(listen, timeout=HEALTH_PROBE_TIMEOUT)
+
     # --- lifecycle ---------------------------------------------------------------------
 
     def run(self) -> int:
@@ -130,14 +164,19 @@ class Watcher:
         self._install_signals()
         if self._server is not None:
             self._server.start()
-            event(logging.INFO, "health and metrics listening", listen=self.spec.watch.listen)
+            event(
+                logging.INFO, "health, metrics and status listening", listen=self.spec.watch.listen
+            )
         try:
             if self.options.once or self.options.dry_run:
                 return self.one_pass()  # the ramp as it stands now; no probes, no waiting
             self.applier.policies.start()
+            if self._server is not None:
+                self.sampler.start()  # for /status and the gauges
             self.loop()
             return 0
         finally:
+            self.sampler.stop()
             self.applier.policies.close()
             if self._server:
                 self._server.stop()

@@ -70,6 +70,12 @@ class Policies:
         if self.prober:
             self.prober.served_without(dead, old_workers)
 
+    def probe_errors(self) -> dict[str, str]:
+        """Instance key → the last probe error, for the pseudo-dead ones (/status)."""
+        if not self.prober:
+            return {}
+        return {p.key: p.last_error for p in self.prober.status() if p.dead}
+
     def close(self) -> None:
         if self.prober:
             self.prober.stop()

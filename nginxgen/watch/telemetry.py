@@ -8,15 +8,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 from ..model.catalog import Catalog
+from ..util.clock import Clock
 from .recovery import RESULTS as RECOVERY_RESULTS
 
 log = logging.getLogger("nginxgen.watch")
@@ -199,7 +202,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Per instance (watch/instances.py): a collector of its own, since 10,000
+        # instances as prometheus_client children cost seconds to set and to expose.
+        self.per_instance = InstanceGauges()
         self._services: dict[str, int] = {}
+
+    def set_instances(self, service: str, rows: tuple[Any, ...]) -> None:
+        """The gauges of one service's instances (watch/instances.Row); () removes them."""
+        self.per_instance.set(service, rows)
 
     def set_catalog(self, catalog: Catalog) -> None:
         counts = {name: len(insts) for name, insts in catalog.services.items()}
@@ -211,7 +221,90 @@ class Metrics:
         self._services = counts
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.per_instance.text()
+
+
+class InstanceGauges(Collector):
+    """nginxgen_instance_{state,weight,warmup_percent}, one series per instance each,
+    labelled like nginx's per-peer counters (service, peer) so that the dashboard can put
+    them side by side; `id` is the registry's instance id (not `instance`: Prometheus
+    sets that label itself). A service's rows are replaced whole; an instance that
+    leaves takes its series along."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[Any, ...]] = {}
+        self._version = 0
+        self._lock = threading.Lock()  # the rows; held briefly, the loop sets them
+        self._render = threading.Lock()  # one exposition made at a time, off `_lock`
+        self._text: tuple[int, bytes] | None = None  # the exposition of a version
+        self._snapshot: dict[str, tuple[Any, ...]] = {}
+        self._registry = CollectorRegistry()
+        self._registry.register(self)
+
+    def set(self, service: str, rows: tuple[Any, ...]) -> None:
+        with self._lock:
+            if rows:
+                self._rows[service] = rows
+            else:
+                self._rows.pop(service, None)
+            self._version += 1
+
+    def text(self) -> bytes:
+        """The three families in the text format; made again only after a change, so a
+        scrape between two applies costs nothing (formatting costs ~30 µs a series), and
+        made without holding up the loop."""
+        with self._render:
+            with self._lock:
+                version, cached = self._version, self._text
+                if cached is not None and cached[0] == version:
+                    return cached[1]
+                self._snapshot = dict(self._rows)
+            text = generate_latest(self._registry)
+            self._text = (version, text)
+            return text
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> list[Metric]:
+        return list(self._families(self._snapshot))
+
+    @staticmethod
+    def _families(rows: dict[str, tuple[Any, ...]]) -> tuple[GaugeMetricFamily, ...]:
+        labels = ["service", "id", "peer"]
+        state = GaugeMetricFamily(
+            "nginxgen_instance_state",
+            "1 for each instance, labelled with its state (serving, warming, draining, "
+            "pseudo_dead, passive_failed, out).",
+            labels=[*labels, "state"],
+        )
+        weight = GaugeMetricFamily(
+            "nginxgen_instance_weight",
+            "Each instance's nginx weight: planned (the last plan) and in_force (what nginx "
+            "balances with now).",
+            labels=[*labels, "kind"],
+        )
+        warmup = GaugeMetricFamily(
+            "nginxgen_instance_warmup_percent",
+            "Share of its weight an instance gets: 100 when warm, the ramp's step while "
+            "warming, 0 when out.",
+            labels=labels,
+        )
+        for service, items in rows.items():
+            seen = set()
+            for row in items:
+                key = (service, row.id, row.address)
+                if key in seen:
+                    continue  # the same id and address twice in a registry: one series
+                seen.add(key)
+                state.add_metric([*key, row.state], 1)
+                weight.add_metric([*key, "planned"], row.planned_weight)
+                if row.weight is not None:
+                    weight.add_metric([*key, "in_force"], row.weight)
+                warm = row.state in ("serving", "warming", "passive_failed")
+                percent = (100 if row.percent is None else row.percent) if warm else 0
+                warmup.add_metric(list(key), percent)
+        return state, weight, warmup
 
 
 # --- health -----------------------------------------------------------------------------
@@ -223,17 +316,25 @@ class Health:
 
     applied: bool | None = None  # None: nothing applied yet
     apply_error: str = ""
-    stale_since: float | None = None
+    stale_since: float | None = None  # wall time (Unix seconds)
     stale_reason: str = ""
     generation: str = ""
     held: str = ""
     flapping: str = ""
-    # Asked on every /healthz once a config is applied: None when nginx serves this
-    # generation, else why not (nginx stopped, or reloaded onto something else).
-    served: Callable[[str], str | None] | None = None
+    # Asked on every /healthz once a config is applied: None when nginx serves one of
+    # these generations, else why not (nginx stopped, or reloaded onto something else).
+    served: Callable[[tuple[str, ...]], str | None] | None = None
+    # While a config is being installed: its generation and the monotonic deadline of its
+    # confirmation. nginx may serve it before the sidecar has confirmed it; that is the
+    # reload working, not a fault, so readiness does not flap at every reload.
+    in_flight: tuple[str, float] | None = None
+    # After a reload, nginx's old workers finish what they hold and may still answer the
+    # status listener for a moment: the generation before it, and until when it counts.
+    superseded: tuple[str, float] | None = None
+    clock: Clock = field(default_factory=Clock)
 
     def status(self, now: float | None = None) -> tuple[int, str]:
-        now = time.time() if now is None else now
+        now = self.clock.wall().timestamp() if now is None else now
         if self.stale_since is not None:
             ago = now - self.stale_since
             return 503, f"registry stale for {ago:.0f}s, serving the last good catalog: " + (
@@ -243,21 +344,32 @@ class Health:
             return 503, "no config applied yet"
         if not self.applied:
             return 503, f"last apply failed: {self.apply_error}"
-        problem = self.served(self.generation) if self.served else None
+        accepted: tuple[str, ...] = (self.generation,)
+        note = ""
+        now_m = self.clock.monotonic()
+        pending, before = self.in_flight, self.superseded
+        if pending is not None and now_m <= pending[1]:
+            accepted += (pending[0],)
+            note = f"; reloading onto {pending[0]}"
+        if before is not None and now_m <= before[1]:
+            accepted += (before[0],)
+        problem = self.served(accepted) if self.served else None
         if problem:
             return 503, f"generation {self.generation or '-'} is not served: {problem}"
-        note = f"; holding: {self.held}" if self.held else ""
+        note += f"; holding: {self.held}" if self.held else ""
         note += f"; flapping, pinned: {self.flapping}" if self.flapping else ""
         return 200, f"ok: generation {self.generation or '-'}{note}"
 
 
 class StatusServer:
-    """/healthz and /metrics on a loopback port, served from a daemon thread."""
+    """/healthz, /metrics and /status on a loopback port, served from a daemon thread.
+    `document` makes the /status answer (watch/instances.py); until it is set, 404."""
 
     def __init__(self, listen: str, health: Health, metrics: Metrics) -> None:
         host, _, port = listen.rpartition(":")
         this = self
         self.health, self.metrics = health, metrics
+        self.document: Callable[[], dict[str, Any]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -269,8 +381,12 @@ class StatusServer:
                     body, ctype = (text + "\n").encode(), "text/plain; charset=utf-8"
                 elif self.path.split("?")[0] == "/metrics":
                     code, body, ctype = 200, this.metrics.exposition(), CONTENT_TYPE_LATEST
+                elif self.path.split("?")[0] == "/status" and this.document is not None:
+                    doc = json.dumps(this.document(), separators=(",", ":"))
+                    code, body, ctype = 200, doc.encode(), "application/json"
                 else:
-                    code, body, ctype = 404, b"try /healthz or /metrics\n", "text/plain"
+                    code, body = 404, b"try /healthz, /metrics or /status\n"
+                    ctype = "text/plain"
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))

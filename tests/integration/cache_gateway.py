@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from nginxgen.util.resources import resource_dir
+from nginxgen.deploy.lua_tree import lua_tree_dir
 from tests.helpers import Backend, Nginx, RedisServer, free_port, write_spec
 
 
@@ -91,7 +91,7 @@ class CachedGateways:
         result = render(spec, conf)
         assert result.returncode == 0, result.stderr
         text = conf.read_text()
-        lua = str(resource_dir("lua"))
+        lua = str(lua_tree_dir(conf.parent))  # render -o installs the Lua modules there
         if lua_dir is not None:  # as if nginxgen were installed there
             text = text.replace(lua, str(lua_dir))
             lua = str(lua_dir)

@@ -298,9 +298,11 @@ def test_docs_list_every_rule_and_ci_files_are_valid() -> None:
         assert f"| {rule.id} | `{rule.name}` | {rule.severity} |" in docs, rule.id
     (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     assert hook["id"] == "nginxgen-lint" and hook["entry"] == "nginxgen lint"
-    workflow = yaml.safe_load((REPO / "examples" / "ci" / "nginxgen-lint.yml").read_text())
-    steps = workflow["jobs"]["lint"]["steps"]
-    assert any("--format sarif" in s.get("run", "") for s in steps)
+    # The example workflow uses the action (tests/test_action.py runs its steps).
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    steps = action["runs"]["steps"]
+    assert action["inputs"]["format"]["default"] == "sarif"
+    assert any("nginxgen lint --format" in s.get("run", "") for s in steps)
     assert any(s.get("uses", "").startswith("github/codeql-action/upload-sarif") for s in steps)
 
 

@@ -21,7 +21,11 @@ routes:
 BAD = [
     ("registry: {kind: file, path: services.yaml}\nroutes: []\n", "routes", "at least 1"),
     ("routes:\n  - {path: /a/, service: users}\n", "registry", "required key is missing"),
-    (GOOD.replace("kind: file", "kind: zookeeper"), "registry", "kind"),
+    (
+        GOOD.replace("kind: file", "kind: zookeeper"),
+        "registry.kind",
+        "unknown registry kind 'zookeeper' (one of file, consul,",
+    ),
     (GOOD.replace("nginx: {listen: 8080}", "nginx: {listen: 99999}"), "nginx.listen", "range"),
     (GOOD.replace("nginx: {listen: 8080}", "nginx: {lisen: 8080}"), "nginx.lisen", "unknown key"),
     (GOOD.replace("path: /api/", "path: api"), "routes[0].path", "start with '/'"),

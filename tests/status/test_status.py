@@ -1,6 +1,6 @@
-"""nginxgen.status: the per-peer traffic window, the status document and its tables, and
-what the command says when no sidecar answers. (Against a real sidecar and nginx:
-tests/integration, once `watch` serves /status.)"""
+"""nginxgen.status: the per-peer traffic window, the status document and its tables, the
+verb and what it says when no sidecar answers. (Against a real sidecar and nginx:
+tests/integration/test_status.py.)"""
 
 from __future__ import annotations
 
@@ -149,3 +149,52 @@ def test_an_unreadable_answer_is_one_sentence(sidecar) -> None:
     answers.append({"services": {"carts": [{"id": "x"}]}})
     with pytest.raises(NoSidecar, match="cannot read: services.carts\\[0\\].state"):
         show(listen, Console(record=True))
+
+
+def spec_with(tmp_path, listen: str):
+    from tests.helpers import write_spec
+
+    return write_spec(
+        tmp_path,
+        {"watch": {"listen": listen}, "routes": [{"path": "/", "service": "app"}]},
+        {"app": [{"id": "a", "address": "127.0.0.1:9"}]},
+    )
+
+
+def test_the_verb_says_in_one_sentence_when_no_sidecar_runs_or_none_can(tmp_path) -> None:
+    from tests.helpers import run_cli
+
+    listen = f"127.0.0.1:{free_port()}"
+    result = run_cli("status", "-c", str(spec_with(tmp_path, listen)))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: no sidecar answers on {listen} (watch.listen): is `nginxgen watch` "
+        "running with this spec?"
+    )
+    result = run_cli("status", "-c", str(spec_with(tmp_path, "off")), "--json")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "watch.listen is off, so the sidecar serves no status" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_verb_finds_the_listener_in_the_spec(tmp_path, sidecar, monkeypatch) -> None:
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("COLUMNS", "160")
+    listen, _ = sidecar
+    result = run_cli("status", "-c", str(spec_with(tmp_path, listen)), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == DOC
+    result = run_cli(
+        "status", "-c", str(spec_with(tmp_path, listen.replace("127.0.0.1", "0.0.0.0")))
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warming 30 %" in result.stdout and "carts-3" in result.stdout
+
+
+def test_json_watch_is_one_document_per_line(sidecar) -> None:
+    listen, _ = sidecar
+    out = Console(record=True, width=80, color_system=None)
+    show(listen, out, as_json=True, watch=True, sleep=lambda s: None, rounds=3)
+    lines = out.export_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) == DOC for line in lines)

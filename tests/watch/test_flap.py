@@ -51,6 +51,7 @@ def test_an_instance_flapping_every_50ms_is_held_out_until_stable_for_hold():
         result = damper.apply(read(flapper("up"), STABLE), t)
         assert states(result.catalog) == {"a": "down", "b": "up"} and not result.started
         assert result.held == ("service 'app' instance 'a'",)
+        assert result.keys == frozenset({("app", "a")})
     result = damper.apply(read(flapper("up"), STABLE), last_change + 30)
     assert states(result.catalog) == {"a": "up", "b": "up"}
     assert result.released == ("service 'app' instance 'a': stable for 30s, released",)

@@ -176,6 +176,88 @@ def test_health_explains_itself():
     )
 
 
+def test_a_config_being_installed_is_healthy_until_its_confirm_deadline():
+    """Between nginx loading a new config and the sidecar confirming it, nginx serves a
+    generation the sidecar has not recorded yet: that is a reload, not a fault."""
+    clock = FakeClock()
+    serves = ["old"]
+
+    def served(generations: tuple[str, ...]) -> str | None:
+        return None if serves[0] in generations else f"nginx serves generation {serves[0]}"
+
+    h = Health(applied=True, generation="old", served=served, clock=clock)
+    assert h.status() == (200, "ok: generation old")
+    h.in_flight = ("new", clock.monotonic() + 12.0)
+    serves[0] = "new"  # nginx took the reload; confirmation still polling
+    assert h.status() == (200, "ok: generation old; reloading onto new")
+    serves[0] = "old"  # or not yet
+    assert h.status()[0] == 200
+    clock.advance(12.5)  # past the deadline, an in-flight config proves nothing
+    serves[0] = "new"
+    assert h.status() == (503, "generation old is not served: nginx serves generation new")
+    serves[0] = "other"  # something else entirely is never healthy
+    clock.now -= 10
+    assert h.status()[0] == 503
+    # Confirmed: old workers may still answer with the generation before, for a while.
+    h.in_flight, h.generation = None, "new"
+    h.superseded = ("old", clock.monotonic() + 10.0)
+    serves[0] = "old"
+    assert h.status() == (200, "ok: generation new")
+    clock.advance(10.5)
+    assert h.status() == (503, "generation new is not served: nginx serves generation old")
+
+
+def test_the_loop_marks_the_install_in_flight_and_clears_it(watcher, tmp_path, monkeypatch):
+    w = watcher(FakeSource(9001), confirm_timeout="7s")
+    seen: list[object] = []
+    import nginxgen.watch.apply as apply_mod
+
+    real = apply_mod.install
+
+    def install(*args, **kwargs):
+        seen.append((w.health.in_flight, w.clock.monotonic()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(apply_mod, "install", install)
+    recorded: list[object] = []
+    succeeded = w.applier._succeeded
+
+    def record(*args, **kwargs):
+        succeeded(*args, **kwargs)
+        # The new generation is recorded while the install still counts as in flight:
+        # no moment where nginx is ahead of what /healthz accepts.
+        recorded.append((w.health.generation, w.health.in_flight))
+
+    monkeypatch.setattr(w.applier, "_succeeded", record)
+    assert w.apply(w.source.read()).result is Result.APPLIED
+    ((applied, still),) = recorded
+    assert still is not None and still[0] == applied
+    (((generation, deadline), then),) = seen
+    assert generation == w.health.generation
+    assert then < deadline <= then + 7.0 + apply_mod.IN_FLIGHT_MARGIN
+    assert w.health.in_flight is None
+
+
+def test_the_status_document_follows_the_loop_and_says_what_is_held(watcher):
+    w = watcher(FakeSource(9001, 9002, 9003, 9004))
+    assert w.apply(w.source.read()).result is Result.APPLIED
+    doc = w.instances.document()
+    assert doc["generation"] == w.health.generation and doc["served_generation"] is None
+    assert [(r["id"], r["state"], r["weight"]) for r in doc["services"]["app"]] == [
+        (f"i{p}", "serving", 1) for p in (9001, 9002, 9003, 9004)
+    ]
+    w.source.set(9001)  # three of four vanish at once: held until confirmed
+    w.apply(w.source.read())
+    reasons = {r["id"]: r["reason"] for r in w.instances.document()["services"]["app"]}
+    assert reasons == {
+        "i9001": "",
+        **{f"i{p}": "removal held until confirmed" for p in (9002, 9003, 9004)},
+    }
+    text = w.metrics.exposition().decode()
+    series = 'id="i9002",peer="127.0.0.1:9002",service="app",state="serving"'
+    assert f"nginxgen_instance_state{{{series}}} 1.0" in text
+
+
 def test_metrics_follow_services_that_come_and_go():
     m = Metrics()
     m.set_catalog(Catalog({"a": (Instance("a1", "a", "127.0.0.1", 1),), "b": ()}))
