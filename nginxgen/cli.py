@@ -22,6 +22,7 @@ from rich.markup import escape
 from . import __version__
 from .console import ColorMode, LateProgress, apply_color
 from .deploy.feed import write_snapshot
+from .deploy.split_state import write_state
 from .lint.command import err as lint_err
 from .lint.command import lint as lint_command
 from .listing import catalog_json, catalog_table
@@ -177,6 +178,7 @@ def _render(
         else:
             try:
                 written = write_atomic(output, result.text)
+                write_state(spec.nginx, result.plan)
                 feed = result.plan.feed
                 if feed is not None and Path(feed.snapshot).parent.is_dir():
                     # The snapshot follows the config written last: nginx started on this
@@ -184,7 +186,7 @@ def _render(
                     # no snapshot to be older, the file's own endpoints serve.)
                     generation = int(now.timestamp() * 1000)
                     write_snapshot(feed.snapshot, generation, endpoints(result.plan))
-            except InstallError as exc:
+            except (InstallError, OSError) as exc:
                 fail(str(exc), 2)
             state.save()
     summarize(result, written.path if written else None, as_json, output, problems)
@@ -287,6 +289,91 @@ def watch(
     except OSError as exc:  # the output's directories cannot be created, typically
         fail(f"nginx.output {spec.nginx.output}: {(exc.strerror or str(exc)).lower()}", 2)
     raise typer.Exit(watcher.run())
+
+
+@app.command()
+def shift(
+    service: Annotated[str | None, typer.Argument(help="The service whose split to shift.")] = None,
+    shares: Annotated[
+        list[str] | None, typer.Argument(help="VERSION=SHARE, e.g. green=50 (shares of 100).")
+    ] = None,
+    config: ConfigOpt = Path(DEFAULT_SPEC),
+    to: Annotated[
+        str | None, typer.Option("--to", help="Blue-green flip: this version takes 100.")
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="Print the weights in force and where they come from.")
+    ] = False,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the override: the spec's weights again.")
+    ] = False,
+) -> None:
+    """Shift a service's traffic between versions for every gateway on the registry."""
+    from .plan.make import make_plan
+    from .registry.shift import (
+        OverrideStore,
+        ShiftError,
+        parse_assignments,
+        shifted,
+        to_text,
+    )
+
+    spec = load(config)
+    splits = {n: p.split for n, p in spec.services.items() if p.split is not None}
+    if service is not None and service not in splits:
+        known = ", ".join(sorted(splits)) or "none"
+        fail(f"service {service!r} has no split in {config} (services with one: {known})", 2)
+    source = open_registry(spec)
+    try:
+        catalog = source.read()
+    except RegistryError as exc:
+        fail(str(exc), 1)
+    finally:
+        source.close()
+    plan = make_plan(spec, catalog)
+    in_force = {s.service: s for s in plan.splits}
+    if show or (service is None and not shares and to is None):
+        for name in sorted(splits):
+            s = in_force.get(name)
+            if s is None:
+                sys.stdout.write(f"{name}: not planned (not in the registry)\n")
+                continue
+            shown = " ".join(f"{v}={bp / 100:g}" for v, bp in s.effective)
+            configured = " ".join(f"{v}={w:g}" for v, w in s.configured)
+            live = ", ".join(s.live) or "none"
+            sys.stdout.write(
+                f"{name}: {shown} (from {s.source}: {configured}; live versions: {live})\n"
+            )
+        return
+    assert service is not None
+    split = splits[service]
+    try:
+        store = OverrideStore(spec.registry)
+        if clear:
+            store.write(service, None)
+            err.print(f"{service}: override removed from {store.where(service)}", markup=False)
+            return
+        if to is not None:
+            if shares:
+                raise ShiftError("give either --to VERSION or VERSION=SHARE, not both")
+            assign = {v: (100.0 if v == to else 0.0) for v in split.versions}
+            if to not in split.weights:
+                assign = {to: 100.0}
+        else:
+            assign = parse_assignments(shares or [])
+            if not assign:
+                raise ShiftError("give VERSION=SHARE (e.g. green=50), --to VERSION or --show")
+        current = dict(in_force[service].configured) if service in in_force else split.weights
+        weights = shifted(split, current, assign)
+        store.write(service, to_text(weights))
+    except ShiftError as exc:
+        fail(str(exc), 2)
+    except RegistryError as exc:
+        fail(str(exc), 1)
+    except OSError as exc:
+        fail(f"cannot write the override: {exc}", 1)
+    shown = " ".join(f"{v}={w:g}" for v, w in sorted(weights.items()))
+    sys.stdout.write(f"{service}: {shown} written to {store.where(service)}\n")
 
 
 @app.command()

@@ -52,8 +52,16 @@ class BuildCache:
         self.render = RenderCache()  # templates, block texts, block digests
         self.verified = VerifyCache()  # blocks that passed verification
         self.versions = VersionInfo()  # `nginx -V` per binary (Lua module paths)
-        # nginx.endpoints dynamic: the feed token's digest (and a note) per token path
+        # The status listener's push token (the endpoint feed's and the split's): its
+        # digest (and a note) per token path
         self.feed_tokens: dict[str, tuple[str, str | None]] = {}
+
+    def push_token(self, path: str) -> tuple[str, str | None]:
+        """(sha256 of the push token in `path`, a note or None); TokenFileError."""
+        known = self.feed_tokens.get(path)
+        if known is None:
+            known = self.feed_tokens[path] = token_digest(path)
+        return known
 
     def reload_templates(self, overrides: str | None = None, *, check: bool = False) -> None:
         """SIGHUP, another templates_dir, or (`check`) an edited one: read the templates
@@ -136,13 +144,15 @@ def plan_pass(
     catalog = drop_unresolvable(catalog, cache.hosts)
     plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
     if plan.feed is not None:
-        path = plan.feed.token_path
-        known = cache.feed_tokens.get(path)
-        if known is None:
-            known = cache.feed_tokens[path] = token_digest(path)
-        digest, note = known
+        digest, note = cache.push_token(plan.feed.token_path)
         plan = replace(plan, feed=replace(plan.feed, token_sha256=digest))
         if note:
+            plan = replace(plan, notes=plan.notes + (note,))
+    if plan.gateway.split:
+        # The split's push uses the same token (nginx.endpoints_token), in either mode.
+        digest, note = cache.push_token(spec.nginx.token_path)
+        plan = replace(plan, split_token_sha256=digest)
+        if note and plan.feed is None:
             plan = replace(plan, notes=plan.notes + (note,))
     return plan
 

@@ -77,6 +77,9 @@ class Catalog:
     # Registry-specific position (Consul index, etcd revision, file hash) for change waits.
     version: str = ""
     read_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    # Split overrides `nginxgen shift` wrote into the registry: service -> raw JSON text,
+    # checked against the spec when planned (registry/shift.py, plan/split.py).
+    splits: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def instance_count(self) -> int:
@@ -92,6 +95,8 @@ class Catalog:
         h = hashlib.sha256()
         for name in sorted(self.services):
             h.update(memo.digest(name, self.services[name]))
+        for name in sorted(self.splits):
+            h.update(f"split\0{name}\0{self.splits[name]}\0".encode("utf-8", "surrogatepass"))
         return h.hexdigest()[:16]
 
 

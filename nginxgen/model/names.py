@@ -11,6 +11,16 @@ METRICS_DICT = "nginxgen_metrics"
 STATUS_SERVER_NAME = "nginxgen_status"
 METRICS_DICT_SIZE = "4m"  # ~10k routes x status classes x buckets fits comfortably
 AUTH_PREFIX = "/_nginxgen/auth/"  # internal locations for auth_request subrequests
+# services.NAME.split (lua/nginxgen/split.lua): its shared dict, the variable a split
+# route proxies to, the internal mirror locations, the status listener's push and status.
+SPLIT_DICT = "nginxgen_split"
+SPLIT_DICT_SIZE = "1m"  # a document is < 2 KB; room for hundreds of split services
+SPLIT_VAR = "nginxgen_split_upstream"
+MIRROR_PREFIX = "/_nginxgen/mirror/"
+SPLIT_PATH = "/nginxgen/split"
+SPLIT_STATUS_PATH = "/nginxgen/split/status"
+# Beside nginx.conf: the documents in force (read by nginx at start and reload).
+SPLIT_STATE = "nginxgen-split.json"
 KEY_DIGEST_VAR = "nginxgen_key_digest"  # sha256 of the presented API key (set_by_lua)
 # The endpoint feed (nginx.endpoints dynamic, lua/nginxgen/endpoints.lua): its shared
 # dict, the balancer's passive health, the status listener's feed location.

@@ -74,6 +74,7 @@ class Gateway:
     status_listen: str | None = None  # the loopback status server, None when off
     metrics: bool = False  # Lua request counters, served on the status server
     json_log: bool = False
+    split: bool = False  # services.NAME.split: lua/nginxgen/split.lua, pushed on the status server
     dynamic: bool = False  # nginx.endpoints dynamic: Lua balancer fed on the status server
 
     @property
@@ -84,6 +85,8 @@ class Gateway:
             mods.append("nginxgen.apikey")
         if self.metrics:
             mods.append("nginxgen.metrics")
+        if self.split:
+            mods.append("nginxgen.split")
         if self.dynamic:
             mods += ["nginxgen.balancer", "nginxgen.endpoints"]
         return tuple(mods)
@@ -240,6 +243,10 @@ class Location(_HashedOnce):
     grpc: bool = False  # grpc_pass; "nobody alive" is a gRPC UNAVAILABLE
     hsts_var: str | None = None  # repeated where a location's own add_header drops the server's
     snippet: str | None = None  # routes[].snippets: the spec author's nginx text, last
+    # services.NAME.split: Lua picks the version's upstream per request (plan/split.py);
+    # `upstream` then names the service, not an upstream block.
+    split: bool = False
+    mirror: bool = False  # split.mirror: copies go to MIRROR_PREFIX + service
     # nginx.endpoints dynamic: the upstream is always there; Lua answers 503 (or gRPC
     # UNAVAILABLE) while its service has nobody to serve (balancer.available).
     dynamic: bool = False
@@ -278,6 +285,11 @@ class Plan:
     # Next warm-up step boundary: the watch loop re-plans then, even with no registry event.
     next_change_at: datetime | None = None
     surface: Surface = Surface()  # server blocks, listeners, TLS, streams (model/surface.py)
+    # services.NAME.split: the weights in force per version (pushed, not rendered: a
+    # shift needs no reload). Typed loosely here: plan/split.py's SplitPlan.
+    splits: tuple[Any, ...] = ()
+    # sha256 hex of the token the split push needs (filled in by the pipeline: no I/O here).
+    split_token_sha256: str = ""
     bff: BffSetup | None = None  # set when a route aggregates or fits images
     # Per service in the registry, every instance as the plan places it (never rendered).
     standings: Mapping[str, tuple[Standing, ...]] = field(default_factory=dict)

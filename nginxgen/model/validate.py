@@ -266,6 +266,11 @@ class CatalogBuilder:
         self._services: dict[str, dict[str, Instance]] = {}
         self._names: dict[str, str] = {}  # safe name -> original registry name
         self._dropped: list[Dropped] = []
+        self._splits: dict[str, str] = {}
+
+    def split(self, service: str, text: str) -> None:
+        """A split override for `service` (raw text; checked against the spec at plan)."""
+        self._splits[service] = text
 
     def service(self, raw_name: str) -> str | None:
         """Declare a service (it exists even with zero instances). Returns its safe name."""
@@ -311,7 +316,9 @@ class CatalogBuilder:
             name: tuple(sorted(insts.values(), key=lambda i: i.id))
             for name, insts in sorted(self._services.items())
         }
-        return Catalog(services, tuple(self._dropped), self.source, version)
+        return Catalog(
+            services, tuple(self._dropped), self.source, version, splits=dict(self._splits)
+        )
 
 
 def label(value: Any) -> str:

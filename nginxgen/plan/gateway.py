@@ -86,6 +86,8 @@ def plan_gateway(spec: Spec) -> tuple[Gateway, tuple[Guard, ...]]:
         status_listen=None if spec.nginx.status_listen == "off" else spec.nginx.status_listen,
         metrics=spec.nginx.metrics,
         json_log=spec.nginx.access_log_format == "json",
+        split=spec.nginx.status_listen != "off"
+        and any(p.split is not None for p in spec.services.values()),
         dynamic=spec.nginx.dynamic and bool(spec.http_service_names),
     )
     return gateway, tuple(guards)

@@ -27,6 +27,7 @@ from .gateway import plan_gateway
 from .memo import ServiceMemo
 from .route_http import plan_route_http, with_cleared
 from .service import Planned, plan_service
+from .split import SplitPlan, plan_versions, version_upstream
 from .surface import plan_surface, stream_servers
 
 
@@ -77,6 +78,8 @@ def make_plan(
     refused: list[str] = []
     changes: list[datetime] = []
     upstreams: dict[str, Upstream] = {}
+    splits: list[SplitPlan] = []
+    split_live: set[str] = set()  # split services with a version to serve
     standings: dict[str, tuple[Standing, ...]] = {}
     memo = memo if memo is not None else PlanMemo()
     services = memo.services
@@ -90,6 +93,28 @@ def make_plan(
                 notes.append(f"service {name!r}: not in the registry; its routes answer 503")
                 continue
             policy = fixed.policy(name)
+            if policy.split is not None and name in fixed.http_names and fixed.gateway.split:
+                versions = plan_versions(
+                    name,
+                    instances,
+                    policy,
+                    fixed.zone,
+                    now,
+                    observed,
+                    services,
+                    catalog.splits.get(name),
+                )
+                notes += versions.notes
+                refused += versions.refused
+                changes += versions.changes
+                splits.append(versions.split)
+                for up in versions.upstreams:
+                    upstreams[up.name] = up
+                if any(bp for _, bp in versions.split.effective):
+                    split_live.add(name)
+                else:
+                    notes.append(f"service {name!r}: no live instance; its routes answer 503")
+                continue
             planned = services.get(name, instances, policy, fixed.zone, now)
             if planned is None:
                 planned, window, keys = plan_service(
@@ -109,9 +134,11 @@ def make_plan(
             upstreams[name] = planned.upstream
         if fixed.dynamic:
             http = _dynamic_upstreams(upstreams, fixed, memo, notes)
+            locations, cache = fixed.locations(fixed.http_names)
         else:
-            http = {n: u for n, u in upstreams.items() if n in fixed.http_names}
-        locations, cache = fixed.locations(fixed.http_names if fixed.dynamic else http.keys())
+            version_ups = {u.name for p in splits for u in versions_of(p, upstreams)}
+            http = {n: u for n, u in upstreams.items() if n in fixed.http_names or n in version_ups}
+            locations, cache = fixed.locations(frozenset(http.keys()) | split_live)
         surface = fixed.surface
         if spec.streams:
             # Stream upstreams have their own namespace and no keepalive or snippets.
@@ -144,7 +171,13 @@ def make_plan(
         surface=surface,
         standings=standings,
         feed=fixed.feed,
+        splits=tuple(splits),
     )
+
+
+def versions_of(split: SplitPlan, upstreams: dict[str, Upstream]) -> list[Upstream]:
+    names = (split.upstream(v) for v, _ in split.configured)
+    return [upstreams[n] for n in names if n in upstreams]
 
 
 def _dynamic_upstreams(
@@ -157,10 +190,10 @@ def _dynamic_upstreams(
     if len(cache) > 2 * len(fixed.service_names) + 1024:
         cache.clear()
     out: dict[str, Upstream] = {}
-    for name in fixed.http_names_ordered:
+    for service, name in fixed.upstream_names():
         static = upstreams.get(name)
         if static is None:
-            policy = fixed.policy(name)
+            policy = fixed.policy(service)
             snippet = policy.snippets.text if policy.snippets else None
             balance = balance_args(policy.balance)
             static = Upstream(name, (), policy.keepalive, None, balance, snippet)
@@ -221,11 +254,26 @@ class SpecPlan:
         self.catch_all = not any(r.path == "/" and r.match == "prefix" for r in spec.routes)
         self.notes = cache_notes(spec)
         self.bff = plan_bff(spec, self.guards)
+        if not self.gateway.split and any(p.split for p in spec.services.values()):
+            off = "services.*.split: ignored with nginx.status_listen off (shifts are pushed there)"
+            self.notes = (*self.notes, off)
         self._default: ServicePolicy | None = None
         n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
         self._unavailable: list[Location | None] = [None] * n
         self._last: tuple[frozenset[str], tuple[Location, ...], CacheSetup | None] | None = None
+
+    def upstream_names(self) -> list[tuple[str, str]]:
+        """(service, upstream) for every HTTP upstream, in spec order: a split service has
+        one per version of its split (plan/split.py), any other one of its own name."""
+        out = []
+        for name in self.http_names_ordered:
+            split = self.policy(name).split if self.gateway.split else None
+            if split is None:
+                out.append((name, name))
+            else:
+                out += [(name, version_upstream(name, v)) for v in split.versions]
+        return out
 
     def policy(self, name: str) -> ServicePolicy:
         own = self.spec.services.get(name)
@@ -264,6 +312,8 @@ class SpecPlan:
         cache = route_cache(self.spec, i, r, guard) if serving else None
         sent = {f.name.lower() for f in guard.forward}  # set from the auth answer instead
         cleared = FORWARDING_CLEARED + (cache.stripped if cache else ())
+        split = self.policy(r.service).split if self.gateway.split and r.service else None
+        split = None if r.protocol == "grpc" else split
         if sent:
             cleared = tuple(h for h in cleared if h.lower() not in sent)
         http, cleared = with_cleared(self.http.routes[i], cleared)
@@ -272,6 +322,8 @@ class SpecPlan:
             exact=r.exact,
             service=r.service or "",
             upstream=r.service if serving and r.service else None,
+            split=split is not None,
+            mirror=split is not None and split.mirror is not None,
             strip_prefix=r.strip_prefix,
             failover=r.failover,
             timeouts=r.timeouts,

@@ -72,6 +72,34 @@ class ConsulClient:
         r = self.http.request("GET", url, params=query, read_timeout=read_timeout)
         return self.http.json(r, url), parse_index(r.headers.get("X-Consul-Index"))
 
+    # --- the KV store (split overrides, registry/shift.py) --------------------------------
+
+    def kv_read(
+        self, prefix: str, params: dict[str, str], read_timeout: float | None = None
+    ) -> tuple[list[Any], int | None]:
+        """GET /v1/kv/<prefix>?recurse: the entries (none: an empty list; Consul answers
+        404 with an index then), and X-Consul-Index."""
+        url = f"{self.url}/v1/kv/{quote(prefix, safe='/')}"
+        query = {"recurse": "", **params}
+        if self.config.datacenter:
+            query["dc"] = self.config.datacenter
+        if self.config.stale:
+            query["stale"] = ""
+        r = self.http.request("GET", url, params=query, read_timeout=read_timeout, ok=(200, 404))
+        data = self.http.json(r, url) if r.status_code == 200 else []
+        if not isinstance(data, list):
+            raise self.http.fail(url, "expected a list of KV entries")
+        return data, parse_index(r.headers.get("X-Consul-Index"))
+
+    def kv_put(self, key: str, value: bytes | None) -> None:
+        """PUT (or, with None, DELETE) one key."""
+        url = f"{self.url}/v1/kv/{quote(key, safe='/')}"
+        params = {"dc": self.config.datacenter} if self.config.datacenter else None
+        if value is None:
+            self.http.request("DELETE", url, params=params)
+        else:
+            self.http.request("PUT", url, params=params, data=value)
+
     # --- the local agent (nginxgen agent) -----------------------------------------------
 
     def _agent(self, path: str, **kwargs: Any) -> requests.Response:

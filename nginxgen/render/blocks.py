@@ -9,13 +9,14 @@ rendered again, and each block text's digest for the generation hash.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
 
 from ..model.bff import IMAGE_CACHE_ZONE
-from ..model.names import CONN_ZONE
+from ..model.names import CONN_ZONE, MIRROR_PREFIX, SPLIT_VAR
 from ..model.plan import Location, Upstream
 from ..util.resources import resource_dir
 from .filters import (
@@ -60,6 +61,7 @@ def environment(templates: Path, overrides: Path | None = None) -> jinja2.Enviro
         var=nginx_var,
         balance_arg=balance_arg,
         regex=nginx_regex,
+        regex_escape=re.escape,
         rewrite_to=rewrite_to,
     )
     return env
@@ -101,6 +103,8 @@ class RenderCache:
                 loc=loc,
                 gw={"metrics": metrics},
                 conn_zone=CONN_ZONE,
+                split_var=SPLIT_VAR,
+                mirror_prefix=MIRROR_PREFIX,
                 image_cache_zone=IMAGE_CACHE_ZONE,
             )
 

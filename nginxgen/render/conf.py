@@ -71,6 +71,7 @@ def render_parts(
     cache = cache if cache is not None else RenderCache()
     temp_dir = nginx.temp_dir or str(Path(nginx.output).parent / "tmp")
     context = gateway_context(plan)
+    context["split_state"] = str(Path(nginx.output).parent / names.SPLIT_STATE)
     context["lua_dir"] = str(lua_dir or resource_dir("lua"))
     marked = cache.env.get_template("nginx.conf.j2").render(
         plan=plan,
@@ -164,6 +165,11 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         # nginx sizes the map hash itself up to this bound; more keys need a larger one.
         "map_hash_max_size": max(2048, 2 * keys),
         "lua_preload": gw.lua_modules,
+        "split_dict": (names.SPLIT_DICT, names.SPLIT_DICT_SIZE),
+        "split_paths": (names.SPLIT_PATH, names.SPLIT_STATUS_PATH),
+        "split_token": plan.split_token_sha256 or "0" * 64,
+        "mirror_prefix": names.MIRROR_PREFIX,
+        "mirrors": mirrors_by_server(plan),
         "feed_dict": names.FEED_DICT,
         "health_dict": names.HEALTH_DICT,
         "health_dict_size": names.HEALTH_DICT_SIZE,
@@ -172,3 +178,18 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         "feed_max_body": names.FEED_MAX_BODY,
         "image_cache_zone": IMAGE_CACHE_ZONE,
     }
+
+
+def split_documents(plan: Plan) -> str:
+    """Every split service's document as the Lua side reads it (plan/split.py), as JSON."""
+    docs = {s.service: s.document() for s in plan.splits}
+    return json.dumps(docs, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+
+def mirrors_by_server(plan: Plan) -> dict[int, list[str]]:
+    """The services whose split routes send mirror copies, per server block."""
+    out: dict[int, list[str]] = {}
+    for loc in plan.locations:
+        if loc.mirror and loc.upstream and loc.service not in out.get(loc.server, []):
+            out.setdefault(loc.server, []).append(loc.service)
+    return out

@@ -8,6 +8,7 @@ whatever `warning:` says (default up, weighted with Service.Weights.Warning).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import threading
@@ -22,6 +23,7 @@ from urllib.parse import quote
 from ..model.catalog import Catalog
 from ..model.validate import CatalogBuilder, shown
 from ..registry.consul import ConsulClient
+from ..registry.shift import SPLIT_DIR
 from ..spec import ConsulRegistry
 from .base import RegistryError
 from .states import meta_overrides, worst
@@ -29,6 +31,7 @@ from .states import meta_overrides, worst
 T = TypeVar("T")
 
 CATALOG = ""  # key of the service list's own index in the version
+KV = "\0kv"  # key of the split overrides' index (no service name holds a NUL)
 
 
 def reconcile(previous: int, new: int | None) -> int:
@@ -145,6 +148,7 @@ class ConsulSource:
         # One blocking query in flight per key, reused across wait() calls.
         self._pending: dict[str, tuple[int, Future[int]]] = {}
         self._pace = Pace(config.min_interval)
+        self._kv_prefix = config.kv_prefix + SPLIT_DIR
 
     def _path(self, key: str) -> str:
         if key == CATALOG:
@@ -155,6 +159,9 @@ class ConsulSource:
         self, key: str, extra: dict[str, str] | None = None, read_timeout: float | None = None
     ) -> tuple[Any, int]:
         params: dict[str, str] = {}
+        if key == KV:
+            data, index = self.client.kv_read(self._kv_prefix, extra or {}, read_timeout)
+            return data, reconcile(0, index)
         if key != CATALOG and self.config.tag:
             params["tag"] = self.config.tag
         params.update(extra or {})
@@ -184,6 +191,10 @@ class ConsulSource:
                     self.config.url + self._path(name), "expected a list of service entries"
                 )
             add_entries(builder, name, entries, self.config.warning)
+        kv, kv_index = self.client.kv_read(self._kv_prefix, {})
+        if kv_index is not None:  # Consul always sends one; without it, nothing to block on
+            indexes[KV] = reconcile(0, kv_index)
+        add_overrides(builder, self._kv_prefix, kv)
         return builder.build(dumps(indexes))
 
     def _block(self, key: str, index: int, wait: float) -> int:
@@ -233,6 +244,22 @@ class ConsulSource:
     def close(self) -> None:
         self._pending.clear()
         self.client.close()
+
+
+def add_overrides(builder: CatalogBuilder, prefix: str, entries: list[Any]) -> None:
+    """Split overrides (`nginxgen shift`) from the KV entries under `prefix`."""
+    for entry in entries:
+        key = entry.get("Key") if isinstance(entry, dict) else None
+        if not isinstance(key, str) or not key.startswith(prefix):
+            continue
+        service = key[len(prefix) :]
+        try:
+            text = base64.b64decode(entry.get("Value") or "").decode("utf-8")
+        except (TypeError, ValueError):
+            builder.drop(service, "split", "split override is not valid base64 UTF-8")
+            continue
+        if service and "/" not in service:
+            builder.split(service, text)
 
 
 def dumps(value: Any) -> str:

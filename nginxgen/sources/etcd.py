@@ -27,10 +27,22 @@ from ..model.validate import CatalogBuilder
 from ..registry.errors import describe, printable
 from ..registry.etcd import EtcdClient, prefix_end
 from ..registry.http import interrupt
+from ..registry.shift import ETCD_DIR
 from ..spec import EtcdRegistry
 from .base import RegistryError
 
-FIELDS = ("address", "host", "port", "weight", "state", "registered_at", "tags", "meta", "id")
+FIELDS = (
+    "address",
+    "host",
+    "port",
+    "weight",
+    "state",
+    "registered_at",
+    "tags",
+    "meta",
+    "id",
+    "version",
+)
 # A silent stream is re-opened after this long, so a half-open TCP connection is noticed.
 STREAM_IDLE = 60.0
 
@@ -47,6 +59,9 @@ def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
         builder.drop("?", "?", "key is not valid base64 UTF-8")
         return
     rest = key[len(prefix) :]
+    if rest.startswith(ETCD_DIR):
+        add_split(builder, rest[len(ETCD_DIR) :], kv)
+        return
     service, sep, instance = rest.partition("/")
     if not sep or not service or not instance or "/" in instance:
         builder.drop(service or "?", key, f"key must look like {prefix}<service>/<instance-id>")
@@ -64,7 +79,26 @@ def add_kv(builder: CatalogBuilder, prefix: str, kv: Any) -> None:
         builder.drop(service, instance, f"unknown field(s): {', '.join(unknown)}")
         return
     fields = {k: v for k, v in value.items() if k != "id"}
+    if "version" in fields:
+        # The value field `version` is the release it runs (docs/split.md): kept as
+        # meta.version unless meta names one itself.
+        version, meta = fields.pop("version"), fields.get("meta")
+        if meta is None:
+            fields["meta"] = {"version": version}
+        elif isinstance(meta, dict):
+            fields["meta"] = {"version": version, **meta}
     builder.add(service, id=instance, **fields)
+
+
+def add_split(builder: CatalogBuilder, service: str, kv: Any) -> None:
+    """A split override (`nginxgen shift`): kept as text, checked against the spec at plan."""
+    try:
+        text = base64.b64decode(kv.get("value", "")).decode("utf-8")
+    except (TypeError, ValueError):
+        builder.drop(service, "split", "split override is not valid base64 UTF-8")
+        return
+    if service and "/" not in service:
+        builder.split(service, text)
 
 
 class EtcdSource:

@@ -9,12 +9,15 @@ services:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Sequence
 
-from ..model.catalog import Catalog
+from ..model.catalog import Catalog, Dropped
 from ..model.validate import CatalogBuilder, label
 from ..registry.file import ServicesFile, digest
+from ..registry.shift import MAX_TEXT, file_path
 from ..spec import FileRegistry
 from .base import RegistryError
 
@@ -26,16 +29,25 @@ class FileSource:
         self.file = ServicesFile(config.path)
         self.path = self.file.path
         self.poll = max(0.05, config.poll)
+        self.splits = file_path(self.path)
+
+    def _split_bytes(self) -> bytes:
+        """The split overrides beside the registry (`nginxgen shift`); none: b""."""
+        try:
+            return self.splits.read_bytes()[: MAX_TEXT * 64]
+        except OSError:
+            return b""
 
     def read(self) -> Catalog:
-        raw = self.file.read_bytes()
-        return parse_registry(raw, str(self.path), digest(raw))
+        raw, splits = self.file.read_bytes(), self._split_bytes()
+        catalog = parse_registry(raw, str(self.path), digest(raw + b"\0" + splits))
+        return parse_splits(catalog, splits, str(self.splits))
 
     def wait(self, version: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if digest(self.file.read_bytes()) != version:
+                if digest(self.file.read_bytes() + b"\0" + self._split_bytes()) != version:
                     return True
             except RegistryError:
                 pass  # a file being replaced is briefly missing; the next read reports it
@@ -73,3 +85,18 @@ def parse_registry(raw: bytes, where: str, version: str = "") -> Catalog:
                 continue
             builder.add(name, **entry)
     return builder.build(version)
+
+
+def parse_splits(catalog: Catalog, raw: bytes, where: str) -> Catalog:
+    """The overrides file: service -> override; each one's text checked at plan."""
+    if not raw:
+        return catalog
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        bad = Dropped("-", "split", f"{where}: not a JSON object of service -> override")
+        return dataclasses.replace(catalog, dropped=catalog.dropped + (bad,))
+    texts = {str(k): json.dumps(v) for k, v in data.items()}
+    return dataclasses.replace(catalog, splits=texts)

@@ -15,6 +15,7 @@ from pydantic.functional_validators import AfterValidator
 from .fields import Duration, Model, SpecPath
 from .gateway import OptionalLimitConn, OptionalRateLimit
 from .snippets import UpstreamSnippet
+from .split import Split
 
 NEXT_UPSTREAM = (
     "error",
@@ -264,3 +265,4 @@ class ServicePolicy(Model):
     probe: Probe = Probe(enabled=False)
     balance: Balance = "round_robin"
     snippets: UpstreamSnippet | None = None  # inside the service's (HTTP) upstream {}
+    split: Split | None = None  # versions, weights, rules, mirror, guard (spec/split.py)

@@ -72,6 +72,9 @@ class ConsulRegistry(_NetworkRegistry):
     # Pace of blocking queries per service once Consul answers faster than changes matter
     # (burst of 2, then one per min_interval); the quiet case is never delayed.
     min_interval: Duration = 1.0
+    # Where nginxgen keeps its own entries in Consul's KV store (split overrides under
+    # `<kv_prefix>split/<service>`, docs/split.md); read with the catalog.
+    kv_prefix: str = Field("nginxgen/", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/$")
 
 
 class EtcdRegistry(_NetworkRegistry, _Credentials):

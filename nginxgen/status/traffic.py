@@ -89,3 +89,20 @@ class PeerTraffic:
                 o = Counts()
             peers[key] = Counts(c.requests - o.requests, c.errors - o.errors)
         return Window(now - then, peers)
+
+
+VERSION_SERIES = "nginxgen_requests_total"
+
+
+def version_counts(text: str) -> dict[PeerKey, Counts]:
+    """Per (service, version): answers and 5xx answers since nginx started, all routes."""
+    out: dict[PeerKey, Counts] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name != VERSION_SERIES or "version" not in s.labels:
+                continue
+            key = (s.labels.get("service", ""), s.labels["version"])
+            c = out.get(key, Counts())
+            err = s.value if s.labels.get("status") == "5xx" else 0.0
+            out[key] = Counts(c.requests + s.value, c.errors + err)
+    return out

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model.names import AUTH_PREFIX, FEED_PATH, FEED_STATUS_PATH, ROUTE_VAR, STATUS_SERVER_NAME
+from ..model.names import (
+    AUTH_PREFIX,
+    FEED_PATH,
+    FEED_STATUS_PATH,
+    MIRROR_PREFIX,
+    ROUTE_VAR,
+    SPLIT_PATH,
+    SPLIT_STATUS_PATH,
+    STATUS_SERVER_NAME,
+)
 from ..model.plan import Location, Plan
 from .findings import Finding
 
@@ -19,7 +28,11 @@ def is_gateway_location(args: list[str]) -> bool:
     """Named error locations and internal auth subrequest locations nginxgen adds."""
     if args and args[0].startswith("@nginxgen_"):
         return True
-    return len(args) == 2 and args[0] == "=" and args[1].startswith(AUTH_PREFIX)
+    return (
+        len(args) == 2
+        and args[0] == "="
+        and (args[1].startswith(AUTH_PREFIX) or args[1].startswith(MIRROR_PREFIX))
+    )
 
 
 # What the loopback status server (templates/status_server.conf.j2) may contain.
@@ -32,6 +45,11 @@ _FEED_CALLS = {
     ("=", FEED_STATUS_PATH): 'require("nginxgen.endpoints").status()',
 }
 _FEED_DIRECTIVES = {"allow", "deny", "client_max_body_size", "client_body_buffer_size"}
+# services.NAME.split: the split's push and status, shaped like the feed's.
+_SPLIT_CALLS = {
+    ("=", SPLIT_PATH): 'require("nginxgen.split").push()',
+    ("=", SPLIT_STATUS_PATH): 'require("nginxgen.split").status()',
+}
 _ROUTE_SET = [f"${ROUTE_VAR}", ""]
 
 
@@ -51,6 +69,8 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
     allowed = _STATUS_LOCATIONS | ({("=", "/metrics")} if plan.gateway.metrics else set())
     if plan.gateway.dynamic:
         allowed |= set(_FEED_CALLS)
+    if plan.gateway.split:
+        allowed |= set(_SPLIT_CALLS)
     for d in status[0].get("block", []):
         if d["directive"] == "location":
             if tuple(d["args"]) not in allowed or not _harmless(d):
@@ -67,7 +87,8 @@ def split_status_server(servers: list[Block], plan: Plan) -> tuple[list[Block], 
 
 
 def _harmless(location: Block) -> bool:
-    feed = _FEED_CALLS.get(tuple(location["args"]))
+    args = tuple(location["args"])
+    feed = _FEED_CALLS.get(args) or _SPLIT_CALLS.get(args)
     if feed is not None:
         return _feed_location(location, feed)
     for d in location.get("block", []):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..deploy.nginx_bin import Binary
+from ..model.names import SPLIT_VAR
 from ..model.plan import Location, Plan, Server, Upstream
 from ..render.filters import lua_string, nginx_time
 from ..util.heap import without_collector
@@ -73,6 +74,8 @@ def balancer_call(upstream: Upstream) -> str:
 
 def available_call(loc: Location) -> str:
     """What a dynamic route's rewrite_by_lua_block runs: 503 while nobody serves."""
+    if loc.split:
+        return split_available_call(loc)
     grpc = ", true" if loc.grpc else ""
     return f'require("nginxgen.balancer").available({lua_string(loc.service)}{grpc})'
 
@@ -169,14 +172,23 @@ def compare_upstream(block: dict[str, Any], upstream: Upstream) -> list[Finding]
     return findings
 
 
+def split_available_call(loc: Location) -> str:
+    """What a split route's rewrite_by_lua_block runs: 503 while no version serves."""
+    return f'require("nginxgen.split").available({lua_string(loc.service)})'
+
+
 def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     """The cache's Lua one-liners a location runs (the gateway's are checked in
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
     if loc.upstream is None and loc.aggregate is None:
         return bff_lua(loc)
-    dynamic = [("rewrite_by_lua_block", available_call(loc))] if loc.checks_endpoints else []
+    lua503 = []  # the 503 on purpose of a split route, or of a dynamic one
+    if loc.split and loc.upstream is not None:
+        lua503 = [("rewrite_by_lua_block", split_available_call(loc))]
+    elif loc.checks_endpoints:
+        lua503 = [("rewrite_by_lua_block", available_call(loc))]
     if loc.cache is None:
-        return dynamic + bff_lua(loc)
+        return lua503 + bff_lua(loc)
     call = 'require("nginxgen.cache").'
     log = f"{call}log()"
     if loc.dynamic:
@@ -184,7 +196,7 @@ def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     if metrics:
         log += ' require("nginxgen.metrics").log()'
     return (
-        dynamic
+        lua503
         + [
             ("access_by_lua_block", f"{call}access({lua_string(loc.cache.id)})"),
             ("header_filter_by_lua_block", f"{call}header_filter()"),
@@ -220,6 +232,9 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
     else:
         strip = "/" if loc.strip_prefix and not loc.grpc else ""
         want = [[f"{upstream_scheme(loc)}{loc.upstream}{strip}"]] if loc.upstream else []
+    if loc.split and loc.upstream:
+        # The version's upstream, picked in Lua (plan/split.py): only its variable here.
+        want = [[f"{upstream_scheme(loc)}${SPLIT_VAR}"]]
     if passes != want:
         return [Finding("round-trip", f"route {loc.path!r} proxies to {passes}", block["line"])]
     own = statements

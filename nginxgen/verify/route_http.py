@@ -9,6 +9,7 @@ escaped its token would show up as a changed argument or an extra statement.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..model.plan import Location, Plan
@@ -176,6 +177,9 @@ def compare_route_http(own: list[Block], loc: Location, line: int | None) -> lis
     prefix = "grpc" if loc.grpc else "proxy"
     rewrites = [args(d) for d in own if d["directive"] == "rewrite"]
     want_rewrite = [[*h.rewrite, "break"]] if h and h.rewrite and loc.upstream else []
+    if loc.split and loc.strip_prefix and loc.upstream and not want_rewrite:
+        # A split route proxies to a variable, so its prefix goes by a rewrite.
+        want_rewrite = [[f"^{re.escape(loc.path)}(.*)$", "/$1", "break"]]
     if rewrites != want_rewrite:
         findings.append(
             Finding("round-trip", f"{what} rewrites {rewrites}, planned {want_rewrite}", line)

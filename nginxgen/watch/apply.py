@@ -52,6 +52,7 @@ from .guard import RemovalHold
 from .policies import Policies, warming_count
 from .policy_state import state_path
 from .recovery import HookRun
+from .split_apply import SplitApply
 from .telemetry import Health, Metrics, event
 from .templates import TemplateFiles
 
@@ -154,6 +155,7 @@ class Applier:
         self.templates = TemplateFiles(spec.templates_dir)
         self._said_in_place = False
         self._nginx_running = True
+        self.splits = SplitApply(clock, metrics)  # split pushes and guards (split_apply.py)
         # nginx.endpoints dynamic: one generation counter for pushes and snapshots, above
         # whatever the snapshot of an earlier run holds.
         self.generations = Generations(clock)
@@ -216,7 +218,7 @@ class Applier:
         `changed_at` (monotonic) is when the change was noticed: the change-to-served
         latency is measured from there."""
         self.next_change = None  # until this pass plans again: never wake on a stale step
-        effective = self._guard(catalog)
+        effective = self.splits.catalog(self._guard(catalog))
         now = self.clock.wall()
         observed = self.policies.observe(effective, now)
         self._observed_dead = observed.dead
@@ -233,12 +235,19 @@ class Applier:
             if planned is not None and last is not None and planned.structure == last.structure:
                 self._planned(planned, len(observed.dead))
                 delta = changed_endpoints(last, planned)
+                # The split documents go before the endpoints when a version loses its last
+                # instance (no request is sent to an emptied upstream), after them otherwise.
+                split = retract = self.splits.retracts(planned)
+                if retract:
+                    self.splits.push_if_changed(self.spec, self.binary, planned)
                 if not delta:
-                    self._succeeded(planned, self.health.generation, changed_at, observe=False)
-                    return Outcome(Result.UNCHANGED)
+                    split = self.splits.push_if_changed(self.spec, self.binary, planned) or split
+                    self._succeeded(planned, self.health.generation, changed_at, observe=split)
+                    return Outcome(Result.APPLIED if split else Result.UNCHANGED)
                 reason = self._reason(planned)
                 pushed = self._push(planned, delta, reason)
                 if pushed.ok:
+                    self.splits.push_if_changed(self.spec, self.binary, planned)
                     self._succeeded(planned, self.health.generation, changed_at, observe=True)
                     return Outcome(Result.APPLIED, reason=reason, pushed=pushed)
         result = build(
@@ -274,8 +283,10 @@ class Applier:
                     first = self._push(plan, delta, why)
                     if not first.ok:
                         return self._install(result, installed, generation, changed_at, first)
-            self._succeeded(plan, generation, changed_at, observe=False)
-            return Outcome(Result.UNCHANGED)
+            # Only split weights changed (nginx.conf does not hold them): a push.
+            split = self.splits.push_if_changed(self.spec, self.binary, plan)
+            self._succeeded(plan, generation, changed_at, observe=split)
+            return Outcome(Result.APPLIED if split else Result.UNCHANGED)
         if text == self.failed_text:
             return Outcome(Result.SKIPPED)
         return self._install(result, installed, generation, changed_at, pushed)
@@ -300,6 +311,7 @@ class Applier:
             return self._failed(text, f"validation: {first}")
 
         reason = self._reason(plan)
+        self.splits.before_install(self.spec, plan)
         if plan.feed is not None:
             # The endpoints this config must serve, at a generation above anything nginx
             # holds: the new workers' init prefers it to older pushes (and a restart of
@@ -367,6 +379,7 @@ class Applier:
         )
         for note in plan.notes:
             event(logging.INFO, f"note: {note}")
+        self.splits.installed(plan)
         self._succeeded(plan, generation, changed_at, observe=True, old_workers=done.old_workers)
         # After the reload, off the change-to-served path: collect, then move the survivors
         # (plan, caches) out of the collector's sight (util/heap.py says why).

@@ -210,7 +210,7 @@ class Watcher:
                     catalog = self.settle(catalog, changed_at)
             except RegistryError:
                 accepted = self.applier.accepted
-                retry = ("probe", "warmup", "certificate", "templates")
+                retry = ("probe", "warmup", "certificate", "templates", "guard")
                 if woke in retry and accepted is not None:
                     # Probe verdicts, ramp steps, renewed certificates and edited templates
                     # do not wait for the registry to return.
@@ -320,8 +320,15 @@ class Watcher:
                 deadline, why = release, "flap"
             if due is not None and due < deadline:
                 deadline, why = due, "warmup"
+            guard = applier.splits.guard_due(self.spec)
+            if guard is not None and guard < deadline:
+                deadline, why = guard, "guard"
             if now >= deadline:
-                return why
+                if why != "guard":
+                    return why
+                if applier.splits.check_guards(self.spec, applier.applied_plan, applier.accepted):
+                    return why  # a canary goes back to 0: plan again
+                continue
             timeout = min(slice_, deadline - now)
             try:
                 if self._idle(self._wait, version, timeout):

@@ -127,6 +127,17 @@ class Metrics:
         self.rollbacks = Counter(
             "nginxgen_rollbacks", "Previous configs restored after a failed reload.", registry=r
         )
+        self.split_pushes = Counter(
+            "nginxgen_split_pushes",
+            "Split weights pushed to nginx without a reload (services.NAME.split).",
+            registry=r,
+        )
+        self.split_rollbacks = Counter(
+            "nginxgen_split_guard_rollbacks",
+            "Canaries the split guard shifted back to 0, by service and version.",
+            ["service", "version"],
+            registry=r,
+        )
         self.instances = Gauge(
             "nginxgen_service_instances",
             "Instances per service in the effective catalog.",

@@ -9,6 +9,7 @@ clients for a certificate.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
@@ -237,6 +238,14 @@ class FakeConsul(FakeServer):
         self.route("GET", "/v1/catalog/services", self._catalog)
         self.route("GET", "/v1/health/service/", self._health)
         self.route("PUT", "/v1/agent/", self._agent)
+        # The KV store (split overrides): blocking reads with ?recurse, PUT, DELETE. Until
+        # a key is first written it answers 404 without an index (a real Consul sends
+        # one): the other fakes' tests keep the versions they assert.
+        self.kv: dict[str, bytes] = {}
+        self.kv_index = 0
+        self.route("GET", "/v1/kv/", self._kv_get)
+        self.route("PUT", "/v1/kv/", self._kv_put)
+        self.route("DELETE", "/v1/kv/", self._kv_put)
 
     @property
     def broken(self) -> bool:
@@ -310,6 +319,31 @@ class FakeConsul(FakeServer):
                 return 404, f'Unknown service ID "{sid}"', None
             return 200, "", gone["payload"]["Name"]
         return 404, "not found", None
+
+    def _kv_get(self, req: Request) -> Answer:
+        prefix = req.path.removeprefix("/v1/kv/")
+        self._block(req, lambda: self.kv_index)
+        with self.cond:
+            if not self.kv_index:
+                return 404, {}, b""
+            entries = [
+                {"Key": k, "Value": base64.b64encode(v).decode(), "ModifyIndex": self.kv_index}
+                for k, v in sorted(self.kv.items())
+                if k.startswith(prefix)
+            ]
+            return (200 if entries else 404), self._header(self.kv_index), entries or b""
+
+    def _kv_put(self, req: Request) -> Answer:
+        key = req.path.removeprefix("/v1/kv/")
+        with self.cond:
+            self.index += 1
+            self.kv_index = self.index
+            if req.method == "DELETE":
+                self.kv.pop(key, None)
+            else:
+                self.kv[key] = req.body
+            self.cond.notify_all()
+        return 200, {}, b"true"
 
     def _publish(self, service: str) -> None:
         """The health entries of the agent's registrations of `service`."""

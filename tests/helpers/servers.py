@@ -77,6 +77,20 @@ def nginx_workers(master: int) -> set[int]:
     return out
 
 
+def settled_workers(master: int, timeout: float = 10.0) -> set[int]:
+    """The workers once all have their title (a fresh fork still shows the master's):
+    two reads 0.3 s apart that agree."""
+    deadline = time.monotonic() + timeout
+    last = nginx_workers(master)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = nginx_workers(master)
+        if now and now == last:
+            return now
+        last = now
+    return last
+
+
 class Nginx:
     """A real nginx master started with a config file; reloadable; stopped at teardown."""
 

@@ -43,6 +43,7 @@ def lua_nginx() -> Iterator[tuple[int, Nginx]]:
     lua_shared_dict nginxgen_endpoints 1m;
     lua_shared_dict nginxgen_health 1m;
     lua_shared_dict nginxgen_metrics 1m;
+    lua_shared_dict nginxgen_split 1m;
     init_by_lua_block {{ require("harness") }}
     server {{
         listen 127.0.0.1:{port};

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ...model.names import STATUS_SERVER_NAME
+from ...model.names import SPLIT_VAR, STATUS_SERVER_NAME
 
 # What nginxgen writes inside an upstream: verify's list, so the two never drift apart.
 from ...verify.round_trip import PLACEHOLDER_SERVER
@@ -19,6 +19,10 @@ from ..tree import Checks, LocationFact, Node, UpstreamFact, Walk
 from .proxying import proxy_host
 
 _GENERATED_SERVER = re.compile(r"^weight=\d+$|^max_fails=\d+$|^fail_timeout=\d+m?s$")
+# services.NAME.split: Lua picks the version's upstream (`<service>--<version>`) and the
+# route (or its mirror location) proxies to the variable it set (docs/split.md).
+_SPLIT_TARGETS = (f"http://${SPLIT_VAR}", "http://$nginxgen_mirror_upstream$request_uri")
+_VERSION_UPSTREAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*--[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 NGINXGEN_ROUND_TRIP = rule(
     "NGX016",
@@ -30,9 +34,10 @@ NGINXGEN_ROUND_TRIP = rule(
     block (one per virtual host, plus the redirect and unknown-host servers);
     upstreams hold only server/zone/keepalive/balancer directives, each server as
     `address weight= max_fails= fail_timeout= [backup]` (or, balanced by Lua, the one
-    placeholder `server 0.0.0.1`); no upstream is defined
-    twice or left unused; every location proxies to an upstream defined in the file
-    or answers with `return`. A difference means a hand edit (overwritten at the
+    placeholder `server 0.0.0.1`); no upstream is defined twice or left unused (a split
+    route's version upstreams, `<service>--<version>`, are used by the Lua that picks
+    them); every location proxies to an upstream defined in the file, to the split's
+    variable, or answers with `return`. A difference means a hand edit (overwritten at the
     next render) or a template change that needs review.""",
 )
 
@@ -110,7 +115,11 @@ def nginxgen_round_trip(w: Walk) -> None:
     for dup in facts.duplicate_upstreams:
         problem(dup.file, dup.line, f"upstream {dup.name!r} defined twice", dup.suppressed)
     used: set[str] = set()
+    split = False
     for p in facts.proxy_passes:
+        if p.target in _SPLIT_TARGETS:
+            split = True
+            continue
         host = proxy_host(p.target)
         if host is None or host not in facts.upstreams:
             problem(p.file, p.line, f"proxy_pass {p.target}: no such upstream", p.suppressed)
@@ -118,7 +127,7 @@ def nginxgen_round_trip(w: Walk) -> None:
             used.add(host)
     used |= facts.grpc_upstreams & facts.upstreams.keys()
     for name, up in facts.upstreams.items():
-        if name not in used:
+        if name not in used and not (split and _VERSION_UPSTREAM.match(name)):
             problem(up.file, up.line, f"upstream {name!r} is not used", up.suppressed)
     for loc in facts.locations:
         if not (loc.proxies or loc.returns):
