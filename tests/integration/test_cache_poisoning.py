@@ -299,15 +299,24 @@ def test_a_hit_carries_the_stored_security_headers(gateway):
     gw = gateway({"ttl": "30s"})
     gw.backend.extra_headers = {**SECURITY_HEADERS, "Keep-Alive": "timeout=5", "Trailer": "X-T"}
     miss = gw.get("/c/s", headers={"X-Request-ID": "fill-1"})
-    hit = gw.get("/c/s", headers={"X-Request-ID": "hit-1"})
-    assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
+    assert miss.headers["X-Cache"] == "MISS"
+    # The store finishes after the answer went out: on a loaded machine the next request
+    # may come first and miss too (and fill again). The first hit is what is checked.
+    misses, deadline = 1, time.monotonic() + 10
+    while True:
+        hit = gw.get("/c/s", headers={"X-Request-ID": "hit-1"})
+        if hit.headers["X-Cache"] == "HIT" or time.monotonic() > deadline:
+            break
+        misses += 1
+        time.sleep(0.05)
+    assert hit.headers["X-Cache"] == "HIT"
     for name, value in SECURITY_HEADERS.items():
         assert hit.headers.get(name) == miss.headers.get(name) == value, name
     assert hit.headers["Content-Type"] == "application/json"
     assert "Trailer" not in hit.headers  # hop-by-hop: not stored
     assert hit.headers["X-Request-ID"] == "hit-1"  # this request's id, once
     assert 0 <= int(hit.headers["Age"]) <= 30
-    assert gw.backend.count == 1
+    assert gw.backend.count == misses
 
 
 @pytest.mark.parametrize(
