@@ -95,7 +95,8 @@ def variant(conf: Path, name: str, work: Path, hook: str | None) -> tuple[Path, 
     ports = [free_port(), free_port()]
     it = iter(ports)
     text = re.sub(r"listen 127\.0\.0\.1:\d+;", lambda _: f"listen 127.0.0.1:{next(it)};", text)
-    text = re.sub(r"^pid .*;", f"pid {work}/{name}.pid;\nmaster_process off;\ndaemon off;", text, flags=re.M)
+    head = f"pid {work}/{name}.pid;\nmaster_process off;\ndaemon off;"
+    text = re.sub(r"^pid .*;", head, text, flags=re.M)
     if hook is not None:
         if HOOK not in text:
             raise SystemExit("the rendered config has no metrics hook to replace")
