@@ -27,8 +27,11 @@ from tests.lua.harness import (
 API_KEY = "metrics-test-key-7d1e"
 METRICS_LOG = 'log_by_lua_block { require("nginxgen.metrics").log() }'
 # Everything the log hook needs, in one variable (lua/nginxgen/metrics.lua: RECORD).
-RECORD = "$status $request_time $nginxgen_route|$upstream_response_time|$upstream_addr"
-METRICS_MAP = f'map $status $nginxgen_metrics {{ default "{RECORD}"; }}'
+RECORD = "$nginxgen_route|$upstream_response_time|$upstream_addr"
+METRICS_MAP = f'map $nginxgen_route $nginxgen_metrics {{ default "{RECORD}"; }}'
+# The map configs rendered before this one have: status and duration in the record too.
+OLD_RECORD = "$status $request_time $nginxgen_route|$upstream_response_time|$upstream_addr"
+OLD_METRICS_MAP = f'map $status $nginxgen_metrics {{ default "{OLD_RECORD}"; }}'
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class MetricsGateway:
         interval: float = 0.25,
         dict_size: str = "4m",
         options: dict[str, Any] | None = None,
-        record: bool = True,
+        record: bool | str = True,  # a map line of its own: a config rendered before
     ) -> None:
         self.workdir = workdir
         self.port, self.status_port = free_port(), free_port()
@@ -170,7 +173,7 @@ class MetricsGateway:
         {cache_init}
     }}
     init_worker_by_lua_block {{ require("nginxgen.metrics").init_worker() }}
-    {METRICS_MAP if record else ""}
+    {METRICS_MAP if record is True else record or ""}
     limit_req_zone $binary_remote_addr zone=mt_limit:1m rate=1r/m;
     upstream app {{
 {servers}        keepalive 16;

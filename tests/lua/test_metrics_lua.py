@@ -24,6 +24,7 @@ from tests.helpers import (
 from tests.lua.harness import Feed, needs_lua, nginx_conf, peer, readable_copy
 from tests.lua.metrics_harness import (
     API_KEY,
+    OLD_METRICS_MAP,
     MetricsGateway,
     Route,
     Scrape,
@@ -58,10 +59,15 @@ def total(s: Scrape) -> float:
     return s.value("nginxgen_requests_total")
 
 
-@pytest.mark.parametrize("record", [True, False], ids=["one-map-variable", "five-reads"])
+@pytest.mark.parametrize(
+    "record",
+    [True, OLD_METRICS_MAP, False],
+    ids=["one-map-variable", "map-rendered-before", "no-map"],
+)
 def test_counters_equal_the_requests_sent_across_two_workers(mgw, backends, record):
-    """Both ways the hook reads a request: the $nginxgen_metrics map, and without it (a
-    config rendered before the map existed) ngx.var one field at a time."""
+    """Every way the hook reads a request: the $nginxgen_metrics map; the map of configs
+    rendered before (status and duration in it too); and without it (a config rendered
+    before the map existed) ngx.var one field at a time."""
     a, b = backends("a"), backends("b")
     gw = mgw([a.address, b.address], record=record)
     auth: Backend = gw.auth

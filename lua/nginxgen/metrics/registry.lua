@@ -36,6 +36,7 @@ local CACHE_INDEX = { hit = 1, miss = 2, bypass = 3 }
 local MAX_UNPLANNED = 1000 -- route labels nobody declared (a config older than this module)
 local MAX_INVALID = 100 -- upstream addresses that are not ip:port, remembered as such
 local SWEEP_EVERY = 60 -- seconds between two looks for idle peers
+local MAX_TIMES = 1000 -- $upstream_response_time values remembered as numbers
 
 _M.DEFAULTS = {
     max_peers = 1000,
@@ -83,6 +84,8 @@ function _M.new(cfg, cache_result)
         unplanned = 0,
         npeers = 0,
         invalid = 0,
+        times = {}, -- $upstream_response_time → seconds (or false), see upstream_seconds
+        ntimes = 0,
         dirty_routes = {},
         dirty_peers = {},
         swept = 0,
@@ -201,6 +204,21 @@ local function total_seconds(value)
     return seen and total or nil
 end
 
+-- $upstream_response_time as seconds, remembered: tonumber parses a decimal exactly,
+-- which costs more than the rest of observe(), and a worker sees few distinct values.
+local function upstream_seconds(self, rt)
+    local u = self.times[rt]
+    if u == nil then
+        u = tonumber(rt) or total_seconds(rt) or false
+        if self.ntimes >= MAX_TIMES then
+            self.times, self.ntimes = {}, 0
+        end
+        self.times[rt] = u
+        self.ntimes = self.ntimes + 1
+    end
+    return u
+end
+
 local function valid_peer(addr)
     return find(addr, "^%d+%.%d+%.%d+%.%d+:%d+$") ~= nil
         or find(addr, "^%[[%x:.]+%]:%d+$") ~= nil
@@ -311,7 +329,7 @@ function Registry:observe(label, status, seconds, addr, rt, var, ctx)
             t[2] = t[2] + 1
         end
     else
-        local u = tonumber(rt) or total_seconds(rt)
+        local u = rt and upstream_seconds(self, rt)
         if u then
             b = slot(buckets, nb, u)
             t = r.up
