@@ -181,7 +181,7 @@ def test_the_api_server_away_for_30s_loses_no_serving_pod(kube_gateway, kube, ba
             assert gw.healthz()[0] == 503
             time.sleep(0.5)
         assert gw.metric("nginxgen_registry_stale") == 1
-        client_sees(client, "a", "b", timeout=10)  # the last good config, whole
+        client_sees(client, "a", "b", timeout=30)  # the last good config, whole
         assert "servers removed" not in gw.logs() and "holding" not in gw.logs()
 
         kube.start()
