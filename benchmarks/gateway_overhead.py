@@ -3,7 +3,11 @@
 
 One run starts a backend nginx (answers 200 itself), an auth backend, a redis-server, and
 two gateways rendered by nginxgen from the same spec, one worker each, side by side: one
-with `metrics: false`, one with `metrics: true` (the default). Each has these routes:
+with `metrics: false`, one with `metrics: true` (the default), both with the same
+`endpoints` mode (`--endpoints`, default dynamic: the default of a gateway with metrics
+on; left to its default, `metrics: false` would also switch the "off" gateway to reload
+mode and the comparison would price the Lua balancer with the metrics). Each has these
+routes:
 
   /plain/    a plain proxy route
   /hit/      a cached route, answered from Redis (filled once before the rounds)
@@ -27,6 +31,7 @@ process, so neighbours hardly move it: on minus off is what the metrics hook cos
 1 - that is on/off for a worker that only does this.
 
     python benchmarks/gateway_overhead.py [--rounds 7] [--seconds 3] [--connections 32]
+                                          [--endpoints dynamic|reload]
 
 Goal (issue 18): metrics on >= 90 % of off, for the plain proxy and the cache hit.
 Numbers depend on the machine; compare the columns of one run, not runs on two machines.
@@ -100,8 +105,11 @@ class Gateway:
     status: int
 
 
-def gateway_conf(work: Path, gw: Gateway, backend: int, auth: int, redis: int) -> Path:
-    """nginxgen's rendering of the one spec, with metrics off or on."""
+def gateway_conf(
+    work: Path, gw: Gateway, backend: int, auth: int, redis: int, endpoints: str = "dynamic"
+) -> Path:
+    """nginxgen's rendering of the one spec, with metrics off or on; `endpoints` is set
+    explicitly so that both variants balance the same way."""
     (work / "keys.txt").write_text(KEY + "\n")
     (work / "services.yaml").write_text(
         yaml.safe_dump({"services": {"app": [{"id": "a", "address": f"127.0.0.1:{backend}"}]}})
@@ -115,6 +123,7 @@ def gateway_conf(work: Path, gw: Gateway, backend: int, auth: int, redis: int) -
             "pid": f"{gw.name}.pid",
             "worker_processes": 1,
             "metrics": gw.name == "on",
+            "endpoints": endpoints,
         },
         "redis": {"host": "127.0.0.1", "port": redis, "pool_size": 64},
         "routes": [
@@ -229,6 +238,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="rounds per variant (>= 5)")
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--endpoints", choices=("dynamic", "reload"), default="dynamic", help="both gateways"
+    )
     args = parser.parse_args()
     if args.rounds < 5:
         raise SystemExit("--rounds must be at least 5")
@@ -252,7 +264,7 @@ def main() -> None:
         )
         workers = {}
         for gw in gateways:
-            conf = gateway_conf(work, gw, backend, auth, redis)
+            conf = gateway_conf(work, gw, backend, auth, redis, args.endpoints)
             proc = start(nginx_cmd(conf), gw.port, work / f"{gw.name}.log")
             procs.append(proc)
             workers[gw.name] = worker_of(proc.pid)
@@ -293,7 +305,8 @@ def main() -> None:
 
     print(
         f"wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} interleaved rounds "
-        f"per variant, 1 gateway worker each, {os.cpu_count()} CPUs, load average "
+        f"per variant, 1 gateway worker each, endpoints {args.endpoints} on both, "
+        f"{os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}"
     )
     print()
