@@ -1,12 +1,20 @@
 """What the metrics log hook costs in instructions: callgrind counts of one nginx worker
 (user space: nginx, lua-nginx-module, LuaJIT and its traces, libc, OpenSSL) over a fixed
-load on the plain proxy route, for the gateway rendered with metrics off, on, and on
-with the hook replaced by an empty `log_by_lua_block` (what entering Lua costs alone).
+load on the plain proxy route (or the cache hit: `--route /hit/`), for the gateway
+rendered with metrics off, on, and on without the calls of the metrics hook (what
+metrics cost besides counting: the map; in reload mode also what entering an otherwise
+empty `log_by_lua_block` costs). Both gateways use the same `endpoints` mode
+(`--endpoints`, default dynamic, the default with metrics on): in dynamic mode the log
+hooks run the balancer's hook with metrics on and off.
 
 Counts do not move with the machine's other load, unlike CPU time (gateway_overhead.py);
 they leave out the kernel, which the hook does not call (the same syscalls on and off).
+The request path leaves out the timer handlers as well: the metrics flush (once a second)
+and the endpoint feed's poll run by the clock, and callgrind slows the worker fifty-fold,
+so they would count fifty times their share per request, and vary with the load.
 
     python benchmarks/metrics_hook_instructions.py [--requests 2000]
+        [--endpoints dynamic|reload] [--route /plain/|/hit/]
 
 Needs valgrind (apt-get install valgrind) and runs each gateway in the foreground with
 `master_process off` under callgrind: about a minute per variant.
@@ -33,13 +41,18 @@ from wrk import nginx_binary  # noqa: E402
 
 from tests.helpers import find_tool, free_port, wait_for_port  # noqa: E402
 
-HOOK = 'log_by_lua_block { require("nginxgen.metrics").log() }'
+# The metrics call at the end of the public server's log hook; behind the Lua balancer it
+# wraps the balancer's call, which stays.
+HOOK = re.compile(
+    r' require\("nginxgen\.metrics"\)\.log\((require\("nginxgen\.balancer"\)\.log\(\))?\) \}'
+)
 BATCH = 500  # requests per connection (under nginx's keepalive_requests)
+ROUTES = ("/plain/", "/hit/")  # the plain proxy, the cache hit (Redis, filled by the warm-up)
 
 
-def get(port: int, n: int) -> None:
-    """n GET /plain/ on keep-alive connections, each answer read whole."""
-    req = b"GET /plain/ HTTP/1.1\r\nHost: bench\r\n\r\n"
+def get(port: int, n: int, route: str = "/plain/") -> None:
+    """n GET `route` on keep-alive connections, each answer read whole."""
+    req = f"GET {route} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     for _ in range(0, n, BATCH):
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             buf = b""
@@ -59,8 +72,25 @@ def get(port: int, n: int) -> None:
                     buf += chunk
 
 
-def instructions(valgrind: str, conf: Path, port: int, n: int, work: Path, name: str) -> float:
-    """Instructions per request of the gateway `conf` over n requests after a warm-up."""
+def timer_share(annotate: str, dump: Path) -> int:
+    """Instructions of `dump` spent in timer handlers (ngx_event_expire_timers, inclusive):
+    the flush and endpoint-feed timers run by the clock, and under callgrind's slowdown
+    they run fifty times as often per request as they would."""
+    out = subprocess.run(
+        [annotate, "--inclusive=yes", "--threshold=100", str(dump)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"^\s*([\d,]+) .*ngx_event_expire_timers", out, re.M)
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
+def instructions(
+    valgrind: str, conf: Path, port: int, n: int, work: Path, name: str, route: str
+) -> tuple[float, float]:
+    """Instructions per request of the gateway `conf` over n requests of `route` after a
+    warm-up: in the request path, and in timers."""
     out = work / f"callgrind.{name}"
     cmd = [valgrind, "--tool=callgrind", "--smc-check=all", f"--callgrind-out-file={out}"]
     proc = subprocess.Popen(
@@ -69,11 +99,11 @@ def instructions(valgrind: str, conf: Path, port: int, n: int, work: Path, name:
         stderr=open(work / f"{name}.log", "wb"),  # noqa: SIM115 - closed with the process
     )
     try:
-        wait_for_port(port, 120)
-        get(port, BATCH)  # warm up: the JIT compiles the hook
+        wait_for_port(port, 300)  # valgrind starts slowly on a loaded machine
+        get(port, BATCH, route)  # warm up: the JIT compiles the hook
         time.sleep(1)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-        get(port, n)
+        get(port, n, route)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
     finally:
         proc.terminate()
@@ -85,22 +115,23 @@ def instructions(valgrind: str, conf: Path, port: int, n: int, work: Path, name:
     m = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.M)
     if not m:
         raise SystemExit(f"no totals in {dump}")
-    return int(m.group(1)) / n
+    timers = timer_share(shutil.which("callgrind_annotate") or "callgrind_annotate", dump)
+    return (int(m.group(1)) - timers) / n, timers / n
 
 
-def variant(conf: Path, name: str, work: Path, hook: str | None) -> tuple[Path, int]:
-    """conf in the foreground without a master, on fresh ports; hook replaces the metrics
-    log hook of the public server."""
+def variant(conf: Path, name: str, work: Path, bare: bool = False) -> tuple[Path, int]:
+    """conf in the foreground without a master, on fresh ports; `bare`: without the calls
+    of the metrics hook (the public server's log_by_lua_block, the cached route's)."""
     text = conf.read_text()
     ports = [free_port(), free_port()]
     it = iter(ports)
     text = re.sub(r"listen 127\.0\.0\.1:\d+;", lambda _: f"listen 127.0.0.1:{next(it)};", text)
     head = f"pid {work}/{name}.pid;\nmaster_process off;\ndaemon off;"
     text = re.sub(r"^pid .*;", head, text, flags=re.M)
-    if hook is not None:
-        if HOOK not in text:
-            raise SystemExit("the rendered config has no metrics hook to replace")
-        text = text.replace(HOOK, hook, 1)
+    if bare:
+        text, found = HOOK.subn(lambda m: f" {m.group(1) or ''} }}", text)
+        if not found:
+            raise SystemExit("the rendered config has no metrics hook to take out")
     path = work / f"{name}.conf"
     path.write_text(text)
     return path, ports[0]
@@ -109,43 +140,57 @@ def variant(conf: Path, name: str, work: Path, hook: str | None) -> tuple[Path, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--endpoints", choices=("dynamic", "reload"), default="dynamic")
+    parser.add_argument("--route", choices=ROUTES, default="/plain/")
     args = parser.parse_args()
     n = max(BATCH, args.requests // BATCH * BATCH)
     valgrind = find_tool("valgrind")
     if valgrind is None or find_tool("callgrind_control") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    redis_server = find_tool("redis-server")
+    if args.route == "/hit/" and redis_server is None:
+        raise SystemExit("redis-server is not installed (scripts/test installs it)")
     work = Path(tempfile.mkdtemp(prefix="nginxgen-callgrind-"))
     work.chmod(0o755)
     backend, auth, redis = free_port(), free_port(), free_port()
     procs = []
-    results: dict[str, float] = {}
+    results: dict[str, tuple[float, float]] = {}
     try:
+        if args.route == "/hit/" and redis_server is not None:
+            cmd = [redis_server, "--port", str(redis), "--bind", "127.0.0.1", "--save", ""]
+            procs.append(start([*cmd, "--dir", str(work)], redis, work / "redis.log"))
         procs.append(
             start(nginx_cmd(backend_conf(work, backend, auth)), backend, work / "backend.log")
         )
-        off = gateway_conf(work, Gateway("off", free_port(), free_port()), backend, auth, redis)
-        on = gateway_conf(work, Gateway("on", free_port(), free_port()), backend, auth, redis)
-        for name, conf, hook in (
-            ("off", off, None),
-            ("empty", on, "log_by_lua_block { }"),
-            ("on", on, None),
-        ):
-            path, port = variant(conf, name, work, hook)
+        off, on = (
+            gateway_conf(
+                work, Gateway(name, free_port(), free_port()), backend, auth, redis, args.endpoints
+            )
+            for name in ("off", "on")
+        )
+        for name, conf, bare in (("off", off, False), ("empty", on, True), ("on", on, False)):
+            path, port = variant(conf, name, work, bare)
             print(f"{name} ...", file=sys.stderr, flush=True)
-            results[name] = instructions(valgrind, path, port, n, work, name)
+            results[name] = instructions(valgrind, path, port, n, work, name, args.route)
     finally:
         for p in reversed(procs):
             stop(p)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"user-space instructions per request of the gateway worker, /plain/, {n} requests")
-    base = results["off"]
+    print(
+        f"user-space instructions per request of the gateway worker, {args.route}, {n} "
+        f"requests, endpoints {args.endpoints}; the request path leaves out timer handlers"
+    )
+    print(f"{'':<6} {'request path':>12} {'added':>7} {'timers':>7}")
+    base = results["off"][0]
     for name, what in (
         ("off", "metrics: false"),
-        ("empty", "metrics on, the hook an empty log_by_lua_block"),
+        ("empty", "metrics on, without the call of the metrics hook"),
         ("on", "metrics: true"),
     ):
-        v = results[name]
-        print(f"{name:<6} {v:>8.0f}  {v - base:>+7.0f}  {what}")
+        v, timers = results[name]
+        print(f"{name:<6} {v:>12.0f} {v - base:>+7.0f} {timers:>7.0f}  {what}")
+    on = results["on"][0]
+    print(f"off/on (what a saturated worker's req/s would say): {base / on:.1%}")
 
 
 if __name__ == "__main__":

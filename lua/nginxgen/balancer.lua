@@ -8,6 +8,7 @@
 --       keepalive 32;     # after the balancer: a pool of connections per upstream
 --   }
 --   log_by_lua_block { require("nginxgen.balancer").log() }   # accounts the last attempt
+--   (with metrics: require("nginxgen.metrics").log(require("nginxgen.balancer").log()))
 --
 -- `key` is the hash key computed by nginx (e.g. ngx.var.nginxgen_hash_NAME) for hash and
 -- consistent_hash, nil otherwise; ip_hash reads the client address itself.
@@ -164,14 +165,16 @@ local function last_failed()
     return times ~= nil and match(times, "([^%s,:]+)%s*$") == "-"
 end
 
+-- Answers the key ("10.0.0.1:8080") of the peer it accounted, for nginxgen.metrics.log.
 function _M.log()
     local ctx = ngx.ctx
     local peer = ctx.nginxgen_peer
     if peer == nil then
-        return
+        return nil
     end
     ctx.nginxgen_peer = nil
     finish(ctx.nginxgen_up, peer, last_failed())
+    return peer.key
 end
 
 return _M

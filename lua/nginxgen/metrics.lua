@@ -4,8 +4,10 @@
 --   init(config)   init_by_lua (master): the routes (label → service, cache, versions)
 --                  and limits; optional — without it routes are counted by label alone
 --   init_worker()  init_worker_by_lua: the flush timer (every `interval`, and at exit)
---   log()          log_by_lua of the public server (and of every location that has its
---                  own log_by_lua): counts the request in this worker's tables
+--   log(key)       log_by_lua of the public server (and of every location that has its
+--                  own log_by_lua): counts the request in this worker's tables; behind
+--                  the Lua balancer, key is what its log hook answers (the peer picked):
+--                  log(require("nginxgen.balancer").log())
 --   serve()        content handler of /metrics on the loopback status listener
 --
 -- The request path (log) touches no shared dict: counts go to plain Lua tables
@@ -42,10 +44,15 @@ local escape = exposition.escape
 -- so the hook makes one ngx.var read instead of three. The status and the duration come
 -- from resty.core's FFI getters (ngx.status, ngx.now(), ngx.req.start_time()), which a
 -- compiled trace calls directly; an ngx.var read looks the name up in a hash and has
--- nginx format the value (callgrind: the read is the biggest part of the hook).
+-- nginx format the value (callgrind: the read is the biggest part of the hook). The
+-- map's key is a constant: a variable key would be lowercased and hashed per request.
 -- http {} has:
---   map $nginxgen_route $nginxgen_metrics { default "RECORD"; }
+--   map "" $nginxgen_metrics { default "RECORD"; }
+-- or, when the Lua balancer runs (nginx.endpoints: dynamic) and log() is given the
+-- peer it picked, BALANCED_RECORD: the peer's address is read only for a peer seen for
+-- the first time, or a request that tried several.
 _M.RECORD = "$nginxgen_route|$upstream_response_time|$upstream_addr"
+_M.BALANCED_RECORD = "$nginxgen_route|$upstream_response_time"
 
 local TEXT_KEY = "#text" -- the last rendered exposition, for cache_ttl seconds
 local LOCK_KEY = "#render"
@@ -257,7 +264,7 @@ function _M.init_worker()
     end
 end
 
-function _M.log()
+function _M.log(key)
     local reg = process.reg
     if not reg then
         if reg == false then
@@ -268,16 +275,16 @@ function _M.log()
             return
         end
     end
-    -- "/api/|0.003|10.0.0.1:8080" (see RECORD): route labels hold no space or bar (the
-    -- spec refuses them; a hand-written label with a bar miscounts only its own requests,
-    -- under bounded labels); upstream addresses may hold both, so they come last.
+    -- "/api/|0.003|10.0.0.1:8080" (RECORD) or "/api/|0.003" (BALANCED_RECORD): route
+    -- labels hold no space or bar (the spec refuses them; a hand-written label with a bar
+    -- miscounts only its own requests, under bounded labels); upstream addresses may hold
+    -- both, so they come last.
     local line = ngx_var.nginxgen_metrics
     local bar = line and find(line, "|", 1, true)
-    local bar2 = bar and find(line, "|", bar + 1, true)
-    if bar2 == nil then
+    if bar == nil then
         -- a config without the map: three more reads
         return reg:observe(ngx_var.nginxgen_route, ngx.status, ngx_now() - start_time(),
-            ngx_var.upstream_addr, ngx_var.upstream_response_time, ngx_var, get_ctx)
+            ngx_var.upstream_addr, ngx_var.upstream_response_time, ngx_var, get_ctx, key)
     end
     local from = 1
     if byte(line, 4) == 32 then
@@ -285,14 +292,19 @@ function _M.log()
         from = (find(line, " ", 5, true) or 4) + 1
     end
     local addr, rt
-    if bar2 < #line then
+    local bar2 = find(line, "|", bar + 1, true)
+    if bar2 == nil then
+        if bar < #line then
+            rt = sub(line, bar + 1) -- the peer is the balancer's `key`
+        end
+    elseif bar2 < #line then
         addr = sub(line, bar2 + 1)
         rt = sub(line, bar + 1, bar2 - 1)
     end
     -- whole milliseconds, as $request_time has them (ngx.now() is the same cached clock)
     local ms = floor((ngx_now() - start_time()) * 1000 + 0.5)
     return reg:observe(sub(line, from, bar - 1), ngx.status, (ms > 0 and ms or 0) / 1000,
-        addr, rt, ngx_var, get_ctx)
+        addr, rt, ngx_var, get_ctx, key)
 end
 
 local STATES = { "active", "reading", "writing", "waiting" }

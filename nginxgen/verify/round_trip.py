@@ -191,9 +191,12 @@ def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
         return lua503 + bff_lua(loc)
     call = 'require("nginxgen.cache").'
     log = f"{call}log()"
-    if loc.dynamic:
-        log += ' require("nginxgen.balancer").log()'
-    if metrics:
+    balancer = 'require("nginxgen.balancer").log()'
+    if loc.dynamic and metrics:
+        log += f' require("nginxgen.metrics").log({balancer})'  # the peer it picked
+    elif loc.dynamic:
+        log += f" {balancer}"
+    elif metrics:
         log += ' require("nginxgen.metrics").log()'
     return (
         lua503

@@ -261,10 +261,13 @@ def test_metrics_count_what_was_sent_and_stay_off_the_public_listener(gateway, b
     assert "# TYPE nginxgen_upstream_response_seconds histogram" in text
 
     # The hook read all of that from the one map variable the template renders: its
-    # value is the record metrics.lua parses (a drift would count through the slow path).
+    # value is the record metrics.lua parses (a drift would count through the slow path);
+    # behind the Lua balancer (the default), the one without the peer's address.
     lua = (Path(__file__).parents[2] / "lua" / "nginxgen" / "metrics.lua").read_text()
-    record = re.search(r'^_M\.RECORD = "(.*)"$', lua, re.M)
-    assert record and f'default "{record.group(1)}";' in gw.conf.read_text()
+    record = re.search(r'^_M\.BALANCED_RECORD = "(.*)"$', lua, re.M)
+    conf = gw.conf.read_text()
+    assert "balancer_by_lua_block" in conf
+    assert record and f'default "{record.group(1)}";' in conf
 
     status = requests.get(f"{gw.status_url}/nginx_status", timeout=10)
     assert status.status_code == 200 and "Active connections" in status.text

@@ -26,9 +26,14 @@ from tests.lua.harness import (
 
 API_KEY = "metrics-test-key-7d1e"
 METRICS_LOG = 'log_by_lua_block { require("nginxgen.metrics").log() }'
-# Everything the log hook needs, in one variable (lua/nginxgen/metrics.lua: RECORD).
+# Everything the log hook needs, in one variable (lua/nginxgen/metrics.lua: RECORD);
+# behind the Lua balancer, which tells the hook the peer, BALANCED_RECORD.
 RECORD = "$nginxgen_route|$upstream_response_time|$upstream_addr"
-METRICS_MAP = f'map $nginxgen_route $nginxgen_metrics {{ default "{RECORD}"; }}'
+METRICS_MAP = f'map "" $nginxgen_metrics {{ default "{RECORD}"; }}'
+BALANCED_RECORD = "$nginxgen_route|$upstream_response_time"
+BALANCED_METRICS_MAP = f'map "" $nginxgen_metrics {{ default "{BALANCED_RECORD}"; }}'
+# The map of the configs rendered before the constant key.
+ROUTE_KEYED_MAP = f'map $nginxgen_route $nginxgen_metrics {{ default "{RECORD}"; }}'
 # The map configs rendered before this one have: status and duration in the record too.
 OLD_RECORD = "$status $request_time $nginxgen_route|$upstream_response_time|$upstream_addr"
 OLD_METRICS_MAP = f'map $status $nginxgen_metrics {{ default "{OLD_RECORD}"; }}'
@@ -286,7 +291,7 @@ def dynamic_http(
     lua_dir: Path, plan: dict[str, Any], token: str, routes: list[Route], port: int
 ) -> str:
     """The endpoint feed and metrics together: one init_by_lua, one init_worker_by_lua
-    calling both modules, the balancer's log hook next to the metrics one."""
+    calling both modules, the balancer's log hook handing the metrics one its peer."""
     ups = "".join(upstream(name) for name in plan["upstreams"])
     locs = "".join(
         f"""
@@ -302,13 +307,13 @@ def dynamic_http(
     feed = (
         f"plan = {lua_pieces(json.dumps(plan))}, token_sha256 = {lua_string(token_digest(token))}"
     )
-    log = 'require("nginxgen.balancer").log() require("nginxgen.metrics").log()'
+    log = 'require("nginxgen.metrics").log(require("nginxgen.balancer").log())'
     return f"""
     lua_package_path "{lua_dir}/?.lua;;";
     lua_shared_dict nginxgen_endpoints 4m;
     lua_shared_dict nginxgen_health 1m;
     lua_shared_dict nginxgen_metrics 4m;
-    {METRICS_MAP}
+    {BALANCED_METRICS_MAP}
     init_by_lua_block {{
         require("nginxgen.balancer")
         require("nginxgen.endpoints").init({{ {feed} }})

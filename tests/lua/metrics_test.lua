@@ -156,6 +156,57 @@ s.case("each attempt counts for its own peer; non-peers are not peers", function
     eq(d:get('r|route="/api/",service="carts",version="default"|5xx'), 1)
 end)
 
+s.case("behind the Lua balancer: $upstream_addr once per peer, then the balancer's key", function()
+    local clock = t.clock(1000)
+    local reg = new({ peer_ttl = 600 })
+    local d = dict(clock)
+    local reads = 0
+    local function var(addr, ustatus)
+        return setmetatable({}, { __index = function(_, k)
+            if k == "upstream_addr" then
+                reads = reads + 1
+                return addr
+            end
+            return k == "upstream_status" and ustatus or nil
+        end })
+    end
+    local function balanced(key, rt, v, status)
+        reg:observe("/api/", status or 200, 0.001, nil, rt, v, no_ctx, key)
+    end
+    -- nginx's text is the label, whatever the key looks like
+    balanced("[fd00:0::7]:8080", "0.001", var("[fd00::7]:8080"))
+    balanced("[fd00:0::7]:8080", "0.002", var("[fd00::7]:8080"))
+    balanced("10.0.0.1:80", "0.001", var("10.0.0.1:80"))
+    balanced("10.0.0.1:80", "0.001", var(nil))
+    eq(reads, 2, "one read per peer")
+    -- several attempts: each counts for its own peer, read every time
+    balanced("10.0.0.1:80", "0.001, 0.002", var("10.0.0.2:80, 10.0.0.1:80", "502, 200"))
+    balanced("10.0.0.1:80", "0.001 : 0.002", var("10.0.0.2:80 : 10.0.0.1:80", "200 : 200"))
+    eq(reads, 4)
+    -- a peer the balancer did not pick (no key), and an upstream it does not serve
+    balanced(nil, "0.001", var("10.0.0.3:80"))
+    balanced(nil, "0.001", var("10.0.0.3:80"))
+    eq(reads, 6)
+    -- no upstream: nothing read, no peer counted
+    balanced(nil, nil, var("must not be read"))
+    eq(reads, 6)
+    reg:flush(d, clock())
+    eq(d:get('p|service="carts",peer="[fd00::7]:8080"|2xx'), 2)
+    eq(d:get('p|service="carts",peer="10.0.0.1:80"|2xx'), 4)
+    eq(d:get('p|service="carts",peer="10.0.0.2:80"|5xx'), 1)
+    eq(d:get('p|service="carts",peer="10.0.0.2:80"|2xx'), 1)
+    eq(d:get('p|service="carts",peer="10.0.0.3:80"|2xx'), 2)
+    eq(d:get('u|route="/api/",service="carts"|0.005'), 8)
+    eq(d:get('r|route="/api/",service="carts",version="default"|2xx'), 9)
+    -- a peer idle for peer_ttl leaves; the key finds it again through $upstream_addr
+    clock.advance(700)
+    reg:flush(d, clock())
+    balanced("10.0.0.1:80", "0.001", var("10.0.0.1:80"))
+    eq(reads, 7)
+    reg:flush(d, clock())
+    eq(d:get('p|service="carts",peer="10.0.0.1:80"|2xx'), 1, "a new series after it expired")
+end)
+
 s.case("beyond max_peers, peers count as peer=other; idle peers leave", function()
     local clock = t.clock(1000)
     local reg = new({ max_peers = 3, peer_ttl = 600 })

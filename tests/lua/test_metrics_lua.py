@@ -25,6 +25,7 @@ from tests.lua.harness import Feed, needs_lua, nginx_conf, peer, readable_copy
 from tests.lua.metrics_harness import (
     API_KEY,
     OLD_METRICS_MAP,
+    ROUTE_KEYED_MAP,
     MetricsGateway,
     Route,
     Scrape,
@@ -61,13 +62,13 @@ def total(s: Scrape) -> float:
 
 @pytest.mark.parametrize(
     "record",
-    [True, OLD_METRICS_MAP, False],
-    ids=["one-map-variable", "map-rendered-before", "no-map"],
+    [True, ROUTE_KEYED_MAP, OLD_METRICS_MAP, False],
+    ids=["one-map-variable", "route-keyed-map", "map-rendered-before", "no-map"],
 )
 def test_counters_equal_the_requests_sent_across_two_workers(mgw, backends, record):
-    """Every way the hook reads a request: the $nginxgen_metrics map; the map of configs
-    rendered before (status and duration in it too); and without it (a config rendered
-    before the map existed) ngx.var one field at a time."""
+    """Every way the hook reads a request: the $nginxgen_metrics map; the maps of configs
+    rendered before (keyed by the route; status and duration in it too); and without it
+    (a config rendered before the map existed) ngx.var one field at a time."""
     a, b = backends("a"), backends("b")
     gw = mgw([a.address, b.address], record=record)
     auth: Backend = gw.auth
@@ -218,7 +219,10 @@ def test_label_values_stay_bounded_whatever_clients_send(mgw, backends):
 
 
 def test_dynamic_upstreams_report_peers_and_the_generation_each_worker_serves(backends):
+    """Behind the Lua balancer the hook takes the peer from the balancer's log hook; a
+    request that tried a dead peer first counts both attempts, as $upstream_addr has them."""
     a, b = backends("a"), backends("b")
+    dead = free_port()  # nothing listens: each attempt fails and is retried
     workdir = world_readable_dir("nginxgen-metrics-dyn-")
     port, status_port, token = free_port(), free_port(), "metrics-token"
     routes = [Route("/app/", "app")]
@@ -236,9 +240,8 @@ def test_dynamic_upstreams_report_peers_and_the_generation_each_worker_serves(ba
         wait_for_port(status_port)
         poll_until(lambda: len(nginx_workers(nginx.proc.pid)) >= 2, timeout=10, what="workers")
         feed = Feed(status_port, token)
-        assert feed.push(
-            {"generation": 7, "services": {"app": {"peers": [peer(a.port), peer(b.port)]}}}
-        ).ok
+        peers = [peer(a.port), peer(b.port), peer(dead, max_fails=0)]  # never out
+        assert feed.push({"generation": 7, "services": {"app": {"peers": peers}}}).ok
         poll_until(lambda: feed.status()["converged"], timeout=10, what="convergence")
         url = f"http://127.0.0.1:{port}/app/x"
         assert send(url, 40) == [200] * 40
@@ -251,7 +254,7 @@ def test_dynamic_upstreams_report_peers_and_the_generation_each_worker_serves(ba
             s = scrape()
             gens = [x for x in s.samples if x.name == "nginxgen_endpoints_generation"]
             ok = len(gens) == 2 and all(g.value == 7 for g in gens) and total(s) == 40
-            return s if ok else None
+            return s if ok and s.value("nginxgen_upstream_requests_total") > 40 else None
 
         s = poll_until(done, timeout=15, what="generation 7 on both workers and 40 requests")
         assert {
@@ -260,6 +263,10 @@ def test_dynamic_upstreams_report_peers_and_the_generation_each_worker_serves(ba
         assert s.value("nginxgen_upstream_requests_total", peer=a.address) == a.count
         assert s.value("nginxgen_upstream_requests_total", peer=b.address) == b.count
         assert a.count + b.count == 40 and a.count and b.count
+        dead_addr = f"127.0.0.1:{dead}"
+        assert s.value("nginxgen_upstream_requests_total", peer=dead_addr, status="5xx") >= 1
+        assert s.value("nginxgen_upstream_requests_total", peer=dead_addr, status="2xx") == 0
+        assert s.value("nginxgen_requests_total", status="2xx") == 40
     finally:
         nginx.stop()
         shutil.rmtree(workdir, ignore_errors=True)

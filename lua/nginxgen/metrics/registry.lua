@@ -3,7 +3,8 @@
 --
 -- observe() runs in the log phase of every request: it only reads what nginx already
 -- has and adds to numbers in tables it finds by the route's label and the peer's
--- address. No shared dict, no lock, no string is built there. flush(), from a timer
+-- address (or, behind the Lua balancer, the key of the peer it picked: one ngx.var
+-- read less). No shared dict, no lock, no string is built there. flush(), from a timer
 -- every second and at worker exit, moves the counts into the dict with one incr per
 -- changed number; the exposition (nginxgen.metrics.exposition) reads them from there.
 --
@@ -85,6 +86,7 @@ function _M.new(cfg, cache_result)
         npeers = 0,
         invalid = 0,
         times = {}, -- $upstream_response_time → seconds (or false), see upstream_seconds
+        several = {}, -- the values of `times` that list several attempts
         ntimes = 0,
         dirty_routes = {},
         dirty_peers = {},
@@ -98,7 +100,8 @@ end
 function Registry:service(name)
     local svc = self.services[name]
     if svc == nil then
-        svc = { name = name, labels = 'service="' .. escape(name) .. '"', peers = {} }
+        -- peers: $upstream_addr → record; keyed: the balancer's peer key → the same record
+        svc = { name = name, labels = 'service="' .. escape(name) .. '"', peers = {}, keyed = {} }
         self.services[name] = svc
     end
     return svc
@@ -209,9 +212,13 @@ end
 local function upstream_seconds(self, rt)
     local u = self.times[rt]
     if u == nil then
-        u = tonumber(rt) or total_seconds(rt) or false
+        u = tonumber(rt)
         if self.ntimes >= MAX_TIMES then
-            self.times, self.ntimes = {}, 0
+            self.times, self.several, self.ntimes = {}, {}, 0
+        end
+        if u == nil then
+            u = total_seconds(rt) or false
+            self.several[rt] = true -- "0.002, 0.010" or "-": not one attempt's time
         end
         self.times[rt] = u
         self.ntimes = self.ntimes + 1
@@ -292,12 +299,41 @@ function Registry:attempts(svc, addr, var, c)
     end
 end
 
+-- The peer of a request that the Lua balancer sent to the peer `key` and nowhere else:
+-- $upstream_addr is read once per peer (its text is the peer's label, as in reload
+-- mode), then the balancer's key finds the record. Any other request — retries, an
+-- internal redirect that proxied again, an upstream the balancer does not serve, a
+-- peer over max_peers — reads $upstream_addr each time.
+function Registry:balanced(svc, key, rt, var, c)
+    local p = key and not self.several[rt] and svc.keyed[key]
+    if p then
+        count_peer(self, p, c)
+        return
+    end
+    local addr = var.upstream_addr
+    if addr == nil then
+        return
+    end
+    p = svc.peers[addr]
+    if p then
+        count_peer(self, p, c)
+    elseif p == nil then
+        self:attempts(svc, addr, var, c)
+        p = svc.peers[addr]
+    end
+    if p and key and not self.several[rt] then
+        svc.keyed[key] = p
+    end
+end
+
 -- One request, in the log phase. label: $nginxgen_route; status: the response status;
 -- seconds: the request's duration; addr, rt: $upstream_addr and $upstream_response_time
--- (nil when no upstream was involved); var: ngx.var, read only after retries (for
--- $upstream_status); ctx(): ngx.ctx, asked for only by routes that need it (versions,
--- cache).
-function Registry:observe(label, status, seconds, addr, rt, var, ctx)
+-- (both nil when no upstream was involved; addr nil alone when the caller left the peer
+-- to `key`); var: ngx.var, read only when needed ($upstream_status after retries,
+-- $upstream_addr when addr is nil); ctx(): ngx.ctx, asked for only by routes that need
+-- it (versions, cache); key: the peer the Lua balancer picked (nginxgen.balancer.log()),
+-- when it did.
+function Registry:observe(label, status, seconds, addr, rt, var, ctx, key)
     local r = self.routes[label or ""]
     if r == nil then
         r = self:route(label)
@@ -317,7 +353,7 @@ function Registry:observe(label, status, seconds, addr, rt, var, ctx)
     t[b] = t[b] + 1
     r.dur_sum = r.dur_sum + seconds
 
-    if addr == nil then
+    if addr == nil and rt == nil then
         -- answered by the gateway itself: a refusal, a cache hit, a 503 route
         if status == 429 then
             r.limited = r.limited + 1
@@ -336,11 +372,15 @@ function Registry:observe(label, status, seconds, addr, rt, var, ctx)
             t[b] = t[b] + 1
             r.up_sum = r.up_sum + u
         end
-        local p = r.svc.peers[addr]
-        if p then
-            count_peer(self, p, c)
-        elseif p == nil then
-            self:attempts(r.svc, addr, var, c)
+        if addr == nil then
+            self:balanced(r.svc, key, rt, var, c)
+        else
+            local p = r.svc.peers[addr]
+            if p then
+                count_peer(self, p, c)
+            elseif p == nil then
+                self:attempts(r.svc, addr, var, c)
+            end
         end
     end
 
@@ -474,6 +514,7 @@ local function sweep(self, now)
     self.swept = now
     local idle = now - self.peer_ttl
     for _, svc in pairs(self.services) do
+        svc.keyed = {} -- refilled by the next request to each peer
         for addr, p in pairs(svc.peers) do
             if p and not p.dirty and p.seen < idle then
                 svc.peers[addr] = nil
