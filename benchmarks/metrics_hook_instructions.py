@@ -37,9 +37,10 @@ HOOK = 'log_by_lua_block { require("nginxgen.metrics").log() }'
 BATCH = 500  # requests per connection (under nginx's keepalive_requests)
 
 
-def get(port: int, n: int) -> None:
-    """n GET /plain/ on keep-alive connections, each answer read whole."""
-    req = b"GET /plain/ HTTP/1.1\r\nHost: bench\r\n\r\n"
+def get(port: int, n: int, path: str = "/plain/", header: str = "") -> None:
+    """n GET `path` on keep-alive connections, each answer read whole."""
+    extra = f"{header}\r\n" if header else ""
+    req = f"GET {path} HTTP/1.1\r\nHost: bench\r\n{extra}\r\n".encode()
     for _ in range(0, n, BATCH):
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             buf = b""
@@ -59,8 +60,18 @@ def get(port: int, n: int) -> None:
                     buf += chunk
 
 
-def instructions(valgrind: str, conf: Path, port: int, n: int, work: Path, name: str) -> float:
-    """Instructions per request of the gateway `conf` over n requests after a warm-up."""
+def instructions(
+    valgrind: str,
+    conf: Path,
+    port: int,
+    n: int,
+    work: Path,
+    name: str,
+    paths: tuple[str, ...] = ("/plain/",),
+    header: str = "",
+) -> dict[str, float]:
+    """Instructions per request of the gateway `conf`, per path: n requests each after a
+    warm-up, counted apart (callgrind zeroed before and dumped after each path)."""
     out = work / f"callgrind.{name}"
     cmd = [valgrind, "--tool=callgrind", "--smc-check=all", f"--callgrind-out-file={out}"]
     proc = subprocess.Popen(
@@ -70,22 +81,31 @@ def instructions(valgrind: str, conf: Path, port: int, n: int, work: Path, name:
     )
     try:
         wait_for_port(port, 120)
-        get(port, BATCH)  # warm up: the JIT compiles the hook
+        for path in paths:
+            get(port, BATCH, path, header)  # warm up: the JIT compiles the hooks
         time.sleep(1)
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-        get(port, n)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+        for path in paths:
+            control = ["callgrind_control", "-z", str(proc.pid)]
+            subprocess.run(control, check=True, capture_output=True)
+            get(port, n, path, header)
+            control[1] = "-d"
+            subprocess.run(control, check=True, capture_output=True)
     finally:
         proc.terminate()
         proc.wait(60)
-    dumps = sorted(work.glob(f"callgrind.{name}.*"))  # the -d dump (the last: X at exit)
-    if not dumps:
+    # The -d dumps in order (callgrind numbers them; the last, at exit, is left out).
+    dumps = sorted(
+        work.glob(f"callgrind.{name}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1] or 0)
+    )
+    if len(dumps) < len(paths):
         raise SystemExit(f"callgrind wrote no dump: {(work / f'{name}.log').read_text()[-1500:]}")
-    dump = dumps[0]
-    m = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.M)
-    if not m:
-        raise SystemExit(f"no totals in {dump}")
-    return int(m.group(1)) / n
+    out = {}
+    for path, dump in zip(paths, dumps, strict=False):
+        m = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.M)
+        if not m:
+            raise SystemExit(f"no totals in {dump}")
+        out[path] = int(m.group(1)) / n
+    return out
 
 
 def variant(conf: Path, name: str, work: Path, hook: str | None) -> tuple[Path, int]:
@@ -132,7 +152,7 @@ def main() -> None:
         ):
             path, port = variant(conf, name, work, hook)
             print(f"{name} ...", file=sys.stderr, flush=True)
-            results[name] = instructions(valgrind, path, port, n, work, name)
+            results[name] = instructions(valgrind, path, port, n, work, name)["/plain/"]
     finally:
         for p in reversed(procs):
             stop(p)
