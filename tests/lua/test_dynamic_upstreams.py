@@ -306,6 +306,28 @@ def test_nobody_to_serve_is_refused_with_500_contacting_no_one(gateway: Factory,
     assert "connect() failed" not in log
 
 
+def test_the_refusal_becomes_the_503_and_other_500s_stay(gateway: Factory, backends) -> None:
+    a = backends("a")
+    gw = gateway(
+        {"carts": {}, "users": {}},
+        {"carts": {"peers": [peer(free_port(), state="down")]}, "users": {"peers": [peer(a.port)]}},
+        workers=1,
+    )
+    r = requests.get(gw.url("carts-page"), timeout=5)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"error": "service unavailable", "service": "carts"}
+    assert requests.get(gw.url("users-page"), timeout=5).headers["X-Backend"] == "a"
+    # A 500 of the route's own while the service has someone to serve stays a 500.
+    assert requests.get(gw.url("users-error"), timeout=5).status_code == 500
+    assert "[error]" not in gw.error_log(), "unavailable() answered, it did not fail"
+    # A push that brings carts back: served at once, no 503 left behind.
+    r = gw.feed.push({"generation": 2, "services": {"carts": {"peers": [peer(a.port)]}}})
+    assert r.status_code == 200, r.text
+    gw.converged(2)
+    assert requests.get(gw.url("carts-page"), timeout=5).headers["X-Backend"] == "a"
+
+
 def test_backups_serve_only_when_the_primaries_cannot(gateway: Factory, backends) -> None:
     a, b, z = backends("a"), backends("b"), backends("z")
     gw = gateway(
