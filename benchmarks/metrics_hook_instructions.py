@@ -55,9 +55,10 @@ BATCH = 500  # requests per connection (under nginx's keepalive_requests)
 ROUTES = ("/plain/", "/hit/")  # the plain proxy, the cache hit (Redis, filled by the warm-up)
 
 
-def get(port: int, n: int, route: str = "/plain/") -> None:
+def get(port: int, n: int, route: str = "/plain/", header: str = "") -> None:
     """n GET `route` on keep-alive connections, each answer read whole."""
-    req = f"GET {route} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    extra = f"{header}\r\n" if header else ""
+    req = f"GET {route} HTTP/1.1\r\nHost: bench\r\n{extra}\r\n".encode()
     for _ in range(0, n, BATCH):
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             buf = b""
@@ -105,7 +106,14 @@ class Count:
 
 
 def instructions(
-    valgrind: str, conf: Path, port: int, n: int, work: Path, name: str, route: str
+    valgrind: str,
+    conf: Path,
+    port: int,
+    n: int,
+    work: Path,
+    name: str,
+    route: str,
+    header: str = "",
 ) -> Count:
     """Instructions per request of the gateway `conf` over n requests of `route` after a
     warm-up."""
@@ -118,10 +126,10 @@ def instructions(
     )
     try:
         wait_for_port(port, 300)  # valgrind starts slowly on a loaded machine
-        get(port, BATCH, route)  # warm up: the JIT compiles the hook
+        get(port, BATCH, route, header)  # warm up: the JIT compiles the hook
         time.sleep(1)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-        get(port, n, route)
+        get(port, n, route, header)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
     finally:
         proc.terminate()

@@ -131,8 +131,9 @@ ALLOWED = {
     # metrics (on by default): Lua modules, their shared dict, the hooks, /metrics
     "load_module", "lua_package_path", "lua_shared_dict", "init_by_lua_block",
     "init_worker_by_lua_block", "log_by_lua_block", "content_by_lua_block",
-    # nginx.endpoints dynamic (the default): the Lua balancer, its 503 check, the feed
-    "balancer_by_lua_block", "rewrite_by_lua_block", "client_body_buffer_size",
+    # nginx.endpoints dynamic (the default): the Lua balancer, its 503 (error_page 500 to
+    # a named location; a cached route's rewrite_by_lua check), the feed
+    "balancer_by_lua_block", "error_page", "rewrite_by_lua_block", "client_body_buffer_size",
     # streams: and websocket routes, which registry instances feed too
     "stream", "proxy_timeout",
 }  # fmt: skip

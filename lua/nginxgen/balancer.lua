@@ -9,6 +9,14 @@
 --   }
 --   log_by_lua_block { require("nginxgen.balancer").log() }   # accounts the last attempt
 --   (with metrics: require("nginxgen.metrics").log(require("nginxgen.balancer").log()))
+--   location @nginxgen_503 { content_by_lua_block { require("nginxgen.balancer").unavailable() } }
+--
+-- A pool with nobody to serve (no peer up with a weight, no backup) is refused on the
+-- request's first try with ngx.ERROR: nginx answers 500 without contacting anyone, and the
+-- route's `error_page 500 = @nginxgen_503` (gRPC: @nginxgen_grpc_unavailable) turns it
+-- into the 503 on purpose. This costs nothing on requests that are served: no Lua phase
+-- of the route's own checks whether anyone is there. A peer out for passive failures is
+-- not nobody: that stays nginx's 502.
 --
 -- `key` is the hash key computed by nginx (e.g. ngx.var.nginxgen_hash_NAME) for hash and
 -- consistent_hash, nil otherwise; ip_hash reads the client address itself.
@@ -82,6 +90,12 @@ function _M.balance(name, key)
     if up == nil then
         return no_peer(nil, name)
     end
+    local p = up.pool
+    -- First try (no attempt ended yet; ngx.ctx not touched): the 500 the route's
+    -- error_page answers as 503. A retry after a push emptied the pool is nginx's 502.
+    if p.nobody and get_last_failure() == nil then
+        return ngx.exit(ngx.ERROR)
+    end
     if up.method == "ip_hash" then
         key = ip_key(ngx.var.remote_addr or "")
     end
@@ -99,7 +113,7 @@ function _M.balance(name, key)
         end
         tried[prev.key] = true
     end
-    local p, h = up.pool, up.health
+    local h = up.health
     local out = (not p.single and health.recent(h)) and h.out or nil
     local peer = pick(p, tried, out, key, up.conns)
     if peer == nil then
@@ -125,14 +139,22 @@ function _M.balance(name, key)
     end
 end
 
--- rewrite_by_lua of a route (nginx.endpoints dynamic): a service whose endpoint set has
--- nobody to serve (no peer up with a weight, no backup) answers 503 on purpose, as a
--- rendered `return 503` does in reload mode — or gRPC UNAVAILABLE for a gRPC route. A
--- peer out for passive failures still counts: that is nginx's 502, from balance().
+local function answer_503(name)
+    ngx.status = 503
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Retry-After"] = "5"
+    ngx.print('{"error":"service unavailable","service":', json.encode(name), "}")
+    return ngx.exit(503)
+end
+
+-- rewrite_by_lua of a cached route or an aggregate's part (nginx.endpoints dynamic): the
+-- same 503 before the cache's access phase (which would take a stampede lock that an
+-- error_page redirect drops) — or gRPC UNAVAILABLE for a gRPC route. Other routes need no
+-- Lua phase for it: balance() refuses, and unavailable() answers.
 function _M.available(name, grpc)
     local up = endpoints.upstream(name)
     local p = up and up.pool
-    if p ~= nil and (#p.primary > 0 or #p.backup > 0) then
+    if p ~= nil and not p.nobody then
         return
     end
     if grpc then
@@ -141,11 +163,30 @@ function _M.available(name, grpc)
         ngx.header["grpc-message"] = "unavailable"
         return ngx.exit(204)
     end
-    ngx.status = 503
-    ngx.header["Content-Type"] = "application/json"
-    ngx.header["Retry-After"] = "5"
-    ngx.print('{"error":"service unavailable","service":', json.encode(name), "}")
-    return ngx.exit(503)
+    return answer_503(name)
+end
+
+-- content_by_lua of `location @nginxgen_503`, where a route's `error_page 500` goes. The
+-- route set $nginxgen_service. The 503 on purpose, as a rendered `return 503` does in
+-- reload mode, when the service has nobody to serve: balance() refused its pool, or (a
+-- split service, which has an upstream per version and none of its own) the split found
+-- no version ($nginxgen_split_upstream ""), or refused the chosen version's pool. Any
+-- other 500 nginx made in the route (a Lua error, say) stays a 500.
+function _M.unavailable()
+    local var = ngx.var
+    local service = var.nginxgen_service or ""
+    local up = endpoints.upstream(service)
+    if up == nil then
+        local chosen = var.nginxgen_split_upstream
+        if chosen == "" then
+            return answer_503(service)
+        end
+        up = chosen ~= nil and endpoints.upstream(chosen) or nil
+    end
+    if up ~= nil and up.pool.nobody then
+        return answer_503(service)
+    end
+    return ngx.exit(500)
 end
 
 -- The last attempt's outcome: it failed (in nginx's sense: an error, a timeout or an

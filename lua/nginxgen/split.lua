@@ -3,9 +3,11 @@
 --   init(config)      init_by_lua (master): the version upstreams the config declares per
 --                     service, the token's digest, the sidecar's state file (documents)
 --   route(service)    set_by_lua $nginxgen_split_upstream: the chosen version's upstream,
---                     "" when no version is live (the location answers 503); the version
---                     is left in ngx.ctx.nginxgen_version for /metrics
---   available(service) rewrite_by_lua: 503 when route() found no version to serve
+--                     "" when no version is live (the location's `if` returns 500, which
+--                     its error_page makes the 503: nginxgen.balancer.unavailable); the
+--                     version is left in ngx.ctx.nginxgen_version for /metrics
+--   available(service) rewrite_by_lua of a cached split route: 503 when route() found no
+--                     version to serve (before the cache's access phase)
 --   mirror(service)   set_by_lua in the internal mirror location: the upstream a copy
 --                     goes to, or "" (no copy) for the requests outside its percent
 --   push()            content handler of POST /nginxgen/split (loopback, token): new
@@ -182,8 +184,8 @@ function _M.route(service)
     return v.upstream
 end
 
--- rewrite_by_lua (after route() in the rewrite module's pass): 503 on purpose when no
--- version had anyone to serve, as a rendered `return 503` does.
+-- rewrite_by_lua of a cached split route (after route() in the rewrite module's pass): 503
+-- on purpose when no version had anyone to serve, as a rendered `return 503` does.
 function _M.available(service)
     if ngx.ctx.nginxgen_version ~= nil then
         return

@@ -16,6 +16,11 @@ AUTH_PREFIX = "/_nginxgen/auth/"  # internal locations for auth_request subreque
 SPLIT_DICT = "nginxgen_split"
 SPLIT_DICT_SIZE = "1m"  # a document is < 2 KB; room for hundreds of split services
 SPLIT_VAR = "nginxgen_split_upstream"
+# A route whose service may have nobody to serve (Location.nobody_check "page") names the
+# service in this variable and sends nginx's 500 to this named location, which answers
+# the 503 on purpose (lua/nginxgen/balancer.lua, unavailable()).
+SERVICE_VAR = "nginxgen_service"
+NOBODY_PAGE = "@nginxgen_503"
 MIRROR_PREFIX = "/_nginxgen/mirror/"
 SPLIT_PATH = "/nginxgen/split"
 SPLIT_STATUS_PATH = "/nginxgen/split/status"

@@ -247,8 +247,8 @@ class Location(_HashedOnce):
     # `upstream` then names the service, not an upstream block.
     split: bool = False
     mirror: bool = False  # split.mirror: copies go to MIRROR_PREFIX + service
-    # nginx.endpoints dynamic: the upstream is always there; Lua answers 503 (or gRPC
-    # UNAVAILABLE) while its service has nobody to serve (balancer.available).
+    # nginx.endpoints dynamic: the upstream is always there; the route answers 503 (or
+    # gRPC UNAVAILABLE) while its service has nobody to serve (nobody_check).
     dynamic: bool = False
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
     # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
@@ -267,6 +267,22 @@ class Location(_HashedOnce):
         if not self.dynamic or self.upstream is None or self.aggregate is not None:
             return False
         return self.image_fit is None or self.part is not None
+
+    @property
+    def nobody_check(self) -> str:
+        """How the route answers "nobody to serve" at request time (a split with no
+        version, or a dynamic upstream with no peer): "" never (reload mode, or nobody
+        alive when rendered: a `return 503`); "page" through `error_page 500`, which no
+        Lua phase costs (the balancer refuses with a 500, the split's `if` returns one;
+        docs/dynamic-endpoints.md); "lua" a rewrite_by_lua check, for a cached route
+        (its access phase would run first and take a stampede lock the redirect drops)
+        and an aggregate's part (a subrequest)."""
+        split = self.split and self.upstream is not None
+        if not split and not self.checks_endpoints:
+            return ""
+        if self.cache is not None or self.part is not None or (split and self.grpc):
+            return "lua"
+        return "page"
 
 
 @dataclass(frozen=True)

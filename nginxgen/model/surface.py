@@ -60,6 +60,8 @@ class HostServer:
     snippet: str | None  # snippets.server, then the host's own
     key: tuple[str | int, ...]  # where the host is in the spec: ("hosts", 2), () at top level
     methods: bool = False  # holds the named location that answers 405 (a route has methods)
+    # holds names.NOBODY_PAGE, the 503 of its routes whose Location.nobody_check is "page"
+    nobody_page: bool = False
 
 
 @dataclass(frozen=True)

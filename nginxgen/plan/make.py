@@ -17,7 +17,7 @@ from ..model.catalog import Catalog, ServiceDigests
 from ..model.names import FORWARDING_CLEARED
 from ..model.observed import Observed
 from ..model.plan import CacheSetup, FeedSetup, Location, Plan, Standing, Upstream
-from ..model.surface import StreamBlock
+from ..model.surface import StreamBlock, Surface
 from ..spec import ServicePolicy, Spec, balance_args
 from ..util.heap import without_collector
 from .aggregate import aggregate_locations, image_fit_locations, plan_bff
@@ -134,12 +134,11 @@ def make_plan(
             upstreams[name] = planned.upstream
         if fixed.dynamic:
             http = _dynamic_upstreams(upstreams, fixed, memo, notes)
-            locations, cache = fixed.locations(fixed.http_names)
+            locations, cache, surface = fixed.locations(fixed.http_names)
         else:
             version_ups = {u.name for p in splits for u in versions_of(p, upstreams)}
             http = {n: u for n, u in upstreams.items() if n in fixed.http_names or n in version_ups}
-            locations, cache = fixed.locations(frozenset(http.keys()) | split_live)
-        surface = fixed.surface
+            locations, cache, surface = fixed.locations(frozenset(http.keys()) | split_live)
         if spec.streams:
             # Stream upstreams have their own namespace and no keepalive or snippets.
             stream_ups = tuple(
@@ -261,7 +260,9 @@ class SpecPlan:
         n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
         self._unavailable: list[Location | None] = [None] * n
-        self._last: tuple[frozenset[str], tuple[Location, ...], CacheSetup | None] | None = None
+        self._last: (
+            tuple[frozenset[str], tuple[Location, ...], CacheSetup | None, Surface] | None
+        ) = None
 
     def upstream_names(self) -> list[tuple[str, str]]:
         """(service, upstream) for every HTTP upstream, in spec order: a split service has
@@ -283,10 +284,13 @@ class SpecPlan:
             self._default = self.spec.service_policy(name)
         return self._default
 
-    def locations(self, live: Collection[str]) -> tuple[tuple[Location, ...], CacheSetup | None]:
-        """Every route's Location for this set of services with an upstream."""
+    def locations(
+        self, live: Collection[str]
+    ) -> tuple[tuple[Location, ...], CacheSetup | None, Surface]:
+        """Every route's Location for this set of services with an upstream, and the
+        surface whose servers hold the named 503 location their routes need."""
         if self._last is not None and self._last[0] == live:
-            return self._last[1], self._last[2]
+            return self._last[1], self._last[2], self._last[3]
         out = []
         for i, (_, r) in enumerate(self.routes):
             serving = r.aggregate is not None or r.service in live
@@ -302,8 +306,11 @@ class SpecPlan:
                 out.append(loc)
         locations = tuple(out)
         cache = cache_setup(self.spec, tuple(loc.cache for loc in locations if loc.cache))
-        self._last = (frozenset(live), locations, cache)
-        return locations, cache
+        pages = {loc.server for loc in locations if loc.nobody_check == "page" and not loc.grpc}
+        servers = tuple(replace(s, nobody_page=s.index in pages) for s in self.surface.servers)
+        surface = replace(self.surface, servers=servers)
+        self._last = (frozenset(live), locations, cache, surface)
+        return locations, cache, surface
 
     def _location(self, i: int, serving: bool) -> Location:
         host, r = self.routes[i]

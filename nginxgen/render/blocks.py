@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 
 from ..model.bff import IMAGE_CACHE_ZONE
-from ..model.names import CONN_ZONE, MIRROR_PREFIX, SPLIT_VAR
+from ..model.names import CONN_ZONE, MIRROR_PREFIX, NOBODY_PAGE, SERVICE_VAR, SPLIT_VAR
 from ..model.plan import Location, Upstream
 from ..util.resources import resource_dir
 from .filters import (
@@ -104,6 +104,8 @@ class RenderCache:
                 gw={"metrics": metrics},
                 conn_zone=CONN_ZONE,
                 split_var=SPLIT_VAR,
+                service_var=SERVICE_VAR,
+                nobody_page=NOBODY_PAGE,
                 mirror_prefix=MIRROR_PREFIX,
                 image_cache_zone=IMAGE_CACHE_ZONE,
             )

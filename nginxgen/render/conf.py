@@ -170,6 +170,7 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         "split_token": plan.split_token_sha256 or "0" * 64,
         "mirror_prefix": names.MIRROR_PREFIX,
         "mirrors": mirrors_by_server(plan),
+        "nobody_page": names.NOBODY_PAGE,
         "feed_dict": names.FEED_DICT,
         "health_dict": names.HEALTH_DICT,
         "health_dict_size": names.HEALTH_DICT_SIZE,

@@ -17,6 +17,7 @@ from .bff import bff_findings, bff_lua, expected_pass
 from .findings import Finding, Verdict
 from .gateway import check_guard, split_status_server
 from .nginx_check import nginx_test
+from .nobody import nobody_findings
 from .parse import parse_text
 from .route_http import (
     args,
@@ -73,7 +74,8 @@ def balancer_call(upstream: Upstream) -> str:
 
 
 def available_call(loc: Location) -> str:
-    """What a dynamic route's rewrite_by_lua_block runs: 503 while nobody serves."""
+    """What a cached or part route's rewrite_by_lua_block runs: 503 while nobody serves
+    (Location.nobody_check "lua"; the others answer through error_page, verify/nobody.py)."""
     if loc.split:
         return split_available_call(loc)
     grpc = ", true" if loc.grpc else ""
@@ -182,10 +184,8 @@ def expected_lua(loc: Location, metrics: bool = False) -> list[tuple[str, str]]:
     verify/gateway.py); with metrics on, the cache's log phase also counts the request."""
     if loc.upstream is None and loc.aggregate is None:
         return bff_lua(loc)
-    lua503 = []  # the 503 on purpose of a split route, or of a dynamic one
-    if loc.split and loc.upstream is not None:
-        lua503 = [("rewrite_by_lua_block", split_available_call(loc))]
-    elif loc.checks_endpoints:
+    lua503 = []  # the 503 on purpose of a cached or part route, split or dynamic
+    if loc.nobody_check == "lua":
         lua503 = [("rewrite_by_lua_block", available_call(loc))]
     if loc.cache is None:
         return lua503 + bff_lua(loc)
@@ -245,6 +245,7 @@ def compare_location(block: dict[str, Any], loc: Location, metrics: bool) -> lis
         own = statements[: len(statements) - len(snippet_shape(loc.snippet, "location"))]
     return (
         _compare_lua(block, loc, metrics)
+        + nobody_findings(own, loc, block["line"])
         + bff_findings(block, loc)
         + check_guard(block, loc)
         + _compare_request_headers(block, loc)

@@ -15,6 +15,7 @@ from ..model.surface import HostServer, Redirect, UnknownHost
 from ..spec.snippets import parse_snippet, statement_shape
 from .findings import Finding
 from .gateway import is_gateway_location
+from .nobody import nobody_page_findings
 from .route_http import args, compare_method_answer
 
 Block = dict[str, Any]
@@ -114,6 +115,7 @@ def _compare_host(
             Finding("round-trip", f"{what}: expected {expected} locations, found {len(found)}")
         )
     findings += compare_method_answer(block, srv)
+    findings += nobody_page_findings(block, srv, locations)
     findings += snippet_findings(block.get("block", []), srv.snippet, "server", what, block["line"])
     return findings
 

@@ -154,6 +154,18 @@ def test_nobody_alive_answers_503_and_a_return_is_a_push(dynamic_gateway, backen
     assert gw.stop_watch() == 0
 
 
+def test_a_backends_own_500_passes_through_unchanged(dynamic_gateway, backends):
+    # The route's error_page 500 answers the balancer's refusal (nobody to serve); a 500
+    # the backend sent is its answer, not nginx's, and reaches the client as it was.
+    a = backends("a")
+    a.status, a.body = 500, b'{"backend":"a","failed":true}'
+    gw = dynamic_gateway(app(a))
+    r = requests.get(gw.url, timeout=5)
+    assert r.status_code == 500 and r.content == a.body
+    assert r.headers["X-Backend"] == "a" and "Retry-After" not in r.headers
+    assert gw.stop_watch() == 0
+
+
 def test_the_feed_is_on_loopback_only_and_its_token_nowhere(dynamic_gateway, backends):
     a = backends("a")
     gw = dynamic_gateway(app(a))

@@ -239,6 +239,45 @@ def test_websocket_sse_and_grpc_through_the_gateway(workdir, nginx_runner):
             second.stop()
 
 
+def test_grpc_with_nobody_to_serve_is_unavailable_in_dynamic_mode(workdir, nginx_runner):
+    # The balancer refuses a pool with nobody (500, contacting no one); the gRPC route's
+    # error_page makes it UNAVAILABLE, the same as a route rendered with nobody alive.
+    require_nginx("lua")
+    import grpc
+
+    from tests.helpers.grpc_backend import grpc_channel, health_status
+
+    port, h2c_port, status_port = free_port(), free_port(), free_port()
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {
+                "flavor": "nginx",
+                "pid": "nginx.pid",
+                "endpoints": "dynamic",
+                "status_listen": f"127.0.0.1:{status_port}",
+                "listen": [
+                    f"127.0.0.1:{port}",
+                    {"host": "127.0.0.1", "port": h2c_port, "http2": True},
+                ],
+            },
+            "routes": [{"path": "/grpc.health.v1.Health/", "service": "hc", "protocol": "grpc"}],
+        },
+        {"hc": [{"id": "g1", "address": f"127.0.0.1:{free_port()}", "state": "down"}]},
+    )
+    conf = workdir / "nginx.conf"
+    result = render(spec, conf)
+    assert result.returncode == 0, result.stderr
+    assert "error_page 500 502 503 504 = @nginxgen_grpc_unavailable;" in conf.read_text()
+    nginx = nginx_runner(conf, workdir / "nginx.pid", port)
+    channel = grpc_channel(h2c_port)
+    with pytest.raises(grpc.RpcError) as caught:
+        health_status(channel)
+    channel.close()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "connect() failed" not in nginx.errors()
+
+
 def test_tcp_and_udp_streams_with_failover(workdir, nginx_runner):
     install = require_nginx("stream")
     from tests.helpers.echo import TcpEcho, UdpEcho, tcp_exchange, udp_exchange

@@ -235,6 +235,18 @@ class DynGateway:
             proxy_connect_timeout 2s;
             proxy_next_upstream error timeout http_502 http_503 http_504;
             add_header X-Upstream $upstream_addr always;
+        }}
+        # As a rendered route: nobody to serve is a 503 (balancer.unavailable); -error/
+        # is some other 500 nginx makes in such a route.
+        location /{name}-page/ {{
+            set $nginxgen_service {name};
+            error_page 500 = @nginxgen_503;
+            proxy_pass http://{name};
+        }}
+        location /{name}-error/ {{
+            set $nginxgen_service {name};
+            error_page 500 = @nginxgen_503;
+            return 500;
         }}"""
             )
         http = (
@@ -245,6 +257,9 @@ class DynGateway:
     server {{
         listen 127.0.0.1:{self.port};
         {"".join(locs)}
+        location @nginxgen_503 {{
+            content_by_lua_block {{ require("nginxgen.balancer").unavailable() }}
+        }}
     }}"""
             + feed_server(self.status_port, max_body=self.max_body)
         )

@@ -289,19 +289,43 @@ def test_failover_reaches_a_live_peer(gateway: Factory, backends) -> None:
     assert seen["HTTP 502"] == 10 and seen["live"] == 10, seen
 
 
-def test_nobody_available_answers_502_and_logs_once(gateway: Factory, backends) -> None:
+def test_nobody_to_serve_is_refused_with_500_contacting_no_one(gateway: Factory, backends) -> None:
+    # No peer up with a weight and no backup: balance() refuses on the first try, and
+    # nginx answers 500 without a connect (a rendered route's error_page makes it the 503
+    # on purpose: tests/integration/test_dynamic_endpoints.py). Nothing to log: it is
+    # the registry's answer, not a failure.
     gw = gateway(
         {"carts": {}},
         {"carts": {"peers": [peer(free_port(), state="down"), peer(free_port(), weight=0)]}},
         workers=1,
     )
     seen = who_answers(gw.url("carts"), 30)
-    assert seen == Counter({"HTTP 502": 30}), seen
-    lines = [
-        line for line in gw.error_log().splitlines() if "nginxgen balancer: upstream carts" in line
-    ]
-    assert len(lines) == 1, lines
-    assert "no live peer" in lines[0]
+    assert seen == Counter({"HTTP 500": 30}), seen
+    log = gw.error_log()
+    assert "nginxgen balancer: upstream carts" not in log
+    assert "connect() failed" not in log
+
+
+def test_the_refusal_becomes_the_503_and_other_500s_stay(gateway: Factory, backends) -> None:
+    a = backends("a")
+    gw = gateway(
+        {"carts": {}, "users": {}},
+        {"carts": {"peers": [peer(free_port(), state="down")]}, "users": {"peers": [peer(a.port)]}},
+        workers=1,
+    )
+    r = requests.get(gw.url("carts-page"), timeout=5)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"error": "service unavailable", "service": "carts"}
+    assert requests.get(gw.url("users-page"), timeout=5).headers["X-Backend"] == "a"
+    # A 500 of the route's own while the service has someone to serve stays a 500.
+    assert requests.get(gw.url("users-error"), timeout=5).status_code == 500
+    assert "[error]" not in gw.error_log(), "unavailable() answered, it did not fail"
+    # A push that brings carts back: served at once, no 503 left behind.
+    r = gw.feed.push({"generation": 2, "services": {"carts": {"peers": [peer(a.port)]}}})
+    assert r.status_code == 200, r.text
+    gw.converged(2)
+    assert requests.get(gw.url("carts-page"), timeout=5).headers["X-Backend"] == "a"
 
 
 def test_backups_serve_only_when_the_primaries_cannot(gateway: Factory, backends) -> None:

@@ -172,5 +172,14 @@ def test_a_tampered_dynamic_upstream_is_refused(tmp_path) -> None:
     assert any("has servers" in str(f) for f in verify(bad, result.plan).findings)
     bad = result.text.replace('balance("a")', 'balance("b")', 1)
     assert not verify(bad, result.plan).ok
-    bad = result.text.replace('available("a")', 'available("b")', 1)
-    assert not verify(bad, result.plan).ok
+    # The 503 while nobody serves: the route's pair and the server's named location.
+    for was, tampered in (
+        ("set $nginxgen_service a;", "set $nginxgen_service b;"),
+        ("error_page 500 = @nginxgen_503;", ""),
+        ("error_page 500 = @nginxgen_503;", "error_page 500 = @nginxgen_405;"),
+        ('balancer").unavailable() }', 'balancer").available("a") }'),
+        ("location @nginxgen_503 {", "location @nginxgen_504 {"),
+    ):
+        assert was in result.text, was
+        bad = result.text.replace(was, tampered, 1)
+        assert not verify(bad, result.plan).ok, tampered

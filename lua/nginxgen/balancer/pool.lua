@@ -138,6 +138,9 @@ function _M.new(entry, method)
         tries = max(1, min(entry.tries or huge, #primary + #backup)),
         -- nginx ignores max_fails for an upstream of one server: nothing else to try.
         single = #primary == 1 and #backup == 0,
+        -- No primary up with a weight and no backup: nobody to serve on purpose (the
+        -- balancer refuses it on a request's first try; the route answers 503).
+        nobody = #primary == 0 and #backup == 0,
         max_fail_timeout = max_ft,
     }
     if method == "hash" or method == "ip_hash" then

@@ -1,0 +1,124 @@
+"""What a request through the Lua balancer costs in instructions, against a stock upstream:
+callgrind counts of one nginx worker (user space: nginx, lua-nginx-module, LuaJIT and its
+traces, libc) over a fixed load, for one gateway rendered with `nginx.endpoints: reload`
+(a stock upstream) and one rendered with `dynamic` (the Lua balancer, its log hook and
+whatever the route runs per request), both by nginxgen from the same spec; the dynamic
+gateway also serves a split route (issue 15's decision) to the same backends.
+
+Counts do not move with the machine's other load, unlike wrk or CPU time
+(dynamic_endpoints.py, split.py); they leave out the kernel, which is the same for both
+(the same connections and syscalls).
+
+    python benchmarks/balancer_instructions.py [--requests 2000]
+
+Needs valgrind (apt-get install valgrind); each gateway runs in the foreground with
+`master_process off` under callgrind: about a minute each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from balancer import backend_conf  # noqa: E402
+from metrics_hook_instructions import BATCH, instructions, variant  # noqa: E402
+from processes import nginx_cmd, render, start, stop  # noqa: E402
+
+from tests.helpers import find_tool, free_port  # noqa: E402
+
+# A session key to hash and a canary cookie no rule matches: the whole decision runs.
+HEADER = "Cookie: session=user-4711; canary=no"
+
+
+def gateway_spec(work: Path, mode: str, backends: tuple[int, int]) -> Path:
+    d = work / mode
+    d.mkdir()
+    d.chmod(0o755)
+    peers = [f"127.0.0.1:{p}" for p in backends]
+    services = {"plain": [{"id": f"p{i}", "address": a} for i, a in enumerate(peers)]}
+    routes = [{"path": "/plain/", "service": "plain"}]
+    spec: dict[str, object] = {}
+    if mode == "dynamic":
+        services["carts"] = [
+            {"id": "b", "address": peers[0], "meta": {"version": "blue"}},
+            {"id": "g", "address": peers[1], "meta": {"version": "green"}},
+        ]
+        routes.append({"path": "/split/", "service": "carts"})
+        spec["services"] = {
+            "carts": {
+                "split": {
+                    "weights": {"blue": 50, "green": 50},
+                    "sticky": "$cookie_session",
+                    "rules": [{"cookie": "canary", "matches": "^(always|yes)$", "to": "green"}],
+                }
+            }
+        }
+    (d / "services.yaml").write_text(yaml.safe_dump({"services": services}))
+    spec |= {
+        "registry": {"kind": "file", "path": "services.yaml"},
+        "nginx": {
+            "flavor": "nginx",
+            "listen": f"127.0.0.1:{free_port()}",
+            "status_listen": f"127.0.0.1:{free_port()}",
+            "output": str(d / "nginx.conf"),
+            "pid": str(d / "nginx.pid"),
+            "worker_processes": 1,
+            "endpoints": mode,
+        },
+        "defaults": {"warmup": "off"},
+        "routes": routes,
+    }
+    path = d / "nginxgen.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return render(path, d / "nginx.conf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    n = max(BATCH, args.requests // BATCH * BATCH)
+    valgrind = find_tool("valgrind")
+    if valgrind is None or find_tool("callgrind_control") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    work = Path(tempfile.mkdtemp(prefix="nginxgen-callgrind-"))
+    work.chmod(0o755)
+    backends = (free_port(), free_port())
+    procs = [start(nginx_cmd(backend_conf(work, backends)), backends[0], work / "backend.log")]
+    results: dict[str, float] = {}
+    try:
+        for mode, paths in (("reload", ("/plain/",)), ("dynamic", ("/plain/", "/split/"))):
+            spec = gateway_spec(work, mode, backends)
+            for route in paths:
+                name = f"{mode}{route.replace('/', '-')}"
+                path, port = variant(spec, name, work)
+                print(f"{mode} {route} ...", file=sys.stderr, flush=True)
+                count = instructions(valgrind, path, port, n, work, name, route, HEADER)
+                results[f"{mode} {route}"] = count.path  # timer handlers left out
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"user-space instructions per request of the gateway worker, {n} requests each")
+    base = results["reload /plain/"]
+    for name, what in (
+        ("reload /plain/", "stock upstream (nginx.endpoints: reload)"),
+        ("dynamic /plain/", "Lua balancer (nginx.endpoints: dynamic)"),
+        ("dynamic /split/", "split route: set_by_lua decision + Lua balancer"),
+    ):
+        v = results[name]
+        print(f"{name:<16} {v:>8.0f}  {v - base:>+7.0f}  {what}")
+    split = results["dynamic /split/"] - results["dynamic /plain/"]
+    print(f"split decision over a plain dynamic route: {split:+.0f} instructions per request")
+
+
+if __name__ == "__main__":
+    main()
