@@ -5,7 +5,10 @@
 
 1. Propagation (real nginx, real backends, the file registry and a real etcd): registry
    write → first request answered by the new backend, p50/p95, dynamic (push debounce
-   20 ms) and reload (debounce 200 ms) side by side, in interleaved rounds.
+   20 ms) and reload (debounce 200 ms) side by side, in interleaved rounds; then, for
+   dynamic, where the time went per stage (the sidecar's `stages_ms` log field: noticed,
+   debounce, read, plan, push request, the client's first new answer after it, and what
+   follows off that path: every worker confirming, the boot snapshot).
 2. Churn: N endpoint-only changes (adds, removes, weights, drains) under continuous load:
    reloads counted by nginx's worker PIDs, failed requests counted by the client.
 3. One endpoint change among S services: the sidecar's work before the push (plan,
