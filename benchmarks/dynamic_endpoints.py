@@ -148,6 +148,7 @@ def stages(log: Path, changes: list[tuple[float, float]]) -> list[dict[str, floa
         row["notice"] = (at - wall) * 1000 - sum(row.values())
         before_post = sum(row[k] for k in ("notice", "debounce", "read", "plan", "post"))
         row["served"] = total * 1000 - before_post
+        row["total"] = total * 1000
         out.append(row)
     return out
 
@@ -355,6 +356,11 @@ def main() -> None:
                 if (v := [r[k] for r in rows if k in r])
             ]
             print(f"    {kind:5} " + "  ".join(cells))
+        print("  dynamic, the three slowest changes (ms):")
+        for kind, rows in breakdown.items():
+            for r in sorted(rows, key=lambda r: -r["total"])[:3]:
+                parts = "  ".join(f"{k} {r[k]:.1f}" for k in STAGES if k in r)
+                print(f"    {kind:5} total {r['total']:.0f}: {parts}")
     if args.churn:
         reloads, failed, total = churn(args.churn)
         print(f"{args.churn} endpoint-only changes under load: {reloads} reloads (worker PIDs), "

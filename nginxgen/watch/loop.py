@@ -273,12 +273,14 @@ class Watcher:
         """Debounce: wait until the registry is quiet for `min`, at most `max` in all.
 
         Every event inside the window is read (so the last state wins) but nothing is
-        rendered until the window closes: 100 events give one reload.
+        rendered until the window closes: 100 events give one reload. The quiet counts
+        from when each event was noticed, so the time its read takes is not added.
         """
         window = self.applier.quiet_period()  # a push waits less than a reload
         latest = first_change + window.max
+        last_event = first_change
         while not self.stopping:
-            quiet_until = min(self.clock.monotonic() + window.min, latest)
+            quiet_until = min(last_event + window.min, latest)
             remaining = quiet_until - self.clock.monotonic()
             if remaining <= 0:
                 break
@@ -289,6 +291,7 @@ class Watcher:
                 raise
             if not moved:
                 break
+            last_event = self.clock.monotonic()
             catalog = self.read()
         return catalog
 
