@@ -128,7 +128,9 @@ end
 -- nobody to serve (no peer up with a weight, no backup) answers 503 on purpose, as a
 -- rendered `return 503` does in reload mode — or gRPC UNAVAILABLE for a gRPC route. A
 -- peer out for passive failures still counts: that is nginx's 502, from balance().
+-- First, a worker behind the feed starts catching up (endpoints.catch_up).
 function _M.available(name, grpc)
+    endpoints.catch_up()
     local up = endpoints.upstream(name)
     local p = up and up.pool
     if p ~= nil and (#p.primary > 0 or #p.backup > 0) then

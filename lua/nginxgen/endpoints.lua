@@ -7,6 +7,10 @@
 --   push()          content handler of POST /nginxgen/endpoints (loopback, token)
 --   status()        content handler of GET /nginxgen/endpoints/status (same token)
 --   upstream(name)  what balance() serves: a table lookup, no JSON on the request path
+--   catch_up()      per request (a route's rewrite phase): a worker behind the shared
+--                   dict applies the new generation right after this request, not at
+--                   its next tick — a dict get at most once a millisecond; the apply
+--                   runs in a timer
 --   generation()    the generation this worker serves (for nginxgen.metrics)
 --
 -- This module holds the process's one Feed (set by init, inherited by the workers).
@@ -35,6 +39,7 @@ local randomseed = math.randomseed
 local pcall = pcall
 local error = error
 local pairs = pairs
+local ngx_now = ngx.now
 
 local DEFAULTS = {
     dict = "nginxgen_endpoints",
@@ -177,6 +182,12 @@ local function tick(premature, feed, state)
     end
 end
 
+-- A request found this worker behind: the same as a tick, now.
+local function catch_up(premature, feed, state)
+    state.catching_up = false
+    return tick(premature, feed, state)
+end
+
 function _M.init_worker()
     local feed = process.feed
     if feed == nil then
@@ -186,11 +197,38 @@ function _M.init_worker()
     feed:resync()
     local state = {
         id = ngx.worker.id() or 0, pid = ngx.worker.pid(), reported = ngx.now(), seq = feed.seq,
+        catching_up = false, asked = feed.seq, looked = 0,
     }
+    process.worker = state
     feed:heartbeat(state.id, state.pid)
     local ok, err = ngx.timer.every(process.config.poll_interval, tick, feed, state)
     if not ok then
         log("error", "nginxgen endpoints: cannot start the feed timer: ", err)
+    end
+end
+
+-- Called on the request path: at most one shared dict get per millisecond of nginx's
+-- cached clock (a busy worker pays a clock read per request, an idle one nothing). The
+-- request itself is served as the worker stands; the apply (JSON decode of the changed
+-- services) waits for the timer, which runs as soon as this request yields.
+function _M.catch_up()
+    local state = process.worker
+    if state == nil or state.catching_up then
+        return
+    end
+    local now = ngx_now()
+    if now == state.looked then
+        return
+    end
+    state.looked = now
+    local feed = process.feed
+    local seq = feed.dict:get("q") or 0
+    if seq == feed.seq or seq == state.asked then
+        return -- up to date, or asked for once already (it failed: the tick retries)
+    end
+    state.catching_up, state.asked = true, seq
+    if not ngx.timer.at(0, catch_up, feed, state) then
+        state.catching_up = false -- the worker is exiting; its tick or successor applies it
     end
 end
 

@@ -53,4 +53,32 @@ s.case("a missing snapshot file is no error", function()
     ok(m.upstream("carts") ~= nil)
 end)
 
+s.case("a request finds the worker behind and it catches up before its next tick", function()
+    local m = endpoints()
+    -- A tick every second: only catch_up can apply the commit within this case.
+    m.init({ plan = PLAN, token_sha256 = DIGEST, poll_interval = 1 })
+    m.catch_up() -- before init_worker: nothing to do, no error
+    m.init_worker()
+    eq(m.generation(), 4)
+    m.catch_up() -- up to date: one dict get, nothing scheduled
+    -- Another worker takes a push: generation 5 moves carts to 10.0.0.2:81.
+    local store = require("nginxgen.endpoints.store")
+    local peer = {
+        host = "10.0.0.2", port = 81, weight = 1, state = "up", backup = false,
+        max_fails = 1, fail_timeout = 10,
+    }
+    ok(store.commit(ngx.shared.nginxgen_endpoints, 5, { carts = { peers = { peer } } }))
+    eq(m.generation(), 4, "nothing applied on the request path")
+    m.catch_up() -- the same millisecond as the last look: not looked at again
+    ngx.sleep(0.002) -- nginx's clock moves on
+    eq(m.generation(), 4, "no timer was scheduled within the millisecond")
+    m.catch_up()
+    m.catch_up() -- a second request while the catch-up is pending schedules nothing more
+    ngx.sleep(0.01) -- the request yields: the zero-delay timer runs
+    eq(m.generation(), 5)
+    eq(m.upstream("carts").pool.all[1].port, 81)
+    local reported = ngx.shared.nginxgen_endpoints:get("w|" .. (ngx.worker.id() or 0))
+    contains(reported, " 5 ", "the worker reports the generation it caught up to")
+end)
+
 return s
