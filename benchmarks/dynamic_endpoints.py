@@ -5,7 +5,10 @@
 
 1. Propagation (real nginx, real backends, the file registry and a real etcd): registry
    write → first request answered by the new backend, p50/p95, dynamic (push debounce
-   20 ms) and reload (debounce 200 ms) side by side, in interleaved rounds.
+   20 ms) and reload (debounce 200 ms) side by side, in interleaved rounds; then, for
+   dynamic, where the time went per stage (the sidecar's `stages_ms` log field: noticed,
+   debounce, read, plan, push request, the client's first new answer after it, and what
+   follows off that path: every worker confirming, the boot snapshot).
 2. Churn: N endpoint-only changes (adds, removes, weights, drains) under continuous load:
    reloads counted by nginx's worker PIDs, failed requests counted by the client.
 3. One endpoint change among S services: the sidecar's work before the push (plan,
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -82,6 +86,8 @@ class Gateway:
             "watch",
             "-c",
             str(self.work / "nginxgen.yaml"),
+            "--log-format",
+            "json",
         ]
         subprocess.run([*cli, "--once"], check=True, env=ENV, capture_output=True)
         self.nginx = Nginx(self.work / "nginx.conf", self.work / "nginx.pid").start(self.port)
@@ -101,40 +107,80 @@ class Gateway:
         self.registry.close()
 
 
-def first_served(gw: Gateway, target: Backend, http: requests.Session) -> float:
-    start = time.monotonic()
+def first_served(gw: Gateway, target: Backend, http: requests.Session) -> tuple[float, float]:
+    """(seconds from the registry write to the first answer from `target`, the write's
+    wall time)."""
+    wall, start = time.time(), time.monotonic()
     gw.registry.write(target)
     while True:
         r = http.get(gw.url, headers={"Connection": "close"}, timeout=5)
         if r.headers.get("X-Backend") == target.name:
-            return time.monotonic() - start
+            return time.monotonic() - start, wall
         if time.monotonic() - start > 30:
             raise RuntimeError(f"not served after 30s; see {gw.work}/watch.log")
 
 
-def propagation(rounds: int, changes: int, kinds: list[str]) -> dict[tuple[str, str], list[float]]:
+STAGES = ("notice", "debounce", "read", "plan", "post", "served", "confirm", "snapshot")
+
+
+def stages(log: Path, changes: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Per change (seconds to first served, write wall time): milliseconds per stage, from
+    the push line the sidecar logged next after the write (its `stages_ms`). `notice` is
+    what the log line's time leaves over (write → the loop woke); `served` is the client's
+    first new answer after the push request returned (the other worker's pick-up, and the
+    client's own next request)."""
+    pushes = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg", "").startswith("pushed:") and entry.get("reason") == "registry":
+            at = datetime.fromisoformat(entry["time"]).timestamp()
+            pushes.append((at, entry["stages_ms"]))
+    out = []
+    for total, wall in changes:
+        seen = next(((at, st) for at, st in pushes if at > wall), None)
+        if seen is None:
+            continue
+        at, st = seen
+        row = {k: float(st.get(k, 0.0)) for k in STAGES if k in st}
+        row["notice"] = (at - wall) * 1000 - sum(row.values())
+        before_post = sum(row[k] for k in ("notice", "debounce", "read", "plan", "post"))
+        row["served"] = total * 1000 - before_post
+        row["total"] = total * 1000
+        out.append(row)
+    return out
+
+
+def propagation(
+    rounds: int, changes: int, kinds: list[str]
+) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[dict[str, float]]]]:
     a, b = Backend("a").start(), Backend("b").start()
     out: dict[tuple[str, str], list[float]] = {}
+    breakdown: dict[str, list[dict[str, float]]] = {}
     try:
         for _ in range(rounds):
             for kind in kinds:
                 for mode in ("dynamic", "reload"):
                     gw = Gateway(mode, kind, [a])
+                    seen: list[tuple[float, float]] = []
                     try:
                         with requests.Session() as http:
                             http.trust_env = False
                             for i in range(changes):
                                 time.sleep(0.3)  # a reload's old workers leave
                                 target = b if i % 2 == 0 else a
-                                out.setdefault((kind, mode), []).append(
-                                    first_served(gw, target, http)
-                                )
+                                seen.append(first_served(gw, target, http))
+                                out.setdefault((kind, mode), []).append(seen[-1][0])
                     finally:
                         gw.close()
+                    if mode == "dynamic":
+                        breakdown.setdefault(kind, []).extend(stages(gw.work / "watch.log", seen))
     finally:
         a.stop()
         b.stop()
-    return out
+    return out, breakdown
 
 
 def churn(changes: int) -> tuple[int, int, int]:
@@ -294,7 +340,7 @@ def main() -> None:
 
     kinds = ["file", "etcd"] if args.registry == "both" else [args.registry]
     if args.changes:
-        lat = propagation(args.rounds, args.changes, kinds)
+        lat, breakdown = propagation(args.rounds, args.changes, kinds)
         print(f"registry write -> first request on the new backend ({args.rounds} rounds):")
         for (kind, mode), values in lat.items():
             ms = [v * 1000 for v in values]
@@ -302,6 +348,19 @@ def main() -> None:
                 f"  {kind:5} {mode:8} p50 {statistics.median(ms):6.0f} ms  "
                 f"p95 {pct(ms, 0.95):6.0f} ms  ({len(ms)} changes)"
             )
+        print("  dynamic, per stage (ms, p50/p95; confirm and snapshot come after 'served'):")
+        for kind, rows in breakdown.items():
+            cells = [
+                f"{k} {statistics.median(v):.1f}/{pct(v, 0.95):.1f}"
+                for k in STAGES
+                if (v := [r[k] for r in rows if k in r])
+            ]
+            print(f"    {kind:5} " + "  ".join(cells))
+        print("  dynamic, the three slowest changes (ms):")
+        for kind, rows in breakdown.items():
+            for r in sorted(rows, key=lambda r: -r["total"])[:3]:
+                parts = "  ".join(f"{k} {r[k]:.1f}" for k in STAGES if k in r)
+                print(f"    {kind:5} total {r['total']:.0f}: {parts}")
     if args.churn:
         reloads, failed, total = churn(args.churn)
         print(f"{args.churn} endpoint-only changes under load: {reloads} reloads (worker PIDs), "

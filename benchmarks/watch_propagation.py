@@ -53,15 +53,16 @@ DEBOUNCE_MIN = 0.2
 
 
 class FileRegistry:
-    """services.yaml, replaced atomically; the watcher polls it every 20 ms."""
+    """services.yaml, replaced atomically; the watcher notices through inotify (its
+    content check every `poll` is only the backstop)."""
 
-    label = "file registry (poll 20ms)"
+    label = "file registry (inotify)"
 
     def __init__(self, work: Path) -> None:
         self.work = work
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "file", "path": "services.yaml", "poll": "20ms"}
+        return {"kind": "file", "path": "services.yaml"}
 
     def write(self, backend: Backend) -> None:
         tmp = self.work / ".services.tmp"

@@ -3,7 +3,7 @@
 --   init(config)    init_by_lua (master): the rendered plan, the token digest, the boot
 --                   snapshot; seeds the shared dict (docs/endpoints-feed.md)
 --   init_worker()   init_worker_by_lua: load, then check for new generations every
---                   poll_interval (25 ms) and report the generation served
+--                   poll_interval (10 ms) and report the generation served
 --   push()          content handler of POST /nginxgen/endpoints (loopback, token)
 --   status()        content handler of GET /nginxgen/endpoints/status (same token)
 --   upstream(name)  what balance() serves: a table lookup, no JSON on the request path
@@ -41,7 +41,7 @@ local DEFAULTS = {
     health_dict = "nginxgen_health",
     max_peers = 1000,
     max_body = 32 * 1024 * 1024,
-    poll_interval = 0.025,
+    poll_interval = 0.01, -- a dict get per tick when nothing changed: nothing per request
 }
 local LEVELS = { error = ngx.ERR, warn = ngx.WARN, notice = ngx.NOTICE }
 

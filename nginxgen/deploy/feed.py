@@ -72,6 +72,7 @@ class Pushed:
     error: str = ""  # one sentence: why it is not ok
     confirmed: bool = False
     waited: float = 0.0  # seconds from the request to the confirmation (or giving up)
+    posted: float = 0.0  # seconds the request itself took (nginx committed it, or refused)
     current: int | None = None  # the feed's generation, when it refused a stale one (409)
     workers: tuple[int, ...] = ()  # the PIDs that confirmed
 
@@ -141,6 +142,7 @@ def push_endpoints(
     start = clock.monotonic()
     n = len(services)
     status, answer = client.push(push_document(generation, services))
+    posted = clock.monotonic() - start
     if status != 200:
         if status == 0:
             why = f"nginx's endpoint feed does not answer ({answer})"
@@ -149,14 +151,23 @@ def push_endpoints(
             why = f"nginx refused the push ({status}): {str(said or 'no reason given')[:MAX_ERROR]}"
         current = answer.get("current") if isinstance(answer, dict) else None
         current = current if isinstance(current, int) else None
-        return Pushed(False, generation, n, status, why, current=current)
+        return Pushed(False, generation, n, status, why, posted=posted, current=current)
     last: dict[str, Any] | None = None
     while True:
         last = client.status()
         waited = clock.monotonic() - start
         if last is not None and last.get("generation") == generation and last.get("converged"):
             pids = tuple(sorted(w.get("pid", 0) for w in last.get("workers", ())))
-            return Pushed(True, generation, n, status, confirmed=True, waited=waited, workers=pids)
+            return Pushed(
+                True,
+                generation,
+                n,
+                status,
+                confirmed=True,
+                waited=waited,
+                posted=posted,
+                workers=pids,
+            )
         if waited >= confirm_timeout:
             seen = "no answer" if last is None else f"generation {last.get('generation')}"
             if last is not None and not last.get("converged"):
@@ -165,7 +176,7 @@ def push_endpoints(
                 f"the workers did not all serve generation {generation} within "
                 f"{confirm_timeout:g}s (status: {seen})"
             )
-            return Pushed(False, generation, n, status, why, waited=waited)
+            return Pushed(False, generation, n, status, why, waited=waited, posted=posted)
         clock.sleep(CONFIRM_POLL)
 
 

@@ -111,6 +111,15 @@ class Outcome:
         return self.installed is not None and self.installed.rolled_back
 
 
+@dataclass(frozen=True)
+class Settled:
+    """How the loop came to an apply, for the push's log line: seconds from the change
+    being noticed to the registry being quiet (the debounce), and of the last read."""
+
+    debounce: float = 0.0
+    read: float = 0.0
+
+
 class Applier:
     """What the sidecar remembers between applies: the guard's and the flap damper's
     state, the traffic policies, the config that serves, and the BuildCache."""
@@ -196,11 +205,13 @@ class Applier:
         # The new prober knows nothing yet: the next pass plans without pseudo-dead ones.
         event(logging.INFO, "SIGHUP: probe or state file settings changed; policies start afresh")
 
-    def apply_safely(self, catalog: Catalog, changed_at: float) -> Outcome:
+    def apply_safely(
+        self, catalog: Catalog, changed_at: float, settled: Settled | None = None
+    ) -> Outcome:
         """`apply`, but a failure nobody planned for (disk full, a template error) is
         reported like any failed apply: the sidecar must outlive it."""
         try:
-            return self.apply(catalog, changed_at)
+            return self.apply(catalog, changed_at, settled)
         except Exception as exc:  # noqa: BLE001 - the loop must not die; the log says what
             why = f"{type(exc).__name__}: {exc}"
             self.health.applied, self.health.apply_error = False, why
@@ -212,11 +223,13 @@ class Applier:
             except Exception as exc:  # noqa: BLE001 - gauges must not stop the loop either
                 event(logging.ERROR, f"after apply: {type(exc).__name__}: {exc}")
 
-    def apply(self, catalog: Catalog, changed_at: float) -> Outcome:
+    def apply(self, catalog: Catalog, changed_at: float, settled: Settled | None = None) -> Outcome:
         """guard → observe → plan → render → verify → install → reload → confirm → record.
 
         `changed_at` (monotonic) is when the change was noticed: the change-to-served
-        latency is measured from there."""
+        latency is measured from there. `settled` says how the loop got here (a push's
+        log line breaks its time down into stages)."""
+        started = self.clock.monotonic()
         self.next_change = None  # until this pass plans again: never wake on a stale step
         effective = self.splits.catalog(self._guard(catalog))
         now = self.clock.wall()
@@ -245,7 +258,10 @@ class Applier:
                     self._succeeded(planned, self.health.generation, changed_at, observe=split)
                     return Outcome(Result.APPLIED if split else Result.UNCHANGED)
                 reason = self._reason(planned)
-                pushed = self._push(planned, delta, reason)
+                stages = settled or Settled()
+                took = {"debounce": stages.debounce, "read": stages.read}
+                took["plan"] = self.clock.monotonic() - started
+                pushed = self._push(planned, delta, reason, took)
                 if pushed.ok:
                     self.splits.push_if_changed(self.spec, self.binary, planned)
                     self._succeeded(planned, self.health.generation, changed_at, observe=True)
@@ -413,8 +429,15 @@ class Applier:
     def _nginx_up(self) -> bool:
         return find_master(self.spec.nginx.pid)[0] is not None
 
-    def _push(self, plan: Plan, delta: dict[str, EndpointSet], reason: str) -> Pushed:
-        """Push `delta`, confirm it, persist the snapshot; log and count the result."""
+    def _push(
+        self,
+        plan: Plan,
+        delta: dict[str, EndpointSet],
+        reason: str,
+        took: dict[str, float] | None = None,
+    ) -> Pushed:
+        """Push `delta`, confirm it, persist the snapshot; log and count the result.
+        `took`: seconds of the stages before the push (debounce, read, plan), for the log."""
         gen = self.generations.next()
         try:
             token = read_token(self.spec.nginx.token_path, "nginx.endpoints_token")
@@ -445,11 +468,13 @@ class Applier:
             return pushed
         for i, _pid in enumerate(pushed.workers):
             self.metrics.feed_generation.labels(str(i)).set(gen)
+        wrote = self.clock.monotonic()
         try:
             write_snapshot(plan.feed.snapshot if plan.feed else "", gen, endpoints(plan))
         except InstallError as exc:
             # Served already; the next push or reload writes it again.
             event(logging.ERROR, f"endpoint snapshot not written: {exc}")
+        took = {**(took or {}), "snapshot": self.clock.monotonic() - wrote}
         # The same words as a reload's line (watch/diff.py), so a log reader sees one story.
         diff = diff_plans(self.applied_plan, plan)
         event(
@@ -459,6 +484,7 @@ class Applier:
             generation=gen,
             services=shown,
             confirmed_in=f"{pushed.waited * 1000:.0f}ms",
+            stages_ms=_stages_ms(took, pushed),
             **diff.as_dict(),
         )
         return pushed
@@ -612,6 +638,15 @@ class Applier:
                 event(logging.ERROR, f"candidate is invalid: {finding}")
             return Outcome(Result.FAILED, error="validation")
         return Outcome(Result.UNCHANGED if installed == text else Result.APPLIED)
+
+
+def _stages_ms(took: dict[str, float], pushed: Pushed) -> dict[str, float]:
+    """Milliseconds per stage of a confirmed push: what came before it (debounce, read,
+    plan), the request (nginx committed the push; the worker that took it serves it), and
+    the wait until every worker reported the generation, then the boot snapshot written."""
+    stages = {**took, "post": pushed.posted, "confirm": pushed.waited - pushed.posted}
+    stages["snapshot"] = stages.pop("snapshot", 0.0)  # last, as it happens
+    return {k: round(v * 1000, 1) for k, v in stages.items()}
 
 
 def _read_text(path: Path) -> str | None:

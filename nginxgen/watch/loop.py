@@ -42,7 +42,7 @@ from ..status.traffic import PeerTraffic
 from ..util.atomic_write import remove_stale_temps
 from ..util.backoff import Backoff
 from ..util.clock import Clock
-from .apply import HEALTH_PROBE_TIMEOUT, Applier, Outcome, Result
+from .apply import HEALTH_PROBE_TIMEOUT, Applier, Outcome, Result, Settled
 from .instances import InstanceView, ReloadMode
 from .sampler import TrafficSampler
 from .telemetry import Health, Metrics, StatusServer, event
@@ -120,6 +120,7 @@ class Watcher:
         if self._server is not None:
             self._server.document = self.instances.document
         self.last_read = 0.0
+        self.read_took = 0.0  # seconds the last successful read took
         self.stopping = False
         self.reload_spec = False
         self._interruptible = False
@@ -208,6 +209,7 @@ class Watcher:
                 catalog = self.read()
                 if woke == "registry":
                     catalog = self.settle(catalog, changed_at)
+                quiet = self.clock.monotonic() - changed_at - self.read_took
             except RegistryError:
                 accepted = self.applier.accepted
                 retry = ("probe", "warmup", "certificate", "templates", "guard")
@@ -221,7 +223,7 @@ class Watcher:
             self.backoff.reset()
             if self.stopping:
                 break
-            self.applier.apply_safely(catalog, changed_at)
+            self.applier.apply_safely(catalog, changed_at, Settled(max(0.0, quiet), self.read_took))
             woke = self.wait_for_change(catalog.version)
             changed_at = self.clock.monotonic()
 
@@ -229,6 +231,7 @@ class Watcher:
 
     def read(self) -> Catalog:
         """One registry read; failures are counted, logged and marked stale, then re-raised."""
+        started = self.clock.monotonic()
         try:
             catalog = self.source.read()
         except RegistryError as exc:
@@ -239,6 +242,7 @@ class Watcher:
             raise RegistryError(str(exc)) from exc
         self.metrics.reads.inc()
         self.last_read = self.clock.monotonic()
+        self.read_took = self.last_read - started
         # Every read counts for flap damping, also the ones a debounce window swallows.
         self.applier.flaps.observe(catalog, self.last_read)
         if self.health.stale_since is not None:
@@ -269,12 +273,14 @@ class Watcher:
         """Debounce: wait until the registry is quiet for `min`, at most `max` in all.
 
         Every event inside the window is read (so the last state wins) but nothing is
-        rendered until the window closes: 100 events give one reload.
+        rendered until the window closes: 100 events give one reload. The quiet counts
+        from when each event was noticed, so the time its read takes is not added.
         """
         window = self.applier.quiet_period()  # a push waits less than a reload
         latest = first_change + window.max
+        last_event = first_change
         while not self.stopping:
-            quiet_until = min(self.clock.monotonic() + window.min, latest)
+            quiet_until = min(last_event + window.min, latest)
             remaining = quiet_until - self.clock.monotonic()
             if remaining <= 0:
                 break
@@ -285,6 +291,7 @@ class Watcher:
                 raise
             if not moved:
                 break
+            last_event = self.clock.monotonic()
             catalog = self.read()
         return catalog
 

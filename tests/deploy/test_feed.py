@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from nginxgen.deploy.feed import (
+    CONFIRM_POLL,
     LOCKED_DIGEST,
     Generations,
     push_endpoints,
@@ -70,6 +71,23 @@ def test_a_push_is_confirmed_when_every_worker_serves_it() -> None:
     got = push_endpoints(feed, 5, DELTA, confirm_timeout=1, clock=FakeClock())  # type: ignore[arg-type]
     assert got.ok and got.result == "confirmed" and got.workers == (7, 8)
     assert feed.pushed == [{"generation": 5, "services": DELTA}]
+
+
+def test_the_push_request_and_the_confirmation_are_timed_apart() -> None:
+    clock = FakeClock()
+    converged = {"generation": 5, "converged": True, "workers": [{"pid": 7}]}
+    feed = FakeFeed((200, {"generation": 5}), [{"generation": 4}, converged])
+    answer = feed.push
+
+    def slow_push(document: dict[str, Any]) -> tuple[int, Any]:
+        clock.advance(0.003)  # nginx took 3 ms to commit it
+        return answer(document)
+
+    feed.push = slow_push  # type: ignore[method-assign]
+    got = push_endpoints(feed, 5, DELTA, confirm_timeout=1, clock=clock)  # type: ignore[arg-type]
+    assert got.ok
+    assert got.posted == pytest.approx(0.003)
+    assert got.waited == pytest.approx(0.003 + CONFIRM_POLL)  # one status read too early
 
 
 def test_refused_unconfirmed_and_unreachable_pushes_say_why() -> None:

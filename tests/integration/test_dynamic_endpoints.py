@@ -111,6 +111,11 @@ def test_traffic_moves_to_a_new_instance_without_a_reload(dynamic_gateway, backe
     )
     assert f"pushed: servers added: app {b.address}" in gw.logs()
     assert f"servers removed: app {a.address} (registry changed; no reload)" in gw.logs()
+    # Where the time went, stage by stage, from the change being noticed.
+    line = next(x for x in gw.logs().splitlines() if f"pushed: servers added: app {b.address}" in x)
+    stages = json.loads(line.split(" stages_ms=", 1)[1].split("}", 1)[0] + "}")
+    assert list(stages) == ["debounce", "read", "plan", "post", "confirm", "snapshot"]
+    assert all(ms >= 0 for ms in stages.values()), stages
     status = feed_status(gw)
     assert status["converged"] and {w["pid"] for w in status["workers"]} == pids
     # The boot snapshot holds what serves, for a restart of nginx alone.

@@ -104,7 +104,7 @@ def test_a_push_moves_traffic_without_a_reload(gateway: Factory, backends) -> No
     assert r.json() == {"generation": 5, "services": 1}
     gw.converged(5, timeout=2.0)
     took = time.monotonic() - start
-    # Design target 100 ms (poll every 25 ms; benchmarks/balancer.py prints it); the
+    # Design target 100 ms (poll every 10 ms; benchmarks/balancer.py prints it); the
     # deadline leaves room for a loaded 2-core machine.
     assert took < 1.0, took
     assert who_answers(gw.url("carts"), 40) == Counter({"c": 40})

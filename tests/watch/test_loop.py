@@ -118,6 +118,27 @@ def test_debounce_applies_the_last_state_once_the_registry_is_quiet(watcher):
     assert clock.now - start == pytest.approx(0.38 + 0.15)
 
 
+def test_debounce_counts_the_quiet_from_the_event_not_from_its_read(watcher):
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
+    w = watcher(source, debounce={"min": "150ms", "max": "5s"})
+    read = source.read
+
+    def slow_read():  # type: ignore[no-untyped-def]
+        clock.advance(0.04)  # a large registry, a loaded machine
+        return read()
+
+    source.read = slow_read  # type: ignore[method-assign]
+    start = clock.now
+    source.at(start, 9002)
+    catalog = source.read()  # the loop's read after the wake, 40 ms
+    source.at(start + 0.1, 9003)  # one more event within the window
+    settled = w.settle(catalog, start)
+    assert [i.port for i in settled.services["app"]] == [9003]
+    # Quiet for `min` after the event at 0.1 s (its 40 ms read not added on top).
+    assert clock.now - start == pytest.approx(0.1 + 0.15)
+
+
 def test_debounce_gives_up_waiting_for_quiet_at_max(watcher):
     clock = FakeClock()
     source = FakeSource(9001, clock=clock)
