@@ -106,9 +106,7 @@ def test_traffic_moves_to_a_new_instance_without_a_reload(dynamic_gateway, backe
     assert gw.metric("nginxgen_reloads_total") == reloads
     # start + change; the change is counted once every worker confirmed it, which can
     # come after the first request b answered
-    eventually(
-        lambda: gw.metric('nginxgen_pushes_total{result="confirmed"}') >= 2, 20, "confirmed"
-    )
+    eventually(lambda: gw.metric('nginxgen_pushes_total{result="confirmed"}') >= 2, 20, "confirmed")
     assert f"pushed: servers added: app {b.address}" in gw.logs()
     assert f"servers removed: app {a.address} (registry changed; no reload)" in gw.logs()
     # Where the time went, stage by stage, from the change being noticed.
