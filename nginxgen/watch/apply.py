@@ -24,9 +24,9 @@ from ..deploy.feed import (
     FeedClient,
     Generations,
     Pushed,
+    SnapshotTexts,
     push_endpoints,
     snapshot_generation,
-    write_snapshot,
 )
 from ..deploy.install import Installed, install
 from ..deploy.nginx_bin import Binary
@@ -35,7 +35,7 @@ from ..deploy.workers import Worker
 from ..model.catalog import Catalog
 from ..model.plan import Plan
 from ..pipeline import Build, BuildCache, build, plan_pass
-from ..plan.endpoints import EndpointSet, changed_endpoints, endpoints
+from ..plan.endpoints import EndpointSet, changed_endpoints
 from ..render import config_generation
 from ..render.blocks import TemplateError
 from ..spec import Spec
@@ -160,6 +160,7 @@ class Applier:
         # whatever the snapshot of an earlier run holds.
         self.generations = Generations(clock)
         self.generations.observe(snapshot_generation(spec.nginx.snapshot_path))
+        self.snapshots = SnapshotTexts()  # the snapshot's text, one piece per service
         health.served = self.not_served
 
     def adopt(self, spec: Spec, binary: Binary | None) -> None:
@@ -317,7 +318,7 @@ class Applier:
             # holds: the new workers' init prefers it to older pushes (and a restart of
             # nginx alone serves it too).
             try:
-                write_snapshot(plan.feed.snapshot, self.generations.next(), endpoints(plan))
+                self.snapshots.write(plan.feed.snapshot, self.generations.next(), plan)
             except InstallError as exc:
                 why = f"endpoint snapshot: {exc}"
                 self.health.applied, self.health.apply_error = False, why
@@ -446,7 +447,7 @@ class Applier:
         for i, _pid in enumerate(pushed.workers):
             self.metrics.feed_generation.labels(str(i)).set(gen)
         try:
-            write_snapshot(plan.feed.snapshot if plan.feed else "", gen, endpoints(plan))
+            self.snapshots.write(plan.feed.snapshot if plan.feed else "", gen, plan)
         except InstallError as exc:
             # Served already; the next push or reload writes it again.
             event(logging.ERROR, f"endpoint snapshot not written: {exc}")
