@@ -42,7 +42,7 @@ from watch_propagation import EtcdRegistry, FileRegistry, pct
 from wrk import wrk
 
 from tests.helpers import Backend, Nginx, free_port, nginx_workers, wait_for_port
-from tests.helpers.servers import Etcd
+from tests.helpers.servers import Etcd, settled_workers
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -216,6 +216,15 @@ def _rss_kb(pids: set[int]) -> int:
     return total
 
 
+def _workers(master: int, count: int) -> set[int]:
+    """The master's workers once only `count` are left (a reload's old ones gone)."""
+    deadline = time.monotonic() + 60
+    while True:
+        workers = settled_workers(master)
+        if len(workers) == count or time.monotonic() > deadline:
+            return workers
+
+
 def _load(etcd_url: str, services: int) -> None:
     """S services x 10 instances into etcd, 128 puts per transaction (etcd's limit)."""
     puts = []
@@ -288,7 +297,7 @@ def one_change(services: int, changes: int) -> OneChange:
         first = watcher.read()
         watcher.apply(first)  # the first pass: the config serves as rendered
         master = int((work / "nginx.pid").read_text())
-        before = nginx_workers(master)
+        before = _workers(master, 2)
         rss_before = _rss_kb(before)
         fresh = open_source(watcher.spec.registry, ())  # its own: the watcher's stays
         full = []

@@ -258,6 +258,7 @@ class SpecPlan:
             off = "services.*.split: ignored with nginx.status_listen off (shifts are pushed there)"
             self.notes = (*self.notes, off)
         self._default: ServicePolicy | None = None
+        self._upstream_names: list[tuple[str, str]] | None = None
         n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
         self._unavailable: list[Location | None] = [None] * n
@@ -265,7 +266,10 @@ class SpecPlan:
 
     def upstream_names(self) -> list[tuple[str, str]]:
         """(service, upstream) for every HTTP upstream, in spec order: a split service has
-        one per version of its split (plan/split.py), any other one of its own name."""
+        one per version of its split (plan/split.py), any other one of its own name.
+        The spec alone decides them: worked out once."""
+        if self._upstream_names is not None:
+            return self._upstream_names
         out = []
         for name in self.http_names_ordered:
             split = self.policy(name).split if self.gateway.split else None
@@ -273,6 +277,7 @@ class SpecPlan:
                 out.append((name, name))
             else:
                 out += [(name, version_upstream(name, v)) for v in split.versions]
+        self._upstream_names = out
         return out
 
     def policy(self, name: str) -> ServicePolicy:

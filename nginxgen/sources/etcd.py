@@ -154,6 +154,7 @@ class _Store:
         self.parts: dict[str, _Part] = {}
         self.services: dict[str, tuple[Instance, ...]] = {}
         self.owner: dict[str, str] = {}  # service name -> the group it comes from
+        self.dropping: set[str] = set()  # groups with refused entries
 
     def put(self, kv: dict[str, Any]) -> str:
         group = key_group(self.prefix, kv.get("key"))
@@ -174,27 +175,36 @@ class _Store:
         added = False
         for group in groups:
             old = self.parts.pop(group, None)
+            self.dropping.discard(group)
+            part = self._part(group)
+            if part is not None:
+                self.parts[group] = part
+                if part.dropped:
+                    self.dropping.add(group)
+            now = part.services if part is not None else {}
             for name in old.services if old is not None else ():
-                if self.owner.get(name) == group:
+                if name not in now and self.owner.get(name) == group:
                     del self.services[name], self.owner[name]
-            keys = self.groups.get(group)
-            if not keys:
-                continue
-            builder = CatalogBuilder("")
-            for key in sorted(keys, key=_key_order):
-                add_kv(builder, self.prefix, keys[key])
-            built = builder.build()
-            part = _Part(dict(built.services), built.dropped, dict(built.splits))
-            self.parts[group] = part
-            for name, instances in part.services.items():
+            for name, instances in now.items():
+                # An existing name keeps its place: the catalog lists services by name.
                 added = added or name not in self.services
                 self.services[name], self.owner[name] = instances, group
-        if added:
+        if added:  # a new name: sorted again, as a full read lists them
             self.services = dict(sorted(self.services.items()))
+
+    def _part(self, group: str) -> _Part | None:
+        keys = self.groups.get(group)
+        if not keys:
+            return None
+        builder = CatalogBuilder("")
+        for key in sorted(keys, key=_key_order):
+            add_kv(builder, self.prefix, keys[key])
+        built = builder.build()
+        return _Part(dict(built.services), built.dropped, dict(built.splits))
 
     def catalog(self, source: str) -> Catalog:
         parts = self.parts
-        dropped = tuple(d for g in sorted(parts) for d in parts[g].dropped)
+        dropped = tuple(d for g in sorted(self.dropping) for d in parts[g].dropped)
         splits = dict(parts[SPLITS].splits) if SPLITS in parts else {}
         return Catalog(dict(self.services), dropped, source, str(self.revision), splits=splits)
 

@@ -38,7 +38,8 @@ class HostKinds:
             if entry is None or entry[0] is not insts:
                 entry = (insts, frozenset(i.host for i in insts if not self.is_ip(i.host)))
             seen[service] = entry
-            names |= entry[1]
+            if entry[1]:
+                names |= entry[1]
         self._names = seen
         return names
 

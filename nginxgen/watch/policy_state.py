@@ -24,6 +24,7 @@ from ..util.atomic_write import write_atomic
 
 log = logging.getLogger("nginxgen.state")
 STATE_FILE = "nginxgen-state.json"
+NO_KEYS: frozenset[str] = frozenset()
 FORMAT = 1
 
 
@@ -106,7 +107,7 @@ class PolicyState:
         redone: list[tuple[_Service | None, _Service]] = []
         changed, loaded_seen = False, 0
         for name, instances in catalog.services.items():
-            mine = frozenset(dead_by.get(name, ()))
+            mine = frozenset(dead_by[name]) if name in dead_by else NO_KEYS
             last = known.get(name)
             if last is not None and last.instances is instances and last.dead == mine:
                 services[name] = last

@@ -365,6 +365,7 @@ def test_reads_after_watch_events_revalidate_only_the_services_they_touch(etcd_s
             catalog = src.read()
             full = source(etcd_server.url).read()
             assert catalog.services == full.services, "the same catalog as a full read"
+            assert list(catalog.services) == list(full.services), "in the same order"
             assert set(catalog.dropped) == set(full.dropped) and catalog.splits == full.splits
             assert int(catalog.version) > int(last.version)
             assert catalog.services["a"] is first.services["a"], "untouched: the same tuple"
