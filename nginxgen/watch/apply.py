@@ -43,7 +43,7 @@ from ..spec.watch import Debounce
 from ..tls.certs import certificate_files
 from ..util.atomic_write import InstallError
 from ..util.clock import Clock
-from ..util.heap import Settler
+from ..util.heap import Settler, without_collector
 from ..util.token_file import TokenFileError, read_token
 from .certs import CertificateFiles
 from .diff import diff_plans, show_text_diff
@@ -213,11 +213,14 @@ class Applier:
             except Exception as exc:  # noqa: BLE001 - gauges must not stop the loop either
                 event(logging.ERROR, f"after apply: {type(exc).__name__}: {exc}")
 
+    @without_collector
     def apply(self, catalog: Catalog, changed_at: float) -> Outcome:
         """guard → observe → plan → render → verify → install → reload → confirm → record.
 
         `changed_at` (monotonic) is when the change was noticed: the change-to-served
-        latency is measured from there."""
+        latency is measured from there. The cycle collector waits (util/heap.py): at
+        10,000 services one of its full runs costs more than a whole push; the heap is
+        settled after the push or the reload instead."""
         self.next_change = None  # until this pass plans again: never wake on a stale step
         effective = self.splits.catalog(self._guard(catalog))
         now = self.clock.wall()
@@ -250,6 +253,7 @@ class Applier:
                 if pushed.ok:
                     self.splits.push_if_changed(self.spec, self.binary, planned)
                     self._succeeded(planned, self.health.generation, changed_at, observe=True)
+                    self.heap.settle_light()  # confirmed: off the change-to-served path
                     return Outcome(Result.APPLIED, reason=reason, pushed=pushed)
         result = build(
             self.spec,
