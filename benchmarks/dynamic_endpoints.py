@@ -11,8 +11,11 @@
    follows off that path: every worker confirming, the boot snapshot).
 2. Churn: N endpoint-only changes (adds, removes, weights, drains) under continuous load:
    reloads counted by nginx's worker PIDs, failed requests counted by the client.
-3. One endpoint change among S services: the sidecar's work before the push (plan,
-   structure check, delta) and the size of what is pushed.
+3. One endpoint change among S services in a real etcd, followed by an in-process
+   `nginxgen watch` pushing to a real nginx: the sidecar's work from the watch event to
+   the push leaving (catalog update, flap damping, guard, policies, plan, structure
+   check, delta, push body), and after nginx confirmed it (snapshot, log, gauges); what
+   the push carried, worker PIDs and RSS before and after; a full etcd read beside it.
 4. Throughput: wrk through the Lua balancer vs a stock upstream, same keepalive,
    interleaved rounds: requests/s ratio and p99.
 """
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -29,7 +33,8 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +45,8 @@ from processes import nginx_cmd, start, stop
 from watch_propagation import EtcdRegistry, FileRegistry, pct
 from wrk import wrk
 
-from nginxgen.model.catalog import Catalog, Instance
-from nginxgen.pipeline import BuildCache, build, plan_pass
-from nginxgen.plan.endpoints import changed_endpoints
-from nginxgen.spec import Spec
 from tests.helpers import Backend, Nginx, free_port, nginx_workers, wait_for_port
+from tests.helpers.servers import Etcd, settled_workers
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -235,43 +237,177 @@ def churn(changes: int) -> tuple[int, int, int]:
             b.stop()
 
 
-def one_change(services: int) -> tuple[float, int]:
-    """Seconds of sidecar work for one instance reweighted among `services`, and how many
-    services the delta carries."""
-    spec = Spec.model_validate(
-        {
-            "registry": {"kind": "file", "path": "/dev/null"},
-            "nginx": {"output": str(Path(tempfile.mkdtemp()) / "nginx.conf")},
+@dataclass
+class OneChange:
+    """Per change (medians, ms): the sidecar's work from the watch event to the push
+    leaving, and after nginx confirmed it; what the push and the snapshot carried."""
+
+    before_push: float
+    before_push_cpu: float  # the watcher thread's CPU time: what a busy machine cannot inflate
+    read: float
+    after_confirm: float
+    after_push_cpu: float  # CPU from the push leaving to the end (the confirmation polls too)
+    confirm: float
+    pushed: int
+    snapshot_mb: float
+    reloads: int
+    rss_kb: tuple[int, int]
+    full_read: float
+
+
+def _rss_kb(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def _workers(master: int, count: int) -> set[int]:
+    """The master's workers once `count` of them have stayed the same for 3 s (a first
+    pass that fell back to a reload: its old workers gone, the new ones loaded)."""
+    deadline = time.monotonic() + 120
+    stable_since, last = time.monotonic(), settled_workers(master)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = settled_workers(master)
+        if now != last or len(now) != count:
+            stable_since, last = time.monotonic(), now
+        elif time.monotonic() - stable_since >= 3:
+            break
+    return last
+
+
+def _load(etcd_url: str, services: int) -> None:
+    """S services x 10 instances into etcd, 128 puts per transaction (etcd's limit)."""
+    puts = []
+    for i in range(services):
+        for j in range(10):
+            address = f"10.0.{i // 250}.{i % 250 + 1}:{8000 + j}"
+            puts.append((f"/services/s{i}/s{i}-{j}", json.dumps({"address": address})))
+    with requests.Session() as http:
+        http.trust_env = False
+        for n in range(0, len(puts), 128):
+            ops = [
+                {"request_put": {"key": _b64(k), "value": _b64(v)}} for k, v in puts[n : n + 128]
+            ]
+            http.post(f"{etcd_url}/v3/kv/txn", json={"success": ops}, timeout=30).raise_for_status()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def one_change(services: int, changes: int) -> OneChange:
+    """One instance reweighted in etcd among `services`, followed by an in-process
+    `nginxgen watch` (real etcd watch, real nginx, real push): everything the sidecar
+    does between the watch event and the push leaving (the source's catalog update,
+    flap damping, guard, policies, plan, structure check, delta, push body), and what it
+    does after nginx confirmed (snapshot written atomically, the log line, the gauges)."""
+    from nginxgen.deploy import feed
+    from nginxgen.sources import open_source
+    from nginxgen.spec import load_spec
+    from nginxgen.watch.loop import Options, Watcher
+
+    work = Path(tempfile.mkdtemp(prefix="nginxgen-10k-"))
+    work.chmod(0o755)
+    etcd = Etcd(work / "etcd-data").start()
+    nginx: subprocess.Popen[bytes] | None = None
+    sent: list[float] = []
+    sent_cpu: list[float] = []
+    original = feed.FeedClient.push
+
+    def timed_push(self: Any, document: dict[str, Any]) -> tuple[int, Any]:
+        sent.append(time.perf_counter())  # the body is built inside: a few bytes
+        sent_cpu.append(time.thread_time())
+        return original(self, document)
+
+    feed.FeedClient.push = timed_push  # type: ignore[method-assign]
+    try:
+        _load(etcd.url, services)
+        port = free_port()
+        spec = {
+            "registry": {"kind": "etcd", "url": etcd.url},
+            "nginx": {
+                "flavor": "nginx",
+                "listen": f"127.0.0.1:{port}",
+                "output": "nginx.conf",
+                "pid": "nginx.pid",
+                "status_listen": f"127.0.0.1:{free_port()}",
+                "worker_processes": 2,
+                "endpoints": "dynamic",
+            },
+            "watch": {"listen": "off"},
             "routes": [{"path": f"/s{i}/", "service": f"s{i}"} for i in range(services)],
         }
-    )
-
-    def catalog(w: int) -> Catalog:
-        return Catalog(
-            {
-                f"s{i}": tuple(
-                    Instance(f"s{i}-{j}", f"s{i}", "10.0.0.1", 10000 + j, w if i == 7 else 1)
-                    for j in range(10)
-                )
-                for i in range(services)
-            }
+        config = work / "nginxgen.yaml"
+        config.write_text(yaml.safe_dump(spec))
+        subprocess.run(
+            [sys.executable, "-m", "nginxgen.cli", "render", "-c", str(config),
+             "-o", str(work / "nginx.conf")],
+            check=True, env=ENV, capture_output=True,
+        )  # fmt: skip
+        # 10,000 upstreams and their snapshot take a while to load on a busy machine.
+        nginx = start(nginx_cmd(work / "nginx.conf"), port, work / "nginx.log", timeout=120)
+        watcher = Watcher(config, load_spec(config), Options(listen=False))
+        first = watcher.read()
+        watcher.apply(first)  # the first pass: the config serves as rendered
+        master = int((work / "nginx.pid").read_text())
+        before = _workers(master, 2)
+        rss_before = _rss_kb(before)
+        fresh = open_source(watcher.spec.registry, ())  # its own: the watcher's stays
+        full = []
+        work_before, reads, work_after, confirms, pushed = [], [], [], [], 0
+        cpu_before: list[float] = []
+        cpu_after: list[float] = []
+        version = first.version
+        for n in range(changes):
+            value = json.dumps({"address": "10.0.0.8:8000", "weight": 2 + n % 5})
+            etcd.ctl("put", "/services/s7/s7-0", value)
+            assert watcher.source.wait(version, 10), "the watch saw the change"
+            t0 = time.perf_counter()  # the event is in: everything from here is work
+            c0 = time.thread_time()
+            catalog = watcher.read()
+            t_read = time.perf_counter()
+            outcome = watcher.apply(catalog)
+            t_end, c_end = time.perf_counter(), time.thread_time()
+            assert outcome.pushed and outcome.pushed.ok, outcome
+            version = catalog.version
+            reads.append(t_read - t0)
+            work_before.append(sent[-1] - t0)
+            cpu_before.append(sent_cpu[-1] - c0)
+            cpu_after.append(c_end - sent_cpu[-1])
+            confirms.append(outcome.pushed.waited)
+            work_after.append(t_end - sent[-1] - outcome.pushed.waited)
+            pushed = outcome.pushed.services
+            # The comparison, interleaved: what a full read of the registry costs.
+            t1 = time.perf_counter()
+            fresh.read()
+            full.append(time.perf_counter() - t1)
+        after = nginx_workers(master)
+        snapshot = Path(watcher.spec.nginx.snapshot_path).stat().st_size
+        watcher.source.close()
+        fresh.close()
+        med = statistics.median
+        return OneChange(
+            before_push=med(work_before) * 1000,
+            before_push_cpu=med(cpu_before) * 1000,
+            after_push_cpu=med(cpu_after) * 1000,
+            read=med(reads) * 1000,
+            after_confirm=med(work_after) * 1000,
+            confirm=med(confirms) * 1000,
+            pushed=pushed,
+            snapshot_mb=snapshot / 1e6,
+            reloads=len(before - after),
+            rss_kb=(rss_before, _rss_kb(after)),
+            full_read=med(full) * 1000,
         )
-
-    cache = BuildCache()
-    now = datetime.now(timezone.utc)
-    base = build(spec, catalog(1), binary=None, cache=cache, now=now).plan
-    times, sizes = [], 0
-    for w in (2, 3, 4, 5, 6):
-        cat = catalog(w)
-        t0 = time.perf_counter()
-        plan = plan_pass(spec, cat, cache=cache, now=now)
-        same = plan.structure == base.structure
-        delta = changed_endpoints(base, plan)
-        times.append(time.perf_counter() - t0)
-        assert same, "an endpoint change must not change the structure"
-        sizes = len(delta)
-        base = plan
-    return statistics.median(times), sizes
+    finally:
+        feed.FeedClient.push = original  # type: ignore[method-assign]
+        if nginx is not None:
+            stop(nginx)
+        etcd.stop()
 
 
 def throughput(rounds: int, seconds: int) -> tuple[list[float], list[float], list[float]]:
@@ -366,10 +502,25 @@ def main() -> None:
         print(f"{args.churn} endpoint-only changes under load: {reloads} reloads (worker PIDs), "
               f"{failed} failed of {total} requests")  # fmt: skip
     if args.services:
-        seconds, pushed = one_change(args.services)
-        print(f"one change among {args.services} services x 10: sidecar work "
-              f"{seconds * 1000:.1f} ms (plan, structure, delta), "
-              f"push of {pushed} service(s)")  # fmt: skip
+        one = one_change(args.services, args.changes or 10)
+        print(
+            f"one change among {args.services} services x 10 (etcd watch, in-process watch, "
+            f"real nginx; medians of {args.changes or 10}):"
+        )
+        print(
+            f"  sidecar work, watch event -> push leaving: {one.before_push_cpu:.1f} ms CPU, "
+            f"{one.before_push:.1f} ms wall (of which the catalog update from etcd "
+            f"{one.read:.1f} ms; a full etcd read instead: {one.full_read:.0f} ms)"
+        )
+        print(
+            f"  nginx confirming the push: {one.confirm:.1f} ms (waiting, not work); after it: "
+            f"{one.after_confirm:.1f} ms wall (snapshot {one.snapshot_mb:.1f} MB written "
+            f"atomically, log line, gauges, heap settled); {one.after_push_cpu:.1f} ms CPU "
+            "from the push leaving to the end"
+        )
+        rss = f"{one.rss_kb[0] / 1024:.0f} -> {one.rss_kb[1] / 1024:.0f} MB"
+        print(f"  push of {one.pushed} service(s); {one.reloads} reloads (worker PIDs); "
+              f"nginx workers' RSS {rss}")  # fmt: skip
     if args.seconds:
         ratios, lua, stock = throughput(args.rounds, args.seconds)
         shown = ", ".join(f"{r:.0%}" for r in ratios)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..model.names import FEED_PATH, FEED_STATUS_PATH
-from ..plan.endpoints import EndpointSet
+from ..model.plan import Plan, Upstream
+from ..plan.endpoints import EndpointSet, dynamic_upstreams, endpoint_set
 from ..util.atomic_write import write_atomic
 from ..util.clock import Clock
 from ..util.token_file import TokenFileError, create_token, read_token
@@ -204,6 +205,35 @@ def write_snapshot(path: str, generation: int, services: dict[str, EndpointSet])
     """The boot snapshot: every service's endpoints, atomically (temp file + rename)."""
     doc = push_document(generation, services)
     write_atomic(path, json.dumps(doc, separators=(",", ":")) + "\n", backup=False)
+
+
+class SnapshotTexts:
+    """The boot snapshot as text, one cached piece per service: a watcher writes the whole
+    endpoint set after every push, and at 10,000 services serialising it afresh costs far
+    more than the push. A piece is reused only for the very Upstream object it was made
+    from (plans are immutable and the plan memo hands an unchanged service the same
+    object; the cache holds it, so its id cannot be recycled); a service not in the plan
+    is forgotten with it."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[str, tuple[Upstream, str]] = {}
+
+    def document(self, generation: int, plan: Plan) -> str:
+        """What `write_snapshot(path, generation, endpoints(plan))` writes, the same text."""
+        known, pieces = self._pieces, {}
+        for u in dynamic_upstreams(plan):
+            piece = known.get(u.name)
+            if piece is None or piece[0] is not u:
+                text = json.dumps(endpoint_set(u), separators=(",", ":"))
+                piece = (u, f"{json.dumps(u.name)}:{text}")
+            pieces[u.name] = piece
+        self._pieces = pieces
+        body = ",".join(text for _, text in pieces.values())
+        return f'{{"generation":{generation},"services":{{{body}}}}}\n'
+
+    def write(self, path: str, generation: int, plan: Plan) -> None:
+        """The boot snapshot of `plan`, atomically (InstallError)."""
+        write_atomic(path, self.document(generation, plan), backup=False)
 
 
 def snapshot_generation(path: str) -> int | None:

@@ -93,8 +93,7 @@ class Catalog:
         """
         memo = digests if digests is not None else ServiceDigests()
         h = hashlib.sha256()
-        for name in sorted(self.services):
-            h.update(memo.digest(name, self.services[name]))
+        h.update(b"".join(memo.digests(self.services)))
         for name in sorted(self.splits):
             h.update(f"split\0{name}\0{self.splits[name]}\0".encode("utf-8", "surrogatepass"))
         return h.hexdigest()[:16]
@@ -112,6 +111,23 @@ class ServiceDigests:
     def __init__(self, max_services: int = 200_000) -> None:
         self.max_services = max_services
         self._known: dict[str, tuple[tuple[Instance, ...], bytes]] = {}
+        self._order: list[str] = []  # the sorted names of the last `digests`
+
+    def digests(self, services: Mapping[str, tuple[Instance, ...]]) -> list[bytes]:
+        """Every service's digest, in name order. A service whose instances are the very
+        tuple of the last call costs one identity check; the names are sorted again only
+        when they are not the (sorted) names of the last call."""
+        names = list(services)
+        if names != self._order:
+            names.sort()
+            self._order = names
+        known, out = self._known, []
+        for name in names:
+            instances = services[name]
+            entry = known.get(name)
+            out.append(entry[1] if entry is not None and entry[0] is instances else
+                       self.digest(name, instances))  # fmt: skip
+        return out
 
     def digest(self, name: str, instances: tuple[Instance, ...]) -> bytes:
         known = self._known.get(name)

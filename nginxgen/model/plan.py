@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from ..spec import Failover, RedisSpec, Timeouts
@@ -311,11 +312,12 @@ class Plan:
     standings: Mapping[str, tuple[Standing, ...]] = field(default_factory=dict)
     feed: FeedSetup | None = None  # nginx.endpoints dynamic
 
-    @property
+    @cached_property
     def structure(self) -> tuple[object, ...]:
         """What needs a reload to change: everything nginx.conf holds but the endpoint sets
         of dynamic upstreams (those are pushed, plan/endpoints.py). Two plans with equal
-        structures differ only in what a push carries."""
+        structures differ only in what a push carries. Computed once per plan (plans are
+        frozen; `watch` compares each new one with the one serving)."""
         return (
             tuple(u.shape for u in self.upstreams),
             self.locations,

@@ -41,6 +41,9 @@ class PlanMemo:
         # nginx.endpoints dynamic: each planned upstream's dynamic form, by value, so an
         # unchanged service keeps the very object (plan/endpoints.py compares by identity).
         self.dynamic: dict[Upstream, tuple[Upstream, tuple[str, ...]]] = {}
+        # ...and the last one per upstream name, found by identity first (hashing 10,000
+        # upstreams per pass costs more than the rest of this step).
+        self.dynamic_by_name: dict[str, tuple[Upstream, tuple[Upstream, tuple[str, ...]]]] = {}
         self.digests = ServiceDigests()
         self.max_specs = max_specs
         self._specs: dict[int, SpecPlan] = {}
@@ -185,9 +188,10 @@ def _dynamic_upstreams(
     """Every HTTP service's dynamic upstream, in spec order, with nobody alive too (its
     endpoint set is then empty and Lua answers 503): a service that comes back is a push.
     Stream upstreams stay static (`upstreams` is not changed)."""
-    cache = memo.dynamic
+    cache, by_name = memo.dynamic, memo.dynamic_by_name
     if len(cache) > 2 * len(fixed.service_names) + 1024:
         cache.clear()
+        by_name.clear()
     out: dict[str, Upstream] = {}
     for service, name in fixed.upstream_names():
         static = upstreams.get(name)
@@ -196,6 +200,11 @@ def _dynamic_upstreams(
             snippet = policy.snippets.text if policy.snippets else None
             balance = balance_args(policy.balance)
             static = Upstream(name, (), policy.keepalive, None, balance, snippet)
+        last = by_name.get(name)
+        if last is not None and last[0] is static:  # the memo's very object: no hashing
+            out[name] = last[1][0]
+            notes += last[1][1]
+            continue
         known = cache.get(static)
         if known is None:
             hashed = bool(static.balance) and static.balance[0] == "hash"
@@ -207,6 +216,7 @@ def _dynamic_upstreams(
                 hash_var=hash_variable(name) if hashed else None,
             )
             known = cache[static] = (dyn, tuple(peer_refusals(dyn)))
+        by_name[name] = (static, known)
         out[name] = known[0]
         notes += known[1]
     return out
@@ -257,6 +267,7 @@ class SpecPlan:
             off = "services.*.split: ignored with nginx.status_listen off (shifts are pushed there)"
             self.notes = (*self.notes, off)
         self._default: ServicePolicy | None = None
+        self._upstream_names: list[tuple[str, str]] | None = None
         n = len(self.routes)
         self._serving: list[Location | None] = [None] * n
         self._unavailable: list[Location | None] = [None] * n
@@ -266,7 +277,10 @@ class SpecPlan:
 
     def upstream_names(self) -> list[tuple[str, str]]:
         """(service, upstream) for every HTTP upstream, in spec order: a split service has
-        one per version of its split (plan/split.py), any other one of its own name."""
+        one per version of its split (plan/split.py), any other one of its own name.
+        The spec alone decides them: worked out once."""
+        if self._upstream_names is not None:
+            return self._upstream_names
         out = []
         for name in self.http_names_ordered:
             split = self.policy(name).split if self.gateway.split else None
@@ -274,6 +288,7 @@ class SpecPlan:
                 out.append((name, name))
             else:
                 out += [(name, version_upstream(name, v)) for v in split.versions]
+        self._upstream_names = out
         return out
 
     def policy(self, name: str) -> ServicePolicy:

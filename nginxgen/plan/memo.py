@@ -4,7 +4,8 @@
 result is reused only when every input it depends on is equal to the one it was planned
 with, and only for the times `now` at which its warm-up ramps stand on the same step.
 
-- the service's instances (compared by value), its policy, and the upstream zone;
+- the service's instances (the very tuple — sources keep the object of a service that did
+  not change — or else by value), its policy, and the upstream zone;
 - `now`: each entry carries a window [start, end) in which no ramp changes step; a result
   planned without a clock (`now` None, so no ramp at all) holds only without one when a
   clock would have started a ramp;
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from ..model.observed import Observed
@@ -83,6 +85,10 @@ def intersect(windows: Iterable[Window]) -> Window:
     return Window(lo, hi)
 
 
+def _same_view(given: Mapping[str, datetime], last: Mapping[str, datetime] | None) -> bool:
+    return isinstance(given, MappingProxyType) and given is last
+
+
 @dataclass(frozen=True)
 class _Entry(Generic[T]):
     instances: tuple[Any, ...]
@@ -107,6 +113,8 @@ class ServiceMemo(Generic[T]):
         self._owners: dict[str, str] = {}  # instance key -> service name it was planned in
         self._first_seen: Mapping[str, datetime] = {}
         self._returned: Mapping[str, datetime] = {}
+        self._first_seen_given: Mapping[str, datetime] | None = None  # as last passed
+        self._returned_given: Mapping[str, datetime] | None = None
         self._dead: frozenset[str] = frozenset()
 
     def clear(self) -> None:
@@ -114,14 +122,20 @@ class ServiceMemo(Generic[T]):
         self._owners.clear()
 
     def sync(self, observed: Observed) -> None:
-        """Evict every service whose instances' observed state differs from last time."""
+        """Evict every service whose instances' observed state differs from last time.
+        The very read-only views of the last call are taken as unchanged (watch's
+        PolicyState hands out a new view over a new dict on a change, never changing the
+        old one), anything else is compared."""
         changed: set[str] = set()
-        if observed.first_seen != self._first_seen:
-            changed.update(k for k, _ in observed.first_seen.items() ^ self._first_seen.items())
-            self._first_seen = dict(observed.first_seen)  # a copy: the caller's may change
-        if observed.returned != self._returned:
-            changed.update(k for k, _ in observed.returned.items() ^ self._returned.items())
-            self._returned = dict(observed.returned)
+        first_seen, returned = observed.first_seen, observed.returned
+        if not _same_view(first_seen, self._first_seen_given) and first_seen != self._first_seen:
+            changed.update(k for k, _ in first_seen.items() ^ self._first_seen.items())
+            self._first_seen = dict(first_seen)  # a copy: the caller's may change
+        self._first_seen_given = first_seen
+        if not _same_view(returned, self._returned_given) and returned != self._returned:
+            changed.update(k for k, _ in returned.items() ^ self._returned.items())
+            self._returned = dict(returned)
+        self._returned_given = returned
         if observed.dead != self._dead:
             changed.update(observed.dead ^ self._dead)
             self._dead = frozenset(observed.dead)
@@ -141,7 +155,7 @@ class ServiceMemo(Generic[T]):
         entry = self._entries.get(name)
         if (
             entry is not None
-            and entry.instances == instances
+            and (entry.instances is instances or entry.instances == instances)
             and (entry.policy is policy or entry.policy == policy)
             and entry.zone == zone
             and entry.window.holds(now)

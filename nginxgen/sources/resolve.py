@@ -12,7 +12,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from ..model.catalog import Catalog, Dropped
+from ..model.catalog import Catalog, Dropped, Instance
 
 MAX_HOSTS = 65536
 
@@ -24,6 +24,24 @@ class HostKinds:
     def __init__(self, max_hosts: int = MAX_HOSTS) -> None:
         self.max_hosts = max_hosts
         self._is_ip: dict[str, bool] = {}
+        # Per service: the instances last looked at (the very tuple: sources keep the
+        # object of a service that did not change) and the host names among them.
+        self._names: dict[str, tuple[tuple[Instance, ...], frozenset[str]]] = {}
+
+    def names_in(self, catalog: Catalog) -> set[str]:
+        """Every host in `catalog` that is a name, not an IP literal: one identity check
+        per service whose instances are the tuple of the last call."""
+        known, seen = self._names, {}
+        names: set[str] = set()
+        for service, insts in catalog.services.items():
+            entry = known.get(service)
+            if entry is None or entry[0] is not insts:
+                entry = (insts, frozenset(i.host for i in insts if not self.is_ip(i.host)))
+            seen[service] = entry
+            if entry[1]:
+                names |= entry[1]
+        self._names = seen
+        return names
 
     def is_ip(self, host: str) -> bool:
         known = self._is_ip.get(host)
@@ -51,10 +69,9 @@ def _resolves(host: str) -> bool:
 
 def drop_unresolvable(catalog: Catalog, hosts: HostKinds | None = None) -> Catalog:
     """`catalog` without the instances whose host name does not resolve now."""
-    is_ip = (hosts or HostKinds()).is_ip
-    names = sorted(
-        {i.host for insts in catalog.services.values() for i in insts if not is_ip(i.host)}
-    )
+    hosts = hosts or HostKinds()
+    is_ip = hosts.is_ip
+    names = sorted(hosts.names_in(catalog))
     if not names:
         return catalog
     with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:

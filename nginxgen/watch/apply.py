@@ -24,9 +24,9 @@ from ..deploy.feed import (
     FeedClient,
     Generations,
     Pushed,
+    SnapshotTexts,
     push_endpoints,
     snapshot_generation,
-    write_snapshot,
 )
 from ..deploy.install import Installed, install
 from ..deploy.nginx_bin import Binary
@@ -35,7 +35,7 @@ from ..deploy.workers import Worker
 from ..model.catalog import Catalog
 from ..model.plan import Plan
 from ..pipeline import Build, BuildCache, build, plan_pass
-from ..plan.endpoints import EndpointSet, changed_endpoints, endpoints
+from ..plan.endpoints import EndpointSet, changed_endpoints
 from ..render import config_generation
 from ..render.blocks import TemplateError
 from ..spec import Spec
@@ -43,7 +43,7 @@ from ..spec.watch import Debounce
 from ..tls.certs import certificate_files
 from ..util.atomic_write import InstallError
 from ..util.clock import Clock
-from ..util.heap import Settler
+from ..util.heap import Settler, without_collector
 from ..util.token_file import TokenFileError, read_token
 from .certs import CertificateFiles
 from .diff import diff_plans, show_text_diff
@@ -169,6 +169,7 @@ class Applier:
         # whatever the snapshot of an earlier run holds.
         self.generations = Generations(clock)
         self.generations.observe(snapshot_generation(spec.nginx.snapshot_path))
+        self.snapshots = SnapshotTexts()  # the snapshot's text, one piece per service
         health.served = self.not_served
 
     def adopt(self, spec: Spec, binary: Binary | None) -> None:
@@ -223,12 +224,15 @@ class Applier:
             except Exception as exc:  # noqa: BLE001 - gauges must not stop the loop either
                 event(logging.ERROR, f"after apply: {type(exc).__name__}: {exc}")
 
+    @without_collector
     def apply(self, catalog: Catalog, changed_at: float, settled: Settled | None = None) -> Outcome:
         """guard → observe → plan → render → verify → install → reload → confirm → record.
 
         `changed_at` (monotonic) is when the change was noticed: the change-to-served
         latency is measured from there. `settled` says how the loop got here (a push's
-        log line breaks its time down into stages)."""
+        log line breaks its time down into stages). The cycle collector waits
+        (util/heap.py): at 10,000 services one of its full runs costs more than a whole
+        push; the heap is settled after the push or the reload instead."""
         started = self.clock.monotonic()
         self.next_change = None  # until this pass plans again: never wake on a stale step
         effective = self.splits.catalog(self._guard(catalog))
@@ -265,6 +269,7 @@ class Applier:
                 if pushed.ok:
                     self.splits.push_if_changed(self.spec, self.binary, planned)
                     self._succeeded(planned, self.health.generation, changed_at, observe=True)
+                    self.heap.settle_light()  # confirmed: off the change-to-served path
                     return Outcome(Result.APPLIED, reason=reason, pushed=pushed)
         result = build(
             self.spec,
@@ -333,7 +338,7 @@ class Applier:
             # holds: the new workers' init prefers it to older pushes (and a restart of
             # nginx alone serves it too).
             try:
-                write_snapshot(plan.feed.snapshot, self.generations.next(), endpoints(plan))
+                self.snapshots.write(plan.feed.snapshot, self.generations.next(), plan)
             except InstallError as exc:
                 why = f"endpoint snapshot: {exc}"
                 self.health.applied, self.health.apply_error = False, why
@@ -470,7 +475,7 @@ class Applier:
             self.metrics.feed_generation.labels(str(i)).set(gen)
         wrote = self.clock.monotonic()
         try:
-            write_snapshot(plan.feed.snapshot if plan.feed else "", gen, endpoints(plan))
+            self.snapshots.write(plan.feed.snapshot if plan.feed else "", gen, plan)
         except InstallError as exc:
             # Served already; the next push or reload writes it again.
             event(logging.ERROR, f"endpoint snapshot not written: {exc}")

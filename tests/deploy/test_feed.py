@@ -109,3 +109,54 @@ def test_the_snapshot_is_written_whole_and_read_back(tmp_path) -> None:
     write_snapshot(path, 42, DELTA)
     assert snapshot_generation(path) == 42
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def _dynamic_plan(tmp_path: Any, memo: Any, weights: dict[str, int]) -> Any:
+    from nginxgen.model.catalog import Catalog, Instance
+    from nginxgen.plan import make_plan
+    from nginxgen.spec import Spec
+
+    spec = Spec.model_validate(
+        {
+            "registry": {"kind": "file", "path": "/dev/null"},
+            "nginx": {"output": str(tmp_path / "nginx.conf")},
+            "routes": [{"path": f"/{n}/", "service": n} for n in ("a", "b", "c")],
+        }
+    )
+    services = {n: (Instance(f"{n}1", n, "10.0.0.1", 80, w),) for n, w in weights.items()}
+    return make_plan(spec, Catalog(services), memo=memo)
+
+
+def test_the_snapshot_text_reuses_unchanged_services_and_redoes_changed_ones(tmp_path) -> None:
+    import json
+
+    from nginxgen.deploy.feed import SnapshotTexts
+    from nginxgen.plan import PlanMemo
+    from nginxgen.plan.endpoints import endpoints
+
+    memo, texts = PlanMemo(), SnapshotTexts()
+    first = _dynamic_plan(tmp_path, memo, {"a": 1, "b": 1, "c": 1})
+    doc = texts.document(7, first)
+    assert json.loads(doc) == {"generation": 7, "services": endpoints(first)}
+    path = tmp_path / "snap.json"
+    write_snapshot(str(path), 7, endpoints(first))
+    assert doc == path.read_text(), "the same bytes as the uncached writer"
+    pieces = dict(texts._pieces)
+
+    second = _dynamic_plan(tmp_path, memo, {"a": 1, "b": 5, "c": 1})
+    doc = json.loads(texts.document(8, second))
+    assert doc["services"]["b"]["peers"][0]["weight"] == 5, "no stale text after a change"
+    assert texts._pieces["a"] is pieces["a"], "an unchanged service's text is reused"
+    assert texts._pieces["b"] is not pieces["b"]
+    assert doc == {"generation": 8, "services": endpoints(second)}
+
+    # c leaves the registry: its upstream stays (nobody alive, Lua answers 503), emptied.
+    third = _dynamic_plan(tmp_path, memo, {"a": 1, "b": 5})
+    doc = json.loads(texts.document(9, third))
+    assert doc["services"]["c"] == {"peers": []}
+
+    class Fewer:  # a plan whose upstreams no longer include b and c
+        upstreams = tuple(u for u in third.upstreams if u.name == "a")
+
+    assert json.loads(texts.document(10, Fewer()))["services"].keys() == {"a"}  # type: ignore[arg-type]
+    assert texts._pieces.keys() == {"a"}, "a removed service is dropped"

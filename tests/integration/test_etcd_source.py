@@ -338,3 +338,40 @@ def test_an_unwell_member_is_skipped_but_a_refusal_is_not(etcd_server, fake_etcd
     fake_etcd.fail_with = 403
     with pytest.raises(RegistryError, match=r"HTTP 403"):
         source(endpoints=[fake_etcd.url, etcd_server.url]).read()
+
+
+def test_reads_after_watch_events_revalidate_only_the_services_they_touch(etcd_server):
+    """After the first range, a read applies the stream's events: the catalog is the one
+    a full read would give, and untouched services keep their very tuple of instances."""
+    from nginxgen.registry.shift import ETCD_DIR
+
+    for name in ("a", "b", "c"):
+        put(etcd_server, f"/services/{name}/{name}1", {"address": "127.0.0.1:9301"})
+    src = source(etcd_server.url)
+    try:
+        first = src.read()
+        assert src.wait(first.version, timeout=0.3) is False  # the stream follows now
+        steps = [
+            lambda: put(etcd_server, "/services/b/b1", {"address": "127.0.0.1:9302"}),
+            lambda: put(etcd_server, "/services/b/b2", {"address": "127.0.0.1:80;}"}),
+            lambda: etcd_server.ctl("del", "/services/c/c1"),
+            lambda: put(etcd_server, "/services/new/n1", {"address": "127.0.0.1:9303"}),
+            lambda: etcd_server.ctl("put", f"/services/{ETCD_DIR}a", '{"weights":{}}'),
+        ]
+        last = first
+        for step in steps:
+            step()
+            assert wait_quietly(src, last.version, 10) is True
+            catalog = src.read()
+            full = source(etcd_server.url).read()
+            assert catalog.services == full.services, "the same catalog as a full read"
+            assert list(catalog.services) == list(full.services), "in the same order"
+            assert set(catalog.dropped) == set(full.dropped) and catalog.splits == full.splits
+            assert int(catalog.version) > int(last.version)
+            assert catalog.services["a"] is first.services["a"], "untouched: the same tuple"
+            last = catalog
+        assert src.full_reads == 1
+        assert {i.address for i in last.services["b"]} == {"127.0.0.1:9302"}
+        assert "c" not in last.services and "new" in last.services
+    finally:
+        src.close()

@@ -210,3 +210,18 @@ def test_a_json_registry_with_characters_beyond_the_bmp_loads() -> None:
     assert "finite" in parse_registry(raw, "services.json").dropped[0].reason
     with pytest.raises(RegistryError, match=r"services.json:1: not valid YAML"):
         parse_registry(b'{"services": {"users": [}', "services.json")
+
+
+def test_the_fingerprint_memo_reuses_unchanged_services_and_sees_every_change() -> None:
+    from nginxgen.model.catalog import Catalog, Instance, ServiceDigests
+
+    a = (Instance("a1", "a", "10.0.0.1", 80),)
+    b = (Instance("b1", "b", "10.0.0.2", 80),)
+    memo = ServiceDigests()
+    first = Catalog({"b": b, "a": a}).fingerprint(memo)
+    assert first == Catalog({"a": a, "b": b}).fingerprint(), "order of the read: no matter"
+    kept = memo._known["a"]
+    moved = Catalog({"a": a, "b": (Instance("b1", "b", "10.0.0.3", 80),)}).fingerprint(memo)
+    assert moved != first and memo._known["a"] is kept
+    assert Catalog({"a": a, "b": b}).fingerprint(memo) == first, "no stale digest"
+    assert Catalog({"a": a}).fingerprint(memo) == Catalog({"a": a}).fingerprint()

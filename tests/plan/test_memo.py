@@ -220,3 +220,24 @@ def test_settle_collects_new_cycles_and_keeps_survivors_frozen() -> None:
     assert gc.get_freeze_count() > 0
     assert survivor is not None
     gc.unfreeze()
+
+
+def test_a_light_settle_collects_young_cycles_and_checks_in_full_every_so_often() -> None:
+    class Node:
+        pass
+
+    heap = Settler()
+    try:
+        heap.settle_light()  # nothing settled yet: a full settle
+        assert heap.frozen_after_full > 0
+        cycle = Node()
+        cycle.self = cycle  # type: ignore[attr-defined]
+        gone = weakref.ref(cycle)
+        del cycle
+        heap.settle_light()
+        assert gone() is None and heap._light == 1
+        for _ in range(Settler.FULL_CHECK_EVERY - 1):
+            heap.settle_light()
+        assert heap._light == 0, "the 64th light settle was a full one"
+    finally:
+        gc.unfreeze()

@@ -75,3 +75,18 @@ def test_sighup_onto_unusable_registry_settings_keeps_the_running_spec(tmp_path:
     watcher._reread_spec()
     assert watcher.source is source and watcher.spec is spec
     source.close()
+
+
+def test_host_names_are_looked_up_again_only_for_services_whose_instances_changed() -> None:
+    from nginxgen.model.catalog import Catalog, Instance
+    from nginxgen.sources.resolve import HostKinds
+
+    hosts = HostKinds()
+    a = (Instance("a1", "a", "10.0.0.1", 80),)
+    b = (Instance("b1", "b", "backend.internal", 80),)
+    assert hosts.names_in(Catalog({"a": a, "b": b})) == {"backend.internal"}
+    kept = hosts._names["a"]
+    b2 = (Instance("b1", "b", "other.internal", 80),)
+    assert hosts.names_in(Catalog({"a": a, "b": b2})) == {"other.internal"}, "no stale name"
+    assert hosts._names["a"] is kept
+    assert hosts.names_in(Catalog({"a": a})) == set() and set(hosts._names) == {"a"}
