@@ -365,15 +365,19 @@ def test_reload_through_the_binary_follows_the_registry(watched_gateway, backend
 def flapping(
     directory: Path, steady: Backend, flapper: Backend, seconds: float, until: Callable[[], bool]
 ) -> float:
-    """Turn `flapper` down and up every 50 ms next to `steady`, for `seconds` or until
-    `until()` holds (checked every 0.5 s), then leave it up. Returns how long it took."""
+    """Turn `flapper` down and up every 30-80 ms next to `steady`, for `seconds` or until
+    `until()` holds (checked every 0.5 s), then leave it up. Returns how long it took.
+    The jitter matters: with a fixed period the watcher notices each flip at once
+    (inotify) and a debounce window of a whole number of flips always ends on the same
+    state, so no pass ever sees a change."""
+    jitter = random.Random(7)
     start = time.monotonic()
     next_check, i = start + 0.5, 0
     while time.monotonic() - start < seconds:
         state = "down" if i % 2 == 0 else "up"
         write_registry(directory, {"app": [*app(steady)["app"], *app(flapper, state=state)["app"]]})
         i += 1
-        time.sleep(0.05)
+        time.sleep(jitter.uniform(0.03, 0.08))
         if time.monotonic() >= next_check:
             next_check += 0.5
             if until():
