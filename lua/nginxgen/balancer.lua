@@ -94,6 +94,11 @@ function _M.balance(name, key)
     -- First try (no attempt ended yet; ngx.ctx not touched): the 500 the route's
     -- error_page answers as 503. A retry after a push emptied the pool is nginx's 502.
     if p.nobody and get_last_failure() == nil then
+        -- A route that checked in its own Lua phase (cached, aggregate part) has no
+        -- error_page for it: a push that emptied the pool since is nginx's 502 there.
+        if ngx.ctx.nginxgen_checked then
+            return no_peer(up, name, "no live peer (emptied since the route's check)")
+        end
         return ngx.exit(ngx.ERROR)
     end
     if up.method == "ip_hash" then
@@ -155,6 +160,7 @@ function _M.available(name, grpc)
     local up = endpoints.upstream(name)
     local p = up and up.pool
     if p ~= nil and not p.nobody then
+        ngx.ctx.nginxgen_checked = true -- see balance(): no error_page 500 on this route
         return
     end
     if grpc then

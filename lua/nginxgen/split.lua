@@ -187,7 +187,9 @@ end
 -- rewrite_by_lua of a cached split route (after route() in the rewrite module's pass): 503
 -- on purpose when no version had anyone to serve, as a rendered `return 503` does.
 function _M.available(service)
-    if ngx.ctx.nginxgen_version ~= nil then
+    local ctx = ngx.ctx
+    if ctx.nginxgen_version ~= nil then
+        ctx.nginxgen_checked = true -- the balancer's nobody refusal: 502 here (balancer.lua)
         return
     end
     ngx.status = 503

@@ -258,9 +258,18 @@ class EtcdSource:
             )
             events = self._pending if follows else []
             self._pending = []
+            if not follows:
+                # The events just dropped are in the range about to be read; if that read
+                # fails they are gone, so the next read must range too.
+                self._store = None
         if not follows or store is None:
             return self._read_all()
-        self._apply(store, events)
+        try:
+            self._apply(store, events)
+        except Exception:
+            with self._cond:
+                self._store = None  # half applied: rebuild from a full read
+            raise
         return store.catalog(self._where())
 
     def _where(self) -> str:

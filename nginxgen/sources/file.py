@@ -173,13 +173,18 @@ class FileSource:
         """Note in-place writes starting and ending; True when the registry's entries were
         touched. A watch that lost its directory is dropped (the next wait polls)."""
         touched = False
+        via_link = self._via_link() if events else False
         for ev in events:
             if ev.mask & _GONE and not ev.name:
                 self._drop_watch("the directory was removed or moved")
                 return True
-            if ev.mask & IN_Q_OVERFLOW or ev.name in self._names or self._via_link():
+            ours = ev.name in self._names
+            if ev.mask & IN_Q_OVERFLOW or ours or via_link:
                 touched = True
-                if ev.mask & _STARTS:
+                # Only our own entries start an in-place write: through a symlink any
+                # entry may be the target, but an unrelated busy file (a log) must not
+                # keep the registry "being written" for ever.
+                if ev.mask & _STARTS and (ours or ev.mask & IN_Q_OVERFLOW):
                     self._writing = time.monotonic()
                     self._writes += 1
                 elif ev.mask & _ENDS:

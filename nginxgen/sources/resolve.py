@@ -85,5 +85,6 @@ def drop_unresolvable(catalog: Catalog, hosts: HostKinds | None = None) -> Catal
                 keep.append(inst)
             else:
                 dropped.append(Dropped(name, inst.id, f"host {inst.host!r} does not resolve"))
-        services[name] = tuple(keep)
+        # Nothing dropped: the very tuple, so identity checks downstream still hold.
+        services[name] = insts if len(keep) == len(insts) else tuple(keep)
     return replace(catalog, services=services, dropped=tuple(dropped))

@@ -83,8 +83,9 @@ class DirectoryWatch:
         is there); [] when none did. A signal handler that raises cuts the wait short."""
         if self.fd is None:
             return []
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        if not ready:
+        poller = select.poll()  # not select.select: it fails on descriptors past 1023
+        poller.register(self.fd, select.POLLIN)
+        if not poller.poll(max(0.0, timeout) * 1000):
             return []
         try:
             data = os.read(self.fd, 64 * 1024)

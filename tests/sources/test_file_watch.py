@@ -144,6 +144,39 @@ def test_a_symlink_swapped_like_a_configmap_is_noticed(tmp_path: Path) -> None:
     src.close()
 
 
+@linux
+def test_a_busy_neighbour_of_a_symlinked_registry_does_not_block_reads(tmp_path: Path) -> None:
+    """Through a symlink any entry of the directory wakes the source, but a file written
+    all the time next to it (a log) is not the registry being written."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "services.yaml").write_text(_text("a"))
+    (tmp_path / "..data").symlink_to("v1")
+    path = tmp_path / "services.yaml"
+    path.symlink_to("..data/services.yaml")
+    src = _source(path, write_wait=0.5)
+    version = src.read().version
+    stop = threading.Event()
+
+    def busy() -> None:
+        with open(tmp_path / "app.log", "a") as log:
+            while not stop.is_set():
+                log.write("line\n")
+                log.flush()
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.1)
+        assert src.wait(version, timeout=0.3) is False
+        for _ in range(5):
+            assert _ids(src) == ["a"]  # never "still being written"
+    finally:
+        stop.set()
+        thread.join(5)
+        src.close()
+
+
 def test_without_inotify_it_polls_and_says_so(tmp_path: Path, caplog) -> None:
     def unavailable(directory: Path) -> DirectoryWatch:
         raise InotifyUnavailable("inotify is Linux-only (test)")
