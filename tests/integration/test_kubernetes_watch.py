@@ -167,7 +167,7 @@ def test_the_api_server_away_for_30s_loses_no_serving_pod(kube_gateway, kube, ba
     gw = kube_gateway()
     eventually(lambda: serves(gw, "a", "b"), 30, "traffic on a and b")
     assert gw.proc is not None
-    client = Client(gw.url)
+    client = Client(gw.url, limit=1_000_000)  # 20,000 run out before the outage ends
     client.start()
     try:
         kube.stop()
