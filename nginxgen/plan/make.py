@@ -24,9 +24,10 @@ from .aggregate import aggregate_locations, image_fit_locations, plan_bff
 from .cache import cache_notes, cache_setup, route_cache
 from .endpoints import hash_variable, peer_refusals
 from .gateway import plan_gateway
-from .memo import ServiceMemo
+from .last_pass import LastPass, dead_note, missing_note, plan_one
+from .memo import ALWAYS, ServiceMemo
 from .route_http import plan_route_http, with_cleared
-from .service import Planned, plan_service
+from .service import Planned
 from .split import SplitPlan, plan_versions, version_upstream
 from .surface import plan_surface, stream_servers
 
@@ -47,6 +48,7 @@ class PlanMemo:
         self.digests = ServiceDigests()
         self.max_specs = max_specs
         self._specs: dict[int, SpecPlan] = {}
+        self.last_pass: LastPass | None = None  # dynamic mode: see last_pass.py
 
     def spec_plan(self, spec: Spec) -> SpecPlan:
         """The SpecPlan of this very spec object (specs are frozen; the plan holds it, so
@@ -90,10 +92,19 @@ def make_plan(
         fixed = memo.spec_plan(spec)
         notes += fixed.notes
         services.sync(observed)
-        for name in fixed.service_names:
+        # Dynamic mode: re-plan the changed services only, when the last pass allows it.
+        last, memo.last_pass = memo.last_pass, None
+        reused = None
+        if last is not None and last.holds(fixed, now) and not services.cleared:
+            reused = last if last.update(catalog.services, services, now, observed) else None
+        services.evicted, services.cleared = set(), False
+        record = LastPass(fixed) if reused is None and LastPass.eligible(fixed) else None
+        for name in fixed.service_names if reused is None else ():
             instances = catalog.services.get(name)
             if instances is None:
-                notes.append(f"service {name!r}: not in the registry; its routes answer 503")
+                notes.append(missing_note(name))
+                if record is not None:
+                    record.record(name, None, None, ALWAYS)
                 continue
             policy = fixed.policy(name)
             if policy.split is not None and name in fixed.http_names and fixed.gateway.split:
@@ -118,12 +129,9 @@ def make_plan(
                 else:
                     notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
-            planned = services.get(name, instances, policy, fixed.zone, now)
-            if planned is None:
-                planned, window, keys = plan_service(
-                    name, instances, policy, fixed.zone, now, observed
-                )
-                services.put(name, instances, policy, fixed.zone, window, keys, planned)
+            planned, window = plan_one(name, instances, fixed, services, now, observed)
+            if record is not None:
+                record.record(name, instances, planned, window)
             if planned.notes:
                 notes += planned.notes
             if planned.refused:
@@ -132,9 +140,18 @@ def make_plan(
                 changes += planned.changes
             standings[name] = planned.standings
             if planned.upstream is None:
-                notes.append(f"service {name!r}: no live instance; its routes answer 503")
+                notes.append(dead_note(name))
                 continue
             upstreams[name] = planned.upstream
+        if reused is not None:  # every service's share, the changed ones re-planned
+            memo.last_pass = reused
+            notes += reused.note_list()
+            refused += reused.refused_list()
+            changes += reused.change_list()
+            standings = reused.standings_copy()
+            upstreams = reused.upstreams
+        elif record is not None and not services.evicted and not services.cleared:
+            memo.last_pass = record  # the memo still holds every service it may reuse
         if fixed.dynamic:
             http = _dynamic_upstreams(upstreams, fixed, memo, notes)
             locations, cache, surface = fixed.locations(fixed.http_names)
