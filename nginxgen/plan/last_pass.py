@@ -65,6 +65,11 @@ class LastPass:
         self.changes: dict[str, tuple[datetime, ...]] = {}
         self.standings: dict[str, tuple[Standing, ...]] = {}
         self.upstreams: dict[str, Upstream] = {}
+        # Dynamic upstreams by service (no splits: each service has one of its own name),
+        # and the peers each refuses, by spec position.
+        self.dynamic: dict[str, Upstream] = {}
+        self.dynamic_notes: dict[int, tuple[str, ...]] = {}
+        self.changed: set[str] = set()  # the services the last `update` re-planned
         self.window = ALWAYS
         self._reorder = False  # a service gained standings out of spec order
 
@@ -94,9 +99,9 @@ class LastPass:
             return
         self.instances[name] = instances
         notes = planned.notes if planned.upstream is not None else (*planned.notes, dead_note(name))
-        _put(self.notes, i, notes)
-        _put(self.refused, i, planned.refused)
-        _put(self.changes, name, planned.changes)
+        keep_nonempty(self.notes, i, notes)
+        keep_nonempty(self.refused, i, planned.refused)
+        keep_nonempty(self.changes, name, planned.changes)
         if name not in self.standings and self.standings:
             self._reorder = True
         self.standings[name] = planned.standings
@@ -122,7 +127,8 @@ class LastPass:
         changed |= services.evicted
         services.evicted = set()
         index = self.index
-        for name in sorted(changed & index.keys(), key=index.__getitem__):
+        self.changed = changed & index.keys()
+        for name in sorted(self.changed, key=index.__getitem__):
             instances = current.get(name)
             if instances is None:
                 self.record(name, None, None, ALWAYS)
@@ -149,7 +155,8 @@ class LastPass:
         return dict(self.standings)
 
 
-def _put(d: dict[Any, Any], key: Any, value: tuple[Any, ...]) -> None:
+def keep_nonempty(d: dict[Any, Any], key: Any, value: tuple[Any, ...]) -> None:
+    """d[key] = value, or no entry for an empty value (the shares hold few of them)."""
     if value:
         d[key] = value
     else:

@@ -127,3 +127,20 @@ def test_a_cleared_memo_or_another_spec_walks_every_service(lookups: list[str]) 
     lookups.clear()
     make_plan(spec(), cat, at(0), memo=memo)  # an equal spec, another object
     assert lookups == ["a", "b", "c"]
+
+
+def test_refused_peers_keep_their_notes_while_another_service_changes() -> None:
+    sp, memo = spec(), PlanMemo()
+    cb = CatalogBuilder("t")
+    cb.add("a", id="a1", address="10.0.0.1:80")
+    cb.add("b", id="b1", address="backend.example:80")  # no IP literal: left out
+    cb.add("c", id="c1", address="10.0.2.1:80")
+    first = cb.build()
+    refused = "service 'b' instance 'b1': backend.example:80 is not an IP address"
+    assert refused in " ".join(make_plan(sp, first, at(0), memo=memo).notes)
+    changed = dict(first.services)
+    changed["a"] = catalog(weight_of_a1=4).services["a"]
+    cat = Catalog(changed, first.dropped, first.source)
+    plan = make_plan(sp, cat, at(0), memo=memo)
+    assert refused in " ".join(plan.notes)
+    assert plan == make_plan(sp, cat, at(0))
