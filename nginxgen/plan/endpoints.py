@@ -123,9 +123,23 @@ def changed_endpoints(old: Plan | None, new: Plan) -> dict[str, EndpointSet]:
     """The services whose endpoint set differs from `old`'s (all of them without `old`).
     Unchanged services are the very objects the plan memo reused, so this costs one
     identity check per service."""
+    ups = dynamic_upstreams(new)
+    if old is not None:
+        was_ups = dynamic_upstreams(old)
+        if len(was_ups) == len(ups):  # the same structure, as watch asks: side by side
+            out: dict[str, EndpointSet] = {}
+            for prev, u in zip(was_ups, ups, strict=True):
+                if prev is u:
+                    continue
+                if prev.name != u.name:
+                    break  # another order: by name below
+                if _endpoint_set(prev.servers) != _endpoint_set(u.servers):
+                    out[u.name] = endpoint_set(u)
+            else:
+                return out
     before = {u.name: u for u in dynamic_upstreams(old)} if old is not None else {}
-    out: dict[str, EndpointSet] = {}
-    for u in dynamic_upstreams(new):
+    out = {}
+    for u in ups:
         was = before.get(u.name)
         if was is None or (was is not u and _endpoint_set(was.servers) != _endpoint_set(u.servers)):
             out[u.name] = endpoint_set(u)

@@ -24,9 +24,10 @@ from .aggregate import aggregate_locations, image_fit_locations, plan_bff
 from .cache import cache_notes, cache_setup, route_cache
 from .endpoints import hash_variable, peer_refusals
 from .gateway import plan_gateway
-from .memo import ServiceMemo
+from .last_pass import LastPass, dead_note, keep_nonempty, missing_note, plan_one
+from .memo import ALWAYS, ServiceMemo
 from .route_http import plan_route_http, with_cleared
-from .service import Planned, plan_service
+from .service import Planned
 from .split import SplitPlan, plan_versions, version_upstream
 from .surface import plan_surface, stream_servers
 
@@ -47,6 +48,7 @@ class PlanMemo:
         self.digests = ServiceDigests()
         self.max_specs = max_specs
         self._specs: dict[int, SpecPlan] = {}
+        self.last_pass: LastPass | None = None  # dynamic mode: see last_pass.py
 
     def spec_plan(self, spec: Spec) -> SpecPlan:
         """The SpecPlan of this very spec object (specs are frozen; the plan holds it, so
@@ -90,10 +92,19 @@ def make_plan(
         fixed = memo.spec_plan(spec)
         notes += fixed.notes
         services.sync(observed)
-        for name in fixed.service_names:
+        # Dynamic mode: re-plan the changed services only, when the last pass allows it.
+        last, memo.last_pass = memo.last_pass, None
+        reused = None
+        if last is not None and last.holds(fixed, now) and not services.cleared:
+            reused = last if last.update(catalog.services, services, now, observed) else None
+        services.evicted, services.cleared = set(), False
+        record = LastPass(fixed) if reused is None and LastPass.eligible(fixed) else None
+        for name in fixed.service_names if reused is None else ():
             instances = catalog.services.get(name)
             if instances is None:
-                notes.append(f"service {name!r}: not in the registry; its routes answer 503")
+                notes.append(missing_note(name))
+                if record is not None:
+                    record.record(name, None, None, ALWAYS)
                 continue
             policy = fixed.policy(name)
             if policy.split is not None and name in fixed.http_names and fixed.gateway.split:
@@ -118,12 +129,9 @@ def make_plan(
                 else:
                     notes.append(f"service {name!r}: no live instance; its routes answer 503")
                 continue
-            planned = services.get(name, instances, policy, fixed.zone, now)
-            if planned is None:
-                planned, window, keys = plan_service(
-                    name, instances, policy, fixed.zone, now, observed
-                )
-                services.put(name, instances, policy, fixed.zone, window, keys, planned)
+            planned, window = plan_one(name, instances, fixed, services, now, observed)
+            if record is not None:
+                record.record(name, instances, planned, window)
             if planned.notes:
                 notes += planned.notes
             if planned.refused:
@@ -132,11 +140,21 @@ def make_plan(
                 changes += planned.changes
             standings[name] = planned.standings
             if planned.upstream is None:
-                notes.append(f"service {name!r}: no live instance; its routes answer 503")
+                notes.append(dead_note(name))
                 continue
             upstreams[name] = planned.upstream
+        if reused is not None:  # every service's share, the changed ones re-planned
+            memo.last_pass = reused
+            notes += reused.note_list()
+            refused += reused.refused_list()
+            changes += reused.change_list()
+            standings = reused.standings_copy()
+            upstreams = reused.upstreams
+        elif record is not None and not services.evicted and not services.cleared:
+            memo.last_pass = record  # the memo still holds every service it may reuse
         if fixed.dynamic:
-            http = _dynamic_upstreams(upstreams, fixed, memo, notes)
+            kept = memo.last_pass if reused is None else None  # this full walk's record
+            http = _dynamic_upstreams(upstreams, fixed, memo, notes, reused, kept)
             locations, cache, surface = fixed.locations(fixed.http_names)
         else:
             version_ups = {u.name for p in splits for u in versions_of(p, upstreams)}
@@ -183,43 +201,68 @@ def versions_of(split: SplitPlan, upstreams: dict[str, Upstream]) -> list[Upstre
 
 
 def _dynamic_upstreams(
-    upstreams: dict[str, Upstream], fixed: SpecPlan, memo: PlanMemo, notes: list[str]
+    upstreams: dict[str, Upstream],
+    fixed: SpecPlan,
+    memo: PlanMemo,
+    notes: list[str],
+    reused: LastPass | None = None,
+    record: LastPass | None = None,
 ) -> dict[str, Upstream]:
     """Every HTTP service's dynamic upstream, in spec order, with nobody alive too (its
     endpoint set is then empty and Lua answers 503): a service that comes back is a push.
-    Stream upstreams stay static (`upstreams` is not changed)."""
-    cache, by_name = memo.dynamic, memo.dynamic_by_name
+    Stream upstreams stay static (`upstreams` is not changed). With `reused` (a pass of
+    last_pass.py) only the re-planned services' upstreams are looked at; `record` keeps
+    this full walk's for the next pass."""
+    cache = memo.dynamic
     if len(cache) > 2 * len(fixed.service_names) + 1024:
         cache.clear()
-        by_name.clear()
+        memo.dynamic_by_name.clear()
+    if reused is not None:  # a pass without splits: each upstream is its service's
+        for name in sorted(reused.changed & reused.dynamic.keys(), key=reused.index.__getitem__):
+            dyn, refusals = _dynamic_one(name, name, upstreams, fixed, memo)
+            reused.dynamic[name] = dyn
+            keep_nonempty(reused.dynamic_notes, reused.index[name], refusals)
+        notes += [n for i in sorted(reused.dynamic_notes) for n in reused.dynamic_notes[i]]
+        return dict(reused.dynamic)
     out: dict[str, Upstream] = {}
     for service, name in fixed.upstream_names():
-        static = upstreams.get(name)
-        if static is None:
-            policy = fixed.policy(service)
-            snippet = policy.snippets.text if policy.snippets else None
-            balance = balance_args(policy.balance)
-            static = Upstream(name, (), policy.keepalive, None, balance, snippet)
-        last = by_name.get(name)
-        if last is not None and last[0] is static:  # the memo's very object: no hashing
-            out[name] = last[1][0]
-            notes += last[1][1]
-            continue
-        known = cache.get(static)
-        if known is None:
-            hashed = bool(static.balance) and static.balance[0] == "hash"
-            dyn = replace(
-                static,
-                zone=None,
-                snippet=static.snippet,
-                dynamic=True,
-                hash_var=hash_variable(name) if hashed else None,
-            )
-            known = cache[static] = (dyn, tuple(peer_refusals(dyn)))
-        by_name[name] = (static, known)
-        out[name] = known[0]
-        notes += known[1]
+        dyn, refusals = _dynamic_one(service, name, upstreams, fixed, memo)
+        out[name] = dyn
+        notes += refusals
+        if record is not None and refusals:
+            record.dynamic_notes[record.index[name]] = refusals
+    if record is not None:
+        record.dynamic = dict(out)
     return out
+
+
+def _dynamic_one(
+    service: str, name: str, upstreams: dict[str, Upstream], fixed: SpecPlan, memo: PlanMemo
+) -> tuple[Upstream, tuple[str, ...]]:
+    """Upstream `name` (of `service`) in its dynamic form, and the peers it refuses."""
+    cache, by_name = memo.dynamic, memo.dynamic_by_name
+    static = upstreams.get(name)
+    if static is None:
+        policy = fixed.policy(service)
+        snippet = policy.snippets.text if policy.snippets else None
+        balance = balance_args(policy.balance)
+        static = Upstream(name, (), policy.keepalive, None, balance, snippet)
+    last = by_name.get(name)
+    if last is not None and last[0] is static:  # the memo's very object: no hashing
+        return last[1]
+    known = cache.get(static)
+    if known is None:
+        hashed = bool(static.balance) and static.balance[0] == "hash"
+        dyn = replace(
+            static,
+            zone=None,
+            snippet=static.snippet,
+            dynamic=True,
+            hash_var=hash_variable(name) if hashed else None,
+        )
+        known = cache[static] = (dyn, tuple(peer_refusals(dyn)))
+    by_name[name] = (static, known)
+    return known
 
 
 def next_change_at(

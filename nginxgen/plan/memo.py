@@ -116,10 +116,15 @@ class ServiceMemo(Generic[T]):
         self._first_seen_given: Mapping[str, datetime] | None = None  # as last passed
         self._returned_given: Mapping[str, datetime] | None = None
         self._dead: frozenset[str] = frozenset()
+        # What left the memo other than by a lookup (make_plan's LastPass reads and resets
+        # them: a result it reuses without a lookup must still be in here).
+        self.evicted: set[str] = set()
+        self.cleared = False
 
     def clear(self) -> None:
         self._entries.clear()
         self._owners.clear()
+        self.cleared = True
 
     def sync(self, observed: Observed) -> None:
         """Evict every service whose instances' observed state differs from last time.
@@ -143,6 +148,7 @@ class ServiceMemo(Generic[T]):
             name = self._owners.get(key)
             if name is not None:
                 self._entries.pop(name, None)
+                self.evicted.add(name)
 
     def get(
         self,
@@ -162,6 +168,11 @@ class ServiceMemo(Generic[T]):
         ):
             return entry.value
         return None
+
+    def window(self, name: str) -> Window | None:
+        """The window of `name`'s entry (None: no entry)."""
+        entry = self._entries.get(name)
+        return entry.window if entry is not None else None
 
     def put(
         self,
@@ -184,5 +195,6 @@ class ServiceMemo(Generic[T]):
             other = owners.get(key)
             if other is not None and other != name:
                 self._entries.pop(other, None)  # a key in two services: drop the older entry
+                self.evicted.add(other)
             owners[key] = name
         self._entries[name] = _Entry(instances, policy, zone, window, value)

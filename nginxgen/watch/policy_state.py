@@ -56,6 +56,7 @@ class PolicyState:
         self.path = path
         self._loaded: dict[str, dict[str, Any]] = {}  # the file's entries, until observed
         self._services: dict[str, _Service] = {}  # by service, as last observed
+        self._dead_names: set[str] = set()  # the services with pseudo-dead keys among them
         # Every entry's first-seen and return time, read-only: a change makes new ones.
         self._first_seen: Mapping[str, datetime] = MappingProxyType({})
         self._returned: Mapping[str, datetime] = MappingProxyType({})
@@ -102,15 +103,25 @@ class PolicyState:
         dead_by: dict[str, set[str]] = {}
         for key in dead:
             dead_by.setdefault(key.partition("/")[0], set()).add(key)
-        known = self._services
-        services: dict[str, _Service] = {}
+        known, current = self._services, catalog.services
+        # Looked at: a service with a new tuple, and one with pseudo-dead keys now or before.
+        get = known.get
+        look = [
+            n for n, insts in current.items() if (s := get(n)) is None or s.instances is not insts
+        ]
+        seen = set(look)
+        look += sorted(
+            n for n in dead_by.keys() | self._dead_names if n in current and n not in seen
+        )
+        services = dict(known)  # the others are the very entries of the last pass
+        gone = [services.pop(name) for name in known.keys() - current.keys()]
         redone: list[tuple[_Service | None, _Service]] = []
         changed, loaded_seen = False, 0
-        for name, instances in catalog.services.items():
+        for name in look:
+            instances = current[name]
             mine = frozenset(dead_by[name]) if name in dead_by else NO_KEYS
             last = known.get(name)
             if last is not None and last.instances is instances and last.dead == mine:
-                services[name] = last
                 continue
             fresh = _Service(instances, mine, self._entries_of(instances, mine, last, now))
             services[name] = fresh
@@ -123,7 +134,7 @@ class PolicyState:
                 loaded_seen += sum(k in loaded for k in fresh.entries)
                 changed = changed or any(loaded.get(k) != e for k, e in fresh.entries.items())
             redone.append((last, fresh))
-        gone = [s for name, s in known.items() if name not in services]
+        self._dead_names = dead_by.keys() & current.keys()
         # Instances gone from the registry are forgotten: if they register again, they ramp.
         if changed or gone or loaded_seen < len(self._loaded):
             self._dirty = True

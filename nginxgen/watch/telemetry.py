@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from ..model.catalog import Catalog
+from ..model.catalog import Catalog, Instance
 from ..util.clock import Clock
 from .recovery import RESULTS as RECOVERY_RESULTS
 
@@ -205,20 +205,23 @@ class Metrics:
         # Per instance (watch/instances.py): a collector of its own, since 10,000
         # instances as prometheus_client children cost seconds to set and to expose.
         self.per_instance = InstanceGauges()
-        self._services: dict[str, int] = {}
+        self._services: dict[str, tuple[Instance, ...]] = {}  # as the last set_catalog
 
     def set_instances(self, service: str, rows: tuple[Any, ...]) -> None:
         """The gauges of one service's instances (watch/instances.Row); () removes them."""
         self.per_instance.set(service, rows)
 
     def set_catalog(self, catalog: Catalog) -> None:
-        counts = {name: len(insts) for name, insts in catalog.services.items()}
-        for name in self._services.keys() - counts.keys():
+        """nginxgen_service_instances per service. A service whose instances are the very
+        tuple of the last call (sources keep an unchanged service's object) is skipped."""
+        current, last = catalog.services, self._services
+        for name in last.keys() - current.keys():
             self.instances.remove(name)
-        for name, n in counts.items():
-            if self._services.get(name) != n:
-                self.instances.labels(name).set(n)
-        self._services = counts
+        for name, insts in current.items():
+            was = last.get(name)
+            if was is not insts and (was is None or len(was) != len(insts)):
+                self.instances.labels(name).set(len(insts))
+        self._services = dict(current)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry) + self.per_instance.text()

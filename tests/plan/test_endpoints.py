@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def test_warm_up_steps_are_weights_and_only_changed_services_are_pushed(tmp_path
     assert list(delta) == ["a"], "b did not change"
     assert changed_endpoints(later, later) == {}
     assert set(changed_endpoints(None, later)) == {"a", "b", "gone"}
+    # Side by side when the upstreams line up; by name when they do not.
+    moved = replace(later, upstreams=later.upstreams[::-1])
+    assert list(changed_endpoints(first, moved)) == ["a"]
+    fewer = replace(later, upstreams=later.upstreams[:2])
+    assert list(changed_endpoints(fewer, later)) == ["gone"]
 
 
 def test_structure_changes_with_routes_and_policies_not_with_endpoints(tmp_path) -> None:

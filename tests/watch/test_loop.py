@@ -447,3 +447,17 @@ def test_an_edited_template_reloads_once_with_reason_templates(tmp_path, monkeyp
     assert w.wait_for_change(str(source.version)) == "templates"
     assert w.apply(source.read()).result is Result.APPLIED
     assert "X-Team" not in conf.read_text() and reloads._value.get() == 2
+
+
+def test_service_gauges_skip_unchanged_tuples_and_follow_changed_ones():
+    m = Metrics()
+    one, two = (Instance("a1", "a", "127.0.0.1", 1),), (Instance("b1", "b", "127.0.0.1", 2),)
+    m.set_catalog(Catalog({"a": one, "b": two}))
+    m.instances.labels("a").set(7)  # a set behind its back: an unchanged tuple leaves it
+    m.set_catalog(Catalog({"a": one, "b": two + (Instance("b2", "b", "127.0.0.1", 3),)}))
+    text = m.exposition().decode()
+    assert 'nginxgen_service_instances{service="a"} 7.0' in text
+    assert 'nginxgen_service_instances{service="b"} 2.0' in text
+    m.set_catalog(Catalog({"b": two}))
+    text = m.exposition().decode()
+    assert 'service="a"' not in text and 'nginxgen_service_instances{service="b"} 1.0' in text

@@ -70,3 +70,27 @@ def test_a_restart_reads_the_file_and_keeps_first_seen_times(tmp_path) -> None:
     path.unlink()
     restarted.save()
     assert not path.exists(), "what the file said, observed again: nothing to write"
+
+
+def test_only_changed_and_pseudo_dead_services_are_looked_at(tmp_path, monkeypatch) -> None:
+    state = PolicyState(tmp_path / "state.json")
+    first = services(4)
+    state.observe(Catalog(first), T0)
+    looked: list[str] = []
+    entries_of = PolicyState._entries_of
+
+    def spy(self, instances, dead, last, now):  # type: ignore[no-untyped-def]
+        looked.append(instances[0].service)
+        return entries_of(self, instances, dead, last, now)
+
+    monkeypatch.setattr(PolicyState, "_entries_of", spy)
+    second = dict(first)
+    second["s1"] = (Instance("s1-1", "s1", "10.0.0.1", 8001, weight=5),)
+    state.observe(Catalog(second), T0, dead={"s3/s3-1@10.0.0.1:8003"})
+    assert sorted(looked) == ["s1", "s3"]
+    looked.clear()
+    state.observe(Catalog(second), T0)  # s3 healthy again: looked at once more
+    assert looked == ["s3"]
+    looked.clear()
+    state.observe(Catalog(second), T0)
+    assert looked == []
