@@ -16,21 +16,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..model.observed import Observed
-from ..model.plan import Standing, Upstream
+from ..model.plan import Gateway, Standing, Upstream
+from ..spec import ServicePolicy
 from .memo import ALWAYS, ServiceMemo, Window, intersect
 from .service import Planned, plan_service
 
-if TYPE_CHECKING:
-    from .make import SpecPlan
+
+class FixedPlan(Protocol):
+    """What this module reads of make.py's SpecPlan (a Protocol: make.py imports this
+    module, so this one cannot import it back)."""
+
+    service_names: list[str]
+    dynamic: bool
+    zone: str | None
+    gateway: Gateway
+
+    def policy(self, name: str) -> ServicePolicy: ...
 
 
 def plan_one(
     name: str,
     instances: tuple[Any, ...],
-    fixed: SpecPlan,
+    fixed: FixedPlan,
     services: ServiceMemo[Planned],
     now: datetime | None,
     observed: Observed,
@@ -56,7 +66,7 @@ def dead_note(name: str) -> str:
 class LastPass:
     """Each service's share of the last plan made with one memo (see the module doc)."""
 
-    def __init__(self, fixed: SpecPlan) -> None:
+    def __init__(self, fixed: FixedPlan) -> None:
         self.fixed = fixed
         self.index = {n: i for i, n in enumerate(fixed.service_names)}
         self.instances: dict[str, tuple[Any, ...]] = {}
@@ -74,10 +84,10 @@ class LastPass:
         self._reorder = False  # a service gained standings out of spec order
 
     @staticmethod
-    def eligible(fixed: SpecPlan) -> bool:
+    def eligible(fixed: FixedPlan) -> bool:
         return fixed.dynamic and not fixed.gateway.split
 
-    def holds(self, fixed: SpecPlan, now: datetime | None) -> bool:
+    def holds(self, fixed: FixedPlan, now: datetime | None) -> bool:
         w = self.window
         return self.fixed is fixed and not w.clockless and w.holds(now)
 
