@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import cProfile
 import json
 import os
 import signal
@@ -299,7 +300,7 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def one_change(services: int, changes: int) -> OneChange:
+def one_change(services: int, changes: int, profile: str = "") -> OneChange:
     """One instance reweighted in etcd among `services`, followed by an in-process
     `nginxgen watch` (real etcd watch, real nginx, real push): everything the sidecar
     does between the watch event and the push leaving (the source's catalog update,
@@ -317,10 +318,13 @@ def one_change(services: int, changes: int) -> OneChange:
     sent: list[float] = []
     sent_cpu: list[float] = []
     original = feed.FeedClient.push
+    profiler = cProfile.Profile() if profile else None
 
     def timed_push(self: Any, document: dict[str, Any]) -> tuple[int, Any]:
         sent.append(time.perf_counter())  # the body is built inside: a few bytes
         sent_cpu.append(time.thread_time())
+        if profiler is not None:
+            profiler.disable()  # --profile: the work before the push only
         return original(self, document)
 
     feed.FeedClient.push = timed_push  # type: ignore[method-assign]
@@ -368,6 +372,8 @@ def one_change(services: int, changes: int) -> OneChange:
             assert watcher.source.wait(version, 10), "the watch saw the change"
             t0 = time.perf_counter()  # the event is in: everything from here is work
             c0 = time.thread_time()
+            if profiler is not None:
+                profiler.enable()
             catalog = watcher.read()
             t_read = time.perf_counter()
             outcome = watcher.apply(catalog)
@@ -385,6 +391,8 @@ def one_change(services: int, changes: int) -> OneChange:
             t1 = time.perf_counter()
             fresh.read()
             full.append(time.perf_counter() - t1)
+        if profiler is not None:
+            profiler.dump_stats(profile)
         after = nginx_workers(master)
         snapshot = Path(watcher.spec.nginx.snapshot_path).stat().st_size
         watcher.source.close()
@@ -472,6 +480,9 @@ def main() -> None:
     parser.add_argument("--churn", type=int, default=1000, help="0: skip")
     parser.add_argument("--services", type=int, default=10_000, help="0: skip")
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run; 0: skip")
+    parser.add_argument(
+        "--profile", default="", help="cProfile of part 3's work before each push, to FILE"
+    )
     args = parser.parse_args()
 
     kinds = ["file", "etcd"] if args.registry == "both" else [args.registry]
@@ -502,7 +513,7 @@ def main() -> None:
         print(f"{args.churn} endpoint-only changes under load: {reloads} reloads (worker PIDs), "
               f"{failed} failed of {total} requests")  # fmt: skip
     if args.services:
-        one = one_change(args.services, args.changes or 10)
+        one = one_change(args.services, args.changes or 10, args.profile)
         print(
             f"one change among {args.services} services x 10 (etcd watch, in-process watch, "
             f"real nginx; medians of {args.changes or 10}):"
