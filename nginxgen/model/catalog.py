@@ -83,7 +83,10 @@ class Catalog:
 
     @property
     def instance_count(self) -> int:
-        return sum(len(v) for v in self.services.values())
+        services = self.services
+        if isinstance(services, ServiceMap):
+            return services.instance_count
+        return sum(len(v) for v in services.values())
 
     def fingerprint(self, digests: ServiceDigests | None = None) -> str:
         """Stable hash of the content (not of when or how it was read).
@@ -92,8 +95,7 @@ class Catalog:
         instance changed among 10,000 services hashes one service again.
         """
         memo = digests if digests is not None else ServiceDigests()
-        h = hashlib.sha256()
-        h.update(b"".join(memo.digests(self.services)))
+        h = hashlib.sha256(memo.combined(self.services))
         for name in sorted(self.splits):
             h.update(f"split\0{name}\0{self.splits[name]}\0".encode("utf-8", "surrogatepass"))
         return h.hexdigest()[:16]
@@ -104,30 +106,107 @@ def instance_key(inst: Instance) -> str:
     return f"{inst.service}/{inst.id}@{inst.address}"
 
 
+class ServiceMap(dict[str, tuple[Instance, ...]]):
+    """A catalog's services that know which names changed since the map they were made
+    from (`derive`): each stage that remembers the last map it saw looks at those names
+    only (`changed_since`), instead of visiting 10,000 services to find one. A source that
+    reads incrementally makes them (sources/etcd.py); a plain dict means "unknown" and
+    every stage walks it whole. Never changed once made, like any catalog's services."""
+
+    __slots__ = ("base", "changed", "instance_count")
+
+    base: ServiceMap | None
+    changed: frozenset[str]
+    instance_count: int
+
+
+# How many maps back `changed_since` can see: reads a debounce window swallows are links of
+# the chain too; older maps are let go (a stage that last saw one walks everything once).
+LINEAGE_DEPTH = 32
+
+
+def derive(
+    base: Mapping[str, tuple[Instance, ...]] | None,
+    services: Mapping[str, tuple[Instance, ...]],
+    changed: set[str] | frozenset[str],
+) -> ServiceMap:
+    """A copy of `services`, which differ from `base` in `changed` names at most (added,
+    removed, or another tuple of instances); the others must be `base`'s very tuples."""
+    out = ServiceMap(services)
+    out.changed = frozenset(changed)
+    if isinstance(base, ServiceMap):
+        out.base = base
+        count = base.instance_count
+        count -= sum(len(base[n]) for n in changed if n in base)
+        out.instance_count = count + sum(len(out[n]) for n in changed if n in out)
+        node, depth = base, 1
+        while node.base is not None:  # let the oldest go
+            depth += 1
+            if depth >= LINEAGE_DEPTH:
+                node.base = None
+                break
+            node = node.base
+    else:
+        out.base = None
+        out.instance_count = sum(len(v) for v in out.values())
+    return out
+
+
+def changed_since(
+    services: Mapping[str, tuple[Instance, ...]],
+    last: Mapping[str, tuple[Instance, ...]] | None,
+) -> set[str] | None:
+    """The names whose instances may differ between `last` and `services` (in either, or
+    another tuple), or None when that is not known cheaply: then compare them all."""
+    if last is None:
+        return None
+    if services is last:
+        return set()
+    names: set[str] = set()
+    node: Mapping[str, tuple[Instance, ...]] | None = services
+    while isinstance(node, ServiceMap):
+        names |= node.changed
+        node = node.base
+        if node is last:
+            return names
+    return None
+
+
 class ServiceDigests:
     """Per-service digests of the last catalogs seen (see Catalog.fingerprint). Bounded;
-    the owner (a BuildCache, a polling source) keeps one for as long as it reads."""
+    the owner (a BuildCache, a polling source) keeps one for as long as it reads.
+
+    The services' digests are combined by addition modulo 2**256 (order does not matter),
+    so a catalog whose map says what changed since the last one (ServiceMap) costs its
+    changed services only: their old digests out of the sum, their new ones in."""
 
     def __init__(self, max_services: int = 200_000) -> None:
         self.max_services = max_services
         self._known: dict[str, tuple[tuple[Instance, ...], bytes]] = {}
-        self._order: list[str] = []  # the sorted names of the last `digests`
+        self._last: Mapping[str, tuple[Instance, ...]] | None = None  # of the last sum
+        self._sum = 0
 
-    def digests(self, services: Mapping[str, tuple[Instance, ...]]) -> list[bytes]:
-        """Every service's digest, in name order. A service whose instances are the very
-        tuple of the last call costs one identity check; the names are sorted again only
-        when they are not the (sorted) names of the last call."""
-        names = list(services)
-        if names != self._order:
-            names.sort()
-            self._order = names
-        known, out = self._known, []
-        for name in names:
-            instances = services[name]
-            entry = known.get(name)
-            out.append(entry[1] if entry is not None and entry[0] is instances else
-                       self.digest(name, instances))  # fmt: skip
-        return out
+    def combined(self, services: Mapping[str, tuple[Instance, ...]]) -> bytes:
+        """Every service's digest, combined (32 bytes)."""
+        last = self._last
+        changed = changed_since(services, last)
+        if changed is None or last is None:
+            total = sum(int.from_bytes(self._of(n, i), "big") for n, i in services.items())
+        else:
+            total = self._sum
+            for name in changed:
+                if name in last:
+                    total -= int.from_bytes(self._of(name, last[name]), "big")
+                if name in services:
+                    total += int.from_bytes(self._of(name, services[name]), "big")
+        self._sum, self._last = total % _MODULUS, services
+        return self._sum.to_bytes(32, "big")
+
+    def _of(self, name: str, instances: tuple[Instance, ...]) -> bytes:
+        entry = self._known.get(name)
+        if entry is not None and entry[0] is instances:
+            return entry[1]
+        return self.digest(name, instances)
 
     def digest(self, name: str, instances: tuple[Instance, ...]) -> bytes:
         known = self._known.get(name)
@@ -138,6 +217,9 @@ class ServiceDigests:
             h.update(repr(inst).encode("utf-8", "surrogatepass"))
         digest = h.digest()
         if len(self._known) >= self.max_services:
-            self._known.clear()
+            self._known.clear()  # the sum stays right: a digest is made again when needed
         self._known[name] = (instances, digest)
         return digest
+
+
+_MODULUS = 1 << 256

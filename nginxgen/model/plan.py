@@ -286,6 +286,20 @@ class Location(_HashedOnce):
         return "page"
 
 
+@dataclass(frozen=True, eq=False)
+class Revision:
+    """What a plan pass knows about its plan against the pass before it (plan/last_pass.py
+    re-plans only the changed services): which upstreams may differ, the others being that
+    plan's very objects. Compared by identity only; `upstreams` is the plan's own tuple, so
+    a plan copied with other upstreams (dataclasses.replace) is not taken for this one."""
+
+    upstreams: tuple[Upstream, ...]
+    by_name: Mapping[str, Upstream]  # the same upstreams by name
+    base: object | None = None  # the `token` of the pass this one started from
+    changed: frozenset[str] = frozenset()  # upstream names that may differ from base's
+    token: object = field(default_factory=object)
+
+
 @dataclass(frozen=True)
 class Plan:
     upstreams: tuple[Upstream, ...]
@@ -311,6 +325,8 @@ class Plan:
     # Per service in the registry, every instance as the plan places it (never rendered).
     standings: Mapping[str, tuple[Standing, ...]] = field(default_factory=dict)
     feed: FeedSetup | None = None  # nginx.endpoints dynamic
+    # Set by make_plan in dynamic mode (see Revision); never part of a plan's value.
+    revision: Revision | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def structure(self) -> tuple[object, ...]:
@@ -318,8 +334,11 @@ class Plan:
         of dynamic upstreams (those are pushed, plan/endpoints.py). Two plans with equal
         structures differ only in what a push carries. Computed once per plan (plans are
         frozen; `watch` compares each new one with the one serving)."""
+        return (tuple(u.shape for u in self.upstreams), *self.structure_parts())
+
+    def structure_parts(self) -> tuple[object, ...]:
+        """The structure but the upstreams' shapes (cheap: no walk over them)."""
         return (
-            tuple(u.shape for u in self.upstreams),
             self.locations,
             self.catch_all,
             self.gateway,
@@ -335,3 +354,27 @@ class Plan:
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
+
+
+def changed_upstreams(old: Plan, new: Plan) -> frozenset[str] | None:
+    """The names of the upstreams that may differ between `old` and `new` (in either, or
+    other objects), when their revisions say so; None when not known: compare them all."""
+    a, b = old.revision, new.revision
+    if a is None or b is None or a.upstreams is not old.upstreams:
+        return None
+    if b.upstreams is not new.upstreams:
+        return None
+    if a.token is b.token:
+        return frozenset()
+    return b.changed if b.base is a.token else None
+
+
+def same_structure(old: Plan, new: Plan) -> bool:
+    """old.structure == new.structure, looking only at the upstreams that may differ."""
+    names = changed_upstreams(old, new)
+    if names is None:
+        return old.structure == new.structure
+    a, b = old.revision.by_name, new.revision.by_name  # type: ignore[union-attr]
+    if len(old.upstreams) != len(new.upstreams) or old.structure_parts() != new.structure_parts():
+        return False
+    return all(n in a and n in b and a[n].shape == b[n].shape for n in names)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..model.catalog import changed_since
 from ..model.observed import Observed
 from ..model.plan import Gateway, Standing, Upstream
 from ..spec import ServicePolicy
@@ -80,6 +81,7 @@ class LastPass:
         self.dynamic: dict[str, Upstream] = {}
         self.dynamic_notes: dict[int, tuple[str, ...]] = {}
         self.changed: set[str] = set()  # the services the last `update` re-planned
+        self.seen: Mapping[str, tuple[Any, ...]] | None = None  # the services last planned
         self.window = ALWAYS
         self._reorder = False  # a service gained standings out of spec order
 
@@ -132,12 +134,17 @@ class LastPass:
         """Re-plan the services that changed since the last pass (after `services.sync`).
         False: the memo lost a service it did not look at again; plan them all."""
         old = self.instances
-        changed = {n for n, insts in current.items() if old.get(n) is not insts}
-        changed |= old.keys() - current.keys()
+        names = changed_since(current, self.seen)  # the map may say (model/catalog.py)
+        if names is None:
+            changed = {n for n, insts in current.items() if old.get(n) is not insts}
+            changed |= old.keys() - current.keys()
+        else:
+            changed = {n for n in names if old.get(n) is not current.get(n)}
+        self.seen = current
         changed |= services.evicted
         services.evicted = set()
         index = self.index
-        self.changed = changed & index.keys()
+        self.changed = {n for n in changed if n in index}  # (`& index.keys()` copies them)
         for name in sorted(self.changed, key=index.__getitem__):
             instances = current.get(name)
             if instances is None:

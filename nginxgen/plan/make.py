@@ -16,7 +16,7 @@ from datetime import datetime
 from ..model.catalog import Catalog, ServiceDigests
 from ..model.names import FORWARDING_CLEARED
 from ..model.observed import Observed
-from ..model.plan import CacheSetup, FeedSetup, Location, Plan, Standing, Upstream
+from ..model.plan import CacheSetup, FeedSetup, Location, Plan, Revision, Standing, Upstream
 from ..model.surface import StreamBlock, Surface
 from ..spec import ServicePolicy, Spec, balance_args
 from ..util.heap import without_collector
@@ -49,6 +49,7 @@ class PlanMemo:
         self.max_specs = max_specs
         self._specs: dict[int, SpecPlan] = {}
         self.last_pass: LastPass | None = None  # dynamic mode: see last_pass.py
+        self.last_token: object | None = None  # the Revision token of the last plan made
 
     def spec_plan(self, spec: Spec) -> SpecPlan:
         """The SpecPlan of this very spec object (specs are frozen; the plan holds it, so
@@ -94,6 +95,7 @@ def make_plan(
         services.sync(observed)
         # Dynamic mode: re-plan the changed services only, when the last pass allows it.
         last, memo.last_pass = memo.last_pass, None
+        last_token, memo.last_token = memo.last_token, None  # set again when this one returns
         reused = None
         if last is not None and last.holds(fixed, now) and not services.cleared:
             reused = last if last.update(catalog.services, services, now, observed) else None
@@ -152,6 +154,7 @@ def make_plan(
             upstreams = reused.upstreams
         elif record is not None and not services.evicted and not services.cleared:
             memo.last_pass = record  # the memo still holds every service it may reuse
+            record.seen = catalog.services
         if fixed.dynamic:
             kept = memo.last_pass if reused is None else None  # this full walk's record
             http = _dynamic_upstreams(upstreams, fixed, memo, notes, reused, kept)
@@ -174,8 +177,16 @@ def make_plan(
             )
             surface = replace(surface, stream=block)
 
+    ups = tuple(http.values())
+    revision = None
+    if fixed.dynamic:  # what the next pass's push compares (model/plan.Revision)
+        base = last_token if reused is not None else None
+        changed = frozenset(reused.changed) if reused is not None else frozenset()
+        revision = Revision(ups, http, base, changed)
+    memo.last_token = revision.token if revision is not None else None
     return Plan(
-        upstreams=tuple(http.values()),
+        upstreams=ups,
+        revision=revision,
         locations=locations,
         catch_all=fixed.catch_all,
         notes=tuple(notes),
@@ -218,7 +229,8 @@ def _dynamic_upstreams(
         cache.clear()
         memo.dynamic_by_name.clear()
     if reused is not None:  # a pass without splits: each upstream is its service's
-        for name in sorted(reused.changed & reused.dynamic.keys(), key=reused.index.__getitem__):
+        mine = [n for n in reused.changed if n in reused.dynamic]  # not `& keys()`: a copy
+        for name in sorted(mine, key=reused.index.__getitem__):
             dyn, refusals = _dynamic_one(name, name, upstreams, fixed, memo)
             reused.dynamic[name] = dyn
             keep_nonempty(reused.dynamic_notes, reused.index[name], refusals)

@@ -31,7 +31,7 @@ from typing import Any
 
 import requests
 
-from ..model.catalog import Catalog, Dropped, Instance
+from ..model.catalog import Catalog, Dropped, Instance, ServiceMap, derive
 from ..model.validate import CatalogBuilder, safe_name
 from ..registry.errors import describe, printable
 from ..registry.etcd import EtcdClient, prefix_end
@@ -155,6 +155,10 @@ class _Store:
         self.services: dict[str, tuple[Instance, ...]] = {}
         self.owner: dict[str, str] = {}  # service name -> the group it comes from
         self.dropping: set[str] = set()  # groups with refused entries
+        # The map of the last catalog and the names touched since (model/catalog.derive):
+        # the next catalog says which services changed, so later stages visit those only.
+        self.last: ServiceMap | None = None
+        self.touched: set[str] = set()
 
     def put(self, kv: dict[str, Any]) -> str:
         group = key_group(self.prefix, kv.get("key"))
@@ -185,10 +189,12 @@ class _Store:
             for name in old.services if old is not None else ():
                 if name not in now and self.owner.get(name) == group:
                     del self.services[name], self.owner[name]
+                    self.touched.add(name)
             for name, instances in now.items():
                 # An existing name keeps its place: the catalog lists services by name.
                 added = added or name not in self.services
                 self.services[name], self.owner[name] = instances, group
+                self.touched.add(name)
         if added:  # a new name: sorted again, as a full read lists them
             self.services = dict(sorted(self.services.items()))
 
@@ -206,7 +212,9 @@ class _Store:
         parts = self.parts
         dropped = tuple(d for g in sorted(self.dropping) for d in parts[g].dropped)
         splits = dict(parts[SPLITS].splits) if SPLITS in parts else {}
-        return Catalog(dict(self.services), dropped, source, str(self.revision), splits=splits)
+        services = derive(self.last, self.services, self.touched)
+        self.last, self.touched = services, set()
+        return Catalog(services, dropped, source, str(self.revision), splits=splits)
 
 
 def _key_order(key_b64: str) -> bytes:

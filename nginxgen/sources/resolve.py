@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from ..model.catalog import Catalog, Dropped, Instance
+from ..model.catalog import Catalog, Dropped, Instance, changed_since
 
 MAX_HOSTS = 65536
 
@@ -27,21 +28,45 @@ class HostKinds:
         # Per service: the instances last looked at (the very tuple: sources keep the
         # object of a service that did not change) and the host names among them.
         self._names: dict[str, tuple[tuple[Instance, ...], frozenset[str]]] = {}
+        self._named: set[str] = set()  # the services with host names among them
+        self._last: Mapping[str, tuple[Instance, ...]] | None = None  # of the last call
 
     def names_in(self, catalog: Catalog) -> set[str]:
-        """Every host in `catalog` that is a name, not an IP literal: one identity check
-        per service whose instances are the tuple of the last call."""
-        known, seen = self._names, {}
+        """Every host in `catalog` that is a name, not an IP literal: only the services the
+        catalog's map says changed since the last call (model/catalog.changed_since), or
+        else one identity check per service whose instances are the tuple of the last."""
+        current = catalog.services
+        changed = changed_since(current, self._last)
+        known = self._names
+        if changed is None:
+            known = {}
+            for service, insts in current.items():
+                entry = self._names.get(service)
+                known[service] = entry if entry is not None and entry[0] is insts else (
+                    self._entry(insts)
+                )  # fmt: skip
+            self._named = {s for s, e in known.items() if e[1]}
+        else:
+            for service in changed:
+                if service not in current:
+                    known.pop(service, None)
+                    self._named.discard(service)
+                    continue
+                insts, entry = current[service], known.get(service)
+                if entry is None or entry[0] is not insts:
+                    entry = known[service] = self._entry(insts)
+                if entry[1]:
+                    self._named.add(service)
+                else:
+                    self._named.discard(service)
+        self._names, self._last = known, current
         names: set[str] = set()
-        for service, insts in catalog.services.items():
-            entry = known.get(service)
-            if entry is None or entry[0] is not insts:
-                entry = (insts, frozenset(i.host for i in insts if not self.is_ip(i.host)))
-            seen[service] = entry
-            if entry[1]:
-                names |= entry[1]
-        self._names = seen
+        for service in self._named:
+            names |= known[service][1]
         return names
+
+    def _entry(self, insts: tuple[Instance, ...]) -> tuple[tuple[Instance, ...], frozenset[str]]:
+        return insts, frozenset(i.host for i in insts if not self.is_ip(i.host))
 
     def is_ip(self, host: str) -> bool:
         known = self._is_ip.get(host)

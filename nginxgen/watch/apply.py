@@ -33,7 +33,7 @@ from ..deploy.nginx_bin import Binary
 from ..deploy.reload import find_master
 from ..deploy.workers import Worker
 from ..model.catalog import Catalog
-from ..model.plan import Plan
+from ..model.plan import Plan, same_structure
 from ..pipeline import Build, BuildCache, build, plan_pass
 from ..plan.endpoints import EndpointSet, changed_endpoints
 from ..render import config_generation
@@ -249,7 +249,7 @@ class Applier:
             except TokenFileError:
                 planned = None  # build says why
             last = self.applied_plan
-            if planned is not None and last is not None and planned.structure == last.structure:
+            if planned is not None and last is not None and same_structure(last, planned):
                 self._planned(planned, len(observed.dead))
                 delta = changed_endpoints(last, planned)
                 # The split documents go before the endpoints when a version loses its last

@@ -20,9 +20,10 @@ inside a debounce window that never reach nginx; `apply` pins what is held.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ..model.catalog import LIVE_STATES, Catalog, Instance
+from ..model.catalog import LIVE_STATES, Catalog, Instance, changed_since
 from ..spec.watch import Flap
 
 Key = tuple[str, str]  # (service, instance id)
@@ -53,20 +54,28 @@ class FlapDamper:
         self.config = config
         self._tracks: dict[Key, _Track] = {}
         self._said: set[Key] = set()  # held instances whose start was reported
-        self._last: dict[str, tuple[Instance, ...]] | None = None  # the last read's services
+        self._last: Mapping[str, tuple[Instance, ...]] | None = None  # the last read's services
 
     def observe(self, catalog: Catalog, now: float) -> None:
         """Count changes between serving and not serving since the last read.
 
-        Only services whose instances differ from the last read are looked at in detail;
-        the others cost one tuple comparison each, less than the read itself.
+        Only services whose instances differ from the last read are looked at in detail:
+        the ones the catalog's map says changed (model/catalog.changed_since), or else
+        every service at one tuple comparison each, less than the read itself.
         """
         if not self.config.enabled:
             return
         last, current = self._last, catalog.services
-        self._last = dict(current)
+        self._last = current  # a catalog's services are never changed once made
         if last is None:
             return  # the first read: what is there now is no change
+        names = changed_since(current, last)
+        if names is not None:
+            for name in sorted(names):
+                had, has = last.get(name, NO_INSTANCES), current.get(name, NO_INSTANCES)
+                if had is not has and had != has:
+                    self._compare(name, had, has, now)
+            return
         known = 0
         for name, after in current.items():
             before = last.get(name)
@@ -114,6 +123,7 @@ class FlapDamper:
                 released.append(f"{_label(key)}: stable for {self.config.hold:g}s, released")
             if not track.held and not track.changes:
                 del self._tracks[key]  # quiet for a whole window: nothing to remember
+        released.sort()  # one order, however the tracks came to be
         held = [k for k, t in self._tracks.items() if t.held]
         if not held:
             return Damped(catalog, released=tuple(released))

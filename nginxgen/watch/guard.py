@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ..model.catalog import Catalog, Instance
+from ..model.catalog import Catalog, Instance, changed_since
 from ..spec import RemovalGuard
 
 DELIBERATE_STATES = ("draining", "down")
@@ -49,7 +49,12 @@ def suspicious_removals(
     """
     keys: set[tuple[str, str]] = set()
     reasons: list[str] = []
-    for name, before in previous.services.items():
+    # Only the services the current map says changed, when it knows (model/catalog.py).
+    names = changed_since(current.services, previous.services)
+    looked = previous.services.items() if names is None else (
+        (n, previous.services[n]) for n in sorted(names) if n in previous.services
+    )  # fmt: skip
+    for name, before in looked:
         if current.services.get(name) == before:
             continue  # most services, most reads: nothing vanished
         after_ids = {i.id for i in current.services.get(name, ())}

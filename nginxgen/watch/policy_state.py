@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..model.catalog import LIVE_STATES, Catalog, Instance, instance_key
+from ..model.catalog import LIVE_STATES, Catalog, Instance, changed_since, instance_key
 from ..model.observed import Observed
 from ..spec import Spec
 from ..util.atomic_write import write_atomic
@@ -57,6 +57,7 @@ class PolicyState:
         self._loaded: dict[str, dict[str, Any]] = {}  # the file's entries, until observed
         self._services: dict[str, _Service] = {}  # by service, as last observed
         self._dead_names: set[str] = set()  # the services with pseudo-dead keys among them
+        self._catalog: Mapping[str, tuple[Instance, ...]] | None = None  # as last observed
         # Every entry's first-seen and return time, read-only: a change makes new ones.
         self._first_seen: Mapping[str, datetime] = MappingProxyType({})
         self._returned: Mapping[str, datetime] = MappingProxyType({})
@@ -105,16 +106,23 @@ class PolicyState:
             dead_by.setdefault(key.partition("/")[0], set()).add(key)
         known, current = self._services, catalog.services
         # Looked at: a service with a new tuple, and one with pseudo-dead keys now or before.
+        # The catalog's map may say which services changed since the last pass's.
         get = known.get
+        moved = changed_since(current, self._catalog)
         look = [
-            n for n, insts in current.items() if (s := get(n)) is None or s.instances is not insts
+            n
+            for n in (current if moved is None else sorted(n for n in moved if n in current))
+            if (s := get(n)) is None or s.instances is not current[n]
         ]
         seen = set(look)
         look += sorted(
             n for n in dead_by.keys() | self._dead_names if n in current and n not in seen
         )
         services = dict(known)  # the others are the very entries of the last pass
-        gone = [services.pop(name) for name in known.keys() - current.keys()]
+        left = known.keys() - current.keys() if moved is None else [
+            n for n in moved if n not in current
+        ]  # fmt: skip
+        gone = [services.pop(name) for name in left if name in services]
         redone: list[tuple[_Service | None, _Service]] = []
         changed, loaded_seen = False, 0
         for name in look:
@@ -140,7 +148,7 @@ class PolicyState:
             self._dirty = True
         if redone or gone:
             self._forget_and_add([last for last, _ in redone if last] + gone, redone)
-        self._services = services
+        self._services, self._catalog = services, current
         self._loaded = {}
         self._fresh = False
         return self.observed(dead)

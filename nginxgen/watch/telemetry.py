@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from ..model.catalog import Catalog, Instance
+from ..model.catalog import Catalog, Instance, changed_since
 from ..util.clock import Clock
 from .recovery import RESULTS as RECOVERY_RESULTS
 
@@ -205,7 +205,7 @@ class Metrics:
         # Per instance (watch/instances.py): a collector of its own, since 10,000
         # instances as prometheus_client children cost seconds to set and to expose.
         self.per_instance = InstanceGauges()
-        self._services: dict[str, tuple[Instance, ...]] = {}  # as the last set_catalog
+        self._services: Mapping[str, tuple[Instance, ...]] = {}  # as the last set_catalog
 
     def set_instances(self, service: str, rows: tuple[Any, ...]) -> None:
         """The gauges of one service's instances (watch/instances.Row); () removes them."""
@@ -215,13 +215,21 @@ class Metrics:
         """nginxgen_service_instances per service. A service whose instances are the very
         tuple of the last call (sources keep an unchanged service's object) is skipped."""
         current, last = catalog.services, self._services
-        for name in last.keys() - current.keys():
-            self.instances.remove(name)
-        for name, insts in current.items():
-            was = last.get(name)
+        names = changed_since(current, last)
+        if names is None:
+            for name in last.keys() - current.keys():
+                self.instances.remove(name)
+            looked: Iterable[str] = current
+        else:  # the map knows what changed since the last call (model/catalog.py)
+            for name in names:
+                if name not in current and name in last:
+                    self.instances.remove(name)
+            looked = [n for n in names if n in current]  # (a set op with keys() copies them)
+        for name in looked:
+            insts, was = current[name], last.get(name)
             if was is not insts and (was is None or len(was) != len(insts)):
                 self.instances.labels(name).set(len(insts))
-        self._services = dict(current)
+        self._services = current  # a catalog's services are never changed once made
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry) + self.per_instance.text()

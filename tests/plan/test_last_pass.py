@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nginxgen.model.catalog import Catalog
+from nginxgen.model.catalog import Catalog, derive
 from nginxgen.model.observed import Observed
+from nginxgen.model.plan import Plan, changed_upstreams, same_structure
 from nginxgen.model.validate import CatalogBuilder
 from nginxgen.plan import PlanMemo, make_plan
+from nginxgen.plan.endpoints import changed_endpoints
 from nginxgen.plan.memo import ServiceMemo
 from nginxgen.spec import Spec, parse_spec
 
@@ -59,15 +62,47 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return asked
 
 
+def told(last: Catalog | None, cat: Catalog, extra: set[str]) -> Catalog:
+    """`sharing`, with a map that names what changed since `last` (and `extra` names)."""
+    shared = sharing(last, cat)
+    old = last.services if last is not None else {}
+    moved = {
+        n for n in shared.services.keys() | old.keys() if old.get(n) is not shared.services.get(n)
+    }
+    services = derive(old if last is not None else None, shared.services, moved | extra)
+    return replace(shared, services=services)
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(step, min_size=1, max_size=6))
-def test_reused_passes_equal_fresh_plans(steps: list[dict]) -> None:
+@given(st.lists(step, min_size=1, max_size=6), st.lists(st.booleans(), min_size=6, max_size=6))
+def test_reused_passes_equal_fresh_plans(steps: list[dict], maps: list[bool]) -> None:
+    """...and what a push compares (the structure, the endpoints that changed) is what a
+    comparison of every upstream gives, when the plans' revisions say what changed."""
     sp, memo, last = spec(), PlanMemo(), None
-    for s in steps:
+    before: Plan | None = None
+    for s, as_map in zip(steps, maps, strict=False):
         cat, now, obs = build(s)
-        cat = sharing(last, cat)
-        assert make_plan(sp, cat, now, obs, memo=memo) == make_plan(sp, cat, now, obs)
-        last = cat
+        cat = told(last, cat, {"b"}) if as_map else sharing(last, cat)
+        plan = make_plan(sp, cat, now, obs, memo=memo)
+        assert plan == make_plan(sp, cat, now, obs)
+        if before is not None:
+            bare_old, bare = replace(before, revision=None), replace(plan, revision=None)
+            assert same_structure(before, plan) == (bare_old.structure == bare.structure)
+            assert changed_endpoints(before, plan) == changed_endpoints(bare_old, bare)
+        before, last = plan, cat
+
+
+def test_a_revision_names_the_changed_upstreams_only() -> None:
+    sp, memo = spec(), PlanMemo()
+    first = catalog()
+    before = make_plan(sp, first, at(0), memo=memo)
+    after = make_plan(sp, told(first, catalog(weight_of_a1=3), set()), at(0), memo=memo)
+    assert changed_upstreams(before, after) == {"a"}
+    assert list(changed_endpoints(before, after)) == ["a"]
+    assert same_structure(before, after)
+    copied = replace(after, upstreams=after.upstreams[:1])
+    assert changed_upstreams(before, copied) is None, "other upstreams: not this revision"
+    assert not same_structure(before, copied)
 
 
 def test_a_changed_service_is_replanned_and_the_others_reused(lookups: list[str]) -> None:
