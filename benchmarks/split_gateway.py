@@ -29,7 +29,9 @@ def split_gateway_spec(
     split rules before its 50/50 sticky share on $cookie_session; None: no split at all
     (route /plain/ alone)."""
     peers = [f"127.0.0.1:{p}" for p in backends]
-    services = {"plain": [{"id": f"p{i}", "address": a} for i, a in enumerate(peers)]}
+    services: dict[str, list[dict[str, Any]]] = {
+        "plain": [{"id": f"p{i}", "address": a} for i, a in enumerate(peers)]
+    }
     routes = [{"path": "/plain/", "service": "plain"}]
     nginx: dict[str, Any] = {
         "flavor": "nginx",
