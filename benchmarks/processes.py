@@ -4,6 +4,7 @@ serving it under `nginxgen watch`.
 
     from processes import nginx_cmd, render, start, stop
     proc = start(nginx_cmd(render(work / "nginxgen.yaml", work / "gw.conf")), port, work / "gw.log")
+    spec = {"nginx": watched_nginx(port), ...}  # written to work / "nginxgen.yaml"
     gw = Watched(work / "nginxgen.yaml", port, env)  # ... gw.stop()
 """
 
@@ -13,10 +14,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from wrk import nginx_binary
 
-from tests.helpers import Nginx, wait_for_port
+from tests.helpers import Nginx, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,6 +66,19 @@ def render(spec: Path, conf: Path) -> Path:
     if result.returncode != 0:
         raise SystemExit(f"render of {spec} failed:\n{result.stderr}")
     return conf
+
+
+def watched_nginx(port: int, **settings: Any) -> dict[str, Any]:
+    """The spec's `nginx` section that Watched expects (nginx.conf and nginx.pid beside
+    the spec), listening on `port`, its status server on a free port, plus `settings`."""
+    return {
+        "flavor": "nginx",
+        "listen": f"127.0.0.1:{port}",
+        "output": "nginx.conf",
+        "pid": "nginx.pid",
+        "status_listen": f"127.0.0.1:{free_port()}",
+        **settings,
+    }
 
 
 class Watched:

@@ -36,7 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from processes import Watched  # noqa: E402
+from processes import Watched, watched_nginx  # noqa: E402
 
 from tests.helpers import (  # noqa: E402
     REPO,
@@ -169,14 +169,7 @@ def main() -> None:
     port, health = free_port(), free_port()
     spec = {
         "registry": {"kind": "etcd", "url": etcd.url},
-        "nginx": {
-            "flavor": "nginx",
-            "listen": f"127.0.0.1:{port}",
-            "output": "nginx.conf",
-            "pid": "nginx.pid",
-            "status_listen": f"127.0.0.1:{free_port()}",
-            "worker_processes": 1,
-        },
+        "nginx": watched_nginx(port, worker_processes=1),
         # Flap damping off: it would pin a unit restarted every few seconds out of its
         # upstream (rightly, in production); the rounds here restart it on purpose.
         "watch": {

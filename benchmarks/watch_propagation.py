@@ -35,7 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from processes import Watched  # noqa: E402
+from processes import Watched, watched_nginx  # noqa: E402
 
 from nginxgen.deploy.nginx_bin import find_binary  # noqa: E402
 from nginxgen.model.catalog import Catalog, Instance  # noqa: E402
@@ -121,13 +121,7 @@ def propagation(changes: int, kind: str) -> list[float]:
     port, health = free_port(), free_port()
     spec = {
         "registry": registry.spec(),
-        "nginx": {
-            "flavor": "nginx",
-            "listen": f"127.0.0.1:{port}",
-            "output": "nginx.conf",
-            "pid": "nginx.pid",
-            "status_listen": f"127.0.0.1:{free_port()}",
-        },
+        "nginx": watched_nginx(port),
         "watch": {"listen": f"127.0.0.1:{health}", "debounce": {"min": "200ms", "max": "2s"}},
         "routes": [{"path": "/", "service": "app"}],
     }
