@@ -23,72 +23,38 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from balancer import backend_conf  # noqa: E402
-from metrics_hook_instructions import BATCH, instructions, variant  # noqa: E402
+from metrics_hook_instructions import batches, callgrind, measure  # noqa: E402
 from processes import nginx_cmd, render, start, stop  # noqa: E402
+from split_gateway import split_gateway_spec  # noqa: E402
 
-from tests.helpers import find_tool, free_port  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 # A session key to hash and a canary cookie no rule matches: the whole decision runs.
 HEADER = "Cookie: session=user-4711; canary=no"
 
 
 def gateway_spec(work: Path, mode: str, backends: tuple[int, int]) -> Path:
+    """The gateway in `mode` (nginx.endpoints), rendered in its own folder; dynamic also
+    serves the split route."""
     d = work / mode
     d.mkdir()
     d.chmod(0o755)
-    peers = [f"127.0.0.1:{p}" for p in backends]
-    services = {"plain": [{"id": f"p{i}", "address": a} for i, a in enumerate(peers)]}
-    routes = [{"path": "/plain/", "service": "plain"}]
-    spec: dict[str, object] = {}
-    if mode == "dynamic":
-        services["carts"] = [
-            {"id": "b", "address": peers[0], "meta": {"version": "blue"}},
-            {"id": "g", "address": peers[1], "meta": {"version": "green"}},
-        ]
-        routes.append({"path": "/split/", "service": "carts"})
-        spec["services"] = {
-            "carts": {
-                "split": {
-                    "weights": {"blue": 50, "green": 50},
-                    "sticky": "$cookie_session",
-                    "rules": [{"cookie": "canary", "matches": "^(always|yes)$", "to": "green"}],
-                }
-            }
-        }
-    (d / "services.yaml").write_text(yaml.safe_dump({"services": services}))
-    spec |= {
-        "registry": {"kind": "file", "path": "services.yaml"},
-        "nginx": {
-            "flavor": "nginx",
-            "listen": f"127.0.0.1:{free_port()}",
-            "status_listen": f"127.0.0.1:{free_port()}",
-            "output": str(d / "nginx.conf"),
-            "pid": str(d / "nginx.pid"),
-            "worker_processes": 1,
-            "endpoints": mode,
-        },
-        "defaults": {"warmup": "off"},
-        "routes": routes,
-    }
-    path = d / "nginxgen.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return render(path, d / "nginx.conf")
+    rule = {"cookie": "canary", "matches": "^(always|yes)$", "to": "green"}
+    rules = [rule] if mode == "dynamic" else None
+    spec = split_gateway_spec(d, free_port(), free_port(), backends, rules, endpoints=mode)
+    return render(spec, d / "nginx.conf")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
-    n = max(BATCH, args.requests // BATCH * BATCH)
-    valgrind = find_tool("valgrind")
-    if valgrind is None or find_tool("callgrind_control") is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    n = batches(args.requests)
+    valgrind = callgrind()
     work = Path(tempfile.mkdtemp(prefix="nginxgen-callgrind-"))
     work.chmod(0o755)
     backends = (free_port(), free_port())
@@ -99,9 +65,8 @@ def main() -> None:
             spec = gateway_spec(work, mode, backends)
             for route in paths:
                 name = f"{mode}{route.replace('/', '-')}"
-                path, port = variant(spec, name, work)
-                print(f"{mode} {route} ...", file=sys.stderr, flush=True)
-                count = instructions(valgrind, path, port, n, work, name, route, HEADER)
+                label = f"{mode} {route}"
+                count = measure(valgrind, spec, name, work, n, route, HEADER, label=label)
                 results[f"{mode} {route}"] = count.path  # timer handlers left out
     finally:
         for p in reversed(procs):

@@ -164,16 +164,45 @@ def variant(conf: Path, name: str, work: Path, bare: bool = False) -> tuple[Path
     return path, ports[0]
 
 
+def callgrind() -> str:
+    """valgrind's path, or exit: callgrind_control must be there too (it zeroes and dumps)."""
+    valgrind = find_tool("valgrind")
+    if valgrind is None or find_tool("callgrind_control") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    return valgrind
+
+
+def batches(requests: int) -> int:
+    """`requests` in whole connections of BATCH, at least one."""
+    return max(BATCH, requests // BATCH * BATCH)
+
+
+def measure(
+    valgrind: str,
+    conf: Path,
+    name: str,
+    work: Path,
+    n: int,
+    route: str,
+    header: str = "",
+    bare: bool = False,
+    label: str = "",
+) -> Count:
+    """Count `conf` as variant `name` (see variant()) over n requests of `route`; says
+    `label` (default: the name) on stderr first, since each variant takes a minute."""
+    path, port = variant(conf, name, work, bare)
+    print(f"{label or name} ...", file=sys.stderr, flush=True)
+    return instructions(valgrind, path, port, n, work, name, route, header)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--endpoints", choices=("dynamic", "reload"), default="dynamic")
     parser.add_argument("--route", choices=ROUTES, default="/plain/")
     args = parser.parse_args()
-    n = max(BATCH, args.requests // BATCH * BATCH)
-    valgrind = find_tool("valgrind")
-    if valgrind is None or find_tool("callgrind_control") is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    n = batches(args.requests)
+    valgrind = callgrind()
     redis_server = find_tool("redis-server")
     if args.route == "/hit/" and redis_server is None:
         raise SystemExit("redis-server is not installed (scripts/test installs it)")
@@ -196,9 +225,7 @@ def main() -> None:
             for name in ("off", "on")
         )
         for name, conf, bare in (("off", off, False), ("empty", on, True), ("on", on, False)):
-            path, port = variant(conf, name, work, bare)
-            print(f"{name} ...", file=sys.stderr, flush=True)
-            results[name] = instructions(valgrind, path, port, n, work, name, args.route)
+            results[name] = measure(valgrind, conf, name, work, n, args.route, bare=bare)
     finally:
         for p in reversed(procs):
             stop(p)

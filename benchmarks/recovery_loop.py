@@ -26,7 +26,6 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -37,10 +36,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from processes import Watched, watched_nginx  # noqa: E402
+
 from tests.helpers import (  # noqa: E402
     REPO,
     Etcd,
-    Nginx,
     free_port,
     wait_for_port,
     world_readable_dir,  # noqa: E402
@@ -169,14 +169,7 @@ def main() -> None:
     port, health = free_port(), free_port()
     spec = {
         "registry": {"kind": "etcd", "url": etcd.url},
-        "nginx": {
-            "flavor": "nginx",
-            "listen": f"127.0.0.1:{port}",
-            "output": "nginx.conf",
-            "pid": "nginx.pid",
-            "status_listen": f"127.0.0.1:{free_port()}",
-            "worker_processes": 1,
-        },
+        "nginx": watched_nginx(port, worker_processes=1),
         # Flap damping off: it would pin a unit restarted every few seconds out of its
         # upstream (rightly, in production); the rounds here restart it on purpose.
         "watch": {
@@ -207,12 +200,7 @@ def main() -> None:
     for a, b in units.values():
         a.start(work, path, token)
         b.start(work, path, token)
-    cli = [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(path)]
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    subprocess.run([*cli, "--once"], check=True, env=env, capture_output=True)
-    nginx = Nginx(work / "nginx.conf", work / "nginx.pid").start(port)
-    log = open(work / "watch.log", "wb")  # noqa: SIM115 - closed below
-    watcher = subprocess.Popen(cli, env=env, stdout=log, stderr=log)
+    gw = Watched(path, port, {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     halt, failures = threading.Event(), []
     results: dict[str, list[dict[str, float]]] = {name: [] for name in PROBES}
     try:
@@ -237,9 +225,7 @@ def main() -> None:
             t.join(15)
     finally:
         halt.set()
-        watcher.send_signal(signal.SIGTERM)
-        watcher.wait(30)
-        log.close()
+        gw.stop()  # the watcher, then nginx: the agents' shutdown needs neither
         for a, b in units.values():
             for u in (a, b):
                 if u.agent is not None:
@@ -247,7 +233,6 @@ def main() -> None:
             for u in (a, b):
                 if u.agent is not None:
                     u.agent.wait(30)
-        nginx.stop()
         etcd.stop()
         shutil.rmtree(work, ignore_errors=True)
 

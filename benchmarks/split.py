@@ -21,9 +21,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import yaml
 from balancer import Run, backend_conf, cpu_seconds, start_nginx
 from processes import render, stop
+from split_gateway import split_gateway_spec
 from wrk import wrk
 
 from tests.helpers import free_port, nginx_workers, wait_for_port
@@ -34,48 +34,11 @@ HEADER = "Cookie: session=user-4711; canary=no"
 
 
 def gateway_spec(work: Path, port: int, status: int, backends: tuple[int, int]) -> Path:
-    peers = [f"127.0.0.1:{p}" for p in backends]
-    registry = {
-        "services": {
-            "plain": [{"id": f"p{i}", "address": a} for i, a in enumerate(peers)],
-            "carts": [
-                {"id": "b", "address": peers[0], "meta": {"version": "blue"}},
-                {"id": "g", "address": peers[1], "meta": {"version": "green"}},
-            ],
-        }
-    }
-    (work / "services.yaml").write_text(yaml.safe_dump(registry))
-    spec = {
-        "registry": {"kind": "file", "path": "services.yaml"},
-        "nginx": {
-            "flavor": "nginx",
-            "listen": f"127.0.0.1:{port}",
-            "status_listen": f"127.0.0.1:{status}",
-            "output": str(work / "gw.conf"),
-            "pid": str(work / "gw.pid"),
-            "worker_processes": 1,
-        },
-        "defaults": {"warmup": "off"},
-        "routes": [
-            {"path": "/plain/", "service": "plain"},
-            {"path": "/split/", "service": "carts"},
-        ],
-        "services": {
-            "carts": {
-                "split": {
-                    "weights": {"blue": 50, "green": 50},
-                    "sticky": "$cookie_session",
-                    "rules": [
-                        {"header": "X-Canary", "equals": "1", "to": "green"},
-                        {"cookie": "canary", "matches": "^(always|yes)$", "to": "green"},
-                    ],
-                }
-            }
-        },
-    }
-    path = work / "nginxgen.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    rules = [
+        {"header": "X-Canary", "equals": "1", "to": "green"},
+        {"cookie": "canary", "matches": "^(always|yes)$", "to": "green"},
+    ]
+    return split_gateway_spec(work, port, status, backends, rules, name="gw")
 
 
 def one_wrk(url: str, seconds: int, connections: int, pids: set[int] | None) -> Run:

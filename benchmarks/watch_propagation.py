@@ -22,9 +22,7 @@ import base64
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from processes import Watched, watched_nginx  # noqa: E402
+
 from nginxgen.deploy.nginx_bin import find_binary  # noqa: E402
 from nginxgen.model.catalog import Catalog, Instance  # noqa: E402
 from nginxgen.pipeline import BuildCache, build, ensure_runtime_dirs  # noqa: E402
@@ -47,7 +47,7 @@ from nginxgen.watch.diff import diff_plans  # noqa: E402
 from nginxgen.watch.flap import FlapDamper  # noqa: E402
 from nginxgen.watch.guard import RemovalHold  # noqa: E402
 from nginxgen.watch.telemetry import Metrics  # noqa: E402
-from tests.helpers import Backend, Etcd, Nginx, free_port, wait_for_port  # noqa: E402
+from tests.helpers import Backend, Etcd, free_port, wait_for_port  # noqa: E402
 
 DEBOUNCE_MIN = 0.2
 
@@ -121,24 +121,13 @@ def propagation(changes: int, kind: str) -> list[float]:
     port, health = free_port(), free_port()
     spec = {
         "registry": registry.spec(),
-        "nginx": {
-            "flavor": "nginx",
-            "listen": f"127.0.0.1:{port}",
-            "output": "nginx.conf",
-            "pid": "nginx.pid",
-            "status_listen": f"127.0.0.1:{free_port()}",
-        },
+        "nginx": watched_nginx(port),
         "watch": {"listen": f"127.0.0.1:{health}", "debounce": {"min": "200ms", "max": "2s"}},
         "routes": [{"path": "/", "service": "app"}],
     }
     (work / "nginxgen.yaml").write_text(yaml.safe_dump(spec))
     registry.write(a)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cli = [sys.executable, "-m", "nginxgen.cli", "watch", "-c", str(work / "nginxgen.yaml")]
-    subprocess.run([*cli, "--once"], check=True, env=env, capture_output=True)
-    nginx = Nginx(work / "nginx.conf", work / "nginx.pid").start(port)
-    log = open(work / "watch.log", "wb")  # noqa: SIM115 - closed below
-    watcher = subprocess.Popen(cli, env=env, stdout=log, stderr=log)
+    gw = Watched(work / "nginxgen.yaml", port, {**os.environ, "PYTHONPATH": str(REPO)})
     latencies: list[float] = []
     try:
         wait_for_port(health, 30)
@@ -158,10 +147,7 @@ def propagation(changes: int, kind: str) -> list[float]:
                         raise RuntimeError(f"change {i} not served after 30s; see {work}/watch.log")
                 latencies.append(time.monotonic() - start)
     finally:
-        watcher.send_signal(signal.SIGTERM)
-        watcher.wait(30)
-        log.close()
-        nginx.stop()
+        gw.stop()
         registry.close()
         a.stop()
         b.stop()

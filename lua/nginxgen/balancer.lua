@@ -151,6 +151,8 @@ local function answer_503(name)
     ngx.print('{"error":"service unavailable","service":', json.encode(name), "}")
     return ngx.exit(503)
 end
+-- The one place the 503 on purpose is written: split.available() answers with it too.
+_M.answer_503 = answer_503
 
 -- rewrite_by_lua of a cached route or an aggregate's part (nginx.endpoints dynamic): the
 -- same 503 before the cache's access phase (which would take a stampede lock that an

@@ -20,6 +20,7 @@
 local decide = require("nginxgen.split.decide")
 local json = require("nginxgen.endpoints.json")
 local apikey = require("nginxgen.apikey")
+local balancer = require("nginxgen.balancer") -- its 503 body; it does not require split
 local bit = require("bit")
 
 local _M = {}
@@ -192,11 +193,7 @@ function _M.available(service)
         ctx.nginxgen_checked = true -- the balancer's nobody refusal: 502 here (balancer.lua)
         return
     end
-    ngx.status = 503
-    ngx.header["Content-Type"] = "application/json"
-    ngx.header["Retry-After"] = "5"
-    ngx.print('{"error":"service unavailable","service":', json.encode(service), "}")
-    return ngx.exit(503)
+    return balancer.answer_503(service)
 end
 
 function _M.mirror(service)

@@ -28,7 +28,12 @@ def render(spec: Path) -> subprocess.CompletedProcess[str]:
 
 
 def gateway(  # type: ignore[no-untyped-def]
-    workdir: Path, backends: Any, nginx_runner: Any, split: dict[str, Any], **route: Any
+    workdir: Path,
+    backends: Any,
+    nginx_runner: Any,
+    split: dict[str, Any],
+    top: dict[str, Any] | None = None,
+    **route: Any,
 ):
     blue, green = backends("blue"), backends("green")
     port, status = free_port(), free_port()
@@ -44,6 +49,7 @@ def gateway(  # type: ignore[no-untyped-def]
             },
             "routes": [{"path": "/carts/", "service": "carts", **route}],
             "services": {"carts": {"split": split}},
+            **(top or {}),
         },
         {
             "carts": [
@@ -155,6 +161,35 @@ def test_a_push_shifts_new_requests_without_a_reload(workdir, backends, nginx_ru
     assert r.status_code == 200, r.text
     r = requests.get(url, timeout=5)
     assert r.status_code == 503
+    assert r.json() == {"error": "service unavailable", "service": "carts"}
+    assert "[error]" not in nginx.errors()
+
+
+def test_a_cached_split_route_with_no_version_answers_the_same_503(
+    workdir, backends, nginx_runner, redis_server
+):
+    # A cached route checks in rewrite_by_lua (split.available), before the cache's access
+    # phase: the client sees the 503 the error_page route gives (balancer.answer_503).
+    srv = redis_server()
+    url, status, _, _, nginx = gateway(
+        workdir,
+        backends,
+        nginx_runner,
+        {"weights": {"blue": 100, "green": 0}},
+        top={"redis": {"host": "127.0.0.1", "port": srv.port}},
+        cache={"ttl": "30s"},
+    )
+    assert 'require("nginxgen.split").available("carts")' in (workdir / "nginx.conf").read_text()
+    assert requests.get(url, timeout=5).headers["X-Backend"] == "blue"
+    doc = json.loads((workdir / "nginxgen-split.json").read_text())["services"]["carts"]
+    for v in doc["versions"]:
+        v["bps"], v["live"] = 0, False
+    push = f"http://127.0.0.1:{status}/nginxgen/split"
+    r = requests.post(push, json={"services": {"carts": doc}}, headers=token_of(workdir), timeout=5)
+    assert r.status_code == 200, r.text
+    r = requests.get(url + "other", timeout=5)
+    assert r.status_code == 503
+    assert r.headers["Content-Type"] == "application/json" and r.headers["Retry-After"] == "5"
     assert r.json() == {"error": "service unavailable", "service": "carts"}
     assert "[error]" not in nginx.errors()
 
