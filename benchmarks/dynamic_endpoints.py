@@ -319,13 +319,18 @@ def one_change(services: int, changes: int, profile: str = "") -> OneChange:
     sent_cpu: list[float] = []
     original = feed.FeedClient.push
     profiler = cProfile.Profile() if profile else None
+    after = cProfile.Profile() if profile else None  # the work after nginx confirmed
+    profiling: list[bool] = []  # non-empty once the measured changes begin
 
     def timed_push(self: Any, document: dict[str, Any]) -> tuple[int, Any]:
         sent.append(time.perf_counter())  # the body is built inside: a few bytes
         sent_cpu.append(time.thread_time())
         if profiler is not None:
-            profiler.disable()  # --profile: the work before the push only
-        return original(self, document)
+            profiler.disable()  # --profile: the work before the push, then after it
+        answer = original(self, document)
+        if after is not None and sent_cpu and profiling:
+            after.enable()  # from here to the end of the apply (confirm polls included)
+        return answer
 
     feed.FeedClient.push = timed_push  # type: ignore[method-assign]
     try:
@@ -374,10 +379,13 @@ def one_change(services: int, changes: int, profile: str = "") -> OneChange:
             c0 = time.thread_time()
             if profiler is not None:
                 profiler.enable()
+                profiling.append(True)
             catalog = watcher.read()
             t_read = time.perf_counter()
             outcome = watcher.apply(catalog)
             t_end, c_end = time.perf_counter(), time.thread_time()
+            if after is not None:
+                after.disable()
             assert outcome.pushed and outcome.pushed.ok, outcome
             version = catalog.version
             reads.append(t_read - t0)
@@ -391,8 +399,9 @@ def one_change(services: int, changes: int, profile: str = "") -> OneChange:
             t1 = time.perf_counter()
             fresh.read()
             full.append(time.perf_counter() - t1)
-        if profiler is not None:
+        if profiler is not None and after is not None:
             profiler.dump_stats(profile)
+            after.dump_stats(profile + ".after")
         after = nginx_workers(master)
         snapshot = Path(watcher.spec.nginx.snapshot_path).stat().st_size
         watcher.source.close()
@@ -481,7 +490,7 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000, help="0: skip")
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run; 0: skip")
     parser.add_argument(
-        "--profile", default="", help="cProfile of part 3's work before each push, to FILE"
+        "--profile", default="", help="cProfile of part 3's work before each push to FILE, after it to FILE.after"
     )
     args = parser.parse_args()
 
