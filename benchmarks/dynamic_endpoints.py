@@ -490,7 +490,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000, help="0: skip")
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run; 0: skip")
     parser.add_argument(
-        "--profile", default="", help="cProfile of part 3: before each push to FILE, after it to FILE.after"
+        "--profile",
+        default="",
+        help="cProfile of part 3: before each push to FILE, after it to FILE.after",
     )
     args = parser.parse_args()
 
