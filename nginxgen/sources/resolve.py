@@ -126,8 +126,8 @@ def drop_unresolvable(catalog: Catalog, hosts: HostKinds | None = None) -> Catal
             else:
                 dropped.append(Dropped(name, inst.id, f"host {inst.host!r} does not resolve"))
         if len(keep) < len(current[name]):  # else the very tuple, for the identity checks
-            before = last_out.get(name) if last_out is not None else None
-            answer[name] = before if before == tuple(keep) else tuple(keep)
+            kept, before = tuple(keep), last_out.get(name) if last_out is not None else None
+            answer[name] = before if before == kept else kept  # the last answer's, if equal
     if not answer and last_out is last_in:
         return catalog  # nothing dropped, now or the last time: the input's own lineage
     services = {**current, **answer} if answer else current
