@@ -8,7 +8,8 @@
 -- has passed; a success ends the probation. max_fails 0 (or fail_timeout 0) turns it off.
 -- Keys: a|U   something failed in U recently (one lookup answers "all healthy")
 --       f|U|K failures in the current window   d|U|K out   p|U|K on probation
--- Every key expires by itself, so peers that left the upstream leave no state behind.
+-- Every key expires by itself, so peers that left the upstream leave no state behind; a
+-- peer a push adds back (it left, or was not up) starts clean (forget), as after a reload.
 
 local _M = {}
 
@@ -88,6 +89,18 @@ function _M.reset(h, peers)
     for i = 1, #peers do
         local k = prefix .. peers[i].key
         dict:delete("d" .. k)
+        dict:delete("f" .. k)
+    end
+end
+
+-- Forget what was learnt about these peer keys: a push brought them (back) into the
+-- upstream, so the registry and the probes have just vouched for them.
+function _M.forget(h, keys)
+    local dict, prefix = h.dict, h.prefix
+    for i = 1, #keys do
+        local k = prefix .. keys[i]
+        dict:delete("d" .. k)
+        dict:delete("p" .. k)
         dict:delete("f" .. k)
     end
 end

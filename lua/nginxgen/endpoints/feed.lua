@@ -151,6 +151,36 @@ local function commit(self, gen, entries, wait_for, equal_ok)
     return seq
 end
 
+-- The peers of `entry` that were not up in service `name` before this push: the ones it
+-- adds, or brings back up. A unit restarted on the same address would otherwise sit out
+-- the fail_timeout its failures before the restart earned it, though the registry and
+-- the probes say it is back. Peers that stay keep what was learnt about them. Only
+-- upstreams where something failed lately hold any state to forget.
+local function arrivals(self, name, entry)
+    local up = self.upstreams[name]
+    if up == nil or not health.recent(up.health) then
+        return nil
+    end
+    local text = store.read(self.dict, name)
+    local before = text and store.decode(text)
+    local was_up = {}
+    if before then
+        for _, p in ipairs(before.peers) do
+            if p.state == "up" then
+                was_up[pool.key(p.host, p.port)] = true
+            end
+        end
+    end
+    local keys = {}
+    for _, p in ipairs(entry.peers) do
+        local k = pool.key(p.host, p.port)
+        if p.state == "up" and not was_up[k] then
+            keys[#keys + 1] = k
+        end
+    end
+    return #keys > 0 and keys or nil
+end
+
 -- A push body (raw JSON text) → HTTP status and an answer table. Nothing is written
 -- unless the whole body is valid and its generation newer than the current one.
 function Feed:push(body, yield)
@@ -171,9 +201,16 @@ function Feed:push(body, yield)
             current = current,
         }
     end
+    local back = {}
+    for name, entry in pairs(push.services) do
+        back[name] = arrivals(self, name, entry)
+    end
     local seq, status, answer = commit(self, push.generation, push.services, 1, false)
     if not seq then
         return status, answer
+    end
+    for name, keys in pairs(back) do
+        health.forget(self.upstreams[name].health, keys)
     end
     local n = 0
     for _ in pairs(push.services) do
