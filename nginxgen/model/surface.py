@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .route_http import RouteMaps
+from .route_http import RouteHttp, RouteMaps
 
 # Mozilla's "intermediate" profile (ssl-config.mozilla.org, version 5.7) without its three
 # DHE suites, which need an ssl_dhparam file and which nginx never offers without one.
@@ -48,6 +48,17 @@ class ServerTLS:
 
 
 @dataclass(frozen=True)
+class RoutePage:
+    """The 503 on purpose of one route that adds headers of its own (CORS, headers.response):
+    a named location of the server, with the route's add_header lines, since the server's
+    shared one (names.NOBODY_PAGE) answers with the server's headers only."""
+
+    name: str  # names.NOBODY_PAGE + "_" + the route's number in the spec
+    http: RouteHttp
+    hsts_var: str | None = None
+
+
+@dataclass(frozen=True)
 class HostServer:
     """A virtual host's server block; its locations are the Plan's with `server == index`."""
 
@@ -62,6 +73,7 @@ class HostServer:
     methods: bool = False  # holds the named location that answers 405 (a route has methods)
     # holds names.NOBODY_PAGE, the 503 of its routes whose Location.nobody_check is "page"
     nobody_page: bool = False
+    route_pages: tuple[RoutePage, ...] = ()  # the routes' own, for those that add headers
 
 
 @dataclass(frozen=True)
