@@ -24,6 +24,9 @@ TLS_CIPHERS = ":".join(
     )
 )
 GRPC_UNAVAILABLE = "@nginxgen_grpc_unavailable"
+# nginx.endpoints dynamic: where a gRPC route sends the 500s nginx makes; Lua answers
+# UNAVAILABLE while the service has nobody to serve, INTERNAL for any other.
+GRPC_500 = "@nginxgen_grpc_500"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class HostServer:
     # holds names.NOBODY_PAGE, the 503 of its routes whose Location.nobody_check is "page"
     nobody_page: bool = False
     route_pages: tuple[RoutePage, ...] = ()  # the routes' own, for those that add headers
+    grpc_500: bool = False  # holds GRPC_500: a gRPC route's nobody_check is "page"
 
 
 @dataclass(frozen=True)

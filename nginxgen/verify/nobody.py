@@ -12,21 +12,20 @@ from typing import Any
 
 from ..model.names import NOBODY_PAGE, SERVICE_VAR, SPLIT_VAR
 from ..model.plan import Location
-from ..model.surface import GRPC_UNAVAILABLE, HostServer, RoutePage
+from ..model.surface import GRPC_500, HostServer, RoutePage
 from .findings import Finding
 from .route_http import args, expected_http_headers
 
 Block = dict[str, Any]
 Shape = list[Any]
 UNAVAILABLE_CALL = 'require("nginxgen.balancer").unavailable()'
+GRPC_ERROR_CALL = 'require("nginxgen.balancer").grpc_error()'
 
 
 def expected_nobody(loc: Location) -> list[Shape]:
     """The route's statements for it, in order (templates/location.conf.j2)."""
     if loc.nobody_check != "page":
         return []
-    if loc.grpc:
-        return [["error_page", ["500", "502", "503", "504", "=", GRPC_UNAVAILABLE], []]]
     out: list[Shape] = [
         ["set", [f"${SERVICE_VAR}", loc.service], []],
         ["error_page", ["500", "=", loc.nobody_page], []],
@@ -71,8 +70,8 @@ def _content(d: Block) -> Shape:
     return _shape(d)
 
 
-def _call() -> Shape:
-    return ["content_by_lua_block", [UNAVAILABLE_CALL], []]
+def _call(call: str = UNAVAILABLE_CALL) -> Shape:
+    return ["content_by_lua_block", [call], []]
 
 
 def _route_page(page: RoutePage) -> list[Shape]:
@@ -91,14 +90,16 @@ def nobody_page_findings(
     blocks: dict[str, list[Block]] = {}
     for d in server.get("block", []):
         a = d["args"] if d["directive"] == "location" else []
-        if len(a) == 1 and (a[0] == NOBODY_PAGE or a[0].startswith(NOBODY_PAGE + "_")):
+        if len(a) == 1 and (a[0] in (NOBODY_PAGE, GRPC_500) or a[0].startswith(NOBODY_PAGE + "_")):
             blocks.setdefault(a[0], []).append(d)
     planned = {p.name: _route_page(p) for p in srv.route_pages}
     if srv.nobody_page:
         planned[NOBODY_PAGE] = [_call()]
+    if srv.grpc_500:
+        planned[GRPC_500] = [_call(GRPC_ERROR_CALL)]
     findings: list[Finding] = []
     for loc in locations:
-        if loc.nobody_check == "page" and not loc.grpc and loc.nobody_page not in planned:
+        if loc.nobody_check == "page" and loc.nobody_page not in planned:
             findings.append(
                 Finding(
                     "round-trip", f"{what}: route {loc.path!r} needs {loc.nobody_page}, not planned"
