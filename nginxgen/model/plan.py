@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from ..spec import Failover, RedisSpec, Timeouts
 from .bff import AggregateRoute, BffSetup, ImageFit, PartTarget
-from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
+from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED, NOBODY_PAGE
 from .route_http import RouteHttp
 from .surface import Surface
 
@@ -252,6 +252,10 @@ class Location(_HashedOnce):
     # gRPC UNAVAILABLE) while its service has nobody to serve (nobody_check).
     dynamic: bool = False
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
+    # Where its `error_page 500` goes (nobody_check "page"): the server's NOBODY_PAGE, or
+    # one of the route's own when the route adds headers (CORS, headers.response), which a
+    # named location of the server would not carry (Surface: HostServer.route_pages).
+    nobody_page: str = NOBODY_PAGE
     # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
     # internal locations; an image_fit route resizes images on the way out.
     aggregate: AggregateRoute | None = None

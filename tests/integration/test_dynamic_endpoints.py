@@ -161,6 +161,52 @@ def test_nobody_alive_answers_503_and_a_return_is_a_push(dynamic_gateway, backen
     assert gw.stop_watch() == 0
 
 
+def test_the_503_carries_the_routes_cors_and_response_headers(dynamic_gateway, backends):
+    # A browser app reads a 503 only with its Access-Control-Allow-Origin: the route's
+    # error_page 500 goes to a page of its own holding the route's add_header lines.
+    a = backends("a")
+    cors = {"origins": ["https://app.test"], "expose_headers": ["X-Count"]}
+    routes = [
+        {"path": "/c/", "service": "app", "cors": cors},
+        {"path": "/h/", "service": "app", "headers": {"response": {"set": {"X-Route": "h"}}}},
+        {"path": "/", "service": "app"},
+    ]
+    gw = dynamic_gateway(app(a), extra={"routes": routes})
+    assert "error_page 500 = @nginxgen_503_0;" in gw.conf.read_text()
+    write_registry(gw.dir, app(a, state="down"))
+    eventually(lambda: who_answers(gw.url, 12, fresh=True) == Counter({"HTTP 503": 12}), 10, "503")
+    origin = {"Origin": "https://app.test"}
+    for _ in range(4):  # on both workers (fresh connections: the 503 closes keep-alive)
+        r = requests.get(f"{gw.url}c/x", headers=origin, timeout=5)
+        assert r.status_code == 503 and r.json() == {
+            "error": "service unavailable",
+            "service": "app",
+        }
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.test"
+        assert r.headers["Access-Control-Expose-Headers"] == "X-Count"
+        assert r.headers["Vary"] == "Origin" and r.headers["Retry-After"] == "5"
+        assert r.headers["X-Request-ID"]
+        r = requests.get(f"{gw.url}h/x", timeout=5)
+        assert r.status_code == 503 and r.headers["X-Route"] == "h" and r.headers["X-Request-ID"]
+    # An origin the route does not list gets no CORS header, as on its other answers.
+    r = requests.get(f"{gw.url}c/x", headers={"Origin": "https://evil.test"}, timeout=5)
+    assert r.status_code == 503 and "Access-Control-Allow-Origin" not in r.headers
+    # A preflight is answered at the gateway, never proxied: 204 whoever is alive.
+    pre = {**origin, "Access-Control-Request-Method": "GET"}
+    r = requests.options(f"{gw.url}c/x", headers=pre, timeout=5)
+    assert r.status_code == 204 and r.headers["Access-Control-Allow-Origin"] == "https://app.test"
+    # A route without CORS or headers is as before: the server's page, the server's headers.
+    r = requests.get(gw.url, headers=origin, timeout=5)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5" and r.headers["X-Request-ID"]
+    assert not any(k.lower().startswith("access-control-") for k in r.headers)
+    assert "X-Route" not in r.headers
+    write_registry(gw.dir, app(a))
+    eventually(lambda: gw.serves_only("a"), 10, "back on a")
+    r = requests.get(f"{gw.url}c/x", headers=origin, timeout=5)
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "https://app.test"
+    assert gw.stop_watch() == 0
+
+
 def test_a_backends_own_500_passes_through_unchanged(dynamic_gateway, backends):
     # The route's error_page 500 answers the balancer's refusal (nobody to serve); a 500
     # the backend sent is its answer, not nginx's, and reaches the client as it was.

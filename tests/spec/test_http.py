@@ -450,6 +450,22 @@ def test_grpc_needs_a_listener_with_http2(tmp_path):
     assert "routes[0].protocol: protocol: grpc needs HTTP/2" in refused(tmp_path, tls_only)
 
 
+def test_a_grpc_route_to_a_split_service_is_refused_naming_the_route(tmp_path):
+    # A split service has only its versions' upstreams: grpc_pass would name none of
+    # them, and `nginx -t` would say "no port in upstream" without naming the route.
+    body = (
+        "nginx: {listen: [8080, {port: 8081, http2: true}]}\n"
+        "services: {carts: {split: {weights: {blue: 50, green: 50}}}}\n"
+        "routes: [{path: /carts.Cart/, service: carts, protocol: grpc}]\n"
+    )
+    message = refused(tmp_path, body)
+    assert message.startswith("4: routes[0].protocol: protocol: grpc cannot go to "), message
+    assert "service 'carts', which has a split (services.carts.split)" in message
+    # The split is ignored with the status listener off (a note): the route is fine then.
+    off = body.replace("nginx: {", "nginx: {status_listen: off, ")
+    assert load(tmp_path, off).routes[0].protocol == "grpc"
+
+
 def test_upstream_tls(tmp_path):
     r = route(tmp_path, "upstream_tls: {ca: ca.pem, sni: Orders.Internal}").routes[0]
     assert r.upstream_tls is not None and r.upstream_tls.sni == "orders.internal"
