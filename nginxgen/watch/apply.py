@@ -337,7 +337,7 @@ class Applier:
             return self._install(result, installed, generation, changed_at, pushed)
         event(
             logging.INFO,
-            f"kept: nginx serves {nginx.output} with the structure of this run's config; "
+            f"kept: nginx serves {nginx.output} as installed (only endpoints moved since); "
             f"{len(delta)} service(s) pushed, no reload",
             generation=theirs,
         )
