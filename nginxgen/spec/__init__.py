@@ -374,7 +374,7 @@ def _format_errors(
         key = dotted_key(loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see the spec reference in the README)"
+            msg = "unknown key (check the spelling; see docs/spec.md)"
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif err["type"] == "union_tag_invalid":

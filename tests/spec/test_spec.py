@@ -27,7 +27,11 @@ BAD = [
         "unknown registry kind 'zookeeper' (one of file, consul,",
     ),
     (GOOD.replace("nginx: {listen: 8080}", "nginx: {listen: 99999}"), "nginx.listen", "range"),
-    (GOOD.replace("nginx: {listen: 8080}", "nginx: {lisen: 8080}"), "nginx.lisen", "unknown key"),
+    (
+        GOOD.replace("nginx: {listen: 8080}", "nginx: {lisen: 8080}"),
+        "nginx.lisen",
+        "unknown key (check the spelling; see docs/spec.md)",
+    ),
     (GOOD.replace("path: /api/", "path: api"), "routes[0].path", "start with '/'"),
     (GOOD.replace("path: /api/", 'path: "/a;b"'), "routes[0].path", "URL path"),
     (GOOD.replace("service: users", 'service: "a b"'), "routes[0].service", "service name"),
