@@ -19,7 +19,11 @@ routes:
 
 # (what to change, the key the message must name, words it must contain)
 BAD = [
-    ("registry: {kind: file, path: services.yaml}\nroutes: []\n", "routes", "at least 1"),
+    (
+        "registry: {kind: file, path: services.yaml}\nroutes: []\n",
+        "routes",
+        "must list at least one route",
+    ),
     ("routes:\n  - {path: /a/, service: users}\n", "registry", "required key is missing"),
     (
         GOOD.replace("kind: file", "kind: zookeeper"),
@@ -68,6 +72,42 @@ def test_bad_spec_names_the_key(tmp_path: Path, text: str, key: str, words: str)
     assert message.startswith(str(path)), message
     assert f": {key}:" in message or not key, message
     assert words in message, message
+
+
+ROUTE = "{path: /a/, service: users"
+# (spec text after `registry:`, the one error line expected after the file name)
+PLAIN = [
+    ("routes: []", "2: routes: must list at least one route"),
+    ("routes: {a: 1}", "2: routes: must be a list"),
+    ("routes: [1]", "2: routes[0]: must be a mapping (key: value) (got 1)"),
+    (
+        f"routes: [{ROUTE}, timeouts: [1]}}]",
+        "2: routes[0].timeouts: must be a mapping (key: value)",
+    ),
+    (
+        f"routes: [{ROUTE}, failover: {{tries: x}}}}]",
+        "2: routes[0].failover.tries: must be a whole number (got 'x')",
+    ),
+    ("routes: [{path: /a/, service: [1]}]", "2: routes[0].service: must be a string"),
+    (
+        f"hosts: [{{server_names: [], routes: [{ROUTE}}}]}}]\nroutes: [{ROUTE}}}]",
+        "2: hosts[0].server_names: must list at least one server name",
+    ),
+    (
+        f"nginx: {{metrics: maybe}}\nroutes: [{ROUTE}}}]",
+        "2: nginx.metrics: must be true or false (got 'maybe')",
+    ),
+    (f"nginx: 3\nroutes: [{ROUTE}}}]", "2: nginx: must be a mapping (key: value) (got 3)"),
+]
+
+
+@pytest.mark.parametrize(("text", "line"), PLAIN)
+def test_spec_errors_are_in_plain_words_not_pydantics(tmp_path: Path, text: str, line: str) -> None:
+    path = tmp_path / "nginxgen.yaml"
+    path.write_text(f"registry: {{kind: file, path: services.yaml}}\n{text}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}:{line}"
 
 
 def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
