@@ -392,6 +392,8 @@ def services(
         source.close()
     for dropped in catalog.dropped:
         err.print(f"[yellow]dropped:[/] {escape(str(dropped))}", soft_wrap=True)
+    for note in catalog.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(catalog_json(catalog), indent=2) + "\n")
         return

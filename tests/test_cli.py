@@ -42,6 +42,28 @@ def test_stdout_carries_only_the_config() -> None:
     assert "dropped:" in result.stderr and "dropped:" not in result.stdout
 
 
+def test_a_renamed_service_is_reported_as_a_note(tmp_path: Path) -> None:
+    (tmp_path / "services.yaml").write_text(
+        'services:\n  "user svc": [{id: u1, address: 127.0.0.1:9001}]\n'
+    )
+    spec = tmp_path / "nginxgen.yaml"
+    spec.write_text(
+        "registry: {kind: file, path: services.yaml}\n"
+        f"nginx: {{flavor: nginx, output: {tmp_path / 'nginx.conf'}}}\n"
+        "routes: [{path: /u/, service: user_svc_70a3811f}]\n"
+    )
+    result = run("render", "-c", str(spec), "--no-nginx-test")
+    assert result.returncode == 0, result.stderr
+    assert "dropped" not in result.stderr
+    assert (
+        "note: service 'user svc' renamed to 'user_svc_70a3811f' (the name is not nginx-safe)"
+        in result.stderr
+    )
+    listed = run("services", "-c", str(spec), "--json")
+    assert json.loads(listed.stdout)["dropped"] == []
+    assert "note: service 'user svc' renamed" in listed.stderr
+
+
 def test_unreadable_registry_exits_1_and_names_it(tmp_path: Path) -> None:
     spec = tmp_path / "nginxgen.yaml"
     spec.write_text("registry: {kind: file, path: nope.yaml}\nroutes: [{path: /, service: a}]\n")
