@@ -323,6 +323,10 @@ def shift(
     if service is not None and service not in splits:
         known = ", ".join(sorted(splits)) or "none"
         fail(f"service {service!r} has no split in {config} (services with one: {known})", 2)
+    if not splits:  # --show (or no arguments) with nothing to show: not silence
+        hint = "a split is set under services.NAME.split; see docs/split.md"
+        err.print(f"no split routes in {config} ({hint})", markup=False, soft_wrap=True)
+        return
     source = open_registry(spec)
     try:
         catalog = source.read()
