@@ -164,7 +164,14 @@ def _render(
     conf_dir = Path(output).absolute().parent if output not in (None, "-") else None
     try:
         result = build(
-            spec, catalog, binary=binary, cache=cache, now=now, observed=observed, conf_dir=conf_dir
+            spec,
+            catalog,
+            binary=binary,
+            cache=cache,
+            now=now,
+            observed=observed,
+            conf_dir=conf_dir,
+            look=conf_dir is None,  # to stdout: no token file created
         )
     except InstallError as exc:  # the Lua modules could not be installed next to -o
         fail(str(exc), 2)
