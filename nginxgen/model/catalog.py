@@ -82,6 +82,8 @@ class Catalog:
     # Split overrides `nginxgen shift` wrote into the registry: service -> raw JSON text,
     # checked against the spec when planned (registry/shift.py, plan/split.py).
     splits: Mapping[str, str] = field(default_factory=dict)
+    # What is worth saying but refuses nothing (a service renamed to an nginx-safe name).
+    notes: tuple[str, ...] = ()
 
     @property
     def instance_count(self) -> int:

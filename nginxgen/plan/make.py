@@ -81,7 +81,7 @@ def make_plan(
     one service; without a memo every service is planned afresh.
     """
     observed = observed or Observed()
-    notes: list[str] = []
+    notes: list[str] = list(catalog.notes)
     refused: list[str] = []
     changes: list[datetime] = []
     upstreams: dict[str, Upstream] = {}

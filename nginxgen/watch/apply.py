@@ -425,7 +425,7 @@ class Applier:
         verb = "reloaded" if self._nginx_running else "installed"
         event(
             logging.INFO,
-            f"{verb}: {diff.summary()} ({REASON_WORDS[reason]})",
+            f"{verb}: {diff.summary(why=REASON_WORDS[reason])}",
             reason=reason,
             generation=generation,
             upstreams=len(plan.upstreams),

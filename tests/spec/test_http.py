@@ -226,7 +226,7 @@ def test_a_bad_host_policy_is_reported_once_at_the_host(tmp_path):
         """,
     )
     assert message.splitlines() == [
-        "4: hosts[0].failover.tries: Input should be greater than or equal to 1 (got 0)"
+        "4: hosts[0].failover.tries: must be greater than or equal to 1 (got 0)"
     ]
 
 
@@ -389,7 +389,7 @@ def test_cors(tmp_path):
     for keys, words in [
         ("cors: {origins: ['*'], credentials: true}", "cannot go with origins '*'"),
         ("cors: {origins: ['https://a.test/']}", "no path or trailing slash"),
-        ("cors: {origins: []}", "at least 1"),
+        ("cors: {origins: []}", "must list at least one origin"),
         ("cors: {origins: ['*', 'https://a.test']}", "not both"),
         ("cors: {origins: ['https://a.test'], max_age: 2d}", "up to 24h"),
         ("methods: [GET], cors: {origins: ['https://a.test'], methods: [GET, DELETE]}", "DELETE"),
