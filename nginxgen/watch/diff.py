@@ -16,7 +16,7 @@ class PlanDiff:
     services_removed: tuple[str, ...] = ()  # gone from the registry: routes answer 503
     # Still in the registry with nobody to serve (routes answer 503): "name: why".
     services_unserved: tuple[str, ...] = ()
-    services_back: tuple[str, ...] = ()  # serving again, never gone from the registry
+    services_back: tuple[str, ...] = ()  # served again (or at last), never gone from the registry
     servers_added: tuple[str, ...] = ()  # "service address"
     servers_removed: tuple[str, ...] = ()
     reweighted: tuple[str, ...] = ()  # "service address 5->10"
@@ -47,7 +47,7 @@ class PlanDiff:
             if key == "services_unserved":  # each value says its own why
                 parts.append("; ".join(values[:limit]) + more)
                 continue
-            label = "serving again" if key == "services_back" else key.replace("_", " ")
+            label = "now serving" if key == "services_back" else key.replace("_", " ")
             parts.append(f"{label}: {', '.join(values[:limit])}{more}")
         if not parts:
             if not self.other:

@@ -94,7 +94,7 @@ def test_agents_register_and_health_moves_units_in_and_out(
     agent_a = start_agent(agents, gw, a)
     start_agent(agents, gw, b)
     both_serving(gw)
-    assert "services added: app" in gw.logs(), gw.logs()
+    assert "now serving: app" in gw.logs(), gw.logs()  # in the spec, nobody until now
 
     client = Client(gw.url)
     client.start()

@@ -55,7 +55,7 @@ def test_a_service_whose_instances_all_drain_is_unserved_not_removed():
     assert d.services_removed == () and d.services_unserved == ("b: every instance draining",)
     assert d.summary() == "b: every instance draining"
     back = diff_plans(drained, old)
-    assert back.services_added == () and back.summary() == "serving again: b"
+    assert back.services_added == () and back.summary() == "now serving: b"
     gone = diff_plans(old, make_plan(spec(), catalog(a=[(1, 1)])))
     assert gone.summary() == "services removed: b"  # not in the registry any more
 
