@@ -1,7 +1,7 @@
 -- The live endpoint feed inside nginx: peers change without a reload.
 --
 --   init(config)    init_by_lua (master): the rendered plan, the token digest, the boot
---                   snapshot; seeds the shared dict (docs/endpoints-feed.md)
+--                   snapshot and its journal; seeds the shared dict (docs/endpoints-feed.md)
 --   init_worker()   init_worker_by_lua: load, then check for new generations every
 --                   poll_interval (10 ms) and report the generation served
 --   push()          content handler of POST /nginxgen/endpoints (loopback, token)
@@ -149,7 +149,8 @@ function _M.init(config)
         log = log,
     })
     local snapshot = cfg.snapshot and read_file(cfg.snapshot)
-    local summary = feed:seed(snapshot, cfg.snapshot)
+    local journal = snapshot and read_file(cfg.snapshot .. ".journal") -- its delta records
+    local summary = feed:seed(snapshot, cfg.snapshot, journal)
     ngx.update_time()
     log("notice", "nginxgen endpoints: serving ", summary, " after ",
         format("%.2f", ngx.now() - started), " s")

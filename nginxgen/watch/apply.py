@@ -23,6 +23,7 @@ from ..deploy.confirm import serving_generation
 from ..deploy.feed import (
     FeedClient,
     Generations,
+    Persisted,
     Pushed,
     SnapshotTexts,
     push_endpoints,
@@ -169,7 +170,8 @@ class Applier:
         # whatever the snapshot of an earlier run holds.
         self.generations = Generations(clock)
         self.generations.observe(snapshot_generation(spec.nginx.snapshot_path))
-        self.snapshots = SnapshotTexts()  # the snapshot's text, one piece per service
+        self.snapshots = SnapshotTexts()  # the snapshot's text and journal (deploy/feed.py)
+        self._journal_note = ""  # why the journal cannot be used, as last logged
         health.served = self.not_served
 
     def adopt(self, spec: Spec, binary: Binary | None) -> None:
@@ -338,7 +340,8 @@ class Applier:
             # holds: the new workers' init prefers it to older pushes (and a restart of
             # nginx alone serves it too).
             try:
-                self.snapshots.write(plan.feed.snapshot, self.generations.next(), plan)
+                gen = self.generations.next()
+                self._persisted(self.snapshots.write(plan.feed.snapshot, gen, plan))
             except InstallError as exc:
                 why = f"endpoint snapshot: {exc}"
                 self.health.applied, self.health.apply_error = False, why
@@ -441,7 +444,7 @@ class Applier:
         reason: str,
         took: dict[str, float] | None = None,
     ) -> Pushed:
-        """Push `delta`, confirm it, persist the snapshot; log and count the result.
+        """Push `delta`, confirm it, persist it (a journal record); log and count the result.
         `took`: seconds of the stages before the push (debounce, read, plan), for the log."""
         gen = self.generations.next()
         try:
@@ -474,10 +477,12 @@ class Applier:
         for i, _pid in enumerate(pushed.workers):
             self.metrics.feed_generation.labels(str(i)).set(gen)
         wrote = self.clock.monotonic()
+        snapshot = plan.feed.snapshot if plan.feed else ""
         try:
-            self.snapshots.write(plan.feed.snapshot if plan.feed else "", gen, plan)
+            # A journal record of the delta (the snapshot itself only now and then).
+            self._persisted(self.snapshots.record(snapshot, gen, plan, delta, self.applied_plan))
         except InstallError as exc:
-            # Served already; the next push or reload writes it again.
+            # Served already; the next push or reload writes the whole snapshot again.
             event(logging.ERROR, f"endpoint snapshot not written: {exc}")
         took = {**(took or {}), "snapshot": self.clock.monotonic() - wrote}
         # The same words as a reload's line (watch/diff.py), so a log reader sees one story.
@@ -493,6 +498,16 @@ class Applier:
             **diff.as_dict(),
         )
         return pushed
+
+    def _persisted(self, persisted: Persisted) -> None:
+        """Say once that the snapshot's journal cannot be used (then every push rewrites
+        the snapshot, as before the journal), and once that it can again."""
+        if persisted.full and persisted.note != self._journal_note:
+            if persisted.note:
+                event(logging.WARNING, persisted.note)
+            else:
+                event(logging.INFO, "endpoint journal started again")
+            self._journal_note = persisted.note
 
     def _planned(self, plan: Plan, pseudo_dead: int) -> None:
         self.last_plan = plan

@@ -1,0 +1,76 @@
+-- Unit tests for nginxgen.endpoints.journal (run inside nginx by test_lua_suites.py): the
+-- framing nginxgen/deploy/journal.py writes, read back the way the master does at start.
+
+local t = require("harness")
+
+local s = t.suite()
+local eq, ok, contains = t.eq, t.ok, t.contains
+
+local function journal()
+    t.fresh({ "nginxgen.endpoints.journal" })
+    return require("nginxgen.endpoints.journal")
+end
+
+-- One record as the sidecar frames it (deploy/journal.py frame()).
+local function frame(payload)
+    return string.format("%d %08x\n", #payload, ngx.crc32_long(payload)) .. payload .. "\n"
+end
+
+local HEADER = "nginxgen-endpoints-journal 1 base=7\n"
+local R8 = '{"generation":8,"services":{"carts":{"peers":[]}}}'
+local R9 = '{"generation":9,"services":{"users":{"peers":[]}}}'
+
+s.case("the checksum is the sidecar's (zlib.crc32)", function()
+    eq(ngx.crc32_long("hello"), 0x3610a686, "crc32 of hello, as Python's zlib computes it")
+    -- deploy/journal.py frame(b"hello"), byte for byte
+    eq(frame("hello"), "5 3610a686\nhello\n")
+end)
+
+s.case("records are read back in order after the header", function()
+    local j = journal()
+    local got = assert(j.parse(HEADER .. frame(R8) .. frame(R9)))
+    eq(got.base, 7)
+    eq(#got.records, 2)
+    eq(got.records[1], R8)
+    eq(got.records[2], R9)
+    eq(got.cut, nil)
+    got = assert(j.parse(HEADER))
+    eq(#got.records, 0, "a journal just started")
+end)
+
+s.case("a torn last record is ignored wherever the write stopped", function()
+    local j = journal()
+    local whole = HEADER .. frame(R8)
+    local last = frame(R9)
+    for cut = 1, #last - 1 do
+        local got = assert(j.parse(whole .. last:sub(1, cut)))
+        eq(#got.records, 1, "cut at " .. cut)
+        eq(got.records[1], R8)
+        contains(got.cut, cut .. " bytes at offset " .. #whole .. ": ")
+    end
+end)
+
+s.case("a damaged record ends the journal there", function()
+    local j = journal()
+    local bad = frame(R8):gsub('"carts"', '"carta"') -- same length, another checksum
+    local got = assert(j.parse(HEADER .. bad .. frame(R9)))
+    eq(#got.records, 0)
+    contains(got.cut, "checksum does not match")
+    got = assert(j.parse(HEADER .. "x y\n" .. frame(R9)))
+    contains(got.cut, "not a record header")
+    got = assert(j.parse(HEADER .. string.rep("9", 40)))
+    contains(got.cut, "an incomplete record header")
+    got = assert(j.parse(HEADER .. "99999999999 00000000\n{}\n"))
+    contains(got.cut, "a record cut short")
+end)
+
+s.case("text that is not a journal is refused as a whole", function()
+    local j = journal()
+    local got, why = j.parse('{"generation": 9}\n')
+    eq(got, nil)
+    contains(why, "not a journal")
+    ok(j.parse("") == nil, "an empty file")
+    ok(j.parse("nginxgen-endpoints-journal 1 base=x\n") == nil, "a bad base")
+end)
+
+return s
