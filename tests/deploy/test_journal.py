@@ -23,6 +23,7 @@ from nginxgen.deploy.journal import Journal, frame, header, journal_path, parse
 from nginxgen.plan import PlanMemo
 from nginxgen.plan.endpoints import changed_endpoints, endpoints
 from nginxgen.util.atomic_write import InstallError
+from tests.helpers.snapshot import boot_endpoints
 
 NAMES = tuple("abcdefghijklmnopqrst")  # enough services for a few records per snapshot
 
@@ -53,21 +54,6 @@ def _dynamic_plan(tmp_path: Any, memo: Any, weights: dict[str, int]) -> Any:
 def doc(gen: int, **ports: int) -> bytes:
     services = {n: {"peers": [{"host": "10.0.0.1", "port": p}]} for n, p in ports.items()}
     return json.dumps({"generation": gen, "services": services}).encode()
-
-
-def replay(snapshot: Path) -> tuple[int, dict[str, Any]]:
-    """What nginx's loader makes of the snapshot and its journal (lua journal.lua does
-    the same, tests/lua/journal_test.lua): the generation and every service's set."""
-    snap = json.loads(snapshot.read_bytes())
-    gen, services = snap["generation"], dict(snap["services"])
-    records = parse(Path(journal_path(str(snapshot))).read_bytes())
-    if records is not None and records.base == gen:
-        for payload in records.payloads:
-            rec = json.loads(payload)
-            if rec["generation"] > gen:
-                gen = rec["generation"]
-                services.update(rec["services"])
-    return gen, services
 
 
 def test_records_are_framed_and_read_back_in_order() -> None:
@@ -135,7 +121,7 @@ def test_a_push_is_a_journal_record_and_the_snapshot_stays(tmp_path) -> None:
         done = texts.record(str(path), gen, plans[-1], delta, plans[-2])
         assert not done.full
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (snap.st_ino, snap.st_mtime_ns)
-    assert replay(path) == (13, endpoints(plans[-1]))
+    assert boot_endpoints(path) == (13, endpoints(plans[-1]))
     assert snapshot_generation(str(path)) == 13
 
 
@@ -150,7 +136,7 @@ def test_the_snapshot_is_rewritten_when_the_journal_outgrows_its_share(tmp_path)
         fulls.append(done.full)
         size = os.path.getsize(journal_path(str(path)))
         assert size * JOURNAL_SHARE <= path.stat().st_size, gen
-        assert replay(path) == (gen, endpoints(plan))
+        assert boot_endpoints(path) == (gen, endpoints(plan))
         last = plan
     assert any(fulls) and not all(fulls), fulls
     assert Path(journal_path(str(path))).read_bytes().startswith(header(0)[:-2])
@@ -165,7 +151,7 @@ def test_a_delta_from_another_plan_than_the_one_on_disk_rewrites_the_snapshot(tm
     plan = _dynamic_plan(tmp_path, memo, {"a": 2, "b": 1, "c": 1})
     done = texts.record(str(path), 11, plan, changed_endpoints(serving, plan), serving)
     assert done.full
-    assert replay(path) == (11, endpoints(plan))
+    assert boot_endpoints(path) == (11, endpoints(plan))
 
 
 def test_after_a_failed_append_the_next_push_rewrites_the_snapshot(tmp_path, monkeypatch) -> None:
@@ -187,7 +173,7 @@ def test_after_a_failed_append_the_next_push_rewrites_the_snapshot(tmp_path, mon
     again = _dynamic_plan(tmp_path, memo, {"a": 3, "b": 1, "c": 1})
     done = texts.record(str(path), 12, again, changed_endpoints(plan, again), plan)
     assert done.full
-    assert replay(path) == (12, endpoints(again))
+    assert boot_endpoints(path) == (12, endpoints(again))
 
 
 def test_a_journal_that_cannot_be_started_leaves_the_snapshot_serving(tmp_path) -> None:
@@ -214,6 +200,6 @@ def test_snapshot_and_journal_always_replay_to_the_last_plan(
     for gen, weights in enumerate(steps, start=2):
         plan = _dynamic_plan(tmp, memo, {"a": 1, "b": 1, "c": 1, **weights})
         texts.record(str(path), gen, plan, changed_endpoints(last, plan), last)
-        assert replay(path) == (gen, endpoints(plan))
+        assert boot_endpoints(path) == (gen, endpoints(plan))
         assert snapshot_generation(str(path)) == gen
         last = plan

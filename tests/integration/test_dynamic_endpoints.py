@@ -22,6 +22,7 @@ import yaml
 
 from tests.helpers import Backend, Client, WatchedGateway, nginx_workers, who_answers
 from tests.helpers import poll_until as eventually
+from tests.helpers.snapshot import boot_endpoints
 
 pytestmark = pytest.mark.requires("nginx-lua")
 
@@ -116,10 +117,10 @@ def test_traffic_moves_to_a_new_instance_without_a_reload(dynamic_gateway, backe
     assert all(ms >= 0 for ms in stages.values()), stages
     status = feed_status(gw)
     assert status["converged"] and {w["pid"] for w in status["workers"]} == pids
-    # The boot snapshot holds what serves, for a restart of nginx alone.
-    snap = json.loads((gw.dir / "nginxgen-endpoints.json").read_text())
-    assert snap["generation"] == status["generation"]
-    assert [p["port"] for p in snap["services"]["app"]["peers"]] == [b.port]
+    # The boot snapshot and its journal hold what serves, for a restart of nginx alone.
+    generation, boot = boot_endpoints(gw.dir / "nginxgen-endpoints.json")
+    assert generation == status["generation"]
+    assert [p["port"] for p in boot["app"]["peers"]] == [b.port]
     assert gw.stop_watch() == 0
 
 
