@@ -22,6 +22,7 @@ local R9 = '{"generation":9,"services":{"users":{"peers":[]}}}'
 
 s.case("the checksum is the sidecar's (zlib.crc32)", function()
     eq(ngx.crc32_long("hello"), 0x3610a686, "crc32 of hello, as Python's zlib computes it")
+    eq(ngx.crc32_long("a"), 0xe8b7be43, "the top bit set: unsigned, as the sidecar writes it")
     -- deploy/journal.py frame(b"hello"), byte for byte
     eq(frame("hello"), "5 3610a686\nhello\n")
 end)
