@@ -308,7 +308,12 @@ class Applier:
                         return self._install(result, installed, generation, changed_at, first)
             # Only split weights changed (nginx.conf does not hold them): a push.
             split = self.splits.push_if_changed(self.spec, self.binary, plan)
+            starting = self.applied_plan is None
             self._succeeded(plan, generation, changed_at, observe=split)
+            if starting:
+                # The first pass of a run settles the heap in full, as a reload does;
+                # otherwise the first push after it would (~0.5 s at 10,000 services).
+                self.heap.settle()
             return Outcome(Result.APPLIED if split else Result.UNCHANGED)
         if text == self.failed_text:
             return Outcome(Result.SKIPPED)
