@@ -164,7 +164,14 @@ def _render(
     conf_dir = Path(output).absolute().parent if output not in (None, "-") else None
     try:
         result = build(
-            spec, catalog, binary=binary, cache=cache, now=now, observed=observed, conf_dir=conf_dir
+            spec,
+            catalog,
+            binary=binary,
+            cache=cache,
+            now=now,
+            observed=observed,
+            conf_dir=conf_dir,
+            look=conf_dir is None,  # to stdout: no token file created
         )
     except InstallError as exc:  # the Lua modules could not be installed next to -o
         fail(str(exc), 2)
@@ -325,6 +332,10 @@ def shift(
     if service is not None and service not in splits:
         known = ", ".join(sorted(splits)) or "none"
         fail(f"service {service!r} has no split in {config} (services with one: {known})", 2)
+    if not splits:  # --show (or no arguments) with nothing to show: not silence
+        hint = "a split is set under services.NAME.split; see docs/split.md"
+        err.print(f"no split routes in {config} ({hint})", markup=False, soft_wrap=True)
+        return
     source = open_registry(spec)
     try:
         catalog = source.read()
@@ -394,6 +405,8 @@ def services(
         source.close()
     for dropped in catalog.dropped:
         err.print(f"[yellow]dropped:[/] {escape(str(dropped))}", soft_wrap=True)
+    for note in catalog.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(catalog_json(catalog), indent=2) + "\n")
         return

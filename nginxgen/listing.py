@@ -80,4 +80,5 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
             {"service": d.service, "instance": d.instance, "field": d.field, "reason": d.reason}
             for d in catalog.dropped
         ],
+        "notes": list(catalog.notes),
     }

@@ -8,11 +8,12 @@ No module keeps a memo of its own.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .deploy.feed import token_digest
+from .deploy.feed import LOCKED_DIGEST, token_digest
 from .deploy.lua_tree import install_lua
 from .deploy.nginx_bin import (
     Binary,
@@ -62,6 +63,18 @@ class BuildCache:
         if known is None:
             known = self.feed_tokens[path] = token_digest(path)
         return known
+
+    def look_token(self, path: str) -> tuple[str, str | None]:
+        """push_token for a build that writes nothing (render to stdout): a token file
+        that is missing is not created (it is a secret, and a look leaves no files), so
+        the digest is a placeholder no token hashes to, and the note says who creates it."""
+        if os.path.lexists(path):
+            return self.push_token(path)
+        note = (
+            f"nginx.endpoints_token {path}: not created by a render to stdout; the config "
+            "holds a placeholder digest (render -o and watch create the token)"
+        )
+        return LOCKED_DIGEST, note
 
     def reload_templates(self, overrides: str | None = None, *, check: bool = False) -> None:
         """SIGHUP, another templates_dir, or (`check`) an edited one: read the templates
@@ -118,12 +131,14 @@ def build(
     now: datetime | None = None,
     observed: Observed | None = None,
     conf_dir: Path | None = None,
+    look: bool = False,
 ) -> Build:
     """`conf_dir`: the directory the config will be written to (render -o, watch); the
-    Lua modules it needs are installed there (deploy/lua_tree.py) before nginx -t."""
+    Lua modules it needs are installed there (deploy/lua_tree.py) before nginx -t.
+    `look`: nothing will be written (render to stdout); no push token is created."""
     now = now or datetime.now(timezone.utc)
     try:
-        plan = plan_pass(spec, catalog, cache=cache, now=now, observed=observed)
+        plan = plan_pass(spec, catalog, cache=cache, now=now, observed=observed, look=look)
     except TokenFileError as exc:
         plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
         return Build(plan, "", Verdict((Finding("feed token", str(exc)),), False))
@@ -137,20 +152,22 @@ def plan_pass(
     cache: BuildCache,
     now: datetime | None = None,
     observed: Observed | None = None,
+    look: bool = False,
 ) -> Plan:
     """The plan stage alone, as `build` runs it (names resolved, the feed token's digest
     filled in): `watch` compares its structure with the one serving before it renders.
-    TokenFileError: the feed token file cannot be used."""
+    TokenFileError: the feed token file cannot be used. `look`: as for `build`."""
     catalog = drop_unresolvable(catalog, cache.hosts)
     plan = make_plan(spec, catalog, now, observed, memo=cache.plans)
+    token = cache.look_token if look else cache.push_token
     if plan.feed is not None:
-        digest, note = cache.push_token(plan.feed.token_path)
+        digest, note = token(plan.feed.token_path)
         plan = replace(plan, feed=replace(plan.feed, token_sha256=digest))
         if note:
             plan = replace(plan, notes=plan.notes + (note,))
     if plan.gateway.split:
         # The split's push uses the same token (nginx.endpoints_token), in either mode.
-        digest, note = cache.push_token(spec.nginx.token_path)
+        digest, note = token(spec.nginx.token_path)
         plan = replace(plan, split_token_sha256=digest)
         if note and plan.feed is None:
             plan = replace(plan, notes=plan.notes + (note,))

@@ -42,6 +42,52 @@ def test_stdout_carries_only_the_config() -> None:
     assert "dropped:" in result.stderr and "dropped:" not in result.stdout
 
 
+def test_a_renamed_service_is_reported_as_a_note(tmp_path: Path) -> None:
+    (tmp_path / "services.yaml").write_text(
+        'services:\n  "user svc": [{id: u1, address: 127.0.0.1:9001}]\n'
+    )
+    spec = tmp_path / "nginxgen.yaml"
+    spec.write_text(
+        "registry: {kind: file, path: services.yaml}\n"
+        f"nginx: {{flavor: nginx, output: {tmp_path / 'nginx.conf'}}}\n"
+        "routes: [{path: /u/, service: user_svc_70a3811f}]\n"
+    )
+    result = run("render", "-c", str(spec), "--no-nginx-test")
+    assert result.returncode == 0, result.stderr
+    assert "dropped" not in result.stderr
+    assert (
+        "note: service 'user svc' renamed to 'user_svc_70a3811f' (the name is not nginx-safe)"
+        in result.stderr
+    )
+    listed = run("services", "-c", str(spec), "--json")
+    assert json.loads(listed.stdout)["dropped"] == []
+    assert "note: service 'user svc' renamed" in listed.stderr
+
+
+def test_a_render_to_stdout_creates_no_token_and_repeats_itself(tmp_path: Path) -> None:
+    (tmp_path / "services.yaml").write_text("services:\n  a: [{id: a1, address: 127.0.0.1:9001}]\n")
+    build = tmp_path / "build"
+    build.mkdir()  # the token's directory exists: a render to stdout still leaves it empty
+    spec = tmp_path / "nginxgen.yaml"
+    spec.write_text(
+        "registry: {kind: file, path: services.yaml}\n"
+        "nginx: {flavor: nginx, endpoints: dynamic, output: build/nginx.conf}\n"
+        "routes: [{path: /a/, service: a}]\n"
+    )
+    first, second = (run("render", "-c", str(spec), "--no-nginx-test") for _ in range(2))
+    assert first.returncode == second.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and 'token_sha256 = "' + "0" * 64 in first.stdout
+    assert list(build.iterdir()) == []
+    token = build / "nginxgen-endpoints.token"
+    assert first.stderr.count(f"note: nginx.endpoints_token {token}: not created by a render") == 1
+    assert "(render -o and watch create the token)" in first.stderr
+    written = run("render", "-c", str(spec), "--no-nginx-test", "-o", str(build / "nginx.conf"))
+    assert written.returncode == 0, written.stderr
+    assert token.exists() and "0" * 64 not in (build / "nginx.conf").read_text()
+    again = run("render", "-c", str(spec), "--no-nginx-test")
+    assert "0" * 64 not in again.stdout and "not created" not in again.stderr  # the real digest
+
+
 def test_unreadable_registry_exits_1_and_names_it(tmp_path: Path) -> None:
     spec = tmp_path / "nginxgen.yaml"
     spec.write_text("registry: {kind: file, path: nope.yaml}\nroutes: [{path: /, service: a}]\n")

@@ -45,6 +45,21 @@ def test_shift_writes_beside_the_file_registry_and_show_reads_it(tmp_path: Path)
     assert "carts: blue=90 green=10 (from spec" in shown.stdout
 
 
+def test_show_without_any_split_says_so(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path,
+        {"nginx": {"output": "nginx.conf"}, "routes": [{"path": "/a/", "service": "a"}]},
+        {"a": [{"id": "a1", "address": "127.0.0.1:9001"}]},
+    )
+    for args in (["--show"], []):
+        r = run_cli("shift", "-c", str(spec), *args)
+        assert r.returncode == 0 and r.stdout == ""
+        assert r.stderr.strip() == (
+            f"no split routes in {spec} (a split is set under services.NAME.split; "
+            "see docs/split.md)"
+        )
+
+
 def test_bad_shifts_are_one_sentence_and_exit_2(tmp_path: Path) -> None:
     spec = setup(tmp_path)
     cases = [

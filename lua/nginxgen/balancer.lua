@@ -10,10 +10,11 @@
 --   log_by_lua_block { require("nginxgen.balancer").log() }   # accounts the last attempt
 --   (with metrics: require("nginxgen.metrics").log(require("nginxgen.balancer").log()))
 --   location @nginxgen_503 { content_by_lua_block { require("nginxgen.balancer").unavailable() } }
+--   location @nginxgen_grpc_500 { content_by_lua_block { require("nginxgen.balancer").grpc_error() } }
 --
 -- A pool with nobody to serve (no peer up with a weight, no backup) is refused on the
 -- request's first try with ngx.ERROR: nginx answers 500 without contacting anyone, and the
--- route's `error_page 500 = @nginxgen_503` (gRPC: @nginxgen_grpc_unavailable) turns it
+-- route's `error_page 500 = @nginxgen_503` (gRPC: @nginxgen_grpc_500) turns it
 -- into the 503 on purpose. This costs nothing on requests that are served: no Lua phase
 -- of the route's own checks whether anyone is there. A peer out for passive failures is
 -- not nobody: that stays nginx's 502.
@@ -195,6 +196,25 @@ function _M.unavailable()
         return answer_503(service)
     end
     return ngx.exit(500)
+end
+
+-- content_by_lua of `location @nginxgen_grpc_500`, where a gRPC route's `error_page 500`
+-- goes (its 502, 503 and 504 are UNAVAILABLE without Lua). The route set
+-- $nginxgen_service. UNAVAILABLE (14: clients may retry) when balance() refused its pool
+-- for nobody to serve; INTERNAL (13) for any other 500 nginx made in the route, a Lua
+-- error say, which no retry mends. A trailers-only answer, as the rendered one.
+function _M.grpc_error()
+    local up = endpoints.upstream(ngx.var.nginxgen_service or "")
+    local header = ngx.header
+    header["Content-Type"] = "application/grpc"
+    if up ~= nil and up.pool.nobody then
+        header["grpc-status"] = "14"
+        header["grpc-message"] = "unavailable"
+    else
+        header["grpc-status"] = "13"
+        header["grpc-message"] = "gateway%20internal%20error" -- percent-encoded, as gRPC says
+    end
+    return ngx.exit(204)
 end
 
 -- The last attempt's outcome: it failed (in nginx's sense: an error, a timeout or an

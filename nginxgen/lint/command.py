@@ -81,6 +81,9 @@ def lint(
         usage(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not paths:
         usage("give at least one config file or directory to lint")
+    for empty in empty_directories(paths):
+        # A gate that checks nothing must not pass: most likely the wrong directory.
+        usage(f"no nginx config files in {empty} (looked for *.conf below it)")
     disabled = set()
     for token in (disable or "").split(","):
         if token.strip():
@@ -116,6 +119,11 @@ def lint(
         if stream is not sys.stdout:
             stream.close()
     raise typer.Exit(summarize(outcome, strict))
+
+
+def empty_directories(paths: list[Path]) -> list[Path]:
+    """The directories given that hold no *.conf file to lint."""
+    return [p for p in paths if p.is_dir() and not expand([str(p)])]
 
 
 def run(paths: list[Path], options: Options) -> Outcome:

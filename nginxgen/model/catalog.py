@@ -18,6 +18,8 @@ STATES = ("up", "starting", "draining", "down")
 # until it reports `up`; nginxgen then ramps it from that moment (see model.observed).
 LIVE_STATES = ("up",)
 MAX_WEIGHT = 1000
+# Per-service digests are summed modulo 2**256 (ServiceDigests): the sum fits a sha256.
+_MODULUS = 1 << 256
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Catalog:
     # Split overrides `nginxgen shift` wrote into the registry: service -> raw JSON text,
     # checked against the spec when planned (registry/shift.py, plan/split.py).
     splits: Mapping[str, str] = field(default_factory=dict)
+    # What is worth saying but refuses nothing (a service renamed to an nginx-safe name).
+    notes: tuple[str, ...] = ()
 
     @property
     def instance_count(self) -> int:
@@ -220,6 +224,3 @@ class ServiceDigests:
             self._known.clear()  # the sum stays right: a digest is made again when needed
         self._known[name] = (instances, digest)
         return digest
-
-
-_MODULUS = 1 << 256

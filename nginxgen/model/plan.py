@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from ..spec import Failover, RedisSpec, Timeouts
 from .bff import AggregateRoute, BffSetup, ImageFit, PartTarget
-from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED
+from .names import CACHE_STATE_DICT, CACHE_STATE_DICT_SIZE, FORWARDING_CLEARED, NOBODY_PAGE
 from .route_http import RouteHttp
 from .surface import Surface
 
@@ -252,6 +252,10 @@ class Location(_HashedOnce):
     # gRPC UNAVAILABLE) while its service has nobody to serve (nobody_check).
     dynamic: bool = False
     http: RouteHttp | None = None  # methods, rewrite, headers, CORS, upstream TLS
+    # Where its `error_page 500` goes (nobody_check "page"): the server's NOBODY_PAGE, or
+    # one of the route's own when the route adds headers (CORS, headers.response), which a
+    # named location of the server would not carry (Surface: HostServer.route_pages).
+    nobody_page: str = NOBODY_PAGE
     # The BFF layer (model/bff.py): an aggregate route fans out in Lua to its parts'
     # internal locations; an image_fit route resizes images on the way out.
     aggregate: AggregateRoute | None = None
@@ -356,25 +360,40 @@ class Plan:
         return next((u for u in self.upstreams if u.name == name), None)
 
 
-def changed_upstreams(old: Plan, new: Plan) -> frozenset[str] | None:
-    """The names of the upstreams that may differ between `old` and `new` (in either, or
-    other objects), when their revisions say so; None when not known: compare them all."""
+class Revised(NamedTuple):
+    """What two plans' revisions say: the upstreams that may differ, and each plan's
+    upstreams by name (the others are the same objects in both)."""
+
+    names: frozenset[str]
+    old: Mapping[str, Upstream]
+    new: Mapping[str, Upstream]
+
+
+def revised(old: Plan, new: Plan) -> Revised | None:
+    """`changed_upstreams`, with both plans' upstreams by name; None when not known."""
     a, b = old.revision, new.revision
     if a is None or b is None or a.upstreams is not old.upstreams:
         return None
     if b.upstreams is not new.upstreams:
         return None
     if a.token is b.token:
-        return frozenset()
-    return b.changed if b.base is a.token else None
+        return Revised(frozenset(), a.by_name, b.by_name)
+    return Revised(b.changed, a.by_name, b.by_name) if b.base is a.token else None
+
+
+def changed_upstreams(old: Plan, new: Plan) -> frozenset[str] | None:
+    """The names of the upstreams that may differ between `old` and `new` (in either, or
+    other objects), when their revisions say so; None when not known: compare them all."""
+    known = revised(old, new)
+    return known.names if known is not None else None
 
 
 def same_structure(old: Plan, new: Plan) -> bool:
     """old.structure == new.structure, looking only at the upstreams that may differ."""
-    names = changed_upstreams(old, new)
-    if names is None:
+    known = revised(old, new)
+    if known is None:
         return old.structure == new.structure
-    a, b = old.revision.by_name, new.revision.by_name  # type: ignore[union-attr]
+    names, a, b = known
     if len(old.upstreams) != len(new.upstreams) or old.structure_parts() != new.structure_parts():
         return False
     return all(n in a and n in b and a[n].shape == b[n].shape for n in names)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .route_http import RouteMaps
+from .route_http import RouteHttp, RouteMaps
 
 # Mozilla's "intermediate" profile (ssl-config.mozilla.org, version 5.7) without its three
 # DHE suites, which need an ssl_dhparam file and which nginx never offers without one.
@@ -24,6 +24,9 @@ TLS_CIPHERS = ":".join(
     )
 )
 GRPC_UNAVAILABLE = "@nginxgen_grpc_unavailable"
+# nginx.endpoints dynamic: where a gRPC route sends the 500s nginx makes; Lua answers
+# UNAVAILABLE while the service has nobody to serve, INTERNAL for any other.
+GRPC_500 = "@nginxgen_grpc_500"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,17 @@ class ServerTLS:
 
 
 @dataclass(frozen=True)
+class RoutePage:
+    """The 503 on purpose of one route that adds headers of its own (CORS, headers.response):
+    a named location of the server, with the route's add_header lines, since the server's
+    shared one (names.NOBODY_PAGE) answers with the server's headers only."""
+
+    name: str  # names.NOBODY_PAGE + "_" + the route's number in the spec
+    http: RouteHttp
+    hsts_var: str | None = None
+
+
+@dataclass(frozen=True)
 class HostServer:
     """A virtual host's server block; its locations are the Plan's with `server == index`."""
 
@@ -62,6 +76,8 @@ class HostServer:
     methods: bool = False  # holds the named location that answers 405 (a route has methods)
     # holds names.NOBODY_PAGE, the 503 of its routes whose Location.nobody_check is "page"
     nobody_page: bool = False
+    route_pages: tuple[RoutePage, ...] = ()  # the routes' own, for those that add headers
+    grpc_500: bool = False  # holds GRPC_500: a gRPC route's nobody_check is "page"
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,7 @@ class CatalogBuilder:
         self._services: dict[str, dict[str, Instance]] = {}
         self._names: dict[str, str] = {}  # safe name -> original registry name
         self._dropped: list[Dropped] = []
+        self._notes: list[str] = []
         self._splits: dict[str, str] = {}
 
     def split(self, service: str, text: str) -> None:
@@ -279,7 +280,10 @@ class CatalogBuilder:
             return None
         name = safe_name(raw_name)
         if name != raw_name and name not in self._names:
-            self.drop(raw_name, "-", f"service name is not nginx-safe; renamed to {name!r}")
+            # Nothing is refused: its instances serve under the new name.
+            self._notes.append(
+                f"service {label(raw_name)!r} renamed to {name!r} (the name is not nginx-safe)"
+            )
         self._services.setdefault(name, {})
         self._names[name] = raw_name
         return name
@@ -308,7 +312,7 @@ class CatalogBuilder:
         return inst
 
     def drop(self, service: Any, instance: Any, reason: str, field: str = "") -> None:
-        """Record a refused (or renamed) entry, or an informational field left out."""
+        """Record a refused entry, or an informational field left out."""
         self._dropped.append(Dropped(label(service), label(instance), _cut(reason, 500), field))
 
     def build(self, version: str = "") -> Catalog:
@@ -317,7 +321,12 @@ class CatalogBuilder:
             for name, insts in sorted(self._services.items())
         }
         return Catalog(
-            services, tuple(self._dropped), self.source, version, splits=dict(self._splits)
+            services,
+            tuple(self._dropped),
+            self.source,
+            version,
+            splits=dict(self._splits),
+            notes=tuple(self._notes),
         )
 
 

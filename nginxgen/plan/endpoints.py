@@ -25,7 +25,7 @@ import hashlib
 import ipaddress
 from typing import Any
 
-from ..model.plan import Plan, Server, Upstream, changed_upstreams
+from ..model.plan import Plan, Server, Upstream, revised
 
 Peer = dict[str, Any]
 EndpointSet = dict[str, Any]  # {"peers": [Peer, ...]}
@@ -123,10 +123,10 @@ def changed_endpoints(old: Plan | None, new: Plan) -> dict[str, EndpointSet]:
     """The services whose endpoint set differs from `old`'s (all of them without `old`).
     Unchanged services are the very objects the plan memo reused, so this costs one
     identity check per service, or nothing for the ones the plans' revisions say are
-    unchanged (model/plan.changed_upstreams)."""
-    names = changed_upstreams(old, new) if old is not None else None
-    if names is not None:
-        a, b = old.revision.by_name, new.revision.by_name  # type: ignore[union-attr]
+    unchanged (model/plan.revised)."""
+    known = revised(old, new) if old is not None else None
+    if known is not None:
+        names, a, b = known
         changed: dict[str, EndpointSet] = {}
         for name in sorted(names):
             u, prev = b.get(name), a.get(name)

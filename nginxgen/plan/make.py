@@ -14,10 +14,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from ..model.catalog import Catalog, ServiceDigests
-from ..model.names import FORWARDING_CLEARED
+from ..model.names import FORWARDING_CLEARED, NOBODY_PAGE
 from ..model.observed import Observed
 from ..model.plan import CacheSetup, FeedSetup, Location, Plan, Revision, Standing, Upstream
-from ..model.surface import StreamBlock, Surface
+from ..model.route_http import RouteHttp
+from ..model.surface import GRPC_500, HostServer, RoutePage, StreamBlock, Surface
 from ..spec import ServicePolicy, Spec, balance_args
 from ..util.heap import without_collector
 from .aggregate import aggregate_locations, image_fit_locations, plan_bff
@@ -80,7 +81,7 @@ def make_plan(
     one service; without a memo every service is planned afresh.
     """
     observed = observed or Observed()
-    notes: list[str] = []
+    notes: list[str] = list(catalog.notes)
     refused: list[str] = []
     changes: list[datetime] = []
     upstreams: dict[str, Upstream] = {}
@@ -203,6 +204,35 @@ def make_plan(
         standings=standings,
         feed=fixed.feed,
         splits=tuple(splits),
+    )
+
+
+def with_nobody_pages(
+    servers: tuple[HostServer, ...], locations: tuple[Location, ...]
+) -> tuple[HostServer, ...]:
+    """Each server with the named locations its routes' `error_page 500` goes to: the
+    shared one, and a route's own where the route adds headers (Location.nobody_page)."""
+    shared: set[int] = set()
+    grpc: set[int] = set()
+    own: dict[int, dict[str, RoutePage]] = {}
+    for loc in locations:
+        if loc.nobody_check != "page":
+            continue
+        if loc.grpc:
+            grpc.add(loc.server)
+        elif loc.nobody_page == NOBODY_PAGE or loc.http is None:
+            shared.add(loc.server)
+        else:
+            page = RoutePage(loc.nobody_page, loc.http, loc.hsts_var)
+            own.setdefault(loc.server, {})[page.name] = page
+    return tuple(
+        replace(
+            s,
+            nobody_page=s.index in shared,
+            route_pages=tuple(own.get(s.index, {}).values()),
+            grpc_500=s.index in grpc,
+        )
+        for s in servers
     )
 
 
@@ -376,11 +406,17 @@ class SpecPlan:
                 out.append(loc)
         locations = tuple(out)
         cache = cache_setup(self.spec, tuple(loc.cache for loc in locations if loc.cache))
-        pages = {loc.server for loc in locations if loc.nobody_check == "page" and not loc.grpc}
-        servers = tuple(replace(s, nobody_page=s.index in pages) for s in self.surface.servers)
+        servers = with_nobody_pages(self.surface.servers, locations)
         surface = replace(self.surface, servers=servers)
         self._last = (frozenset(live), locations, cache, surface)
         return locations, cache, surface
+
+    @staticmethod
+    def _nobody_page(i: int, grpc: bool, http: RouteHttp | None) -> str:
+        """Where the route's `error_page 500` goes (Location.nobody_page)."""
+        if grpc:
+            return GRPC_500
+        return f"{NOBODY_PAGE}_{i}" if http and http.adds_headers else NOBODY_PAGE
 
     def _location(self, i: int, serving: bool) -> Location:
         host, r = self.routes[i]
@@ -421,4 +457,5 @@ class SpecPlan:
             dynamic=self.dynamic,
             snippet=r.snippets.text if r.snippets else None,
             http=http,
+            nobody_page=self._nobody_page(i, r.protocol == "grpc", http),
         )

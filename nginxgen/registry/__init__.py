@@ -4,6 +4,6 @@ secret scrubbing and error wording, with one client per registry kind that the s
 
 from __future__ import annotations
 
-from .errors import Gone, HttpStatusError, RegistryConfigError, RegistryError
+from .errors import Gone, HttpStatusError, RegistryConfigError, RegistryError, UnusableVersion
 
-__all__ = ["Gone", "HttpStatusError", "RegistryConfigError", "RegistryError"]
+__all__ = ["Gone", "HttpStatusError", "RegistryConfigError", "RegistryError", "UnusableVersion"]

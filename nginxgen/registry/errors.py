@@ -22,6 +22,16 @@ class RegistryConfigError(RegistryError):
     set): a usage error to report once and exit 2 on, not an outage to retry."""
 
 
+class UnusableVersion(RegistryError):
+    """The registry is there but what it holds cannot be used (a broken or missing file).
+    `version` is what Source.wait compares with, so a caller backing off wakes on the
+    next edit instead of when its backoff runs out."""
+
+    def __init__(self, message: str, version: str) -> None:
+        super().__init__(message)
+        self.version = version
+
+
 class HttpStatusError(RegistryError):
     """The registry answered, with a status we did not expect."""
 

@@ -13,6 +13,7 @@ from .. import __version__
 from ..model import names
 from ..model.bff import IMAGE_CACHE_ZONE
 from ..model.plan import Location, Plan, Upstream
+from ..model.surface import GRPC_500
 from ..plan.cache import lua_config
 from ..plan.endpoints import plan_document
 from ..spec import NginxSpec
@@ -171,6 +172,7 @@ def gateway_context(plan: Plan) -> dict[str, Any]:
         "mirror_prefix": names.MIRROR_PREFIX,
         "mirrors": mirrors_by_server(plan),
         "nobody_page": names.NOBODY_PAGE,
+        "grpc_500": GRPC_500,
         "feed_dict": names.FEED_DICT,
         "health_dict": names.HEALTH_DICT,
         "health_dict_size": names.HEALTH_DICT_SIZE,

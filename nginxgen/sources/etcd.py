@@ -140,6 +140,7 @@ class _Part:
     services: dict[str, tuple[Instance, ...]]
     dropped: tuple[Dropped, ...]
     splits: dict[str, str]
+    notes: tuple[str, ...] = ()
 
 
 class _Store:
@@ -155,6 +156,7 @@ class _Store:
         self.services: dict[str, tuple[Instance, ...]] = {}
         self.owner: dict[str, str] = {}  # service name -> the group it comes from
         self.dropping: set[str] = set()  # groups with refused entries
+        self.noting: set[str] = set()  # groups with notes (a renamed service)
         # The map of the last catalog and the names touched since (model/catalog.derive):
         # the next catalog says which services changed, so later stages visit those only.
         self.last: ServiceMap | None = None
@@ -180,11 +182,14 @@ class _Store:
         for group in groups:
             old = self.parts.pop(group, None)
             self.dropping.discard(group)
+            self.noting.discard(group)
             part = self._part(group)
             if part is not None:
                 self.parts[group] = part
                 if part.dropped:
                     self.dropping.add(group)
+                if part.notes:
+                    self.noting.add(group)
             now = part.services if part is not None else {}
             for name in old.services if old is not None else ():
                 if name not in now and self.owner.get(name) == group:
@@ -206,7 +211,7 @@ class _Store:
         for key in sorted(keys, key=_key_order):
             add_kv(builder, self.prefix, keys[key])
         built = builder.build()
-        return _Part(dict(built.services), built.dropped, dict(built.splits))
+        return _Part(dict(built.services), built.dropped, dict(built.splits), built.notes)
 
     def catalog(self, source: str) -> Catalog:
         parts = self.parts
@@ -214,7 +219,8 @@ class _Store:
         splits = dict(parts[SPLITS].splits) if SPLITS in parts else {}
         services = derive(self.last, self.services, self.touched)
         self.last, self.touched = services, set()
-        return Catalog(services, dropped, source, str(self.revision), splits=splits)
+        notes = tuple(n for g in sorted(self.noting) for n in parts[g].notes)
+        return Catalog(services, dropped, source, str(self.revision), splits=splits, notes=notes)
 
 
 def _key_order(key_b64: str) -> bytes:

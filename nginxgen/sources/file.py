@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..model.catalog import Catalog, Dropped
 from ..model.validate import CatalogBuilder, label
+from ..registry.errors import UnusableVersion
 from ..registry.file import ServicesFile, digest
 from ..registry.shift import MAX_TEXT, file_path
 from ..spec import FileRegistry
@@ -89,8 +90,16 @@ class FileSource:
             return b""
 
     def read(self) -> Catalog:
-        raw, splits = self._read_whole()
-        catalog = parse_registry(raw, str(self.path), digest(raw + b"\0" + splits))
+        """RegistryError as UnusableVersion: a watcher backing off wakes on the next edit."""
+        try:
+            raw, splits = self._read_whole()
+        except RegistryError as exc:  # missing or still written: any readable version is new
+            raise UnusableVersion(str(exc), "") from None
+        version = digest(raw + b"\0" + splits)
+        try:
+            catalog = parse_registry(raw, str(self.path), version)
+        except RegistryError as exc:  # broken: wait for a version other than this one
+            raise UnusableVersion(str(exc), version) from None
         return parse_splits(catalog, splits, str(self.splits))
 
     def _read_whole(self) -> tuple[bytes, bytes]:

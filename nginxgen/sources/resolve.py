@@ -13,14 +13,17 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from ..model.catalog import Catalog, Dropped, Instance, changed_since
+from ..model.catalog import Catalog, Dropped, Instance, changed_since, derive
+
+Services = Mapping[str, tuple[Instance, ...]]
 
 MAX_HOSTS = 65536
 
 
 class HostKinds:
     """Which hosts are IP literals, remembered (a BuildCache part): hosts repeat on every
-    read, and parsing 20,000 addresses per pass is not free."""
+    read, and parsing 20,000 addresses per pass is not free. Also what the last
+    `drop_unresolvable` was given and answered, so that its answers form a lineage."""
 
     def __init__(self, max_hosts: int = MAX_HOSTS) -> None:
         self.max_hosts = max_hosts
@@ -29,7 +32,8 @@ class HostKinds:
         # object of a service that did not change) and the host names among them.
         self._names: dict[str, tuple[tuple[Instance, ...], frozenset[str]]] = {}
         self._named: set[str] = set()  # the services with host names among them
-        self._last: Mapping[str, tuple[Instance, ...]] | None = None  # of the last call
+        self._last: Services | None = None  # of the last call
+        self.passed: tuple[Services, Services] | None = None  # drop_unresolvable's in, out
 
     def names_in(self, catalog: Catalog) -> set[str]:
         """Every host in `catalog` that is a name, not an IP literal: only the services the
@@ -65,6 +69,11 @@ class HostKinds:
             names |= known[service][1]
         return names
 
+    @property
+    def named(self) -> set[str]:
+        """The services with host names among their instances, as of the last `names_in`."""
+        return self._named
+
     def _entry(self, insts: tuple[Instance, ...]) -> tuple[tuple[Instance, ...], frozenset[str]]:
         return insts, frozenset(i.host for i in insts if not self.is_ip(i.host))
 
@@ -93,23 +102,43 @@ def _resolves(host: str) -> bool:
 
 
 def drop_unresolvable(catalog: Catalog, hosts: HostKinds | None = None) -> Catalog:
-    """`catalog` without the instances whose host name does not resolve now."""
+    """`catalog` without the instances whose host name does not resolve now. Its services
+    derive from the last answer given with the same `hosts` (model/catalog.derive): only
+    the services that have host names, or changed in `catalog` since the last call, may
+    differ, so the stages after it still look at the changed services only."""
     hosts = hosts or HostKinds()
-    is_ip = hosts.is_ip
+    current = catalog.services
     names = sorted(hosts.names_in(catalog))
+    passed, hosts.passed = hosts.passed, (current, current)  # as answered when returned
     if not names:
         return catalog
     with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
         ok = dict(zip(names, pool.map(_resolves, names), strict=True))
+    last_in, last_out = passed if passed is not None else (None, None)
+    moved = changed_since(current, last_in)
     dropped = list(catalog.dropped)
-    services = {}
-    for name, insts in catalog.services.items():
+    answer: dict[str, tuple[Instance, ...]] = {}  # the services that lose instances
+    for name in sorted(hosts.named):
         keep = []
-        for inst in insts:
-            if is_ip(inst.host) or ok[inst.host]:
+        for inst in current[name]:
+            if hosts.is_ip(inst.host) or ok[inst.host]:
                 keep.append(inst)
             else:
                 dropped.append(Dropped(name, inst.id, f"host {inst.host!r} does not resolve"))
-        # Nothing dropped: the very tuple, so identity checks downstream still hold.
-        services[name] = insts if len(keep) == len(insts) else tuple(keep)
-    return replace(catalog, services=services, dropped=tuple(dropped))
+        if len(keep) < len(current[name]):  # else the very tuple, for the identity checks
+            kept, before = tuple(keep), last_out.get(name) if last_out is not None else None
+            answer[name] = before if before == kept else kept  # the last answer's, if equal
+    if not answer and last_out is last_in:
+        return catalog  # nothing dropped, now or the last time: the input's own lineage
+    services = {**current, **answer} if answer else current
+    if moved is None or last_out is None:
+        out = derive(None, services, set())  # no lineage to the last answer: start one
+    else:
+        # Outside `moved` and the services with host names, every tuple is the input's,
+        # which was the last answer's too (a service dropped from then still has names).
+        maybe = moved | hosts.named
+        out = derive(
+            last_out, services, {n for n in maybe if services.get(n) is not last_out.get(n)}
+        )
+    hosts.passed = (current, out)
+    return replace(catalog, services=out, dropped=tuple(dropped))

@@ -372,9 +372,9 @@ def _format_errors(
             loc += (err["ctx"]["discriminator"].strip("'"),)
         line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
         key = dotted_key(loc) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = _plain(err, loc) or err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see the spec reference in the README)"
+            msg = "unknown key (check the spelling; see docs/spec.md)"
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif err["type"] == "union_tag_invalid":
@@ -389,6 +389,58 @@ def _format_errors(
             msg += f" (got {err['input']!r})"
         out.append(f"{path}{f':{line}' if line else ''}: {_cut(key, 120)}: {_cut(msg, 240)}")
     return "\n".join(_capped(list(dict.fromkeys(out)), path))
+
+
+# pydantic's wording for a wrong type, in the words of a YAML file. A tuple or set is
+# written as a list; a model as a mapping.
+_TYPES = {
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "set_type": "must be a list",
+    "frozen_set_type": "must be a list",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "string_type": "must be a string",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+}
+
+
+def _plain(err: Any, loc: tuple[Any, ...]) -> str | None:
+    """pydantic's message for `err` in plain words, or None to keep its own."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _TYPES:
+        return _TYPES[kind]
+    if kind in ("too_short", "too_long"):
+        bound = ctx["min_length"] if kind == "too_short" else ctx["max_length"]
+        item = _item_word(loc)
+        if kind == "too_short" and bound == 1:
+            return f"must list at least one {item}"
+        most = "at least" if kind == "too_short" else "at most"
+        return f"must list {most} {bound} {item}s (got {ctx.get('actual_length', '?')})"
+    if kind == "string_too_short":
+        if ctx["min_length"] == 1:
+            return "must not be empty"
+        return f"must be at least {ctx['min_length']} characters long"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters long"
+    if err["msg"].startswith("Input should be "):  # greater_than, literal_error, enum, ...
+        return "must be " + err["msg"].removeprefix("Input should be ")
+    return None
+
+
+def _item_word(loc: tuple[Any, ...]) -> str:
+    """What a list under `loc` holds: `routes` lists routes, `server_names` server names."""
+    key = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    if len(key) > 1 and key.endswith("s") and not key.endswith("ss"):
+        return key[:-1].replace("_", " ")
+    return "item"
 
 
 def _capped(unique: list[str], path: Path) -> list[str]:

@@ -23,7 +23,8 @@ def _host_label(vh: VirtualHost) -> str:
 
 
 def surface_problem(spec: Spec) -> tuple[Key, str] | None:
-    for check in (_names, _tls, _grpc_listeners, _upstream_agreement, _streams):
+    checks = (_names, _tls, _grpc_listeners, _grpc_split, _upstream_agreement, _streams)
+    for check in checks:
         problem = check(spec)
         if problem:
             return problem
@@ -81,6 +82,23 @@ def _grpc_listeners(spec: Spec) -> tuple[Key, str] | None:
                 return (*vh.route_key(i), "protocol"), (
                     "protocol: grpc needs HTTP/2 from clients, and no listener that serves "
                     "this host has http2: true"
+                )
+    return None
+
+
+def _grpc_split(spec: Spec) -> tuple[Key, str] | None:
+    """A split service has an upstream per version and none of its own, and the version
+    is chosen per HTTP request in Lua: a gRPC route has nothing it could proxy to. With
+    the status listener off the split is ignored (a note), and the route is fine."""
+    if spec.nginx.status_listen == "off":
+        return None
+    for vh in spec.virtual_hosts:
+        for i, r in enumerate(vh.routes):
+            if r.protocol == "grpc" and r.service and spec.service_policy(r.service).split:
+                return (*vh.route_key(i), "protocol"), (
+                    f"protocol: grpc cannot go to service {r.service!r}, which has a split "
+                    f"(services.{r.service}.split): gRPC routes are not split; route the "
+                    "gRPC calls to a service without one"
                 )
     return None
 

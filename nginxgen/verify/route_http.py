@@ -123,7 +123,12 @@ def expected_answers(loc: Location) -> list[Shape]:
 
 def expected_response_headers(loc: Location) -> list[Shape]:
     """The proxying location's own add_header lines (templates/route_proxy.conf.j2)."""
-    h = loc.http
+    return expected_http_headers(loc.http, loc.hsts_var)
+
+
+def expected_http_headers(h: RouteHttp | None, hsts_var: str | None) -> list[Shape]:
+    """A route's own add_header lines, wherever its answers are made: its location, its
+    rendered 503, its own nobody page (templates/route_headers.conf.j2)."""
     if h is None or not h.adds_headers:
         return []
     out: list[Shape] = [["add_header", [n, v, "always"], []] for n, v in h.response_set]
@@ -137,7 +142,8 @@ def expected_response_headers(loc: Location) -> list[Shape]:
             value = f"${c.expose_var}"
             out.append(["add_header", ["Access-Control-Expose-Headers", value, "always"], []])
         out.append(["add_header", ["Vary", "Origin", "always"], []])
-    return [*out, _request_id(), *_hsts(loc)]
+    hsts = [["add_header", ["Strict-Transport-Security", f"${hsts_var}", "always"], []]]
+    return [*out, _request_id(), *(hsts if hsts_var else [])]
 
 
 def expected_tls(h: RouteHttp | None, prefix: str) -> list[list[str]]:
@@ -184,14 +190,19 @@ def compare_route_http(own: list[Block], loc: Location, line: int | None) -> lis
         findings.append(
             Finding("round-trip", f"{what} rewrites {rewrites}, planned {want_rewrite}", line)
         )
-    if loc.upstream is None:
-        return findings
     # Names the plan answers with carry exactly the planned values; a templates_dir
     # partial may add headers of its own (docs/http-surface.md shows one).
-    hidden = {args(d)[0].lower() for d in own if d["directive"] == f"{prefix}_hide_header"}
     planned = expected_response_headers(loc)
     names = {s[1][0].lower() for s in planned}
     added = [s for s in shapes if s[0] == "add_header" and s[1] and s[1][0].lower() in names]
+    if loc.upstream is None:
+        # The rendered 503 (nobody alive): the route's headers, as on its answers.
+        if added != planned:
+            findings.append(
+                Finding("round-trip", f"{what}: its 503's response headers are not planned", line)
+            )
+        return findings
+    hidden = {args(d)[0].lower() for d in own if d["directive"] == f"{prefix}_hide_header"}
     if not {n.lower() for n in (h.hidden if h else ())} <= hidden or added != planned:
         findings.append(
             Finding("round-trip", f"{what}: its response headers are not planned", line)

@@ -46,6 +46,7 @@ from ..util.atomic_write import InstallError
 from ..util.clock import Clock
 from ..util.heap import Settler, without_collector
 from ..util.token_file import TokenFileError, read_token
+from .adopt import feed_generation, read_served, same_but_endpoints, served_delta
 from .certs import CertificateFiles
 from .diff import diff_plans, show_text_diff
 from .flap import FlapDamper
@@ -300,7 +301,7 @@ class Applier:
             if plan.feed is not None and self._nginx_up():
                 # The text matches, but what the workers hold may not: pushes since it
                 # was rendered, or an earlier run's (a sidecar restart). Send the rest.
-                delta = changed_endpoints(self.applied_plan, plan)
+                delta = self._served_delta(plan)
                 if delta:
                     why = "start" if self.applied_plan is None else self._reason(plan)
                     first = self._push(plan, delta, why)
@@ -317,7 +318,40 @@ class Applier:
             return Outcome(Result.APPLIED if split else Result.UNCHANGED)
         if text == self.failed_text:
             return Outcome(Result.SKIPPED)
+        if pushed is None and self.applied_plan is None and installed is not None:
+            kept = self._keep_installed(result, installed, generation, changed_at)
+            if kept is not None:
+                return kept
         return self._install(result, installed, generation, changed_at, pushed)
+
+    def _keep_installed(
+        self, result: Build, installed: str, generation: str, changed_at: float
+    ) -> Outcome | None:
+        """First pass, dynamic mode: nginx serves the installed config, which differs from
+        `result` only in the endpoints it was rendered with (watch/adopt.py). Keep it and
+        push what nginx serves differently; None: install as usual."""
+        plan, nginx = result.plan, self.spec.nginx
+        theirs = config_generation(installed)
+        if plan.feed is None or not result.verdict.ok or self.certs.pending or theirs is None:
+            return None
+        if not self._nginx_up() or serving_generation(nginx.status_listen) != theirs:
+            return None
+        if not same_but_endpoints(installed, result.text, plan):
+            return None
+        delta = self._served_delta(plan)
+        pushed = self._push(plan, delta, "start") if delta else None
+        if pushed is not None and not pushed.ok:
+            return self._install(result, installed, generation, changed_at, pushed)
+        event(
+            logging.INFO,
+            f"kept: nginx serves {nginx.output} as installed (only endpoints moved since); "
+            f"{len(delta)} service(s) pushed, no reload",
+            generation=theirs,
+        )
+        split = self.splits.push_if_changed(self.spec, self.binary, plan)
+        changed = bool(delta) or split
+        self._succeeded(plan, theirs, changed_at, observe=changed)
+        return Outcome(Result.APPLIED if changed else Result.UNCHANGED, pushed=pushed)
 
     def _install(
         self,
@@ -399,7 +433,7 @@ class Applier:
         verb = "reloaded" if self._nginx_running else "installed"
         event(
             logging.INFO,
-            f"{verb}: {diff.summary()} ({REASON_WORDS[reason]})",
+            f"{verb}: {diff.summary(why=REASON_WORDS[reason])}",
             reason=reason,
             generation=generation,
             upstreams=len(plan.upstreams),
@@ -441,6 +475,16 @@ class Applier:
 
     def _nginx_up(self) -> bool:
         return find_master(self.spec.nginx.pid)[0] is not None
+
+    def _served_delta(self, plan: Plan) -> dict[str, EndpointSet]:
+        """What to push for nginx to serve `plan`'s endpoints: the difference from the
+        config of this run that serves, or (first pass) from what nginx was last
+        confirmed to serve, the boot snapshot (watch/adopt.py)."""
+        if self.applied_plan is not None:
+            return changed_endpoints(self.applied_plan, plan)
+        nginx = self.spec.nginx
+        held = feed_generation(nginx.status_listen, nginx.token_path)
+        return served_delta(plan, read_served(nginx.snapshot_path), held)
 
     def _push(
         self,

@@ -8,13 +8,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..model.plan import Plan, Upstream, changed_upstreams
+from ..model.plan import Plan, Standing, Upstream, changed_upstreams
 
 
 @dataclass(frozen=True)
 class PlanDiff:
     services_added: tuple[str, ...] = ()
-    services_removed: tuple[str, ...] = ()  # no upstream any more: routes answer 503
+    services_removed: tuple[str, ...] = ()  # gone from the registry: routes answer 503
+    # Still in the registry with nobody to serve (routes answer 503): "name: why".
+    services_unserved: tuple[str, ...] = ()
+    services_back: tuple[str, ...] = ()  # serving again, never gone from the registry
     servers_added: tuple[str, ...] = ()  # "service address"
     servers_removed: tuple[str, ...] = ()
     reweighted: tuple[str, ...] = ()  # "service address 5->10"
@@ -28,21 +31,31 @@ class PlanDiff:
         fields = {
             "services_added": self.services_added,
             "services_removed": self.services_removed,
+            "services_unserved": self.services_unserved,
+            "services_back": self.services_back,
             "servers_added": self.servers_added,
             "servers_removed": self.servers_removed,
             "reweighted": self.reweighted,
         }
         return {k: list(v) for k, v in fields.items() if v}
 
-    def summary(self, limit: int = 5) -> str:
+    def summary(self, limit: int = 5, why: str = "") -> str:
+        """What changed, then `why` (the reason's words) in brackets. When the plans are
+        the same but nginx reloads anyway (SIGHUP, a renewed certificate), `why` alone."""
         parts = []
         for key, values in self.as_dict().items():
             more = f" (+{len(values) - limit})" if len(values) > limit else ""
-            shown = ", ".join(values[:limit]) + more
-            parts.append(f"{key.replace('_', ' ')}: {shown}")
+            if key == "services_unserved":  # each value says its own why
+                parts.append("; ".join(values[:limit]) + more)
+                continue
+            label = "serving again" if key == "services_back" else key.replace("_", " ")
+            parts.append(f"{label}: {', '.join(values[:limit])}{more}")
         if not parts:
-            parts.append("settings or routes changed" if self.other else "no change")
-        return "; ".join(parts)
+            if not self.other:
+                return why or "no change"
+            parts.append("settings or routes changed")
+        text = "; ".join(parts)
+        return f"{text} ({why})" if why else text
 
 
 def diff_plans(old: Plan | None, new: Plan) -> PlanDiff:
@@ -88,9 +101,18 @@ def _diff(
             for addr in a.keys() & b.keys()
             if a[addr].weight != b[addr].weight
         ]
+    # A service without an upstream that the registry still lists is not "removed".
+    gone = before.keys() - after.keys()
+    came = after.keys() - before.keys()
+    unserved = {n for n in gone if n in new.standings}
+    back = {n for n in came if old is not None and n in old.standings}
     diff = PlanDiff(
-        services_added=tuple(sorted(after.keys() - before.keys())),
-        services_removed=tuple(sorted(before.keys() - after.keys())),
+        services_added=tuple(sorted(came - back)),
+        services_removed=tuple(sorted(gone - unserved)),
+        services_unserved=tuple(
+            f"{n}: {_unserved_why(new.standings[n])}" for n in sorted(unserved)
+        ),
+        services_back=tuple(sorted(back)),
         servers_added=tuple(sorted(added)),
         servers_removed=tuple(sorted(removed)),
         reweighted=tuple(sorted(reweighted)),
@@ -111,6 +133,23 @@ def _plans_differ(old: Plan, new: Plan, names: frozenset[str] | None) -> bool:
         if any(a.get(n) != b.get(n) for n in names):
             return True
     return old != new
+
+
+# A service whose instances all stand the same way, in the words of its log line.
+_ALL_STAND = {
+    "draining": "every instance draining",
+    "pseudo_dead": "every instance pseudo-dead",
+    "out": "every instance down or out",
+}
+
+
+def _unserved_why(standings: tuple[Standing, ...]) -> str:
+    states = {s.state for s in standings}
+    if not states:
+        return "no instances in the registry"
+    if len(states) == 1:
+        return _ALL_STAND.get(states.pop(), "no instance to serve")
+    return "no instance to serve"
 
 
 def show_text_diff(installed: str | None, candidate: str, output: str) -> None:

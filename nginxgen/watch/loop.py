@@ -36,6 +36,7 @@ from ..pipeline import (
     nginx_for_test,
     untested_warning,
 )
+from ..registry.errors import UnusableVersion
 from ..sources import RegistryError, Source, open_source
 from ..spec import Spec, SpecError, load_spec
 from ..status.traffic import PeerTraffic
@@ -210,7 +211,7 @@ class Watcher:
                 if woke == "registry":
                     catalog = self.settle(catalog, changed_at)
                 quiet = self.clock.monotonic() - changed_at - self.read_took
-            except RegistryError:
+            except RegistryError as exc:
                 accepted = self.applier.accepted
                 retry = ("probe", "warmup", "certificate", "templates", "guard")
                 if woke in retry and accepted is not None:
@@ -218,7 +219,8 @@ class Watcher:
                     # do not wait for the registry to return.
                     self.applier.apply_safely(accepted, changed_at)
                     woke = "error"
-                self.sleep(self.backoff.next())
+                if self.back_off(exc):
+                    woke, changed_at = "registry", self.clock.monotonic()
                 continue
             self.backoff.reset()
             if self.stopping:
@@ -268,6 +270,28 @@ class Watcher:
             error=message,
             retry_after=f"{self.backoff.initial:g}s..{self.backoff.cap:g}s",
         )
+
+    def back_off(self, exc: RegistryError) -> bool:
+        """Wait before reading again; True when the registry moved meanwhile. A registry
+        that answers with unusable content (a broken file) is watched meanwhile: its next
+        edit ends the backoff at once. One that is down is not asked until it is over."""
+        delay = self.backoff.next()
+        if not isinstance(exc, UnusableVersion):
+            self.sleep(delay)
+            return False
+        deadline = self.clock.monotonic() + delay
+        while not (self.stopping or self.reload_spec):
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                return False
+            try:
+                # In slices, like wait_for_change: a signal is noticed between them.
+                if self._idle(self._wait, exc.version, min(WAIT_SLICE, left)):
+                    return True
+            except RegistryError:
+                self.sleep(left)
+                return False
+        return False
 
     def settle(self, catalog: Catalog, first_change: float) -> Catalog:
         """Debounce: wait until the registry is quiet for `min`, at most `max` in all.

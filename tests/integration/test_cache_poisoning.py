@@ -386,7 +386,11 @@ def test_a_waiter_whose_filler_is_slower_than_the_wait_goes_upstream_at_once(gat
 
 def test_the_resty_redis_client_shape_works_against_real_redis(gateway):
     """OpenResty's resty.redis (set_timeouts) stood in by tests/lua/resty_shim."""
-    gw = gateway({"ttl": "30s"}, lua_path=(LUA_TESTS / "resty_shim",))
+    gw = gateway(
+        {"ttl": "30s"},
+        redis={"connect_timeout": "100ms", "read_timeout": "200ms"},
+        lua_path=(LUA_TESTS / "resty_shim",),
+    )
     assert gw.get("/c/o").headers["X-Cache"] == "MISS"
     assert gw.get("/c/o").headers["X-Cache"] == "HIT"
     assert gw.backend.count == 1

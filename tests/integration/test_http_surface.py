@@ -241,7 +241,8 @@ def test_websocket_sse_and_grpc_through_the_gateway(workdir, nginx_runner):
 
 def test_grpc_with_nobody_to_serve_is_unavailable_in_dynamic_mode(workdir, nginx_runner):
     # The balancer refuses a pool with nobody (500, contacting no one); the gRPC route's
-    # error_page makes it UNAVAILABLE, the same as a route rendered with nobody alive.
+    # error_page 500 page makes it UNAVAILABLE, the same as a route rendered with nobody
+    # alive, and any other 500 nginx made INTERNAL.
     require_nginx("lua")
     import grpc
 
@@ -261,20 +262,41 @@ def test_grpc_with_nobody_to_serve_is_unavailable_in_dynamic_mode(workdir, nginx
                     {"host": "127.0.0.1", "port": h2c_port, "http2": True},
                 ],
             },
-            "routes": [{"path": "/grpc.health.v1.Health/", "service": "hc", "protocol": "grpc"}],
+            "routes": [
+                {"path": "/grpc.health.v1.Health/", "service": "hc", "protocol": "grpc"},
+                # Any other 500 nginx makes in a gRPC route: here a snippet's.
+                {
+                    "path": "/x.Break/",
+                    "service": "ok",
+                    "protocol": "grpc",
+                    "snippets": "return 500;",
+                },
+            ],
         },
-        {"hc": [{"id": "g1", "address": f"127.0.0.1:{free_port()}", "state": "down"}]},
+        {
+            "hc": [{"id": "g1", "address": f"127.0.0.1:{free_port()}", "state": "down"}],
+            "ok": [{"id": "o1", "address": f"127.0.0.1:{free_port()}"}],
+        },
     )
     conf = workdir / "nginx.conf"
     result = render(spec, conf)
     assert result.returncode == 0, result.stderr
-    assert "error_page 500 502 503 504 = @nginxgen_grpc_unavailable;" in conf.read_text()
+    text = conf.read_text()
+    assert "error_page 500 = @nginxgen_grpc_500;" in text
+    assert "error_page 502 503 504 = @nginxgen_grpc_unavailable;" in text
     nginx = nginx_runner(conf, workdir / "nginx.pid", port)
     channel = grpc_channel(h2c_port)
     with pytest.raises(grpc.RpcError) as caught:
         health_status(channel)
-    channel.close()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Not a 503 JSON: a gRPC answer (trailers-only) the client reads as a status.
+    assert caught.value.details() == "unavailable"
+    # A 500 that is not "nobody to serve" is the gateway's own error: INTERNAL, no retry.
+    with pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary("/x.Break/Call")(b"", timeout=5)
+    channel.close()
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.details() == "gateway internal error"
     assert "connect() failed" not in nginx.errors()
 
 

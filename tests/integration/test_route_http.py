@@ -195,6 +195,44 @@ def test_cors_preflight_and_answers_for_listed_and_other_origins(workdir, backen
     assert r.status_code == 405 and r.headers["Allow"] == "GET, PUT, HEAD"
 
 
+def test_a_rendered_503_carries_the_routes_cors_and_response_headers(workdir, nginx_runner):
+    # endpoints: reload, nobody alive when rendered: the route's own `return 503`.
+    require_nginx()
+    port = free_port()
+    route = {
+        "path": "/api/",
+        "service": "gone",
+        "cors": {"origins": ["https://app.test"]},
+        "headers": {"response": {"set": {"X-Route": "api"}}},
+    }
+    spec = write_spec(
+        workdir,
+        {
+            "nginx": {
+                "flavor": "nginx",
+                "pid": "nginx.pid",
+                "listen": f"127.0.0.1:{port}",
+                "endpoints": "reload",
+                "status_listen": f"127.0.0.1:{free_port()}",
+            },
+            "routes": [route, {"path": "/", "service": "gone"}],
+        },
+        {"gone": [{"id": "g1", "address": "127.0.0.1:9", "state": "down"}]},
+    )
+    conf = workdir / "nginx.conf"
+    result = render(spec, conf)
+    assert result.returncode == 0, result.stderr
+    nginx_runner(conf, workdir / "nginx.pid", port)
+    r = send(port, "GET", "/api/x", Origin="https://app.test")
+    assert r.status_code == 503 and r.json() == {"error": "service unavailable", "service": "gone"}
+    assert cors_headers(r) == {"access-control-allow-origin": "https://app.test"}
+    assert r.headers["Vary"] == "Origin" and r.headers["X-Route"] == "api"
+    assert r.headers["Retry-After"] == "5" and r.headers["X-Request-ID"]
+    r = send(port, "GET", "/x", Origin="https://app.test")
+    assert r.status_code == 503 and cors_headers(r) == {} and "X-Route" not in r.headers
+    assert r.headers["Retry-After"] == "5" and r.headers["X-Request-ID"]
+
+
 def _server_context(pair: tuple[Path, Path], client_ca: Path | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(pair[0]), str(pair[1]))

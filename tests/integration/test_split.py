@@ -130,7 +130,11 @@ def test_mirror_copies_reach_green_and_its_failures_never_reach_the_client(
 
 def test_a_push_shifts_new_requests_without_a_reload(workdir, backends, nginx_runner):
     url, status, _, _, nginx = gateway(
-        workdir, backends, nginx_runner, {"weights": {"blue": 100, "green": 0}}
+        workdir,
+        backends,
+        nginx_runner,
+        {"weights": {"blue": 100, "green": 0}},
+        cors={"origins": ["https://app.test"]},
     )
     master = int((workdir / "nginx.pid").read_text())
     workers = settled_workers(master)
@@ -159,9 +163,11 @@ def test_a_push_shifts_new_requests_without_a_reload(workdir, backends, nginx_ru
         v["bps"], v["live"] = 0, False
     r = requests.post(push, json={"services": {"carts": doc}}, headers=secret, timeout=5)
     assert r.status_code == 200, r.text
-    r = requests.get(url, timeout=5)
+    r = requests.get(url, headers={"Origin": "https://app.test"}, timeout=5)
     assert r.status_code == 503
     assert r.json() == {"error": "service unavailable", "service": "carts"}
+    # The route's own page (it has CORS): a browser app can read the 503.
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.test"
     assert "[error]" not in nginx.errors()
 
 
@@ -178,6 +184,7 @@ def test_a_cached_split_route_with_no_version_answers_the_same_503(
         {"weights": {"blue": 100, "green": 0}},
         top={"redis": {"host": "127.0.0.1", "port": srv.port}},
         cache={"ttl": "30s"},
+        cors={"origins": ["https://app.test"]},
     )
     assert 'require("nginxgen.split").available("carts")' in (workdir / "nginx.conf").read_text()
     assert requests.get(url, timeout=5).headers["X-Backend"] == "blue"
@@ -187,9 +194,11 @@ def test_a_cached_split_route_with_no_version_answers_the_same_503(
     push = f"http://127.0.0.1:{status}/nginxgen/split"
     r = requests.post(push, json={"services": {"carts": doc}}, headers=token_of(workdir), timeout=5)
     assert r.status_code == 200, r.text
-    r = requests.get(url + "other", timeout=5)
+    r = requests.get(url + "other", headers={"Origin": "https://app.test"}, timeout=5)
     assert r.status_code == 503
     assert r.headers["Content-Type"] == "application/json" and r.headers["Retry-After"] == "5"
+    # Answered in the route's own location: its CORS headers are there.
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.test"
     assert r.json() == {"error": "service unavailable", "service": "carts"}
     assert "[error]" not in nginx.errors()
 

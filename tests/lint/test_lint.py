@@ -271,6 +271,21 @@ def test_exit_codes() -> None:
     assert "Traceback" not in missing.stderr + bad_rule.stderr
 
 
+def test_a_directory_without_configs_is_a_usage_error_not_a_pass(tmp_path: Path) -> None:
+    (tmp_path / "README.txt").write_text("no configs here\n")
+    empty = lint_cli(str(tmp_path))
+    assert empty.returncode == 2
+    assert (
+        empty.stderr.strip()
+        == f"error: no nginx config files in {tmp_path} (looked for *.conf below it)"
+    )
+    clean = str(CORPUS / "good" / "hand_written.conf")
+    assert lint_cli(clean, str(tmp_path)).returncode == 2  # one empty directory is enough
+    missing = lint_cli(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"error: {tmp_path / 'nowhere'}: no such file"
+
+
 def test_text_report_shows_file_line_rule_and_the_offending_line() -> None:
     path = CORPUS / "bad" / "NGX007-upstream-duplicate-server.conf"
     result = lint_cli(str(path))

@@ -356,6 +356,53 @@ s.case("a service's view carries health and active requests", function()
     eq(w:service("nope"), nil)
 end)
 
+s.case("a peer a push brings back starts clean; peers that stay keep their record", function()
+    local env = setup({ carts = { peers = peers(81, 82, 83) } }, 1)
+    local master = env.new()
+    master:seed(nil)
+    local w = env.new()
+    w:resync()
+    local up = w.upstreams.carts
+    local health = require("nginxgen.balancer.health")
+    for _, i in ipairs({ 2, 2, 3, 3 }) do -- max_fails 2: 82 and 83 sit out
+        health.failed(up.health, up.pool.all[i])
+    end
+    local function push(gen, list)
+        local body = env.json.encode({ generation = gen, services = { carts = { peers = list } } })
+        eq((master:push(body)), 200)
+        w:sync()
+        local out = {}
+        for _, p in ipairs(w:service("carts").peers) do
+            out[#out + 1] = p.port .. (p.out_for and " out" or "") .. (p.probation and "?" or "")
+        end
+        return table.concat(out, ",")
+    end
+    -- 82 leaves (a restart) while 83 stays (out, and on probation after); 84 is new.
+    eq(push(2, peers(81, 83, 84)), "81,83 out?,84")
+    -- 82 is back on the same address: served at once, on probation; no failures counted.
+    eq(push(3, peers(81, 82, 83, 84)), "81,82?,83 out?,84")
+    eq(w:service("carts").peers[2].fails, 0)
+    -- An answer ends the probation; one failure on probation takes it out again, so a
+    -- registry check that flaps cannot buy a broken peer max_fails requests a time.
+    health.succeeded(up.health, up.pool.all[2])
+    eq(push(4, peers(81, 82, 83, 84)), "81,82,83 out?,84")
+    health.failed(up.health, up.pool.all[2])
+    eq(push(5, peers(81, 83, 84)), "81,83 out?,84")
+    eq(push(6, peers(81, 82, 83, 84)), "81,82?,83 out?,84")
+    health.failed(up.health, up.pool.all[2])
+    eq(push(7, peers(81, 82, 83, 84)), "81,82 out?,83 out?,84")
+    -- Down (or draining) and up again is a way back too; a peer that stays keeps its record.
+    local list = peers(81, 82, 83, 84)
+    list[3].state, list[3].weight = "down", 1
+    eq(push(8, list), "81,82 out?,83 out?,84")
+    eq(push(9, peers(81, 82, 83, 84)), "81,82 out?,83?,84")
+    -- A peer with no record gets none: 84 is never on probation.
+    list = peers(81, 82, 83, 84)
+    list[4].state, list[4].weight = "draining", 0
+    eq(push(10, list), "81,82 out?,83?,84")
+    eq(push(11, peers(81, 82, 83, 84)), "81,82 out?,83?,84")
+end)
+
 s.case("every module loads without touching a global", function()
     t.fresh({ "nginxgen.apikey", "nginxgen.endpoints", "nginxgen.balancer" })
     t.fresh(MODULES)

@@ -245,6 +245,39 @@ def test_passive_health_takes_a_dead_peer_out_and_back(gateway: Factory, backend
         revived.stop()
 
 
+def test_a_peer_that_left_and_came_back_is_served_at_once(gateway: Factory, backends) -> None:
+    """A unit restarted on its address: deregistered, then registered again. What its
+    failures before the restart earned it (out for fail_timeout) no longer holds."""
+    a = backends("a")
+    port = free_port()
+    gw = gateway(
+        {"carts": {"max_fails": 1, "fail_timeout": 60}},
+        {"carts": {"peers": [peer(a.port), peer(port)]}},
+        workers=2,
+    )
+    tried(gw.url("carts"), 10)  # the unit is down: its failures take it out for 60 s
+
+    def unit() -> dict[str, Any]:
+        return next(p for p in gw.feed.status("carts")["peers"] if p["port"] == port)
+
+    def push(gen: int, ports: list[int]) -> None:
+        r = gw.feed.push(
+            {"generation": gen, "services": {"carts": {"peers": list(map(peer, ports))}}}
+        )
+        assert r.status_code == 200, r.text
+        gw.converged(gen)
+
+    assert unit().get("out_for"), unit()
+    push(2, [a.port])
+    restarted = Backend("restarted", port).start()
+    try:
+        push(3, [a.port, port])
+        assert not unit().get("out_for") and unit()["fails"] == 0, unit()
+        assert who_answers(gw.url("carts"), 20)["restarted"] >= 5
+    finally:
+        restarted.stop()
+
+
 def test_the_last_attempt_counts_too(gateway: Factory, backends) -> None:
     """tries 1: no retry reports the failure; the log hook must, or the peer never goes out."""
     live = backends("live")

@@ -72,6 +72,17 @@ def test_unsafe_service_names_map_deterministically_without_collisions() -> None
         )
 
 
+def test_a_renamed_service_is_a_note_not_a_dropped_entry() -> None:
+    b = CatalogBuilder("test")
+    b.add("user svc", id="u1", address="10.0.0.1:80")
+    b.add("user svc", id="u2", address="10.0.0.2:80")  # said once, not per instance
+    cat = b.build()
+    name = safe_name("user svc")
+    assert [i.id for i in cat.services[name]] == ["u1", "u2"]
+    assert cat.dropped == ()
+    assert cat.notes == (f"service 'user svc' renamed to {name!r} (the name is not nginx-safe)",)
+
+
 def test_builder_keeps_good_drops_bad_and_says_why() -> None:
     b = CatalogBuilder("test")
     b.add("api", id="ok", address="10.0.0.1:80")

@@ -112,7 +112,7 @@ BAD = [
     ('balance: "least_conn x"', "takes no arguments"),
     ("warmup: {step_percent: 0}", "greater than"),
     ("warmup: {period: 0s}", "longer than 0s"),
-    ("warmup: maybe", "valid dictionary"),
+    ("warmup: maybe", "must be a mapping (key: value)"),
     ("probe: {path: health}", "URL path"),
     ("probe: {expect_status: [200, 999]}", "expect_status"),
     ("probe: {fall: 0}", "greater than"),

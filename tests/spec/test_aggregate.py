@@ -131,7 +131,7 @@ def test_bad_templates_are_refused(tmp_path, template, why):
             "",
             "strip_prefix",
         ),
-        ("{path: /b, aggregate: {parts: {}}}", "aggregate.parts", "at least 1"),
+        ("{path: /b, aggregate: {parts: {}}}", "aggregate.parts", "must list at least one part"),
         (
             "{path: /b, aggregate: {parts: {1x: {service: a, path: /a}}}}",
             "aggregate.parts.1x",
@@ -152,7 +152,11 @@ def test_bad_templates_are_refused(tmp_path, template, why):
             "",
             "/_nginxgen/",
         ),
-        ("{path: /i, service: a, image_fit: {widths: []}}", "image_fit.widths", "at least 1"),
+        (
+            "{path: /i, service: a, image_fit: {widths: []}}",
+            "image_fit.widths",
+            "must list at least one width",
+        ),
         ("{path: /i, service: a, image_fit: {widths: [10]}}", "image_fit.widths", "16 to 8192"),
         (
             "{path: /i, service: a, image_fit: {widths: [320], from: 'cookie w'}}",

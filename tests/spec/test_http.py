@@ -226,7 +226,7 @@ def test_a_bad_host_policy_is_reported_once_at_the_host(tmp_path):
         """,
     )
     assert message.splitlines() == [
-        "4: hosts[0].failover.tries: Input should be greater than or equal to 1 (got 0)"
+        "4: hosts[0].failover.tries: must be greater than or equal to 1 (got 0)"
     ]
 
 
@@ -389,7 +389,7 @@ def test_cors(tmp_path):
     for keys, words in [
         ("cors: {origins: ['*'], credentials: true}", "cannot go with origins '*'"),
         ("cors: {origins: ['https://a.test/']}", "no path or trailing slash"),
-        ("cors: {origins: []}", "at least 1"),
+        ("cors: {origins: []}", "must list at least one origin"),
         ("cors: {origins: ['*', 'https://a.test']}", "not both"),
         ("cors: {origins: ['https://a.test'], max_age: 2d}", "up to 24h"),
         ("methods: [GET], cors: {origins: ['https://a.test'], methods: [GET, DELETE]}", "DELETE"),
@@ -448,6 +448,22 @@ def test_grpc_needs_a_listener_with_http2(tmp_path):
     # A TLS-only http2 listener does not serve a host without a certificate.
     tls_only = TLS_HOSTS + "routes: [{path: /pkg.Svc/, service: g, protocol: grpc}]\n"
     assert "routes[0].protocol: protocol: grpc needs HTTP/2" in refused(tmp_path, tls_only)
+
+
+def test_a_grpc_route_to_a_split_service_is_refused_naming_the_route(tmp_path):
+    # A split service has only its versions' upstreams: grpc_pass would name none of
+    # them, and `nginx -t` would say "no port in upstream" without naming the route.
+    body = (
+        "nginx: {listen: [8080, {port: 8081, http2: true}]}\n"
+        "services: {carts: {split: {weights: {blue: 50, green: 50}}}}\n"
+        "routes: [{path: /carts.Cart/, service: carts, protocol: grpc}]\n"
+    )
+    message = refused(tmp_path, body)
+    assert message.startswith("4: routes[0].protocol: protocol: grpc cannot go to "), message
+    assert "service 'carts', which has a split (services.carts.split)" in message
+    # The split is ignored with the status listener off (a note): the route is fine then.
+    off = body.replace("nginx: {", "nginx: {status_listen: off, ")
+    assert load(tmp_path, off).routes[0].protocol == "grpc"
 
 
 def test_upstream_tls(tmp_path):

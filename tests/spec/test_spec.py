@@ -19,7 +19,11 @@ routes:
 
 # (what to change, the key the message must name, words it must contain)
 BAD = [
-    ("registry: {kind: file, path: services.yaml}\nroutes: []\n", "routes", "at least 1"),
+    (
+        "registry: {kind: file, path: services.yaml}\nroutes: []\n",
+        "routes",
+        "must list at least one route",
+    ),
     ("routes:\n  - {path: /a/, service: users}\n", "registry", "required key is missing"),
     (
         GOOD.replace("kind: file", "kind: zookeeper"),
@@ -27,7 +31,11 @@ BAD = [
         "unknown registry kind 'zookeeper' (one of file, consul,",
     ),
     (GOOD.replace("nginx: {listen: 8080}", "nginx: {listen: 99999}"), "nginx.listen", "range"),
-    (GOOD.replace("nginx: {listen: 8080}", "nginx: {lisen: 8080}"), "nginx.lisen", "unknown key"),
+    (
+        GOOD.replace("nginx: {listen: 8080}", "nginx: {lisen: 8080}"),
+        "nginx.lisen",
+        "unknown key (check the spelling; see docs/spec.md)",
+    ),
     (GOOD.replace("path: /api/", "path: api"), "routes[0].path", "start with '/'"),
     (GOOD.replace("path: /api/", 'path: "/a;b"'), "routes[0].path", "URL path"),
     (GOOD.replace("service: users", 'service: "a b"'), "routes[0].service", "service name"),
@@ -64,6 +72,42 @@ def test_bad_spec_names_the_key(tmp_path: Path, text: str, key: str, words: str)
     assert message.startswith(str(path)), message
     assert f": {key}:" in message or not key, message
     assert words in message, message
+
+
+ROUTE = "{path: /a/, service: users"
+# (spec text after `registry:`, the one error line expected after the file name)
+PLAIN = [
+    ("routes: []", "2: routes: must list at least one route"),
+    ("routes: {a: 1}", "2: routes: must be a list"),
+    ("routes: [1]", "2: routes[0]: must be a mapping (key: value) (got 1)"),
+    (
+        f"routes: [{ROUTE}, timeouts: [1]}}]",
+        "2: routes[0].timeouts: must be a mapping (key: value)",
+    ),
+    (
+        f"routes: [{ROUTE}, failover: {{tries: x}}}}]",
+        "2: routes[0].failover.tries: must be a whole number (got 'x')",
+    ),
+    ("routes: [{path: /a/, service: [1]}]", "2: routes[0].service: must be a string"),
+    (
+        f"hosts: [{{server_names: [], routes: [{ROUTE}}}]}}]\nroutes: [{ROUTE}}}]",
+        "2: hosts[0].server_names: must list at least one server name",
+    ),
+    (
+        f"nginx: {{metrics: maybe}}\nroutes: [{ROUTE}}}]",
+        "2: nginx.metrics: must be true or false (got 'maybe')",
+    ),
+    (f"nginx: 3\nroutes: [{ROUTE}}}]", "2: nginx: must be a mapping (key: value) (got 3)"),
+]
+
+
+@pytest.mark.parametrize(("text", "line"), PLAIN)
+def test_spec_errors_are_in_plain_words_not_pydantics(tmp_path: Path, text: str, line: str) -> None:
+    path = tmp_path / "nginxgen.yaml"
+    path.write_text(f"registry: {{kind: file, path: services.yaml}}\n{text}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}:{line}"
 
 
 def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:

@@ -115,7 +115,34 @@ def test_a_route_rendered_other_than_planned_fails(
             '"https://app.test" "https://app.test"', "https://app.test https://app.test"
         )
     assert old in text, old
-    verdict = verify(text.replace(old, new, 1), built.plan)
+    # The last one: a route's own 503 page, rendered before the routes, repeats its headers.
+    head, _, tail = text.rpartition(old)
+    verdict = verify(head + new + tail, built.plan)
+    assert not verdict.ok
+    assert any(complaint in str(f) for f in verdict.findings), verdict.findings
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "complaint"),
+    [
+        # the route's own 503 without its CORS header: a browser app could not read it
+        (
+            "add_header Access-Control-Allow-Origin $nginxgen_cors_0 always;",
+            "",
+            "its @nginxgen_503_3 is not as planned",
+        ),
+        # the route's 500 sent to the server's page, which carries the server's headers only
+        ("error_page 500 = @nginxgen_503_3;", "error_page 500 = @nginxgen_503;", "nobody to serve"),
+        ("location @nginxgen_503_3 {", "location @nginxgen_503_9 {", "unplanned @nginxgen_503_9"),
+    ],
+)
+def test_a_routes_own_nobody_page_other_than_planned_fails(
+    built: Build, old: str, new: str, complaint: str
+) -> None:
+    # nginx.endpoints dynamic (the default here): a route with headers has its own page.
+    assert "location @nginxgen_503 {" in built.text  # /m/ and /rw/ add no headers
+    assert old in built.text, old
+    verdict = verify(built.text.replace(old, new, 1), built.plan)
     assert not verdict.ok
     assert any(complaint in str(f) for f in verdict.findings), verdict.findings
 

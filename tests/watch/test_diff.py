@@ -96,3 +96,29 @@ def test_a_derived_plan_is_diffed_by_its_changed_upstreams_only(monkeypatch) -> 
     seen.clear()
     assert diff_plans(replace(old, revision=None), new) == d
     assert sorted(seen) == ["a", "a", "b", "b", "c", "c"], "no lineage: every upstream"
+
+
+def _draining(name: str, *ports: int) -> tuple[Instance, ...]:
+    return tuple(Instance(f"{name}{p}", name, "127.0.0.1", p, state="draining") for p in ports)
+
+
+def test_a_service_whose_instances_all_drain_is_unserved_not_removed():
+    old = make_plan(spec(), catalog(a=[(1, 1)], b=[(2, 1)]))
+    drained = make_plan(spec(), Catalog({**catalog(a=[(1, 1)]).services, "b": _draining("b", 2)}))
+    d = diff_plans(old, drained)
+    assert d.services_removed == () and d.services_unserved == ("b: every instance draining",)
+    assert d.summary() == "b: every instance draining"
+    back = diff_plans(drained, old)
+    assert back.services_added == () and back.summary() == "serving again: b"
+    gone = diff_plans(old, make_plan(spec(), catalog(a=[(1, 1)])))
+    assert gone.summary() == "services removed: b"  # not in the registry any more
+
+
+def test_a_reload_with_the_same_plan_says_why_alone():
+    plan = make_plan(spec(), catalog(a=[(1, 1)]))
+    same = diff_plans(plan, make_plan(spec(), catalog(a=[(1, 1)])))
+    assert same.summary(why="spec reloaded") == "spec reloaded"  # not "no change (...)"
+    moved = diff_plans(plan, make_plan(spec(), catalog(a=[(2, 1)])))
+    assert moved.summary(why="spec reloaded") == (
+        "servers added: a 127.0.0.1:2; servers removed: a 127.0.0.1:1 (spec reloaded)"
+    )

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from nginxgen.model.catalog import Catalog, Instance
-from nginxgen.sources import RegistryError
-from nginxgen.spec import Spec
+from nginxgen.registry import UnusableVersion
+from nginxgen.sources import RegistryError, Source
+from nginxgen.sources.file import FileSource
+from nginxgen.spec import FileRegistry, Spec
 from nginxgen.watch.apply import Result
 from nginxgen.watch.loop import Options, Watcher
 from nginxgen.watch.telemetry import Health, Metrics
 from tests.helpers import REPO, fake_master
 from tests.helpers.clock import FakeClock
+from tests.helpers.poll import poll_until
 from tests.helpers.source import FakeSource
 
 
@@ -38,10 +44,12 @@ def make_spec(tmp_path: Path, **watch: object) -> Spec:
 def watcher(tmp_path, monkeypatch):
     """Factory: a Watcher on `source` (and its clock), with no nginx binary to test with."""
 
-    def make(source: FakeSource, **watch: object) -> Watcher:
+    def make(source: Source, **watch: object) -> Watcher:
         monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
         spec = make_spec(tmp_path, **watch)
-        return Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
+        return Watcher(
+            tmp_path / "nginxgen.yaml", spec, source=source, clock=getattr(source, "clock", None)
+        )
 
     return make
 
@@ -165,6 +173,65 @@ def test_registry_errors_mark_stale_and_keep_the_applied_config(watcher, tmp_pat
     source.broken = False
     w.read()
     assert w.health.status()[0] == 200
+
+
+class BrokenFile(FakeSource):
+    """A registry that answers, with content that cannot be used until version 1."""
+
+    def read(self) -> Catalog:
+        self._publish_due()
+        if self.version < 1:
+            raise UnusableVersion("fake file: services is not a mapping", str(self.version))
+        return super().read()
+
+
+def test_an_edit_of_a_broken_registry_ends_the_backoff_at_once(watcher):
+    clock = FakeClock()
+    source = BrokenFile(9001, clock=clock)
+    w = watcher(source, backoff={"initial": "30s", "max": "30s"})
+    with pytest.raises(UnusableVersion) as failed:
+        w.read()
+    start = clock.now
+    source.at(start + 2, 9002)  # repaired two seconds into a backoff of 15..30 s
+    assert w.back_off(failed.value) is True
+    assert clock.now - start == pytest.approx(2)
+    assert [i.port for i in w.read().services["app"]] == [9002]
+
+
+def test_an_unreachable_registry_is_not_asked_until_the_backoff_is_over(watcher):
+    clock = FakeClock()
+    source = FakeSource(9001, clock=clock)
+    source.broken = True
+    w = watcher(source, backoff={"initial": "30s", "max": "30s"})
+    waits: list[float] = []
+    source.wait = lambda version, timeout: bool(waits.append(timeout))  # type: ignore[method-assign]
+    with pytest.raises(RegistryError) as failed:
+        w.read()
+    start = clock.now
+    assert w.back_off(failed.value) is False
+    assert clock.now - start >= 15 and waits == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+def test_the_loop_reads_a_repaired_registry_file_on_its_inotify_event(watcher, tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text("services: [1, 2]\n")  # broken from the start: the loop backs off
+    source = FileSource(FileRegistry(kind="file", path=str(path), poll=60))
+    w = watcher(source, backoff={"initial": "30s", "max": "30s"})
+    loop = threading.Thread(target=w.loop, daemon=True)
+    loop.start()
+    try:
+        poll_until(lambda: w.metrics.read_errors._value.get() >= 1, 20, "the failed read")
+        time.sleep(0.3)  # well into the 15..30 s backoff
+        repaired = time.monotonic()
+        path.write_text("services:\n  app: [{id: a, address: 127.0.0.1:9005}]\n")
+        output = tmp_path / "nginx.conf"
+        poll_until(lambda: output.exists() and "9005" in output.read_text(), 12, "the repair")
+        assert time.monotonic() - repaired < 12  # not at the backoff's end (15 s or later)
+    finally:
+        w.stopping = True
+        loop.join(timeout=10)
+        source.close()
 
 
 def test_loop_wakes_when_a_planned_change_falls_due(watcher):
@@ -391,7 +458,9 @@ def test_a_changed_certificate_reloads_once_with_reason_certificate(tmp_path, mo
     )
     monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
     source = FakeSource(9001)
-    w = Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
+    w = Watcher(
+        tmp_path / "nginxgen.yaml", spec, source=source, clock=getattr(source, "clock", None)
+    )
     reloads = w.metrics.reloads.labels("certificate")
     assert w.apply(source.read()).result is Result.APPLIED
     assert not w.applier.certs.changed()
@@ -422,7 +491,9 @@ def test_an_edited_template_reloads_once_with_reason_templates(tmp_path, monkeyp
     spec = make_spec(tmp_path).model_copy(update={"templates_dir": str(partials)})
     monkeypatch.setattr("nginxgen.watch.loop.nginx_for_test", lambda *args: None)
     source = FakeSource(9001)
-    w = Watcher(tmp_path / "nginxgen.yaml", spec, source=source, clock=source.clock)
+    w = Watcher(
+        tmp_path / "nginxgen.yaml", spec, source=source, clock=getattr(source, "clock", None)
+    )
     reloads = w.metrics.reloads.labels("templates")
     conf = tmp_path / "nginx.conf"
     assert w.apply(source.read()).result is Result.APPLIED

@@ -8,7 +8,8 @@
 -- has passed; a success ends the probation. max_fails 0 (or fail_timeout 0) turns it off.
 -- Keys: a|U   something failed in U recently (one lookup answers "all healthy")
 --       f|U|K failures in the current window   d|U|K out   p|U|K on probation
--- Every key expires by itself, so peers that left the upstream leave no state behind.
+-- Every key expires by itself, so peers that left the upstream leave no state behind; a
+-- peer a push adds back (it left, or was not up) is back at once, on probation (returned).
 
 local _M = {}
 
@@ -89,6 +90,25 @@ function _M.reset(h, peers)
         local k = prefix .. peers[i].key
         dict:delete("d" .. k)
         dict:delete("f" .. k)
+    end
+end
+
+-- Peers a push brought (back) into the upstream: {key, fail_timeout} each. The registry
+-- and the probes have just vouched for them, so one that sits out is back at once — but
+-- on probation for a fail_timeout, so a unit still broken is out after one failure, and a
+-- registry check that flaps cannot buy a failing peer max_fails requests per flap. Peers
+-- with no record stay without one.
+function _M.returned(h, peers)
+    local dict, prefix = h.dict, h.prefix
+    for i = 1, #peers do
+        local k, ft = prefix .. peers[i][1], peers[i][2]
+        local d, f, p = "d" .. k, "f" .. k, "p" .. k
+        if ft > 0 and (dict:get(d) or dict:get(f) or dict:get(p)) then
+            dict:delete(d)
+            dict:delete(f)
+            dict:set(p, true, ft)
+            mark_recent(h, ft)
+        end
     end
 end
 

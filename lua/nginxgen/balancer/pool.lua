@@ -84,13 +84,22 @@ local function build_ring(peers)
     return pts, own
 end
 
+local function address(host)
+    if find(host, ":", 1, true) then
+        return "[" .. host .. "]" -- set_current_peer parses a URL: IPv6 needs brackets
+    end
+    return host
+end
+
+-- A peer's key, "ip:port" ("[ip6]:port"): what passive health and least_conn count by.
+function _M.key(host, port)
+    return format("%s:%d", address(host), port)
+end
+
 -- One peer as the pool keeps it. store.decode builds these directly (make_peer), so a
 -- rebuild of 10,000 services allocates one table per peer, not two.
 function _M.peer(host, port, weight, state, backup, max_fails, fail_timeout)
-    local addr = host
-    if find(host, ":", 1, true) then
-        addr = "[" .. host .. "]" -- set_current_peer parses a URL: IPv6 needs brackets
-    end
+    local addr = address(host)
     return {
         host = host, addr = addr, port = port, key = format("%s:%d", addr, port),
         weight = weight, state = state, backup = backup,

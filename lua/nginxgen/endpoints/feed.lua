@@ -152,6 +152,41 @@ local function commit(self, gen, entries, wait_for, equal_ok)
     return seq
 end
 
+-- The peers of `entry` that were not up in service `name` before this push: the ones it
+-- adds, or brings back up, as {key, fail_timeout} (health.returned). A unit restarted on
+-- its address would otherwise sit out the fail_timeout its failures before the restart
+-- earned it, though the registry and the probes say it is back. Only upstreams where
+-- something failed lately hold any record; what was up before is read from this worker's
+-- pool when it serves the stored entry (no decode), from the dict otherwise.
+local function arrivals(self, name, entry)
+    local up = self.upstreams[name]
+    if up == nil or not health.recent(up.health) then
+        return nil
+    end
+    local before
+    if up.generation == store.current(self.dict, name) then
+        before = up.pool.all
+    else
+        local text = store.read(self.dict, name)
+        before = text and store.decode(text, pool.peer)
+        before = before and before.peers
+    end
+    local was_up = {}
+    for _, p in ipairs(before or EMPTY.peers) do
+        if p.state == "up" then
+            was_up[p.key] = true
+        end
+    end
+    local back = {}
+    for _, p in ipairs(entry.peers) do
+        local k = pool.key(p.host, p.port)
+        if p.state == "up" and not was_up[k] then
+            back[#back + 1] = { k, p.fail_timeout }
+        end
+    end
+    return #back > 0 and back or nil
+end
+
 -- A push body (raw JSON text) → HTTP status and an answer table. Nothing is written
 -- unless the whole body is valid and its generation newer than the current one.
 function Feed:push(body, yield)
@@ -172,9 +207,20 @@ function Feed:push(body, yield)
             current = current,
         }
     end
+    local back, seen = {}, 0
+    for name, entry in pairs(push.services) do
+        back[name] = arrivals(self, name, entry)
+        seen = seen + 1
+        if yield and seen % BATCH == 0 then
+            yield()
+        end
+    end
     local seq, status, answer = commit(self, push.generation, push.services, 1, false)
     if not seq then
         return status, answer
+    end
+    for name, keys in pairs(back) do
+        health.returned(self.upstreams[name].health, keys)
     end
     local n = 0
     for _ in pairs(push.services) do

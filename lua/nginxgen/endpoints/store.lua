@@ -183,6 +183,11 @@ function _M.read(dict, name)
     return nil
 end
 
+-- The generation of NAME's current entry (nil: none).
+function _M.current(dict, name)
+    return dict:get("c|" .. name)
+end
+
 -- Commits after `since`: (names changed, generation, seq) or (nil, gen, seq) when the log
 -- no longer reaches back that far and the caller must read every service again.
 function _M.changes(dict, since)
