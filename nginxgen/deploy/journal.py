@@ -27,13 +27,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import zlib
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..util.atomic_write import InstallError, write_atomic
 
 MAGIC = b"nginxgen-endpoints-journal 1"
+# A record header exactly as Lua's pattern "^(%d+) (%x%x%x%x%x%x%x%x)$" reads it: int()
+# alone would also take "+1", "1_0" or "0x00ffff", which nginx refuses.
+_RECORD_HEADER = re.compile(rb"(\d+) ([0-9a-fA-F]{8})")
 
 
 def journal_path(snapshot: str) -> str:
@@ -83,13 +88,10 @@ def _frame_at(data: bytes, pos: int) -> tuple[bytes, int] | str:
     nl = data.find(b"\n", pos, pos + 32)
     if nl < 0:
         return "an incomplete record header"
-    parts = data[pos:nl].split(b" ")
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 8:
+    head = _RECORD_HEADER.fullmatch(data, pos, nl)
+    if head is None:
         return "not a record header"
-    try:
-        length, crc = int(parts[0]), int(parts[1], 16)
-    except ValueError:
-        return "not a record header"
+    length, crc = int(head[1]), int(head[2], 16)
     end = nl + 1 + length
     if end + 1 > len(data):
         return "a record cut short"
@@ -99,29 +101,61 @@ def _frame_at(data: bytes, pos: int) -> tuple[bytes, int] | str:
     return payload, end + 1
 
 
-def record_generation(payload: bytes) -> int | None:
+class Replayed(NamedTuple):
+    """What nginx's init makes of a snapshot and its journal (feed.lua replay)."""
+
+    generation: int
+    services: dict[str, Any]
+    applied: int  # records applied
+
+
+def replay(generation: int, services: dict[str, Any], data: bytes | None) -> Replayed:
+    """The snapshot (`generation`, `services`) with the records of the journal in `data`
+    (None: none) that continue it applied in order, as nginx's init does: the first record
+    that is not a push document above the one before ends the replay, as a torn one does
+    (applying those after it would serve a state that never existed). nginx also refuses
+    a record whose content schema.lua rejects; here it counts, so the generation is on
+    the high side then: pushing above what nginx holds is always safe, and adopt.py
+    trusts a snapshot only when the feed holds exactly its generation."""
+    records = parse(data) if data is not None else None
+    if records is None or records.base != generation:
+        return Replayed(generation, services, 0)
+    out, applied = dict(services), 0
+    for payload in records.payloads:
+        doc = _push_document(payload)
+        if doc is None or doc[0] <= generation:
+            break
+        generation, applied = doc[0], applied + 1
+        out.update(doc[1])
+    return Replayed(generation, out, applied)
+
+
+def _push_document(payload: bytes) -> tuple[int, dict[str, Any]] | None:
     try:
         doc = json.loads(payload)
     except ValueError:
         return None
-    gen = doc.get("generation") if isinstance(doc, dict) else None
-    return gen if isinstance(gen, int) and not isinstance(gen, bool) else None
+    if not isinstance(doc, dict):
+        return None
+    gen, services = doc.get("generation"), doc.get("services")
+    if not isinstance(gen, int) or isinstance(gen, bool) or not isinstance(services, dict):
+        return None
+    return gen, services
+
+
+def read_journal(path: str) -> bytes | None:
+    """The journal's bytes; None when it cannot be read (nginx then ignores it too)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def effective_generation(path: str, snapshot: int) -> int:
     """The generation nginx holds after loading the snapshot (at `snapshot`) and its
-    journal at `path`: the newest record's, when the journal continues this snapshot.
-    On the high side when in doubt (a record nginx would skip for its content still
-    counts): a generation above what nginx holds is always safe to push."""
-    try:
-        with open(path, "rb") as fh:
-            records = parse(fh.read())
-    except OSError:
-        return snapshot
-    if records is None or records.base != snapshot:
-        return snapshot
-    gens = (record_generation(p) for p in records.payloads)
-    return max((g for g in gens if g is not None), default=snapshot)
+    journal at `path` (`replay`)."""
+    return replay(snapshot, {}, read_journal(path)).generation
 
 
 class Journal:

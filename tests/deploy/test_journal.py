@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,35 @@ def test_a_damaged_record_ends_the_journal_there() -> None:
     got = parse(header(7) + bad + second)
     assert got is not None and got.payloads == ()
     assert "checksum does not match" in got.cut
+
+
+def test_a_record_header_is_read_as_strictly_as_nginx_reads_it() -> None:
+    """Lua's pattern takes digits, a space and 8 hex digits: nothing int() would also take."""
+    payload = doc(8, a=1)
+    crc = b"%08x" % zlib.crc32(payload)
+    for bad in (b"+%d %s", b"%d 0x%s", b"%d %s_", b" %d %s", b"%d  %s"):
+        head = bad % (len(payload), crc[2:] if b"0x" in bad else crc)
+        got = parse(header(7) + head + b"\n" + payload + b"\n")
+        assert got is not None and got.payloads == () and "header" in got.cut, bad
+    wide = b"%d 0x00%s" % (len(payload), crc[4:])  # 8 characters, int(..., 16) takes it
+    got = parse(header(7) + wide + b"\n" + payload + b"\n")
+    assert got is not None and got.payloads == (), wide
+
+
+def test_the_replay_stops_at_the_first_record_nginx_refuses(tmp_path) -> None:
+    """As feed.lua's replay: records after a refused one are not applied (they would
+    serve a state that never existed), and the generation is the last applied one's."""
+    path = tmp_path / "endpoints.json"
+    write_snapshot(str(path), 42, {"a": {"peers": []}})
+    with open(journal_path(str(path)), "ab") as fh:
+        fh.write(frame(doc(50, a=1)) + frame(b"[1]") + frame(doc(60, b=2)))
+    assert snapshot_generation(str(path)) == 50
+    (tmp_path / "endpoints.json.journal").write_bytes(
+        header(42) + frame(doc(50, a=1)) + frame(doc(49, b=1)) + frame(doc(60, b=2))
+    )
+    assert snapshot_generation(str(path)) == 50, "a generation not above the one before"
+    done = journal.replay(42, {"a": 0}, (tmp_path / "endpoints.json.journal").read_bytes())
+    assert done == journal.Replayed(50, {"a": {"peers": [{"host": "10.0.0.1", "port": 1}]}}, 1)
 
 
 def test_the_effective_generation_counts_the_journal_of_this_snapshot_only(tmp_path) -> None:

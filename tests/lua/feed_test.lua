@@ -193,25 +193,30 @@ s.case("a journal of another snapshot is ignored", function()
     contains(env.logged[1], "continues generation 8, not the snapshot's 20; ignored")
 end)
 
-s.case("bad records and unknown services are skipped with a log line, never a failed start", function()
+s.case("unknown services are skipped; a bad record ends the replay, never a failed start", function()
     local env = setup({ carts = { peers = peers(81) }, users = { peers = peers(91) } }, 3)
     local snap = record(env.json, 8, { carts = { peers = peers(85) } })
     local j = journal_of(8,
-        record(env.json, 9, { carts = { peers = { { host = "evil", port = 1 } } } }),
-        "{not json",
-        record(env.json, 10, { gone = { peers = peers(1) }, users = { peers = peers(96) } }),
-        record(env.json, 10, { carts = { peers = peers(99) } }),
+        record(env.json, 9, { gone = { peers = peers(1) }, users = { peers = peers(96) } }),
+        record(env.json, 10, { carts = { peers = { { host = "evil", port = 1 } } } }),
         record(env.json, 12, { carts = { peers = peers(88) } }))
-    contains(env.new():seed(snap, "snap.json", j), "generation 12")
+    contains(env.new():seed(snap, "snap.json", j), "generation 9")
     local w = env.new()
     w:resync()
-    eq(ports(w.upstreams.carts), "88")
+    eq(ports(w.upstreams.carts), "85", "not record 3: it came after the refused one")
     eq(ports(w.upstreams.users), "96", "the known service of a record naming a gone one")
     local log = table.concat(env.logged, "\n")
-    contains(log, "record 1 skipped: ")
-    contains(log, "record 2 skipped: not valid JSON")
-    contains(log, "record 4 skipped: generation 10 is not above 10")
+    contains(log, "record 2 refused: ")
+    contains(log, "it and the 1 record(s) after it are ignored")
     contains(log, "names 1 service(s) this config does not have; skipped")
+    contains(log, "1 record(s) applied, up to generation 9")
+    for _, bad in ipairs({ "{not json", record(env.json, 9, { carts = { peers = peers(99) } }) }) do
+        local e = setup({ carts = { peers = peers(81) } }, 3)
+        local jj = journal_of(8, record(e.json, 9, { carts = { peers = peers(86) } }), bad,
+            record(e.json, 11, { carts = { peers = peers(87) } }))
+        contains(e.new():seed(snap, "snap.json", jj), "generation 9")
+        contains(table.concat(e.logged, "\n"), "record 2 refused: ")
+    end
     local other = setup({ carts = { peers = peers(81) } }, 3)
     other.new():seed(snap, "snap.json", "garbage")
     contains(other.logged[1], "error: nginxgen endpoints: the boot snapshot's journal snap.json.journal is ignored")

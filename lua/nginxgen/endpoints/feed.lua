@@ -234,7 +234,10 @@ end
 
 -- The snapshot's journal applied to it (`snap`, schema.snapshot's result, changed in
 -- place): the records that continue this snapshot, in order, each above the one before.
--- Nothing here fails the start: a record that cannot be used is skipped and logged.
+-- Nothing here fails the start. The first record that cannot be used ends the replay, as
+-- a torn one does: the records after it were pushes over a state this one made, and
+-- applying them without it would serve a mix that never existed (deploy/journal.py
+-- replay stops at the same record).
 local function replay(self, snap, text, name)
     local where = "nginxgen endpoints: the boot snapshot's journal " .. name
     local parsed, why = journal.parse(text)
@@ -261,11 +264,13 @@ local function replay(self, snap, text, name)
             rec, err = schema.snapshot(doc, self.known, self.limits)
             err = err and err.error
         end
+        if rec and rec.generation <= snap.generation then
+            rec, err = nil, "generation " .. rec.generation .. " is not above " .. snap.generation
+        end
         if not rec then
-            self.log("error", where, ": record ", i, " skipped: ", err)
-        elseif rec.generation <= snap.generation then
-            self.log("error", where, ": record ", i, " skipped: generation ", rec.generation,
-                " is not above ", snap.generation)
+            self.log("error", where, ": record ", i, " refused: ", err, "; it and the ",
+                #parsed.records - i, " record(s) after it are ignored")
+            break
         else
             for svc, entry in pairs(rec.services) do
                 snap.services[svc] = entry
