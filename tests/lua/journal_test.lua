@@ -74,4 +74,69 @@ s.case("text that is not a journal is refused as a whole", function()
     ok(j.parse("nginxgen-endpoints-journal 1 base=x\n") == nil, "a bad base")
 end)
 
+-- A reader that answers each path from its own list, one entry per read (the last again).
+local function reader(files)
+    local seen = {}
+    return function(path)
+        local list = files[path]
+        seen[path] = (seen[path] or 0) + 1
+        return list and list[math.min(seen[path], #list)]
+    end, seen
+end
+
+local S7 = '{"generation":7,"services":{}}'
+local S9 = '{"generation":9,"services":{}}'
+local J9 = "nginxgen-endpoints-journal 1 base=9\n"
+
+s.case("a pair read mid-write is told from a settled one", function()
+    local j = journal()
+    eq(j.snapshot_generation(S7), 7)
+    eq(j.snapshot_generation('{"generation": 12 , "x": 1}'), 12)
+    eq(j.snapshot_generation('{"services":{},"generation":7}'), nil, "not as the sidecar writes it")
+    eq(j.unsettled(S7, HEADER .. frame(R8)), nil, "this snapshot's journal")
+    eq(j.unsettled(S9, HEADER .. frame(R8)), nil, "an older snapshot's: the snapshot holds all")
+    contains(j.unsettled(S7, J9), "continues generation 9, newer than the snapshot's 7")
+    contains(j.unsettled(S7, HEADER .. frame(R8):sub(1, 10)), "cut short")
+    eq(j.unsettled(nil, J9), nil)
+    eq(j.unsettled(S7, nil), nil)
+    eq(j.unsettled(S7, "garbage"), nil, "the seed says why it ignores that")
+    eq(j.unsettled("{not json", J9), nil)
+end)
+
+s.case("a compaction between the two reads is read again", function()
+    local j = journal()
+    local slept = 0
+    local sleep = function() slept = slept + 1 end
+    -- The old snapshot, then the sidecar renamed the new snapshot and its journal in.
+    local read, seen = reader({ snap = { S7, S9 }, ["snap.journal"] = { J9 } })
+    local snap, text, reads, why = j.read_pair(read, "snap", 5, sleep)
+    eq(snap, S9)
+    eq(text, J9)
+    eq(reads, 2)
+    eq(why, nil)
+    eq(slept, 1)
+    eq(seen.snap, 2)
+    -- A record being appended: the next read has it whole.
+    local torn = HEADER .. frame(R8):sub(1, 12)
+    read = reader({ snap = { S7 }, ["snap.journal"] = { torn, HEADER .. frame(R8) } })
+    snap, text, reads = j.read_pair(read, "snap", 5, sleep)
+    eq(text, HEADER .. frame(R8))
+    eq(reads, 2)
+    -- A tail torn for good (the sidecar died mid-write): bounded, then used as read.
+    slept = 0
+    read = reader({ snap = { S7 }, ["snap.journal"] = { torn } })
+    snap, text, reads, why = j.read_pair(read, "snap", 5, sleep)
+    eq(text, torn)
+    eq(reads, 5)
+    eq(slept, 4)
+    contains(why, "cut short")
+    -- No snapshot: the journal is not read.
+    read, seen = reader({ ["snap.journal"] = { J9 } })
+    snap, text, reads = j.read_pair(read, "snap", 5, sleep)
+    eq(snap, nil)
+    eq(text, nil)
+    eq(reads, 1)
+    eq(seen["snap.journal"], nil)
+end)
+
 return s

@@ -598,6 +598,18 @@ def test_the_journal_applies_over_the_boot_snapshot_and_a_torn_tail_is_ignored(
     assert who_answers(gw.url("carts"), 10) == Counter({"b": 10})
     assert gw.feed.status()["generation"] == 60
     assert "continues generation 50, not the snapshot's 60; ignored" in gw.error_log()
+    # No journal at all is silent; one that cannot be read is said, and nginx starts.
+    assert "cannot read" not in gw.error_log()
+    gw.stop()
+    journal.unlink()
+    gw.start()
+    assert gw.feed.status()["generation"] == 60
+    assert "cannot read" not in gw.error_log()
+    gw.stop()
+    journal.mkdir()  # io.open succeeds, the read fails (root reads a mode-0 file)
+    gw.start()
+    assert who_answers(gw.url("carts"), 4) == Counter({"b": 4})
+    assert f"cannot read {journal}: " in gw.error_log()
 
 
 def test_a_reload_with_a_broken_plan_keeps_the_old_config(gateway: Factory, backends) -> None:

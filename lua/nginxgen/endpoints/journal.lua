@@ -8,6 +8,14 @@
 --   `cut` says why the bytes after the last whole record were ignored: a record cut
 --   short by a crash mid-write, or one whose checksum fails (nothing after it is framed
 --   for sure). Validating a payload is the feed's job (a push document, schema.snapshot).
+--
+-- read_pair(read, path, tries, sleep) → snapshot text, journal text, reads, why | nil
+--   The snapshot and its journal are two files the sidecar replaces one after the other
+--   (a compaction: the new snapshot, then its new journal) and appends to: a read that
+--   falls between can get an old snapshot with the new journal (whose base is above it:
+--   the journal would be ignored and nginx would serve older than confirmed), or a record
+--   being written. unsettled() tells such a pair; read_pair reads both again, up to
+--   `tries` times in all, `sleep` (a blocking one: init cannot yield) in between.
 
 local _M = {}
 
@@ -63,6 +71,49 @@ function _M.parse(text)
         pos = after
     end
     return { base = tonumber(base), records = records }
+end
+
+-- The generation the snapshot's text starts with, as the sidecar writes it
+-- ({"generation":N,...}); nil when it does not start so (the seed then says why).
+function _M.snapshot_generation(text)
+    return tonumber(match(text, '^%s*{%s*"generation"%s*:%s*(%d+)[,}%s]'))
+end
+
+-- Why this snapshot and journal look read mid-write (nil: they do not). A journal of an
+-- older snapshot is settled: the sidecar died before starting the new one, and the
+-- snapshot holds everything.
+function _M.unsettled(snapshot_text, journal_text)
+    if snapshot_text == nil or journal_text == nil then
+        return nil
+    end
+    local parsed = _M.parse(journal_text)
+    if parsed == nil then
+        return nil
+    end
+    if parsed.cut then
+        return "its last record is cut short (" .. parsed.cut .. ")"
+    end
+    local gen = _M.snapshot_generation(snapshot_text)
+    if gen ~= nil and parsed.base > gen then
+        return "it continues generation " .. parsed.base .. ", newer than the snapshot's " .. gen
+    end
+    return nil
+end
+
+function _M.read_pair(read, path, tries, sleep)
+    local snapshot, text, why
+    for i = 1, tries do
+        snapshot = read(path)
+        text = snapshot and read(path .. ".journal")
+        why = _M.unsettled(snapshot, text)
+        if why == nil then
+            return snapshot, text, i, nil
+        end
+        if i < tries then
+            sleep(0.002)
+        end
+    end
+    return snapshot, text, tries, why
 end
 
 return _M
