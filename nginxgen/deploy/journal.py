@@ -25,6 +25,7 @@ holds it, a restarted nginx serves the record before.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -158,25 +159,58 @@ def effective_generation(path: str, snapshot: int) -> int:
     return replay(snapshot, {}, read_journal(path)).generation
 
 
+class FileId(NamedTuple):
+    """Which file, and how long, a writer left it: another writer's rewrite (a rename: a
+    new inode) or append (a new size) since shows as a different FileId."""
+
+    dev: int
+    ino: int
+    size: int
+
+
+def file_id(st: os.stat_result) -> FileId:
+    return FileId(st.st_dev, st.st_ino, st.st_size)
+
+
+class Foreign(InstallError):
+    """The journal on disk is not the one this writer left (`nginxgen render -o`, another
+    watcher): appending to it would put our delta on another base."""
+
+
 class Journal:
     """The open end of one snapshot's journal: `start` begins it (atomically, header only)
-    right after that snapshot was written; `append` adds a record."""
+    right after that snapshot was written; `append` adds a record, to this very file only."""
 
-    def __init__(self, path: str, size: int) -> None:
+    def __init__(self, path: str, ident: FileId) -> None:
         self.path = path
-        self.size = size  # bytes on disk: where a failed append is cut back to
+        self.ident = ident  # the file as we left it: where a failed append is cut back to
+
+    @property
+    def size(self) -> int:
+        return self.ident.size
 
     @classmethod
-    def start(cls, path: str, base: int) -> Journal:
-        """A journal holding no record yet, replacing any earlier one (InstallError)."""
-        text = header(base)
-        write_atomic(path, text, backup=False)
-        return cls(path, len(text))
+    def start(cls, path: str, base: int, like: os.stat_result | None = None) -> Journal:
+        """A journal holding no record yet, replacing any earlier one (InstallError).
+        `like`: the snapshot's stat; the journal gets its mode (and group, where allowed),
+        as it holds the same endpoints."""
+        write_atomic(path, header(base), backup=False)
+        try:
+            if like is not None:
+                os.chmod(path, stat.S_IMODE(like.st_mode))
+                try:
+                    os.chown(path, -1, like.st_gid)
+                except OSError:
+                    pass  # not ours to give away: the mode still holds
+            return cls(path, file_id(os.stat(path)))
+        except OSError as exc:
+            raise InstallError(f"cannot start {path}: {_why(exc)}", exc.errno) from None
 
     def append(self, payload: bytes) -> None:
-        """One framed record, written and fdatasync'd (InstallError). A record that could
-        not be written whole is cut off again where possible; the caller must not append
-        to this journal after a failure (what follows may sit behind a torn record)."""
+        """One framed record, written and fdatasync'd (InstallError; Foreign when the file
+        is not the one this journal last left, untouched then). Appends hold an exclusive
+        flock, so a failed one is cut back to our own end and never into a record another
+        writer added. The caller must not append to this journal after a failure."""
         data = frame(payload)
         try:
             # O_NONBLOCK: a FIFO put in the journal's place fails instead of hanging.
@@ -184,24 +218,65 @@ class Journal:
         except OSError as exc:
             raise InstallError(f"cannot append to {self.path}: {_why(exc)}", exc.errno) from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise InstallError(f"{self.path} is not a regular file", errno.EINVAL)
-            written = 0
-            try:
-                while written < len(data):
-                    written += os.write(fd, data[written:])
-                os.fdatasync(fd)
-            except OSError as exc:
-                try:
-                    os.ftruncate(fd, self.size)
-                except OSError:
-                    pass  # the loader ignores the torn tail
-                raise InstallError(
-                    f"cannot append to {self.path}: {_why(exc)}", exc.errno
-                ) from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._check(fd)
+            self._write(fd, data)
+            if file_id(os.stat(self.path))[:2] != self.ident[:2]:
+                # Replaced while we wrote: the record went to a file nginx no longer reads.
+                raise Foreign(f"{self.path} was replaced by another writer", errno.ESTALE)
+        except InstallError:
+            raise
+        except OSError as exc:
+            raise InstallError(f"cannot append to {self.path}: {_why(exc)}", exc.errno) from None
         finally:
-            os.close(fd)
-        self.size += len(data)
+            os.close(fd)  # and the lock with it
+        self.ident = self.ident._replace(size=self.ident.size + len(data))
+
+    def _check(self, fd: int) -> None:
+        got = file_id(os.fstat(fd))
+        if got != self.ident:
+            what = "replaced" if got[:2] != self.ident[:2] else "appended to"
+            raise Foreign(f"{self.path} was {what} by another writer", errno.ESTALE)
+
+    def _write(self, fd: int, data: bytes) -> None:
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fdatasync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, self.ident.size)  # ours alone: the lock is held
+            except OSError:
+                pass  # the loader ignores the torn tail
+            raise
+
+
+def adopt(path: str, snapshot: int) -> Journal | None:
+    """The journal at `path` as found, to append to, when it continues the snapshot at
+    generation `snapshot` and ends in a whole record (after a torn one, a record would be
+    ignored); None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    records = parse(data)
+    if records is None or records.cut or records.base != snapshot or len(data) != st.st_size:
+        return None
+    return Journal(path, file_id(st))
 
 
 def _why(exc: OSError) -> str:

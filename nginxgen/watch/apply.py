@@ -173,6 +173,7 @@ class Applier:
         self.generations.observe(snapshot_generation(spec.nginx.snapshot_path))
         self.snapshots = SnapshotTexts()  # the snapshot's text and journal (deploy/feed.py)
         self._journal_note = ""  # why the journal cannot be used, as last logged
+        self._trusted: int | None = None  # first pass: the snapshot's generation, the feed's too
         health.served = self.not_served
 
     def adopt(self, spec: Spec, binary: Binary | None) -> None:
@@ -262,6 +263,7 @@ class Applier:
                     self.splits.push_if_changed(self.spec, self.binary, planned)
                 if not delta:
                     split = self.splits.push_if_changed(self.spec, self.binary, planned) or split
+                    self.snapshots.advance(last, planned)  # the disk holds it as it held last
                     self._succeeded(planned, self.health.generation, changed_at, observe=split)
                     return Outcome(Result.APPLIED if split else Result.UNCHANGED)
                 reason = self._reason(planned)
@@ -307,6 +309,8 @@ class Applier:
                     first = self._push(plan, delta, why)
                     if not first.ok:
                         return self._install(result, installed, generation, changed_at, first)
+                else:
+                    self._on_disk_as(plan)
             # Only split weights changed (nginx.conf does not hold them): a push.
             split = self.splits.push_if_changed(self.spec, self.binary, plan)
             starting = self.applied_plan is None
@@ -342,6 +346,8 @@ class Applier:
         pushed = self._push(plan, delta, "start") if delta else None
         if pushed is not None and not pushed.ok:
             return self._install(result, installed, generation, changed_at, pushed)
+        if pushed is None:
+            self._on_disk_as(plan)
         event(
             logging.INFO,
             f"kept: nginx serves {nginx.output} as installed (only endpoints moved since); "
@@ -484,7 +490,18 @@ class Applier:
             return changed_endpoints(self.applied_plan, plan)
         nginx = self.spec.nginx
         held = feed_generation(nginx.status_listen, nginx.token_path)
-        return served_delta(plan, read_served(nginx.snapshot_path), held)
+        served = read_served(nginx.snapshot_path)
+        self._trusted = held if served is not None and served.generation == held else None
+        return served_delta(plan, served, held)
+
+    def _on_disk_as(self, plan: Plan) -> None:
+        """`plan` serves and no push was needed: what is on disk holds its endpoints
+        already (the plan before, or at a first pass the snapshot the feed holds), so the
+        next push appends a journal record instead of rewriting the snapshot."""
+        if self.applied_plan is not None:
+            self.snapshots.advance(self.applied_plan, plan)
+        elif self._trusted is not None and plan.feed is not None:
+            self.snapshots.adopt(plan.feed.snapshot, self._trusted, plan)
 
     def _push(
         self,
@@ -551,6 +568,8 @@ class Applier:
     def _persisted(self, persisted: Persisted) -> None:
         """Say once that the snapshot's journal cannot be used (then every push rewrites
         the snapshot, as before the journal), and once that it can again."""
+        if not persisted.full and persisted.note:
+            event(logging.WARNING, persisted.note)  # a compaction failed; records go on
         if persisted.full and persisted.note != self._journal_note:
             if persisted.note:
                 event(logging.WARNING, persisted.note)

@@ -20,7 +20,7 @@ from nginxgen.deploy.feed import (
     snapshot_generation,
     write_snapshot,
 )
-from nginxgen.deploy.journal import Journal, frame, header, journal_path, parse
+from nginxgen.deploy.journal import frame, header, journal_path, parse
 from nginxgen.plan import PlanMemo
 from nginxgen.plan.endpoints import changed_endpoints, endpoints
 from nginxgen.util.atomic_write import InstallError
@@ -117,7 +117,8 @@ def test_the_effective_generation_counts_the_journal_of_this_snapshot_only(tmp_p
     path = tmp_path / "endpoints.json"
     write_snapshot(str(path), 42, {"a": {"peers": []}})
     assert snapshot_generation(str(path)) == 42
-    j = Journal(journal_path(str(path)), len(header(42)))
+    j = journal.adopt(journal_path(str(path)), 42)
+    assert j is not None
     j.append(doc(50, a=1))
     j.append(doc(51, a=2))
     assert snapshot_generation(str(path)) == 51
@@ -233,3 +234,134 @@ def test_snapshot_and_journal_always_replay_to_the_last_plan(
         assert boot_endpoints(path) == (gen, endpoints(plan))
         assert snapshot_generation(str(path)) == gen
         last = plan
+
+
+def _pushes(tmp_path: Path) -> tuple[Path, SnapshotTexts, list[Any], PlanMemo]:
+    """A snapshot written at generation 10 by this run, and the plan it holds."""
+    path, memo, texts = tmp_path / "endpoints.json", PlanMemo(), SnapshotTexts()
+    first = _dynamic_plan(tmp_path, memo, {"a": 1, "b": 1, "c": 1})
+    assert texts.record(str(path), 10, first, endpoints(first), None).full
+    return path, texts, [first], memo
+
+
+def _push(tmp_path: Path, texts: SnapshotTexts, plans: list[Any], memo: PlanMemo, gen: int):
+    plan = _dynamic_plan(tmp_path, memo, {"a": gen, "b": 1, "c": 1})
+    done = texts.record(
+        str(tmp_path / "endpoints.json"), gen, plan, changed_endpoints(plans[-1], plan), plans[-1]
+    )
+    plans.append(plan)
+    return done
+
+
+def test_a_snapshot_another_writer_rewrote_is_rewritten_not_appended_to(tmp_path) -> None:
+    """`render -o` or a second watcher wrote generation 150 and its journal: our delta
+    on their base would replay to a mix; the whole snapshot is written instead."""
+    path, texts, plans, memo = _pushes(tmp_path)
+    assert not _push(tmp_path, texts, plans, memo, 11).full
+    write_snapshot(str(path), 150, {"a": {"peers": []}})
+    done = _push(tmp_path, texts, plans, memo, 200)
+    assert done.full
+    assert boot_endpoints(path) == (200, endpoints(plans[-1]))
+    assert not _push(tmp_path, texts, plans, memo, 201).full, "ours again: a record"
+    assert boot_endpoints(path) == (201, endpoints(plans[-1]))
+
+
+def test_a_journal_another_writer_replaced_or_appended_to_is_left_alone(tmp_path) -> None:
+    path, texts, plans, memo = _pushes(tmp_path)
+    jpath = Path(journal_path(str(path)))
+    theirs = header(10) + frame(doc(99, a=7))
+    for foreign in (lambda: jpath.write_bytes(theirs), lambda: jpath.open("ab").write(b"x")):
+        foreign()
+        before = jpath.read_bytes()
+        gen = plans and 20 + len(plans)
+        done = _push(tmp_path, texts, plans, memo, gen)
+        assert done.full, "not appended to theirs"
+        assert boot_endpoints(path) == (gen, endpoints(plans[-1]))
+        assert before != jpath.read_bytes() == header(gen)
+
+
+def test_a_foreign_journal_is_not_touched_by_an_append(tmp_path) -> None:
+    """Journal.append checks under its flock that the file is the one it left: a failed
+    append is cut back to its own end only, never into another writer's record."""
+    path = tmp_path / "endpoints.json"
+    write_snapshot(str(path), 42, {})
+    mine = journal.adopt(journal_path(str(path)), 42)
+    assert mine is not None
+    with open(journal_path(str(path)), "ab") as fh:
+        fh.write(frame(doc(50, a=1)))  # another writer's record
+    with pytest.raises(journal.Foreign, match="appended to by another writer"):
+        mine.append(doc(51, a=2))
+    assert snapshot_generation(str(path)) == 50, "their record stands"
+
+
+def test_the_journal_gets_the_snapshots_mode(tmp_path) -> None:
+    path = tmp_path / "endpoints.json"
+    path.write_text("{}")
+    path.chmod(0o640)
+    write_snapshot(str(path), 42, {})
+    assert Path(journal_path(str(path))).stat().st_mode & 0o777 == 0o640
+
+
+def test_a_plan_that_moved_no_endpoint_keeps_the_journal_in_use(tmp_path) -> None:
+    """A tag-only change: the plan that serves is a new object with the same endpoints;
+    `advance` says so, and the next push is a record, not a 7.9 MB rewrite."""
+    path, texts, plans, memo = _pushes(tmp_path)
+    same = _dynamic_plan(tmp_path, PlanMemo(), {"a": 1, "b": 1, "c": 1})
+    assert same is not plans[-1] and changed_endpoints(plans[-1], same) == {}
+    texts.advance(plans[-1], same)
+    plans.append(same)
+    assert not _push(tmp_path, texts, plans, memo, 11).full
+    texts.advance(plans[0], plans[-1])  # not what is on disk: nothing moves
+    stale = _dynamic_plan(tmp_path, PlanMemo(), {"a": 11, "b": 1, "c": 1})
+    assert texts.record(str(path), 12, stale, {}, plans[0]).full
+    assert boot_endpoints(path) == (12, endpoints(stale))
+
+
+def test_a_first_pass_adopts_the_snapshot_and_journal_it_found(tmp_path) -> None:
+    path, texts, plans, memo = _pushes(tmp_path)
+    assert not _push(tmp_path, texts, plans, memo, 11).full
+    fresh = SnapshotTexts()  # a new run
+    assert not fresh.adopt(str(path), 10, plans[-1]), "the journal's generation is 11"
+    assert fresh.adopt(str(path), 11, plans[-1])
+    assert not _push(tmp_path, fresh, plans, memo, 12).full
+    assert boot_endpoints(path) == (12, endpoints(plans[-1]))
+    with open(journal_path(str(path)), "ab") as fh:
+        fh.write(frame(doc(13, a=1))[:-4])  # torn: a record after it would be ignored
+    assert not SnapshotTexts().adopt(str(path), 12, plans[-1])
+
+
+def test_a_failed_compaction_appends_the_record_and_tries_again_later(
+    tmp_path, monkeypatch
+) -> None:
+    """Disk full for the rewrite: the old snapshot and journal are intact and a record
+    fits, so it is appended; the rewrite is tried again COMPACT_RETRY records later."""
+    from nginxgen.deploy import feed
+
+    path, texts, plans, memo = _pushes(tmp_path)
+    real = feed.write_atomic
+    full = {"on": False, "tries": 0}
+
+    def no_room(target: Any, content: Any, **kw: Any) -> Any:
+        if full["on"] and str(target) == str(path):
+            full["tries"] += 1
+            raise InstallError(f"cannot write {target}: no space left on device", 28)
+        return real(target, content, **kw)
+
+    monkeypatch.setattr(feed, "write_atomic", no_room)
+    full["on"] = True
+    gen = 11
+    while True:  # records until the journal is full enough for a compaction
+        done = _push(tmp_path, texts, plans, memo, gen + 1)
+        gen += 1
+        assert not done.full
+        if full["tries"]:
+            break
+    assert "not compacted" in done.note and "no space left" in done.note
+    gen -= 1
+    assert boot_endpoints(path) == (gen + 1, endpoints(plans[-1]))
+    for i in range(feed.COMPACT_RETRY):
+        assert not _push(tmp_path, texts, plans, memo, gen + 2 + i).full
+    assert full["tries"] == 1, "not retried on every push"
+    full["on"] = False
+    assert _push(tmp_path, texts, plans, memo, gen + 2 + feed.COMPACT_RETRY).full
+    assert boot_endpoints(path) == (gen + 2 + feed.COMPACT_RETRY, endpoints(plans[-1]))

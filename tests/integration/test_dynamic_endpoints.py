@@ -385,6 +385,22 @@ def test_nginx_restarted_after_pushes_serves_the_journal(dynamic_gateway, backen
     assert "a record cut short" in gw.nginx.errors()
 
 
+def test_a_change_that_moves_no_endpoint_keeps_the_journal(dynamic_gateway, backends):
+    """A tag-only registry change: the plan that serves changes, no push carries it; the
+    next push is still one journal record, not the whole snapshot rewritten."""
+    a, b = backends("a"), backends("b")
+    gw = journal_gateway(dynamic_gateway, a)
+    snapshot = gw.dir / "nginxgen-endpoints.json"
+    eventually((gw.dir / "nginxgen-endpoints.json.journal").exists, 10, "the journal")
+    started = push_and_persist(gw, b)
+    write_registry(gw.dir, {**app(b, tags=["v2"]), **FILLERS})
+    time.sleep(1.0)  # the watcher's pass over the tag change (nothing to see from outside)
+    assert push_and_persist(gw, a) == started, "a record, not a rewrite"
+    records = parse((gw.dir / "nginxgen-endpoints.json.journal").read_bytes())
+    assert records is not None and len(records.payloads) == 2
+    assert snapshot.stat().st_ino == started
+
+
 def test_nginx_restarted_after_the_journal_was_compacted_serves_the_last_push(
     dynamic_gateway, backends
 ):

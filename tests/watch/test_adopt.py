@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nginxgen.deploy.feed import write_snapshot
-from nginxgen.deploy.journal import Journal, frame, header, journal_path
+from nginxgen.deploy.journal import adopt, frame, header, journal_path
 from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.pipeline import Build, BuildCache, build
 from nginxgen.plan.endpoints import endpoints
@@ -100,7 +100,8 @@ def test_what_nginx_serves_is_the_snapshot_with_its_journal(tmp_path) -> None:
     path = tmp_path / "snap.json"
     write_snapshot(str(path), 41, endpoints(render(s, A1).plan))
     moved = endpoints(render(s, A1, A2).plan)
-    j = Journal(journal_path(str(path)), len(header(41)))
+    j = adopt(journal_path(str(path)), 41)
+    assert j is not None
     j.append(json.dumps({"generation": 45, "services": {"a": moved["a"]}}).encode())
     served = read_served(str(path))
     assert served is not None and served.generation == 45
