@@ -192,7 +192,9 @@ def _render(
                     # file serves its endpoints, not an earlier watch run's. (No directory:
                     # no snapshot to be older, the file's own endpoints serve.)
                     generation = int(now.timestamp() * 1000)
-                    write_snapshot(feed.snapshot, generation, endpoints(result.plan))
+                    note = write_snapshot(feed.snapshot, generation, endpoints(result.plan))
+                    if note:
+                        err.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
             except (InstallError, OSError) as exc:
                 fail(str(exc), 2)
             state.save()

@@ -1,7 +1,7 @@
 -- The live endpoint feed inside nginx: peers change without a reload.
 --
 --   init(config)    init_by_lua (master): the rendered plan, the token digest, the boot
---                   snapshot; seeds the shared dict (docs/endpoints-feed.md)
+--                   snapshot and its journal; seeds the shared dict (docs/endpoints-feed.md)
 --   init_worker()   init_worker_by_lua: load, then check for new generations every
 --                   poll_interval (10 ms) and report the generation served
 --   push()          content handler of POST /nginxgen/endpoints (loopback, token)
@@ -14,6 +14,7 @@
 local schema = require("nginxgen.endpoints.schema")
 local json = require("nginxgen.endpoints.json")
 local feed_mod = require("nginxgen.endpoints.feed")
+local journal_mod = require("nginxgen.endpoints.journal")
 local apikey = require("nginxgen.apikey")
 local ffi = require("ffi")
 local bit = require("bit")
@@ -80,15 +81,28 @@ local function shared(name)
     return dict
 end
 
+local ENOENT = 2
+
+-- The file's content; nil when it cannot be read, logged unless it does not exist (an
+-- unreadable journal must not pass for a missing one).
 local function read_file(path)
-    local f = io_open(path, "rb")
+    local f, err, code = io_open(path, "rb")
     if f == nil then
+        if code ~= ENOENT then
+            log("error", "nginxgen endpoints: cannot read ", err)
+        end
         return nil
     end
-    local text = f:read("*a")
+    local text, rerr = f:read("*a")
     f:close()
+    if text == nil then
+        log("error", "nginxgen endpoints: cannot read ", path, ": ", rerr)
+    end
     return text
 end
+
+-- Re-reads of the snapshot and its journal when they look read mid-write (journal.lua).
+local PAIR_TRIES = 5
 
 -- config: { plan = JSON text, token_sha256 = hex, snapshot = path?, dict?, health_dict?,
 --           max_peers?, max_body?, poll_interval? } — see docs/endpoints-feed.md.
@@ -148,8 +162,20 @@ function _M.init(config)
         sleep = blocking_sleep,
         log = log,
     })
-    local snapshot = cfg.snapshot and read_file(cfg.snapshot)
-    local summary = feed:seed(snapshot, cfg.snapshot)
+    local snapshot, journal -- the boot snapshot and its delta records
+    if cfg.snapshot then
+        local reads, why
+        snapshot, journal, reads, why = journal_mod.read_pair(read_file, cfg.snapshot,
+            PAIR_TRIES, blocking_sleep)
+        if why then
+            log("warn", "nginxgen endpoints: the boot snapshot's journal after ", reads,
+                " reads: ", why)
+        elseif reads > 1 then
+            log("notice", "nginxgen endpoints: read the boot snapshot and its journal ",
+                reads, " times (the sidecar was writing them)")
+        end
+    end
+    local summary = feed:seed(snapshot, cfg.snapshot, journal)
     ngx.update_time()
     log("notice", "nginxgen endpoints: serving ", summary, " after ",
         format("%.2f", ngx.now() - started), " s")

@@ -20,6 +20,7 @@ import json
 from typing import NamedTuple
 
 from ..deploy.feed import FeedClient
+from ..deploy.journal import journal_path, read_journal, replay
 from ..model.plan import Plan
 from ..plan.endpoints import EndpointSet, dynamic_upstreams, endpoint_set, plan_document
 from ..render.conf import config_generation, feed_plan
@@ -37,9 +38,9 @@ class Served(NamedTuple):
 
 
 def read_served(path: str) -> Served | None:
-    """The boot snapshot at `path`; None when there is none or it cannot be read. The one
-    reader of what nginx serves here: point it at a journal-aware reader when the snapshot
-    gains one."""
+    """What nginx loads at start from the boot snapshot at `path` and its journal: the
+    snapshot with the journal's records applied, at the generation of the last one
+    (deploy/journal.replay); None when there is no snapshot or it cannot be read."""
     try:
         with open(path, "rb") as fh:
             doc = json.loads(fh.read(MAX_SNAPSHOT))
@@ -50,7 +51,8 @@ def read_served(path: str) -> Served | None:
     gen, services = doc.get("generation"), doc.get("services")
     if not isinstance(gen, int) or not isinstance(services, dict):
         return None
-    return Served(gen, services)
+    done = replay(gen, services, read_journal(journal_path(path)))
+    return Served(done.generation, done.services)
 
 
 def feed_generation(status_listen: str, token_path: str) -> int | None:

@@ -23,6 +23,7 @@ from ..deploy.confirm import serving_generation
 from ..deploy.feed import (
     FeedClient,
     Generations,
+    Persisted,
     Pushed,
     SnapshotTexts,
     push_endpoints,
@@ -170,7 +171,9 @@ class Applier:
         # whatever the snapshot of an earlier run holds.
         self.generations = Generations(clock)
         self.generations.observe(snapshot_generation(spec.nginx.snapshot_path))
-        self.snapshots = SnapshotTexts()  # the snapshot's text, one piece per service
+        self.snapshots = SnapshotTexts()  # the snapshot's text and journal (deploy/feed.py)
+        self._journal_note = ""  # why the journal cannot be used, as last logged
+        self._trusted: int | None = None  # first pass: the snapshot's generation, the feed's too
         health.served = self.not_served
 
     def adopt(self, spec: Spec, binary: Binary | None) -> None:
@@ -260,6 +263,7 @@ class Applier:
                     self.splits.push_if_changed(self.spec, self.binary, planned)
                 if not delta:
                     split = self.splits.push_if_changed(self.spec, self.binary, planned) or split
+                    self.snapshots.advance(last, planned)  # the disk holds it as it held last
                     self._succeeded(planned, self.health.generation, changed_at, observe=split)
                     return Outcome(Result.APPLIED if split else Result.UNCHANGED)
                 reason = self._reason(planned)
@@ -305,9 +309,16 @@ class Applier:
                     first = self._push(plan, delta, why)
                     if not first.ok:
                         return self._install(result, installed, generation, changed_at, first)
+                else:
+                    self._on_disk_as(plan)
             # Only split weights changed (nginx.conf does not hold them): a push.
             split = self.splits.push_if_changed(self.spec, self.binary, plan)
+            starting = self.applied_plan is None
             self._succeeded(plan, generation, changed_at, observe=split)
+            if starting:
+                # The first pass of a run settles the heap in full, as a reload does;
+                # otherwise the first push after it would (~0.5 s at 10,000 services).
+                self.heap.settle()
             return Outcome(Result.APPLIED if split else Result.UNCHANGED)
         if text == self.failed_text:
             return Outcome(Result.SKIPPED)
@@ -335,6 +346,8 @@ class Applier:
         pushed = self._push(plan, delta, "start") if delta else None
         if pushed is not None and not pushed.ok:
             return self._install(result, installed, generation, changed_at, pushed)
+        if pushed is None:
+            self._on_disk_as(plan)
         event(
             logging.INFO,
             f"kept: nginx serves {nginx.output} as installed (only endpoints moved since); "
@@ -372,7 +385,8 @@ class Applier:
             # holds: the new workers' init prefers it to older pushes (and a restart of
             # nginx alone serves it too).
             try:
-                self.snapshots.write(plan.feed.snapshot, self.generations.next(), plan)
+                gen = self.generations.next()
+                self._persisted(self.snapshots.write(plan.feed.snapshot, gen, plan))
             except InstallError as exc:
                 why = f"endpoint snapshot: {exc}"
                 self.health.applied, self.health.apply_error = False, why
@@ -476,7 +490,18 @@ class Applier:
             return changed_endpoints(self.applied_plan, plan)
         nginx = self.spec.nginx
         held = feed_generation(nginx.status_listen, nginx.token_path)
-        return served_delta(plan, read_served(nginx.snapshot_path), held)
+        served = read_served(nginx.snapshot_path)
+        self._trusted = held if served is not None and served.generation == held else None
+        return served_delta(plan, served, held)
+
+    def _on_disk_as(self, plan: Plan) -> None:
+        """`plan` serves and no push was needed: what is on disk holds its endpoints
+        already (the plan before, or at a first pass the snapshot the feed holds), so the
+        next push appends a journal record instead of rewriting the snapshot."""
+        if self.applied_plan is not None:
+            self.snapshots.advance(self.applied_plan, plan)
+        elif self._trusted is not None and plan.feed is not None:
+            self.snapshots.adopt(plan.feed.snapshot, self._trusted, plan)
 
     def _push(
         self,
@@ -485,7 +510,7 @@ class Applier:
         reason: str,
         took: dict[str, float] | None = None,
     ) -> Pushed:
-        """Push `delta`, confirm it, persist the snapshot; log and count the result.
+        """Push `delta`, confirm it, persist it (a journal record); log and count the result.
         `took`: seconds of the stages before the push (debounce, read, plan), for the log."""
         gen = self.generations.next()
         try:
@@ -518,10 +543,12 @@ class Applier:
         for i, _pid in enumerate(pushed.workers):
             self.metrics.feed_generation.labels(str(i)).set(gen)
         wrote = self.clock.monotonic()
+        snapshot = plan.feed.snapshot if plan.feed else ""
         try:
-            self.snapshots.write(plan.feed.snapshot if plan.feed else "", gen, plan)
+            # A journal record of the delta (the snapshot itself only now and then).
+            self._persisted(self.snapshots.record(snapshot, gen, plan, delta, self.applied_plan))
         except InstallError as exc:
-            # Served already; the next push or reload writes it again.
+            # Served already; the next push or reload writes the whole snapshot again.
             event(logging.ERROR, f"endpoint snapshot not written: {exc}")
         took = {**(took or {}), "snapshot": self.clock.monotonic() - wrote}
         # The same words as a reload's line (watch/diff.py), so a log reader sees one story.
@@ -537,6 +564,18 @@ class Applier:
             **diff.as_dict(),
         )
         return pushed
+
+    def _persisted(self, persisted: Persisted) -> None:
+        """Say once that the snapshot's journal cannot be used (then every push rewrites
+        the snapshot, as before the journal), and once that it can again."""
+        if not persisted.full and persisted.note:
+            event(logging.WARNING, persisted.note)  # a compaction failed; records go on
+        if persisted.full and persisted.note != self._journal_note:
+            if persisted.note:
+                event(logging.WARNING, persisted.note)
+            else:
+                event(logging.INFO, "endpoint journal started again")
+            self._journal_note = persisted.note
 
     def _planned(self, plan: Plan, pseudo_dead: int) -> None:
         self.last_plan = plan

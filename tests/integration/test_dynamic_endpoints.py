@@ -20,8 +20,10 @@ import pytest
 import requests
 import yaml
 
+from nginxgen.deploy.journal import frame, parse
 from tests.helpers import Backend, Client, WatchedGateway, nginx_workers, run_cli, who_answers
 from tests.helpers import poll_until as eventually
+from tests.helpers.snapshot import boot_endpoints
 
 pytestmark = pytest.mark.requires("nginx-lua")
 
@@ -116,10 +118,10 @@ def test_traffic_moves_to_a_new_instance_without_a_reload(dynamic_gateway, backe
     assert all(ms >= 0 for ms in stages.values()), stages
     status = feed_status(gw)
     assert status["converged"] and {w["pid"] for w in status["workers"]} == pids
-    # The boot snapshot holds what serves, for a restart of nginx alone.
-    snap = json.loads((gw.dir / "nginxgen-endpoints.json").read_text())
-    assert snap["generation"] == status["generation"]
-    assert [p["port"] for p in snap["services"]["app"]["peers"]] == [b.port]
+    # The boot snapshot and its journal hold what serves, for a restart of nginx alone.
+    generation, boot = boot_endpoints(gw.dir / "nginxgen-endpoints.json")
+    assert generation == status["generation"]
+    assert [p["port"] for p in boot["app"]["peers"]] == [b.port]
     assert gw.stop_watch() == 0
 
 
@@ -309,6 +311,116 @@ def test_nginx_restarted_alone_serves_the_last_pushed_endpoints(dynamic_gateway,
     gw.nginx.start(gw.port)
     # nginx.conf still holds the endpoints it was rendered with (a); the snapshot wins.
     eventually(lambda: gw.serves_only("b"), 10, "the snapshot serves")
+
+
+# Services beside `app`, so that a change of app is a small share of the snapshot: its
+# push is a journal record, and only every few pushes is the snapshot rewritten.
+FILLERS = {
+    f"f{i}": [{"id": f"f{i}-{n}", "address": f"10.9.{i}.{n}:80"} for n in (1, 2, 3)]
+    for i in range(20)
+}
+FILLER_ROUTES = [{"path": "/", "service": "app"}] + [
+    {"path": f"/{name}/", "service": name} for name in FILLERS
+]
+
+
+def journal_gateway(dynamic_gateway, *members: Backend) -> WatchedGateway:
+    # flap off: these tests move app back and forth on purpose
+    services = {**app(*members), **FILLERS}
+    return dynamic_gateway(services, extra={"routes": FILLER_ROUTES}, watch={"flap": "off"})
+
+
+def push_and_persist(gw: WatchedGateway, backend: Backend) -> int:
+    """Move app to `backend`; wait until it serves and is persisted (snapshot + journal).
+    Returns the snapshot file's inode then (a rewrite renames a new file into place)."""
+    write_registry(gw.dir, {**app(backend), **FILLERS})
+    eventually(
+        lambda: gw.serves_only(backend.name), 20, f"traffic on {backend.name}", detail=gw.logs
+    )
+    snapshot = gw.dir / "nginxgen-endpoints.json"
+
+    def persisted() -> bool:
+        gen, boot = boot_endpoints(snapshot)
+        ports = [p["port"] for p in boot["app"]["peers"]]
+        return ports == [backend.port] and gen == feed_status(gw)["generation"]
+
+    eventually(persisted, 20, f"{backend.name} persisted", detail=gw.logs)
+    return snapshot.stat().st_ino
+
+
+def restart_nginx_alone(gw: WatchedGateway) -> None:
+    assert gw.stop_watch() == 0
+    (gw.dir / "services.yaml").unlink()  # and the registry is gone too
+    gw.nginx.stop()
+    gw.nginx.start(gw.port)
+
+
+def test_nginx_restarted_after_pushes_serves_the_journal(dynamic_gateway, backends):
+    a, b, c = backends("a"), backends("b"), backends("c")
+    gw = journal_gateway(dynamic_gateway, a)
+    snapshot = gw.dir / "nginxgen-endpoints.json"
+    journal = gw.dir / "nginxgen-endpoints.json.journal"
+    eventually(journal.exists, 10, "the watcher's snapshot and its journal")
+    started = snapshot.stat().st_ino
+    assert push_and_persist(gw, b) == started
+    assert push_and_persist(gw, c) == started, "two pushes: journal records only"
+    records = parse(journal.read_bytes())
+    assert records is not None and len(records.payloads) == 2
+    assert json.loads(records.payloads[-1])["services"].keys() == {"app"}, "the delta only"
+    generation = feed_status(gw)["generation"]
+    assert json.loads(snapshot.read_text())["generation"] < generation
+    pids = workers(gw)
+    restart_nginx_alone(gw)
+    assert not workers(gw) & pids, "a new nginx"
+    # nginx.conf and the snapshot hold a; the journal b, then c.
+    eventually(lambda: gw.serves_only("c"), 10, "the journal's last record serves")
+    assert feed_status(gw)["generation"] == generation
+    # A crash mid-write of the next record: nginx starts and serves the last whole one.
+    with open(journal, "ab") as fh:
+        fh.write(frame(json.dumps({"generation": generation + 1, "services": {}}).encode())[:-3])
+    gw.nginx.stop()
+    gw.nginx.start(gw.port)
+    eventually(lambda: gw.serves_only("c"), 10, "the last whole record serves")
+    assert feed_status(gw)["generation"] == generation
+    assert "a record cut short" in gw.nginx.errors()
+
+
+def test_a_change_that_moves_no_endpoint_keeps_the_journal(dynamic_gateway, backends):
+    """A tag-only registry change: the plan that serves changes, no push carries it; the
+    next push is still one journal record, not the whole snapshot rewritten."""
+    a, b = backends("a"), backends("b")
+    gw = journal_gateway(dynamic_gateway, a)
+    snapshot = gw.dir / "nginxgen-endpoints.json"
+    eventually((gw.dir / "nginxgen-endpoints.json.journal").exists, 10, "the journal")
+    started = push_and_persist(gw, b)
+    write_registry(gw.dir, {**app(b, tags=["v2"]), **FILLERS})
+    time.sleep(1.0)  # the watcher's pass over the tag change (nothing to see from outside)
+    assert push_and_persist(gw, a) == started, "a record, not a rewrite"
+    records = parse((gw.dir / "nginxgen-endpoints.json.journal").read_bytes())
+    assert records is not None and len(records.payloads) == 2
+    assert snapshot.stat().st_ino == started
+
+
+def test_nginx_restarted_after_the_journal_was_compacted_serves_the_last_push(
+    dynamic_gateway, backends
+):
+    a, b, c = backends("a"), backends("b"), backends("c")
+    gw = journal_gateway(dynamic_gateway, a)
+    snapshot = gw.dir / "nginxgen-endpoints.json"
+    eventually((gw.dir / "nginxgen-endpoints.json.journal").exists, 10, "the journal")
+    inodes = [snapshot.stat().st_ino]
+    for i in range(16):  # a quarter of the snapshot holds a few of app's records
+        inodes.append(push_and_persist(gw, (b, c)[i % 2]))
+        if len(set(inodes)) >= 2 and inodes[-1] == inodes[-2]:
+            break  # rewritten, and a record after that
+    assert len(set(inodes)) >= 2, "the snapshot was rewritten once the journal filled"
+    assert inodes[-1] == inodes[-2], "and a journal record followed"
+    last = (b, c)[(len(inodes) - 2) % 2]
+    generation = feed_status(gw)["generation"]
+    restart_nginx_alone(gw)
+    eventually(lambda: gw.serves_only(last.name), 10, "the last push serves")
+    assert feed_status(gw)["generation"] == generation
+    assert "journal" not in gw.nginx.errors(), "no record was skipped"
 
 
 def test_a_new_route_still_reloads(dynamic_gateway, backends):

@@ -9,7 +9,7 @@ local eq, ok, contains = t.eq, t.ok, t.contains
 local MODULES = {
     "nginxgen.ip", "nginxgen.endpoints.json", "nginxgen.endpoints.schema",
     "nginxgen.endpoints.store", "nginxgen.balancer.pool", "nginxgen.balancer.health",
-    "nginxgen.endpoints.feed",
+    "nginxgen.endpoints.journal", "nginxgen.endpoints.feed",
 }
 
 local function load()
@@ -137,6 +137,97 @@ s.case("a broken snapshot is ignored with a clear log line", function()
     contains(env.logged[1], "host")
     env.new():seed("{not json", "x")
     contains(env.logged[2], "not valid JSON")
+end)
+
+-- The journal next to the snapshot, as deploy/journal.py writes it.
+local function journal_of(base, ...)
+    local out = { "nginxgen-endpoints-journal 1 base=" .. base .. "\n" }
+    for _, payload in ipairs({ ... }) do
+        out[#out + 1] = string.format("%d %08x\n", #payload, ngx.crc32_long(payload)) .. payload .. "\n"
+    end
+    return table.concat(out)
+end
+
+local function record(json, gen, services)
+    return json.encode({ generation = gen, services = services })
+end
+
+s.case("the journal's records apply over the snapshot, in order", function()
+    local env = setup({ carts = { peers = peers(81) }, users = { peers = peers(91) } }, 3)
+    local snap = record(env.json, 8, { carts = { peers = peers(85) }, users = { peers = peers(95) } })
+    local j = journal_of(8,
+        record(env.json, 9, { carts = { peers = peers(86) } }),
+        record(env.json, 10, { users = { peers = peers(96) } }),
+        record(env.json, 11, { carts = { peers = peers(87) } }))
+    contains(env.new():seed(snap, "snap.json", j), "generation 11")
+    local w = env.new()
+    w:resync()
+    eq(w.generation, 11)
+    eq(ports(w.upstreams.carts), "87", "the last record of carts")
+    eq(ports(w.upstreams.users), "96")
+    contains(table.concat(env.logged, "\n"), "3 record(s) applied, up to generation 11")
+end)
+
+s.case("a torn last record is ignored: the last whole one serves", function()
+    local env = setup({ carts = { peers = peers(81) } }, 3)
+    local snap = record(env.json, 8, { carts = { peers = peers(85) } })
+    local j = journal_of(8, record(env.json, 9, { carts = { peers = peers(86) } }),
+        record(env.json, 10, { carts = { peers = peers(87) } }))
+    env.new():seed(snap, "snap.json", j:sub(1, #j - 7))
+    local w = env.new()
+    w:resync()
+    eq(w.generation, 9)
+    eq(ports(w.upstreams.carts), "86")
+    contains(env.logged[1], "warn: nginxgen endpoints: the boot snapshot's journal snap.json.journal")
+    contains(env.logged[1], "a record cut short")
+end)
+
+s.case("a journal of another snapshot is ignored", function()
+    local env = setup({ carts = { peers = peers(81) } }, 3)
+    local snap = record(env.json, 20, { carts = { peers = peers(85) } })
+    env.new():seed(snap, "snap.json", journal_of(8, record(env.json, 30, { carts = { peers = peers(86) } })))
+    local w = env.new()
+    w:resync()
+    eq(w.generation, 20)
+    eq(ports(w.upstreams.carts), "85")
+    contains(env.logged[1], "continues generation 8, not the snapshot's 20; ignored")
+end)
+
+s.case("unknown services are skipped; a bad record ends the replay, never a failed start", function()
+    local env = setup({ carts = { peers = peers(81) }, users = { peers = peers(91) } }, 3)
+    local snap = record(env.json, 8, { carts = { peers = peers(85) } })
+    local j = journal_of(8,
+        record(env.json, 9, { gone = { peers = peers(1) }, users = { peers = peers(96) } }),
+        record(env.json, 10, { carts = { peers = { { host = "evil", port = 1 } } } }),
+        record(env.json, 12, { carts = { peers = peers(88) } }))
+    contains(env.new():seed(snap, "snap.json", j), "generation 9")
+    local w = env.new()
+    w:resync()
+    eq(ports(w.upstreams.carts), "85", "not record 3: it came after the refused one")
+    eq(ports(w.upstreams.users), "96", "the known service of a record naming a gone one")
+    local log = table.concat(env.logged, "\n")
+    contains(log, "record 2 refused: ")
+    contains(log, "it and the 1 record(s) after it are ignored")
+    contains(log, "names 1 service(s) this config does not have; skipped")
+    contains(log, "1 record(s) applied, up to generation 9")
+    for _, bad in ipairs({ "{not json", record(env.json, 9, { carts = { peers = peers(99) } }) }) do
+        local e = setup({ carts = { peers = peers(81) } }, 3)
+        local jj = journal_of(8, record(e.json, 9, { carts = { peers = peers(86) } }), bad,
+            record(e.json, 11, { carts = { peers = peers(87) } }))
+        contains(e.new():seed(snap, "snap.json", jj), "generation 9")
+        contains(table.concat(e.logged, "\n"), "record 2 refused: ")
+    end
+    local other = setup({ carts = { peers = peers(81) } }, 3)
+    other.new():seed(snap, "snap.json", "garbage")
+    contains(other.logged[1], "error: nginxgen endpoints: the boot snapshot's journal snap.json.journal is ignored")
+end)
+
+s.case("without a usable snapshot the journal is not read", function()
+    local env = setup({ carts = { peers = peers(81) } }, 3)
+    env.new():seed("{not json", "snap.json", journal_of(8, record(env.json, 9, { carts = { peers = peers(86) } })))
+    local w = env.new()
+    w:resync()
+    eq(ports(w.upstreams.carts), "81", "the plan")
 end)
 
 s.case("a push writes only its services; workers rebuild only those", function()

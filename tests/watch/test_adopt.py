@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nginxgen.deploy.feed import write_snapshot
+from nginxgen.deploy.journal import adopt, frame, header, journal_path
 from nginxgen.model.catalog import Catalog, Instance
 from nginxgen.pipeline import Build, BuildCache, build
 from nginxgen.plan.endpoints import endpoints
@@ -90,3 +91,29 @@ def test_the_delta_is_against_the_snapshot_it_can_trust(tmp_path) -> None:
     path.write_text(json.dumps({"generation": "41", "services": {}}))
     assert read_served(str(path)) is None
     assert served_delta(plan, Served(1, {}), 1).keys() == {"a", "b"}
+
+
+def test_what_nginx_serves_is_the_snapshot_with_its_journal(tmp_path) -> None:
+    """The records of the snapshot's journal apply over it, up to the first one nginx
+    would refuse (deploy/journal.replay): the generation and endpoints nginx loads."""
+    s = spec(tmp_path)
+    path = tmp_path / "snap.json"
+    write_snapshot(str(path), 41, endpoints(render(s, A1).plan))
+    moved = endpoints(render(s, A1, A2).plan)
+    j = adopt(journal_path(str(path)), 41)
+    assert j is not None
+    j.append(json.dumps({"generation": 45, "services": {"a": moved["a"]}}).encode())
+    served = read_served(str(path))
+    assert served is not None and served.generation == 45
+    plan = render(s, A1, A2).plan
+    assert served_delta(plan, served, 45) == {}, "the journal's record serves a already"
+    assert list(served_delta(render(s, A1).plan, served, 45)) == ["a"]
+    # A record that does not continue (not above the one before) ends the replay there.
+    with open(journal_path(str(path)), "ab") as fh:
+        fh.write(frame(b'{"generation": 44, "services": {}}'))
+        fh.write(frame(json.dumps({"generation": 50, "services": {"b": None}}).encode()))
+    assert read_served(str(path)) == served
+    # A journal of another snapshot (the sidecar died between the two writes) is ignored.
+    (tmp_path / "snap.json.journal").write_bytes(header(40) + frame(b'{"generation": 99}'))
+    again = read_served(str(path))
+    assert again is not None and again.generation == 41

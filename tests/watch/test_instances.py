@@ -172,3 +172,16 @@ def test_status_server_answers_the_document_on_get_status() -> None:
         assert r.json() == {"services": {}, "generation": "g"}
     finally:
         server.stop()
+
+
+def test_the_cap_is_checked_without_counting_every_instance() -> None:
+    from nginxgen.watch.instances import _more_than
+
+    def groups():  # type: ignore[no-untyped-def]
+        yield ("a", "b")
+        yield ("c",)
+        raise AssertionError("counted past the cap")
+
+    assert _more_than(groups(), 2)  # type: ignore[arg-type]
+    assert not _more_than([("a", "b"), ("c",)], 3)  # type: ignore[list-item]
+    assert _more_than([("a", "b"), ("c",)], 2)  # type: ignore[list-item]

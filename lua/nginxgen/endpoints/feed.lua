@@ -8,6 +8,7 @@
 local schema = require("nginxgen.endpoints.schema")
 local store = require("nginxgen.endpoints.store")
 local json = require("nginxgen.endpoints.json")
+local journal = require("nginxgen.endpoints.journal")
 local pool = require("nginxgen.balancer.pool")
 local health = require("nginxgen.balancer.health")
 
@@ -231,12 +232,68 @@ function Feed:push(body, yield)
     return 200, { generation = push.generation, services = n }
 end
 
+-- The snapshot's journal applied to it (`snap`, schema.snapshot's result, changed in
+-- place): the records that continue this snapshot, in order, each above the one before.
+-- Nothing here fails the start. The first record that cannot be used ends the replay, as
+-- a torn one does: the records after it were pushes over a state this one made, and
+-- applying them without it would serve a mix that never existed (deploy/journal.py
+-- replay stops at the same record).
+local function replay(self, snap, text, name)
+    local where = "nginxgen endpoints: the boot snapshot's journal " .. name
+    local parsed, why = journal.parse(text)
+    if parsed == nil then
+        self.log("error", where, " is ignored: ", why)
+        return
+    end
+    if parsed.base ~= snap.generation then
+        -- the sidecar rewrote the snapshot and died before starting its journal
+        self.log("notice", where, " continues generation ", parsed.base, ", not the snapshot's ",
+            snap.generation, "; ignored")
+        return
+    end
+    if parsed.cut then
+        self.log("warn", where, ": ignoring ", parsed.cut, " (a write cut short)")
+    end
+    local applied, skipped = 0, 0
+    for i, payload in ipairs(parsed.records) do
+        local doc, jerr = json.decode(payload)
+        local rec, err
+        if doc == nil then
+            err = "not valid JSON: " .. tostring(jerr)
+        else
+            rec, err = schema.snapshot(doc, self.known, self.limits)
+            err = err and err.error
+        end
+        if rec and rec.generation <= snap.generation then
+            rec, err = nil, "generation " .. rec.generation .. " is not above " .. snap.generation
+        end
+        if not rec then
+            self.log("error", where, ": record ", i, " refused: ", err, "; it and the ",
+                #parsed.records - i, " record(s) after it are ignored")
+            break
+        else
+            for svc, entry in pairs(rec.services) do
+                snap.services[svc] = entry
+            end
+            snap.generation, applied, skipped = rec.generation, applied + 1, skipped + #rec.skipped
+        end
+    end
+    if skipped > 0 then
+        self.log("warn", where, " names ", skipped, " service(s) this config does not have; skipped")
+    end
+    if applied > 0 then
+        self.log("notice", where, ": ", applied, " record(s) applied, up to generation ",
+            snap.generation)
+    end
+end
+
 -- Master, in init_by_lua: bring the dict to the newest of what it holds (pushes survive
--- a HUP), the boot snapshot and the rendered plan, per service by generation; ties keep
--- the dict, then the snapshot, except that a dict still at generation 0 (filled from
--- rendered plans only) gives way to the plan. Forgets services the config no longer has.
--- `snapshot_text` is the file's content (nil: none). Returns a one-line summary.
-function Feed:seed(snapshot_text, snapshot_name)
+-- a HUP), the boot snapshot (with its journal) and the rendered plan, per service by
+-- generation; ties keep the dict, then the snapshot, except that a dict still at
+-- generation 0 (filled from rendered plans only) gives way to the plan. Forgets services
+-- the config no longer has. `snapshot_text` and `journal_text` are the files' content
+-- (nil: none). Returns a one-line summary.
+function Feed:seed(snapshot_text, snapshot_name, journal_text)
     local dict, plan = self.dict, self.plan
     for _, name in ipairs(store.names(dict)) do
         if self.known[name] == nil then
@@ -260,6 +317,9 @@ function Feed:seed(snapshot_text, snapshot_name)
                     #snap.skipped, " service(s) this config does not have; skipped")
             end
         end
+    end
+    if snap and journal_text ~= nil then
+        replay(self, snap, journal_text, tostring(snapshot_name) .. ".journal")
     end
     local held = store.generation(dict)
     local s_gen = snap and snap.generation or 0
